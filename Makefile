@@ -1,0 +1,47 @@
+# Two commands set everything up on a fresh machine: `make train` and `make test`.
+# Each step is skipped when already done (the venv, the install, the data).
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+DATA_DIR ?= data
+ARGS ?=
+
+.PHONY: setup venv data train test test-slow lint bench clean-logs
+
+setup: $(STAMP) data
+
+$(PY):
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+
+# Reinstall only when pyproject.toml changed.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# FashionMNIST offline: Debian's dataset-fashion-mnist package when we can install it,
+# decompressed and verified into $(DATA_DIR)/FashionMNIST/raw by the app itself.
+data: $(STAMP)
+	@bash scripts/get_data.sh "$(DATA_DIR)"
+
+train: setup
+	$(PY) train.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/optimizer_step.py
+	$(PY) benchmarks/epoch_time.py
+
+clean-logs:
+	rm -rf logs/train logs/probe logs/surfaces

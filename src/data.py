@@ -1,0 +1,348 @@
+"""FashionMNIST: find the files offline, decode them once, serve batches from one tensor.
+
+Where the raw files come from, in order:
+  1. `data_dir/FashionMNIST/raw/*-ubyte` already there (verified by sha256),
+  2. Debian's package `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist/*.gz),
+     decompressed into `data_dir/FashionMNIST/raw/` (Debian recompressed the .gz files, so
+     we check the *decompressed* content, which is the original),
+  3. torchvision's download, when a network exists.
+
+The default `pipeline=tensor` decodes the IDX files into one normalised float32 tensor and
+makes each batch by indexing it: the tutorial's per-sample `ToTensor`/`Normalize` pipeline
+spends ~90 % of an epoch in Python, not in the model. `pipeline=torchvision` keeps that
+pipeline for comparison and augmentations; both share the same split and the same sampler,
+so they produce the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from src.errors import DataError
+
+MEAN, STD = 0.2861, 0.3530  # the tutorial's normalisation: pixels get mean 0, std 1
+SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+
+# sha256 of the decompressed IDX files (the original content, whoever compressed it), and size
+RAW_FILES = {
+    "train-images-idx3-ubyte": ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
+    "train-labels-idx1-ubyte": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
+    "t10k-images-idx3-ubyte": ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
+    "t10k-labels-idx1-ubyte": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
+}
+
+HOW_TO_GET_DATA = (
+    "get FashionMNIST one of three ways: (1) put the four *-ubyte files in <data_dir>/FashionMNIST/raw/, "
+    f"(2) `apt-get install dataset-fashion-mnist` (files in {SYSTEM_DIR}), "
+    "(3) run once with network access so torchvision can download it"
+)
+
+
+def raw_dir(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / "FashionMNIST" / "raw"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_raw_file(path: Path) -> str | None:
+    """None if `path` is the original file, else what is wrong with it."""
+    if not path.exists():
+        return "missing"
+    digest, size = RAW_FILES[path.name]
+    actual = path.stat().st_size
+    if actual != size:
+        return f"size {actual} bytes, expected {size} (truncated or corrupt)"
+    if _sha256(path) != digest:
+        return "sha256 mismatch (corrupt)"
+    return None
+
+
+def _prepared(data_dir) -> bool:
+    return all(_check_raw_file(raw_dir(data_dir) / name) is None for name in RAW_FILES)
+
+
+def _corrupt_files(data_dir) -> list[str]:
+    out = []
+    for name in RAW_FILES:
+        problem = _check_raw_file(raw_dir(data_dir) / name)
+        if problem not in (None, "missing"):
+            out.append(f"{raw_dir(data_dir) / name}: {problem}")
+    return out
+
+
+def _writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"data.data_dir={path.parents[1]} is not writable ({e.strerror}); "
+                        "pass a writable directory, e.g. data.data_dir=/tmp/fashion-mnist") from None
+    if not os.access(path, os.W_OK):
+        raise DataError(f"data.data_dir={path.parents[1]} is not writable; "
+                        "pass a writable directory, e.g. data.data_dir=/tmp/fashion-mnist")
+
+
+def _decompress_system_files(system_dir: Path, data_dir) -> None:
+    """gunzip the Debian files into raw/, each through a temp name, verified before the rename."""
+    target = raw_dir(data_dir)
+    _writable_dir(target)
+    for name, (digest, size) in RAW_FILES.items():
+        dest = target / name
+        if _check_raw_file(dest) is None:
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target)
+        try:
+            h = hashlib.sha256()
+            with gzip.open(system_dir / f"{name}.gz", "rb") as src, os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != digest or os.path.getsize(tmp) != size:
+                raise DataError(f"{system_dir / (name + '.gz')} decompresses to unexpected content "
+                                f"(sha256 mismatch); reinstall dataset-fashion-mnist or {HOW_TO_GET_DATA}")
+            os.replace(tmp, dest)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(f"{system_dir / (name + '.gz')} is truncated or corrupt ({e}); "
+                            f"reinstall dataset-fashion-mnist or {HOW_TO_GET_DATA}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _download(data_dir) -> None:
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(str(data_dir), train=True, download=True)
+    FashionMNIST(str(data_dir), train=False, download=True)
+
+
+def prepare_fashion_mnist(data_dir, system_dir: str | None = SYSTEM_DIR, allow_download: bool = True) -> str:
+    """Make sure the four raw IDX files are in `data_dir/FashionMNIST/raw/`; say where they came from."""
+    data_dir = Path(data_dir)
+    if _prepared(data_dir):
+        return "prepared"
+    bad = _corrupt_files(data_dir)
+    if system_dir and all((Path(system_dir) / f"{n}.gz").exists() for n in RAW_FILES):
+        _decompress_system_files(Path(system_dir), data_dir)  # replaces corrupt files too
+        return "debian"
+    if bad:
+        raise DataError(f"corrupt data file {bad[0]}; delete it and {HOW_TO_GET_DATA}")
+    if allow_download:
+        _writable_dir(raw_dir(data_dir))
+        try:
+            _download(data_dir)
+        except Exception as e:  # no network, DNS failure, HTTP error: all mean "not this way"
+            raise DataError(f"FashionMNIST not found in {raw_dir(data_dir)} and the download failed "
+                            f"({type(e).__name__}); {HOW_TO_GET_DATA}") from None
+        if _prepared(data_dir):
+            return "download"
+    raise DataError(f"FashionMNIST not found in {raw_dir(data_dir)}; {HOW_TO_GET_DATA}")
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Decode an IDX file (big-endian header: magic, dims) into a uint8 tensor."""
+    data = np.fromfile(path, dtype=np.uint8)
+    ndim = int(data[3])
+    dims = np.frombuffer(data[4:4 + 4 * ndim].tobytes(), dtype=">i4")
+    return torch.from_numpy(data[4 + 4 * ndim:].reshape(*dims).copy())
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """The same arithmetic as torchvision's ToTensor() + Normalize((MEAN,), (STD,)), batched."""
+    x = images_uint8.unsqueeze(1).to(torch.float32).div(255)
+    return x.sub_(MEAN).div_(STD)
+
+
+def load_split_tensors(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    prefix = "train" if train else "t10k"
+    images = read_idx(raw_dir(data_dir) / f"{prefix}-images-idx3-ubyte")
+    labels = read_idx(raw_dir(data_dir) / f"{prefix}-labels-idx1-ubyte").long()
+    return normalize(images), labels
+
+
+def split_indices(n_total: int = 60000, n_train: int = 50000, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tutorial's `random_split(train_dataset, [50000, 10000])` after `seed_everything(42)`.
+
+    random_split draws `randperm(n, generator=default_generator)`; a fresh generator seeded 42
+    gives the same permutation without touching the global RNG.
+    """
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    return perm[:n_train], perm[n_train:]
+
+
+class EpochBatchSampler:
+    """Yields lists of indices; the order is a pure function of (seed, epoch).
+
+    That makes shuffling reproducible across restarts (resume needs no RNG state for it), and
+    lets the tensor and torchvision pipelines share one order. Under DDP each rank takes every
+    world_size-th batch. `skip` drops the first batches of the next epoch (mid-epoch resume).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+    def _all_batches(self) -> list[torch.Tensor]:
+        batches = list(torch.split(self.order(), self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches[self.rank::self.world_size]
+
+    def __iter__(self):
+        batches = self._all_batches()
+        skip, self.skip = self.skip, 0
+        yield from batches[skip:]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        total = full + (0 if self.drop_last or rest == 0 else 1)
+        return len(range(self.rank, total, self.world_size))
+
+
+class TensorLoader:
+    """An iterable of (images, labels) batches made by indexing two in-memory tensors.
+
+    Lightning accepts any iterable with a `__len__`; it calls `set_epoch` on `.batch_sampler`.
+    `state_dict`/`load_state_dict` record how many batches of the current epoch were served,
+    so a checkpoint taken mid-epoch resumes on the next batch, not at the start of the epoch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_sampler: EpochBatchSampler):
+        self.images, self.labels, self.batch_sampler = images, labels, batch_sampler
+        self._served = 0
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        self._served = self.batch_sampler.skip
+        device = self.images.device
+        for idx in self.batch_sampler:
+            idx = idx.to(device, non_blocking=True)
+            self._served += 1
+            yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.batch_sampler.epoch, "served": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.skip = int(state.get("served", 0))
+
+
+class _IndexedDataset(torch.utils.data.Dataset):
+    """torchvision FashionMNIST restricted to given indices (per-sample transforms)."""
+
+    def __init__(self, base, indices: torch.Tensor):
+        self.base, self.indices = base, indices.tolist()
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.base[self.indices[i]]
+
+
+class FashionMNISTDataModule(pl.LightningDataModule):
+    def __init__(self, data_dir: str = "data", batch_size: int = 256, eval_batch_size: int = 1024,
+                 pipeline: str = "tensor", on_device: bool = False, num_workers: int = 0,
+                 split_seed: int = 42, shuffle_seed: int = 42, drop_last: bool = True,
+                 system_dir: str | None = SYSTEM_DIR, allow_download: bool = True,
+                 train_subset: int | None = None):
+        super().__init__()
+        if pipeline not in ("tensor", "torchvision"):
+            raise ValueError(f"data.pipeline={pipeline!r} is not one of: tensor, torchvision")
+        self.data_dir, self.batch_size, self.eval_batch_size = str(data_dir), batch_size, eval_batch_size
+        self.pipeline, self.on_device, self.num_workers = pipeline, on_device, num_workers
+        self.split_seed, self.shuffle_seed, self.drop_last = split_seed, shuffle_seed, drop_last
+        self.system_dir, self.allow_download, self.train_subset = system_dir, allow_download, train_subset
+        self._train_loader = None
+        self.source = None
+
+    def prepare_data(self) -> None:
+        self.source = prepare_fashion_mnist(self.data_dir, self.system_dir, self.allow_download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_x"):
+            return
+        if self.source is None:  # setup() without prepare_data(): on another DDP rank, or by hand
+            self.prepare_data()
+        self.train_idx, self.val_idx = split_indices(seed=self.split_seed)
+        if self.train_subset:
+            self.train_idx = self.train_idx[: self.train_subset]
+        if self.pipeline == "tensor":
+            x, y = load_split_tensors(self.data_dir, train=True)
+            self.train_x, self.train_y = x[self.train_idx], y[self.train_idx]
+            self.val_x, self.val_y = x[self.val_idx], y[self.val_idx]
+            self.test_x, self.test_y = load_split_tensors(self.data_dir, train=False)
+            if self.on_device and self.trainer is not None:
+                dev = self.trainer.strategy.root_device
+                for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+                    setattr(self, name, getattr(self, name).to(dev))
+        else:
+            from torchvision import transforms
+            from torchvision.datasets import FashionMNIST
+
+            tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+            train_full = FashionMNIST(self.data_dir, train=True, transform=tf, download=False)
+            self.train_x = _IndexedDataset(train_full, self.train_idx)
+            self.val_x = _IndexedDataset(train_full, self.val_idx)
+            test = FashionMNIST(self.data_dir, train=False, transform=tf, download=False)
+            self.test_x = _IndexedDataset(test, torch.arange(len(test)))
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, x, y, batch_size, shuffle, drop_last):
+        rank, world = self._rank()
+        n = len(x)
+        sampler = EpochBatchSampler(n, batch_size, shuffle, drop_last, seed=self.shuffle_seed,
+                                    rank=rank, world_size=world)
+        if self.pipeline == "tensor":
+            return TensorLoader(x, y, sampler)
+        return torch.utils.data.DataLoader(x, batch_sampler=sampler, num_workers=self.num_workers,
+                                           persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_x, getattr(self, "train_y", None), self.batch_size,
+                            shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self):
+        return self._loader(self.val_x, getattr(self, "val_y", None), self.eval_batch_size,
+                            shuffle=False, drop_last=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_x, getattr(self, "test_y", None), self.eval_batch_size,
+                            shuffle=False, drop_last=False)
+
+    def diagnostic_batch(self, n: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tutorial's diagnostic batch: the first `n` images of the training split, unshuffled."""
+        self.setup()
+        if self.pipeline == "tensor":
+            return self.train_x[:n], self.train_y[:n]
+        items = [self.train_x[i] for i in range(n)]
+        return torch.stack([a for a, _ in items]), torch.tensor([b for _, b in items])

@@ -1,0 +1,51 @@
+"""The tutorial's BaseNetwork: Linear layers with an activation between them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src.errors import ConfigError
+
+ACT_FNS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+}
+
+
+class BaseNetwork(nn.Module):
+    """MLP `input_size → hidden_sizes… → num_classes`.
+
+    `layers` alternates Linear and activation exactly as the tutorial's ModuleList, so the
+    linear layers keep the tutorial's names: layers.0, layers.2, layers.4, layers.6, layers.8.
+    """
+
+    def __init__(self, act_fn: str = "relu", input_size: int = 784, num_classes: int = 10,
+                 hidden_sizes: list[int] = (512, 256, 256, 128)):
+        super().__init__()
+        if act_fn not in ACT_FNS:
+            raise ConfigError(f"model.act_fn={act_fn!r} is not one of: {', '.join(ACT_FNS)}")
+        hidden_sizes = [int(h) for h in hidden_sizes]
+        if not hidden_sizes or any(h <= 0 for h in hidden_sizes):
+            raise ConfigError(f"model.hidden_sizes={hidden_sizes} must be a non-empty list of positive integers")
+        if input_size <= 0 or num_classes <= 0:
+            raise ConfigError(f"model.input_size={input_size} and model.num_classes={num_classes} must be positive")
+        sizes = [input_size, *hidden_sizes]
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(d_in, d_out), ACT_FNS[act_fn]()]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.layers = nn.ModuleList(layers)
+        self.act_fn_name = act_fn
+        self.config = {"act_fn": act_fn, "input_size": input_size, "num_classes": num_classes,
+                       "hidden_sizes": hidden_sizes}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.size(0), -1)
+        for layer in self.layers:
+            x = layer(x)
+        return x

@@ -1,0 +1,26 @@
+"""Train the tutorial's MLP on FashionMNIST: `python train.py optim=sgd_mom init=xavier`."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import warnings  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.entry import run_task  # noqa: E402
+from src.training import train  # noqa: E402
+
+# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API on every run.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig):
+    return run_task(train, cfg)
+
+
+if __name__ == "__main__":
+    main()
