@@ -36,7 +36,7 @@ class BaseNetwork(nn.Module):
             raise ConfigError(f"model.input_size={input_size} and model.num_classes={num_classes} must be positive")
         sizes = [input_size, *hidden_sizes]
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+        for d_in, d_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(d_in, d_out), ACT_FNS[act_fn]()]
         layers.append(nn.Linear(sizes[-1], num_classes))
         self.layers = nn.ModuleList(layers)

@@ -1,0 +1,137 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from src.data import (
+    MEAN,
+    RAW_FILES,
+    STD,
+    FashionMNISTDataModule,
+    prepare_fashion_mnist,
+    raw_dir,
+    split_indices,
+)
+from src.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def dm(data_dir):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir))
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_split_sizes_and_test_set(dm):
+    assert dm.train_x.shape == (50000, 1, 28, 28)
+    assert dm.val_x.shape == (10000, 1, 28, 28)
+    assert dm.test_x.shape == (10000, 1, 28, 28)
+    assert dm.train_x.dtype == torch.float32
+    assert set(dm.train_y.unique().tolist()) == set(range(10))
+
+
+def test_split_is_the_tutorials_random_split():
+    # The tutorial: seed_everything(42); random_split(train_dataset, [50000, 10000]).
+    torch.manual_seed(42)
+    subsets = torch.utils.data.random_split(range(60000), [50000, 10000])
+    train_idx, val_idx = split_indices()
+    assert subsets[0].indices == train_idx.tolist()
+    assert subsets[1].indices == val_idx.tolist()
+    assert torch.equal(split_indices()[0], train_idx)  # deterministic
+    assert len(set(train_idx.tolist()) | set(val_idx.tolist())) == 60000
+
+
+def test_normalisation_gives_mean_0_std_1(dm):
+    x = dm.train_x
+    assert abs(x.mean().item()) < 0.01
+    assert abs(x.std().item() - 1.0) < 0.02
+    # the tutorial's stated range after normalisation
+    assert x.max().item() == pytest.approx((1 - MEAN) / STD, abs=1e-5)
+    assert x.min().item() == pytest.approx(-MEAN / STD, abs=1e-5)
+
+
+def test_batches_are_seeded_and_drop_last(dm):
+    loader = dm.train_dataloader()
+    assert len(loader) == 50000 // 256
+    first = [y for _, y in loader][0]
+    again = [y for _, y in dm.train_dataloader()][0]
+    assert torch.equal(first, again)
+    loader.batch_sampler.set_epoch(1)
+    other_epoch = next(iter(loader))[1]
+    assert not torch.equal(first, other_epoch)
+    assert all(x.shape[0] == 256 for x, _ in loader)
+
+
+def test_diagnostic_batch_is_first_1024_training_images(dm):
+    x, y = dm.diagnostic_batch()
+    assert torch.equal(x, dm.train_x[:1024]) and torch.equal(y, dm.train_y[:1024])
+
+
+# --- where the data comes from -------------------------------------------------------------
+
+def _fake_system_dir(tmp_path, data_dir):
+    """A stand-in for /usr/share/datasets/fashion-mnist made from the real files."""
+    sysdir = tmp_path / "system"
+    sysdir.mkdir()
+    for name in RAW_FILES:
+        with open(raw_dir(data_dir) / name, "rb") as src, gzip.open(sysdir / f"{name}.gz", "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)
+    return sysdir
+
+
+def test_source_prepared(data_dir):
+    assert prepare_fashion_mnist(data_dir, system_dir=None, allow_download=False) == "prepared"
+
+
+def test_source_debian_package_files(tmp_path, data_dir):
+    sysdir = _fake_system_dir(tmp_path, data_dir)
+    target = tmp_path / "data"
+    assert prepare_fashion_mnist(target, system_dir=str(sysdir), allow_download=False) == "debian"
+    assert sorted(p.name for p in raw_dir(target).iterdir()) == sorted(RAW_FILES)  # no temp files left
+    assert prepare_fashion_mnist(target, system_dir=None, allow_download=False) == "prepared"
+
+
+def test_source_download_is_tried_last(tmp_path, data_dir, monkeypatch):
+    calls = []
+
+    def fake_download(target):
+        calls.append(target)
+        shutil.copytree(raw_dir(data_dir), raw_dir(target), dirs_exist_ok=True)
+
+    monkeypatch.setattr("src.data._download", fake_download)
+    assert prepare_fashion_mnist(tmp_path / "d", system_dir=str(tmp_path / "none"), allow_download=True) == "download"
+    assert len(calls) == 1
+
+
+def test_no_source_names_the_three_ways(tmp_path, monkeypatch):
+    def no_network(target):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("src.data._download", no_network)
+    with pytest.raises(DataError) as e:
+        prepare_fashion_mnist(tmp_path / "d", system_dir=str(tmp_path / "none"), allow_download=True)
+    msg = str(e.value)
+    assert "FashionMNIST/raw" in msg and "dataset-fashion-mnist" in msg and "download" in msg
+    assert "\n" not in msg
+
+
+def test_truncated_raw_file_is_a_clear_error(tmp_path, data_dir):
+    target = tmp_path / "d"
+    shutil.copytree(raw_dir(data_dir), raw_dir(target))
+    with open(raw_dir(target) / "train-labels-idx1-ubyte", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        prepare_fashion_mnist(target, system_dir=None, allow_download=False)
+
+
+def test_corrupt_gz_leaves_no_half_written_file(tmp_path, data_dir):
+    sysdir = _fake_system_dir(tmp_path, data_dir)
+    gz = sysdir / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    target = tmp_path / "data"
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        prepare_fashion_mnist(target, system_dir=str(sysdir), allow_download=False)
+    left = sorted(p.name for p in raw_dir(target).iterdir())
+    assert "train-images-idx3-ubyte" not in left and not any(n.endswith(".part") for n in left)

@@ -1,0 +1,80 @@
+"""A short real training run through train(cfg) and through train.py."""
+
+import json
+
+import pytest
+import torch
+
+from src.training import train
+from tests.conftest import FAST, compose, run_script
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose([*FAST, "trainer.max_epochs=2"], out)
+    test_acc = train(cfg)
+    return out, test_acc
+
+
+def test_results_json_has_the_tutorials_keys(short_run):
+    out, test_acc = short_run
+    r = json.loads((out / "results.json").read_text())
+    for key in ("test_acc", "val_scores", "train_scores", "train_losses", "best_val_epoch",
+                "epochs", "seconds", "config", "status"):
+        assert key in r, key
+    assert r["status"] == "ok"
+    assert r["epochs"] == 2 and len(r["val_scores"]) == 2 and len(r["train_scores"]) == 2
+    assert len(r["train_losses"]) == 2 * 10  # one per step
+    assert r["best_val_epoch"] == max(range(2), key=lambda i: (r["val_scores"][i], -i))
+    assert 0.1 < r["test_acc"] <= 1.0
+    assert r["config"]["model"]["hidden_sizes"] == [512, 256, 256, 128]
+
+
+def test_checkpoints_best_and_last(short_run):
+    out, _ = short_run
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts
+    assert any(n.startswith("best-epoch=") for n in ckpts)
+    assert not any(n.endswith(".tmp") for n in ckpts)
+    # Plain containers only: loads with torch's safe loader, and carries the model config.
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["model"]["hidden_sizes"] == [512, 256, 256, 128]
+    assert ckpt["hyper_parameters"]["optim_cfg"]["_target_"] == "src.optim.Adam"
+
+
+def test_tensorboard_written(short_run):
+    out, _ = short_run
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_train_py_subprocess_with_overrides(tmp_path, data_dir):
+    out = tmp_path / "run"
+    res = run_script("train.py", *FAST, "optim=sgd_mom", "init=xavier", "optim.lr=0.05",
+                     f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["config"]["optim"]["lr"] == 0.05 and r["config"]["optim"]["_target_"] == "src.optim.SGDMomentum"
+    assert (out / ".hydra" / "config.yaml").exists()
+    assert str(out) in res.stdout + res.stderr  # the run says where its outputs are
+
+
+def test_gpu_without_cuda_is_one_clear_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run_script("train.py", "trainer.accelerator=gpu", f"hydra.run.dir={tmp_path / 'run'}",
+                     "print_config=false")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "trainer.accelerator=gpu" in lines[0] and "CUDA" in lines[0]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_run_dirs_have_sub_second_timestamps():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    hydra_cfg = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
+    assert hydra_cfg["run"]["dir"].endswith("%f}") and hydra_cfg["sweep"]["dir"].endswith("%f}")
