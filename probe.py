@@ -1,0 +1,29 @@
+"""The tutorial's variance tables, no training: `python probe.py init=const init.fill=0.005 model.act_fn=identity`.
+
+Sweeps: `python probe.py -m init=const,normal,equal_var,xavier,kaiming model.act_fn=identity,tanh,relu`
+writes probe_summary.md/.csv in the sweep dir.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import warnings  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.entry import run_task  # noqa: E402
+from src.probe import probe  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+@hydra.main(config_path="conf", config_name="probe", version_base="1.3")
+def main(cfg: DictConfig):
+    run_task(probe, cfg, print_config=False)
+
+
+if __name__ == "__main__":
+    main()

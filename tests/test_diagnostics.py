@@ -1,0 +1,295 @@
+"""Variance diagnostics callbacks: exact values on a tiny network, hooks, NaN, no-logger, config."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks.diagnostics import (
+    ActivationStats,
+    DistributionFigures,
+    GradientStats,
+    WeightStats,
+    activations_of,
+    tensor_stats,
+)
+from src.module import ClassifierModule
+
+ROOT = Path(__file__).resolve().parents[1]
+N, D_IN, HIDDEN, CLASSES = 8, 4, 5, 3
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class TinyData(pl.LightningDataModule):
+    """The whole dataset is one batch, so every training step sees the diagnostic batch; one
+    validation pass per epoch (and the sanity check) runs on other data."""
+
+    def __init__(self, x, y, with_diagnostic_batch=True):
+        super().__init__()
+        self.x, self.y = x, y
+        if with_diagnostic_batch:
+            self.diagnostic_batch = lambda n: (self.x[:n], self.y[:n])
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=N, shuffle=False)
+
+    def val_dataloader(self):
+        # Different inputs: had the hooks measured a validation batch, the variances would differ.
+        return DataLoader(TensorDataset(self.x * 10, self.y), batch_size=N, shuffle=False)
+
+
+def known_data():
+    x = ((np.arange(N * D_IN).reshape(N, D_IN) % 7) - 3.0) / 2.0
+    y = np.arange(N) % CLASSES
+    return x, y
+
+
+def known_weights():
+    w1 = ((np.arange(HIDDEN * D_IN).reshape(HIDDEN, D_IN) * 3 % 11) - 5.0) / 10.0
+    b1 = np.linspace(-0.2, 0.2, HIDDEN)
+    w2 = ((np.arange(CLASSES * HIDDEN).reshape(CLASSES, HIDDEN) * 5 % 13) - 6.0) / 10.0
+    b2 = np.array([0.1, -0.1, 0.0])
+    return w1, b1, w2, b2
+
+
+def tiny_module(lr=0.0, module_cls=ClassifierModule):
+    # lr=0: the weights never move, so every logged step has the hand-computed values.
+    module = module_cls(model={"act_fn": "identity", "input_size": D_IN, "num_classes": CLASSES,
+                               "hidden_sizes": [HIDDEN]},
+                        optimizer=partial(torch.optim.SGD, lr=lr))
+    w1, b1, w2, b2 = known_weights()
+    with torch.no_grad():
+        for layer, (w, b) in zip((module.net.layers[0], module.net.layers[2]), ((w1, b1), (w2, b2)), strict=True):
+            layer.weight.copy_(torch.tensor(w))
+            layer.bias.copy_(torch.tensor(b))
+    return module
+
+
+def fit(tmp_path, module, callbacks, logger=True, max_steps=3, data=None):
+    x, y = known_data()
+    data = data or TinyData(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    if logger is True:
+        logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    trainer = pl.Trainer(max_steps=max_steps, logger=logger, callbacks=callbacks, accelerator="cpu",
+                         default_root_dir=str(tmp_path), enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    trainer.fit(module, datamodule=data)
+    return trainer
+
+
+def events(tmp_path):
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def scalar_steps(acc, tag):
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def by_hand():
+    """Activations, weight gradients (mean cross-entropy over the batch) and weights in numpy."""
+    x, y = known_data()
+    w1, b1, w2, b2 = known_weights()
+    h = x @ w1.T + b1
+    logits = h @ w2.T + b2
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dlogits = (p - np.eye(CLASSES)[y]) / N
+    g2 = dlogits.T @ h
+    g1 = (dlogits @ w2).T @ x
+    return {"activations": {"layers.0": h, "layers.2": logits},
+            "gradients": {"layers.0": g1, "layers.2": g2},
+            "weights": {"layers.0": w1, "layers.2": w2}}
+
+
+def all_callbacks(figures=False):
+    callbacks = [ActivationStats(every_n_steps=1, batch_size=N), GradientStats(every_n_steps=1),
+                 WeightStats(every_n_steps=1)]
+    # Drawing figures is the slow part (matplotlib); only the tests about figures pay for it.
+    return callbacks + [DistributionFigures(every_n_epochs=2, batch_size=N)] if figures else callbacks
+
+
+def no_hooks(module):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+
+
+def test_callbacks_log_the_hand_computed_variances(tmp_path):
+    module = tiny_module()
+    fit(tmp_path, module, all_callbacks(figures=True), max_steps=3)
+    acc = events(tmp_path)
+    expected = by_hand()
+    for kind, steps in (("activations", {0, 1, 2, 3}), ("gradients", {0, 1, 2}), ("weights", {0, 1, 2, 3})):
+        for layer, value in expected[kind].items():
+            logged = scalar_steps(acc, f"{kind}/var/{layer}")
+            assert set(logged) == steps, (kind, layer, logged)
+            for step, v in logged.items():
+                assert v == pytest.approx(np.var(value), rel=1e-5), (kind, layer, step)
+    for layer, value in expected["activations"].items():
+        assert scalar_steps(acc, f"activations/mean/{layer}")[0] == pytest.approx(value.mean(), rel=1e-5, abs=1e-7)
+        hist = acc.Histograms(f"activations/{layer}")[0].histogram_value
+        assert hist.num == value.size and hist.min == pytest.approx(value.min(), rel=1e-5)
+    for layer, value in expected["gradients"].items():
+        assert scalar_steps(acc, f"gradients/norm/{layer}")[0] == pytest.approx(np.linalg.norm(value), rel=1e-5)
+        assert acc.Histograms(f"gradients/{layer}")[0].histogram_value.num == value.size
+    assert acc.Histograms("weights/layers.0")[0].histogram_value.num == HIDDEN * D_IN
+    assert not [t for t in acc.Tags()["scalars"] if "/nonfinite/" in t]
+    # Figures: start (step 0), every 2nd epoch (one step per epoch here: step 2), end (step 3).
+    assert {e.step for e in acc.Images("distributions/activations")} == {0, 2, 3}
+    pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert pngs == [f"{k}_step{s:06d}.png" for k in ("activations", "gradients", "weights") for s in (0, 2, 3)]
+    assert no_hooks(module)
+
+
+def test_helpers_match_numpy():
+    module = tiny_module()
+    x, _ = known_data()
+    acts = activations_of(module.net, torch.tensor(x, dtype=torch.float32))
+    stats = tensor_stats(acts)
+    for layer, value in by_hand()["activations"].items():
+        assert stats[layer]["var"] == pytest.approx(np.var(value), rel=1e-5)
+    assert tensor_stats({"c": torch.full((100, 7), 0.005)})["c"]["var"] == 0.0
+    assert no_hooks(module)
+
+
+class FailingModule(ClassifierModule):
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 1:
+            raise RuntimeError("boom in training_step")
+        return super().training_step(batch, batch_idx)
+
+
+def test_hooks_removed_after_exception_in_training_step(tmp_path):
+    module = tiny_module(module_cls=FailingModule)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(tmp_path, module, all_callbacks(), max_steps=3)
+    assert no_hooks(module)
+
+
+def test_hooks_removed_after_exception_in_the_diagnostic_pass(tmp_path):
+    module = tiny_module()
+    x, y = known_data()
+    data = TinyData(torch.tensor(x, dtype=torch.float32), torch.tensor(y), with_diagnostic_batch=False)
+    data.diagnostic_batch = lambda n: (torch.zeros(n, D_IN + 1), torch.zeros(n, dtype=torch.long))  # wrong width
+    with pytest.raises(RuntimeError):
+        fit(tmp_path, module, [ActivationStats(every_n_steps=1, batch_size=N)], max_steps=2, data=data)
+    assert no_hooks(module)
+
+
+def test_nonfinite_values_are_counted_and_kept_out_of_histograms(tmp_path):
+    module = tiny_module()
+    with torch.no_grad():
+        module.net.layers[0].weight[0, 0] = float("nan")  # hidden unit 0 is NaN for every sample
+    with pytest.warns(UserWarning, match="NaN/inf"):
+        fit(tmp_path, module, all_callbacks(), max_steps=1)
+    acc = events(tmp_path)
+    h = by_hand()["activations"]["layers.0"]
+    assert scalar_steps(acc, "activations/nonfinite/layers.0")[0] == N
+    assert scalar_steps(acc, "activations/var/layers.0")[0] == pytest.approx(np.var(h[:, 1:]), rel=1e-5)
+    assert acc.Histograms("activations/layers.0")[0].histogram_value.num == N * (HIDDEN - 1)
+    # Every logit is NaN: counted, but neither a variance nor a histogram.
+    assert scalar_steps(acc, "activations/nonfinite/layers.2")[0] == N * CLASSES
+    assert "activations/var/layers.2" not in acc.Tags()["scalars"]
+    assert "activations/layers.2" not in acc.Tags()["histograms"]
+    assert scalar_steps(acc, "weights/nonfinite/layers.0")[0] == 1
+    assert acc.Histograms("weights/layers.0")[0].histogram_value.num == HIDDEN * D_IN - 1
+    for tag in acc.Tags()["histograms"]:
+        for event in acc.Histograms(tag):
+            assert np.isfinite(event.histogram_value.sum)
+
+
+def test_without_tensorboard_logger_one_warning_and_nothing_logged(tmp_path):
+    module = tiny_module()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, module, all_callbacks(figures=True), logger=CSVLogger(str(tmp_path)), max_steps=2)
+    assert sum("TensorBoardLogger" in str(w.message) for w in caught) == 1
+    assert not (tmp_path / "figures").exists()
+    assert no_hooks(module)
+
+
+def test_fallback_to_the_first_training_batch(tmp_path):
+    module = tiny_module()
+    x, y = known_data()
+    data = TinyData(torch.tensor(x, dtype=torch.float32), torch.tensor(y), with_diagnostic_batch=False)
+    with pytest.warns(UserWarning, match="first training batch"):
+        fit(tmp_path, module, all_callbacks(), max_steps=2, data=data)
+    acc = events(tmp_path)
+    logged = scalar_steps(acc, "activations/var/layers.0")
+    assert set(logged) == {0, 1, 2}
+    assert logged[0] == pytest.approx(np.var(by_hand()["activations"]["layers.0"]), rel=1e-5)
+
+
+def test_default_config_enables_diagnostics_and_none_disables_them():
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        default = compose("train")
+        none = compose("train", overrides=["callbacks=none"])
+    built = [hydra.utils.instantiate(c) for c in default.callbacks.values()]
+    assert {type(c) for c in built} == {ActivationStats, GradientStats, WeightStats, DistributionFigures}
+    assert built[0].batch_size == 1024
+    assert not [c for c in (none.callbacks or {}).values() if c is not None and "_target_" in c]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    import json
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+def test_real_tensorboard_serves_the_tags(tmp_path):
+    fit(tmp_path, tiny_module(), all_callbacks(figures=True), max_steps=2)
+    port = _free_port()
+    tb = Path(sys.executable).parent / "tensorboard"
+    proc = subprocess.Popen([str(tb), "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}/data/plugin"
+        deadline = time.monotonic() + 120
+        scalars = histograms = images = {}
+        while time.monotonic() < deadline:
+            try:
+                scalars = _get_json(f"{base}/scalars/tags")
+                histograms = _get_json(f"{base}/histograms/tags")
+                images = _get_json(f"{base}/images/tags")
+                if scalars.get("tb") and histograms.get("tb") and images.get("tb"):
+                    break
+            except OSError:  # not listening yet
+                pass
+            assert proc.poll() is None, "tensorboard exited"
+            time.sleep(1)
+        assert {"activations/var/layers.0", "gradients/var/layers.2", "weights/var/layers.0"} <= set(scalars["tb"])
+        assert {"activations/layers.0", "gradients/layers.0", "weights/layers.2"} <= set(histograms["tb"])
+        assert "distributions/activations" in images["tb"]
+        series = _get_json(f"{base}/scalars/scalars?run=tb&tag=activations/var/layers.0")
+        assert [row[1] for row in series] == [0, 1, 2]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
