@@ -9,7 +9,12 @@ Structure follows ``torch/optim/adam.py``: ``step()`` collects the parameters th
 gradient (and lazily creates their state), then hands the lists to one of two
 implementations of the same formula:
 
-* ``_single_tensor_*``: a readable per-parameter loop, the reference.
+* ``_single_tensor_*``: a per-parameter loop, the reference. It is the tutorial's
+  ``update_param`` transcribed literally, op for op (same temporaries, same order), so with
+  ``foreach=False`` these classes are bit-identical to the tutorial's ``OptimizerTemplate``
+  optimizers. That matters where the dynamics are chaotic (SGD at lr 10 on the loss-surface
+  playground's ravine): there any different rounding, e.g. a fused ``add(alpha=...)``,
+  grows into a visibly different trajectory.
 * ``_multi_tensor_*``: the same maths with ``torch._foreach_*`` ops, which update all
   tensors of a (device, dtype) bucket in a few kernel launches. This is the default
   (``foreach=None`` means ``True``).
@@ -113,9 +118,11 @@ class SGD(Optimizer):
 
 def _single_tensor_sgd(params, grads, *, lr, weight_decay):
     for p, g in zip(params, grads, strict=True):
-        if weight_decay != 0:
-            g = g.add(p, alpha=weight_decay)  # out of place: never modify p.grad
-        p.add_(g, alpha=-lr)
+        if weight_decay != 0:  # skipped entirely at 0, so no op touches the bits
+            g = g + weight_decay * p  # out of place: never modify p.grad
+        # the tutorial's SGD.update_param, op for op
+        p_update = -lr * g
+        p.add_(p_update)
 
 
 def _multi_tensor_sgd(params, grads, *, lr, weight_decay):
@@ -203,9 +210,12 @@ class SGDMomentum(Optimizer):
 def _single_tensor_sgd_momentum(params, grads, bufs, *, lr, momentum, weight_decay):
     for p, g, m in zip(params, grads, bufs, strict=True):
         if weight_decay != 0:
-            g = g.add(p, alpha=weight_decay)
-        m.mul_(momentum).add_(g, alpha=1 - momentum)  # m = β m + (1 - β) g
-        p.add_(m, alpha=-lr)  # w = w - η m
+            g = g + weight_decay * p
+        # the tutorial's SGDMomentum.update_param, op for op; copy_ stores the new m in the
+        # state tensor (the tutorial rebinds a dict entry) without changing a bit
+        m.copy_((1 - momentum) * g + momentum * m)
+        p_update = -lr * m
+        p.add_(p_update)
 
 
 def _multi_tensor_sgd_momentum(params, grads, bufs, *, lr, momentum, weight_decay):
@@ -301,12 +311,17 @@ def _single_tensor_adam(
 ):
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps, strict=True):
         if weight_decay != 0:
-            g = g.add(p, alpha=weight_decay)
-        m.mul_(beta1).add_(g, alpha=1 - beta1)  # m = β1 m + (1 - β1) g
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v = β2 v + (1 - β2) g²
-        m_hat = m / (1 - beta1**t)
-        v_hat = v / (1 - beta2**t)
-        p.addcdiv_(m_hat, v_hat.sqrt_().add_(eps), value=-lr)  # w = w - η m̂ / (√v̂ + ε)
+            g = g + weight_decay * p
+        # the tutorial's Adam.update_param, op for op (same temporaries, same order)
+        m.copy_((1 - beta1) * g + beta1 * m)  # m = β1 m + (1 - β1) g
+        v.copy_((1 - beta2) * (g) ** 2 + beta2 * v)  # v = β2 v + (1 - β2) g²
+        bias_correction_1 = 1 - beta1**t
+        bias_correction_2 = 1 - beta2**t
+        p_2nd_mom = v / bias_correction_2
+        p_mom = m / bias_correction_1
+        p_lr = lr / (torch.sqrt(p_2nd_mom) + eps)  # w = w - η m̂ / (√v̂ + ε)
+        p_update = -p_lr * p_mom
+        p.add_(p_update)
 
 
 def _multi_tensor_adam(

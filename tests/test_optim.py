@@ -23,6 +23,10 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 SHAPES = [(7,), (5, 3), (4, 3, 2), (64, 32), (1,)]
 N_STEPS = 50
 TOL = 1e-6
+# Ours vs torch.optim: two float32 implementations that round differently (our per-parameter
+# path is the tutorial's literal arithmetic, torch fuses ops), each within TOL of the exact
+# float64 result (test_matches_float64_reference), so they may differ by up to 2 TOL.
+TOL_VS_TORCH = 2 * TOL
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor | None = None) -> float:
@@ -163,6 +167,43 @@ def test_foreach_mixed_dtypes(name):
         assert rel_err(a, b, start=p0) <= TOL
 
 
+def literal_tutorial_steps(name, w, grads, lr, wd, momentum=0.9, betas=(0.9, 0.999), eps=1e-8):
+    """The tutorial's update_param expressions verbatim (weight decay, if any, first as
+    g = g + wd * p), in the parameter's own dtype: the per-parameter path must match it
+    bit for bit (the loss-surface playground relies on that, its SGD run is chaotic)."""
+    b1, b2 = betas
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        if wd != 0:
+            g = g + wd * w
+        if name == "sgd":
+            p_update = -lr * g
+        elif name == "sgd_mom":
+            m = (1 - momentum) * g + momentum * m
+            p_update = -lr * m
+        else:
+            m = (1 - b1) * g + b1 * m
+            v = (1 - b2) * (g) ** 2 + b2 * v
+            p_2nd_mom = v / (1 - b2**t)
+            p_mom = m / (1 - b1**t)
+            p_lr = lr / (torch.sqrt(p_2nd_mom) + eps)
+            p_update = -p_lr * p_mom
+        w = w.clone()
+        w.add_(p_update)
+    return w
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_per_parameter_path_is_the_tutorials_arithmetic(name):
+    cls, _, hyper, lr = CASES[name]
+    params0, grads = make_problem(seed=6)
+    ours, _ = run(lambda ps: cls(param_groups(ps, lr, hyper), foreach=False), params0, grads)
+    for i, (p0, p) in enumerate(zip(params0, ours, strict=True)):
+        lr_i, wd_i = group_settings(i, lr)
+        expected = literal_tutorial_steps(name, p0, [g[i] for g in grads], lr=lr_i, wd=wd_i)
+        assert torch.equal(p, expected), f"param {i} shape {tuple(p.shape)}"
+
+
 # -----------------------------------------------------------------------------
 # against torch.optim
 
@@ -176,7 +217,7 @@ def test_adam_matches_torch_adam(foreach):
         lambda ps: torch.optim.Adam(param_groups(ps, 1e-2, hyper), foreach=True), params0, grads
     )
     for p0, a, b in zip(params0, ours, ref, strict=True):
-        assert rel_err(a, b, start=p0) <= TOL
+        assert rel_err(a, b, start=p0) <= TOL_VS_TORCH
 
 
 @pytest.mark.parametrize("foreach", [True, False])
@@ -187,7 +228,7 @@ def test_sgd_matches_torch_sgd(foreach):
         lambda ps: torch.optim.SGD(param_groups(ps, 0.1, {}), foreach=True), params0, grads
     )
     for p0, a, b in zip(params0, ours, ref, strict=True):
-        assert rel_err(a, b, start=p0) <= TOL
+        assert rel_err(a, b, start=p0) <= TOL_VS_TORCH
 
 
 @pytest.mark.parametrize("foreach", [True, False])
@@ -216,7 +257,7 @@ def test_sgd_momentum_matches_torch_dampened_sgd(foreach):
 
     ref, _ = run(torch_sgd, params0, grads)
     for p0, a, b in zip(params0, ours, ref, strict=True):
-        assert rel_err(a, b, start=p0) <= TOL
+        assert rel_err(a, b, start=p0) <= TOL_VS_TORCH
 
     # Without that fix torch's first buffer is g_1 itself, 1 / (1 - β) = 10x ours (as documented).
     _, ours1 = run(lambda ps: SGDMomentum(ps, lr=0.1, momentum=beta), params0, grads[:1])
