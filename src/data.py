@@ -200,6 +200,12 @@ class EpochBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> EpochBatchSampler:
+        # Lightning calls `set_epoch` on `loader.sampler` or `loader.batch_sampler.sampler`, never
+        # on the batch sampler itself: without this every epoch would get epoch 0's order.
+        return self
+
     def order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)

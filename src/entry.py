@@ -43,3 +43,98 @@ def run_task(task: Callable[[DictConfig], object], cfg: DictConfig, print_config
         if is_multirun():
             return None
         sys.exit(EXIT_USER_ERROR)
+    except Exception as e:
+        # A crash (a bug, OOM, a NaN check...) in one job of a multirun must not throw away
+        # the others: keep the traceback in the job's log, mark the job failed, go on. The
+        # sweep report lists it and the multirun exits 1 (src/hydra_callbacks.py).
+        if not is_multirun():
+            raise
+        log.exception("job crashed")
+        out = Path(cfg.paths.output_dir)
+        if out.exists():
+            write_failure(out, f"{type(e).__name__}: {e}", cfg)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Before Hydra: the command line itself. Hydra's own "Could not find 'optim/adamw'" is a dozen
+# lines; and a resume must land in the checkpoint's run dir with the run's own overrides.
+
+
+def resolve_ckpt_path(path: str) -> Path:
+    """`ckpt_path` may name the checkpoint or the run dir (then its checkpoints/last.ckpt)."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / "last.ckpt", p / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+    return p
+
+
+def _override_key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    return [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+def check_group_options(argv: list[str], conf_dir: Path) -> None:
+    """`group=option` for a group in conf/ must name a file there (sweeps: each of a,b,c)."""
+    for arg in _overrides(argv):
+        key, value = _override_key(arg), arg.split("=", 1)[1]
+        group = conf_dir / key
+        if arg.startswith("~") or "." in key or key.startswith("hydra") or not group.is_dir():
+            continue
+        if "(" in value or value in ("null", ""):  # sweep functions: choice(...), glob(...)
+            continue
+        available = sorted(str(p.relative_to(group).with_suffix("")) for p in group.rglob("*.yaml"))
+        for option in value.split(","):
+            if option.strip() not in available:
+                raise UserError(f"{key}={option} is not an available option; available: "
+                                f"{', '.join(available) or '(none)'}")
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """`ckpt_path=<run>/checkpoints/last.ckpt` (or `ckpt_path=<run dir>`) resumes *that* run:
+    same run dir (so the same TensorBoard run and checkpoints), and the run's original overrides
+    from <run>/.hydra/overrides.yaml, under the ones given now (which win, key by key)."""
+    given = [a for a in _overrides(argv) if _override_key(a) == "ckpt_path"]
+    if not given or "-m" in argv or "--multirun" in argv:
+        return argv
+    value = given[-1].split("=", 1)[1]
+    if value in ("", "null"):
+        return argv
+    from src.errors import CheckpointError
+    ckpt = resolve_ckpt_path(value)
+    if not ckpt.is_file():
+        raise CheckpointError(f"ckpt_path={value} does not exist; pass a run's checkpoints/last.ckpt "
+                              "(or the run dir)")
+    ckpt = ckpt.resolve()
+    if ckpt.parent.name != "checkpoints":  # a checkpoint outside a run dir: resume in a new run
+        return argv
+    run_dir = ckpt.parent.parent
+    user_keys = {_override_key(a) for a in _overrides(argv)}
+    original = []
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if saved.is_file():
+        from omegaconf import OmegaConf
+
+        original = [str(a) for a in OmegaConf.load(saved) if _override_key(str(a)) not in user_keys]
+    argv = [argv[0], *original, *argv[1:]]
+    if "hydra.run.dir" not in user_keys:
+        argv.append(f"hydra.run.dir={run_dir}")
+    print(f"resuming {ckpt} in {run_dir}" + (f" with its overrides: {' '.join(original)}" if original else ""),
+          file=sys.stderr, flush=True)
+    return argv
+
+
+def prepare_argv(argv: list[str], conf_dir: Path) -> list[str]:
+    """What train.py runs before hydra.main: a bad option or ckpt_path exits 2 with one line."""
+    try:
+        check_group_options(argv, conf_dir)
+        return resume_argv(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)

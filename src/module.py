@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -11,7 +14,48 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.model import BaseNetwork
 
+log = logging.getLogger(__name__)
+
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+# Optimizer hyperparameters the config may change on resume (keys of param_groups).
+OPTIM_HPARAMS = ("lr", "momentum", "betas", "eps", "weight_decay")
+
+
+def collect_rng_states() -> dict:
+    """torch (CPU, CUDA), numpy and Python RNG states, as plain tensors/lists/tuples so the
+    checkpoint still loads with `torch.load(weights_only=True)`."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": random.getstate()}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def apply_optim_hparams(optimizers, optim_cfg: dict) -> dict:
+    """Set each param group's hyperparameters to the config's; return {key: (old, new)} changed."""
+    changed = {}
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for key in OPTIM_HPARAMS:
+                if key not in group or optim_cfg.get(key) is None:
+                    continue
+                new = optim_cfg[key]
+                new = tuple(float(v) for v in new) if isinstance(group[key], (tuple, list)) else type(group[key])(new)
+                if group[key] != new:
+                    changed[key] = (group[key], new)
+                    group[key] = new
+    return changed
 
 
 class ClassifierModule(pl.LightningModule):
@@ -33,9 +77,11 @@ class ClassifierModule(pl.LightningModule):
             init_fn(self.net)
         self.optimizer_factory = optimizer
         num_classes = self.net.config["num_classes"]
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # validate_args=False: the argument checks sync with the host on every update.
+        acc = dict(num_classes=num_classes, average="micro", validate_args=False)
+        self.train_acc = MulticlassAccuracy(**acc)
+        self.val_acc = MulticlassAccuracy(**acc)
+        self.test_acc = MulticlassAccuracy(**acc)
         # Saved with the checkpoint, so an epoch resumed mid-way reports the same train accuracy.
         self.train_acc.persistent(True)
         # Per-step losses stay on the device until the epoch ends: one host sync per epoch.
@@ -97,8 +143,22 @@ class ClassifierModule(pl.LightningModule):
         pending = torch.stack(self._step_losses).float().cpu().tolist() if self._step_losses else []
         checkpoint["history"] = {**self.history,
                                  "train_losses": self.history["train_losses"] + pending}
+        # Lightning does not save RNG states; a resumed run that draws random numbers (dropout,
+        # augmentations) needs them to continue the same stream.
+        checkpoint["rng_states"] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint):
         if "history" in checkpoint:
             self.history = {k: list(v) for k, v in checkpoint["history"].items()}
             self._step_losses = []
+        # Only when resuming a fit: `trainer.test(ckpt_path=best)` must not rewind the RNG.
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_states(checkpoint["rng_states"])
+
+    def on_train_start(self):
+        # On resume Lightning restores the optimizer's param_groups from the checkpoint, which
+        # would silently override `optim.lr=...` given on the command line. The config wins:
+        # its hyperparameters are applied on top of the restored state (buffers, moments, steps).
+        changed = apply_optim_hparams(self.trainer.optimizers, self.hparams.get("optim_cfg") or {})
+        for key, (old, new) in changed.items():
+            log.warning("resume: optim.%s=%s applied (the checkpoint had %s)", key, new, old)

@@ -1,0 +1,138 @@
+"""Exact resume: a run SIGKILLed mid-epoch and resumed ends bit-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from tests.conftest import run_script
+
+
+class KillAtStep(pl.Callback):
+    """Test helper: SIGKILL this process when `at_step` optimizer steps are done, unless the run
+    was itself resumed (so the resumed run goes to the end). Used as
+    `+callbacks.kill._target_=tests.test_resume.KillAtStep +callbacks.kill.at_step=N`."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step and trainer.ckpt_path is None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# 2 epochs of 5 steps (1280 images, batch 256); last.ckpt every 2 steps and after each validation.
+SHORT = ["trainer.max_epochs=2", "data.train_subset=1280", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2", "trainer.accelerator=cpu", "callbacks=none",
+         "print_config=false", "checkpoint.every_n_train_steps=2"]
+METRICS = ("val_scores", "train_scores", "train_losses", "test_acc", "best_val_acc", "global_step",
+           "epochs", "status")
+
+
+def _popen_train(*args: str):
+    import subprocess
+
+    from tests.conftest import PYTHON, ROOT
+
+    return subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PROJECT_ROOT": str(ROOT)})
+
+
+def _results(run) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def _last_ckpt(run) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def _kill_and_resume(tmp_path, at_step: int, *resume_args: str):
+    """Run until SIGKILLed before step `at_step`, then resume with only `ckpt_path=` (plus
+    `resume_args`): the run's overrides and its run dir come from the checkpoint's run."""
+    run = tmp_path / f"killed_at_{at_step}"
+    res = run_script("train.py", *SHORT, f"hydra.run.dir={run}",
+                     "+callbacks.kill._target_=tests.test_resume.KillAtStep",
+                     f"+callbacks.kill.at_step={at_step}", timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert not (run / "results.json").exists()
+    saved = _last_ckpt(run)
+    resumed = run_script("train.py", f"ckpt_path={run}/checkpoints/last.ckpt", *resume_args, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return run, saved, resumed
+
+
+class Background:
+    """The uninterrupted run, started at once and waited for when needed: on 2 cores it
+    overlaps with the killed run instead of adding its time to the test."""
+
+    def __init__(self, run):
+        self.run, self.proc = run, _popen_train(*SHORT, f"hydra.run.dir={run}")
+
+    def path(self):
+        if self.proc.returncode is None:
+            _, err = self.proc.communicate(timeout=300)
+            assert self.proc.returncode == 0, err[-2000:]
+        return self.run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    bg = Background(tmp_path_factory.mktemp("resume") / "uninterrupted")
+    yield bg
+    if bg.proc.poll() is None:
+        bg.proc.kill()
+
+
+def _assert_same_run(a, b) -> None:
+    ra, rb = _results(a), _results(b)
+    for key in METRICS:
+        assert ra[key] == rb[key], key  # exact equality: bit-identical floats
+    sa, sb = _last_ckpt(a), _last_ckpt(b)
+    assert sa["state_dict"].keys() == sb["state_dict"].keys()
+    for name, tensor in sa["state_dict"].items():
+        assert torch.equal(tensor, sb["state_dict"][name]), name
+    # the hand-written optimizer's state (Adam moments, step counts)
+    oa, ob = sa["optimizer_states"][0]["state"], sb["optimizer_states"][0]["state"]
+    assert oa.keys() == ob.keys()
+    for i in oa:
+        for k, v in oa[i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(ob[i][k])), (i, k)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted):
+    # killed before step 9: last.ckpt is from step 8, the 3rd of epoch 1's 5 batches
+    run, saved, resumed = _kill_and_resume(tmp_path, 9)
+    assert saved["global_step"] == 8 and saved["epoch"] == 1
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "served": 3}]
+    assert f"resuming {run}/checkpoints/last.ckpt in {run}" in resumed.stderr
+    _assert_same_run(uninterrupted.path(), run)
+    assert _results(run)["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+    # the same run dir and TensorBoard run: one more event file, no new run dir
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+    assert list(run.parent.iterdir()) == [run]
+
+
+@pytest.mark.slow
+def test_resume_from_the_end_of_epoch_checkpoint(tmp_path, uninterrupted):
+    # killed before step 6 (at the start of epoch 1): last.ckpt was written after epoch 0's
+    # validation, at step 5
+    run, saved, _ = _kill_and_resume(tmp_path, 5)
+    assert saved["global_step"] == 5
+    _assert_same_run(uninterrupted.path(), run)
+
+
+@pytest.mark.slow
+def test_optimizer_overrides_on_resume_are_applied(tmp_path, uninterrupted):
+    run, saved, resumed = _kill_and_resume(tmp_path, 9, "optim.lr=0.0005")
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == 0.001
+    assert "resume: optim.lr=0.0005 applied (the checkpoint had 0.001)" in resumed.stdout + resumed.stderr
+    assert _last_ckpt(run)["optimizer_states"][0]["param_groups"][0]["lr"] == 0.0005
+    assert _results(run)["config"]["optim"]["lr"] == 0.0005
+    assert _results(run)["train_losses"][:8] == _results(uninterrupted.path())["train_losses"][:8]
+    assert _results(run)["train_losses"][8:] != _results(uninterrupted.path())["train_losses"][8:]
