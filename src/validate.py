@@ -100,6 +100,21 @@ def check_accelerator(accelerator: str) -> None:
         raise ConfigError("trainer.accelerator=tpu is not supported by this app; use cpu, gpu or auto")
 
 
+def check_ddp_launch(trainer: DictConfig) -> None:
+    """Lightning's `ddp` starts the extra processes by re-running the command line; inside a
+    local multirun that line is the whole sweep (`-m ...`), so each child would restart it.
+    Allowed under SLURM, where the tasks already exist and Lightning launches nothing."""
+    from src.entry import is_multirun
+
+    strategy, devices = str(trainer.get("strategy", "auto")), trainer.get("devices", 1)
+    if (strategy.startswith("ddp") and strategy not in ("ddp_spawn", "ddp_fork", "ddp_notebook")
+            and str(devices) != "1" and "SLURM_NTASKS" not in os.environ and is_multirun()):
+        raise ConfigError(f"trainer.strategy={strategy} (devices={devices}) cannot run inside a local "
+                          "multirun: Lightning re-runs the command line per process, which would "
+                          "restart the sweep; run it as a single run, or per SLURM job "
+                          "(hydra/launcher=slurm hydra.launcher.tasks_per_node=<devices>)")
+
+
 def validate_config(cfg: DictConfig) -> None:
     _check(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool),
            f"seed={cfg.seed!r} must be an integer")
@@ -107,3 +122,4 @@ def validate_config(cfg: DictConfig) -> None:
     validate_model(cfg.model)
     validate_optim(cfg.optim)
     validate_trainer(cfg.trainer)
+    check_ddp_launch(cfg.trainer)
