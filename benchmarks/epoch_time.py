@@ -1,0 +1,227 @@
+"""One epoch (train + val) of the tutorial's training, four ways, in one process.
+
+  (a) train.py's Trainer, default config, diagnostics callbacks on
+  (b) the same with `callbacks=none`
+  (c) the floor: a plain PyTorch loop over the same in-memory tensors, torch.optim.Adam(foreach=True)
+  (d) the tutorial's loop: per-sample ToTensor/Normalize through a DataLoader and its
+      Python-loop Adam with per-parameter dict state
+
+The variants alternate within each repetition, so background load hits them alike; each
+Trainer/plain run trains two epochs and the second is timed (the first pays for warm-up).
+Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a).
+
+    .venv/bin/python benchmarks/epoch_time.py [--reps 3] [--device cpu|cuda] [--skip-tutorial]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from src.data import MEAN, STD, FashionMNISTDataModule, split_indices  # noqa: E402
+from src.model import BaseNetwork  # noqa: E402
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- (a), (b): the app's Trainer --------------------------------------------------------------
+
+def trainer_epoch(callbacks: str, device: str, out_dir: Path) -> float:
+    import logging
+
+    import pytorch_lightning as pl
+
+    from src.config import compose_config as compose
+    from src.training import train
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    overrides = ["trainer.max_epochs=2", f"callbacks={callbacks}", "print_config=false", "skip_test=true",
+                 "trainer.accelerator=" + ("gpu" if device == "cuda" else "cpu"),
+                 "trainer.enable_progress_bar=false"]
+    if device == "cuda":
+        overrides.append("data.on_device=true")
+    times: list[float] = []
+
+    class EpochTimer(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):  # after the epoch's validation
+            sync(device)
+            times.append(time.perf_counter() - self.t0)
+
+    cfg = compose(overrides, out_dir)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.callbacks["_epoch_timer"] = {"_target_": f"{__name__}._make_timer"}
+    global _TIMER
+    _TIMER = EpochTimer()
+    train(cfg)
+    return times[-1]
+
+
+_TIMER = None
+
+
+def _make_timer():
+    return _TIMER
+
+
+# --- (c): the floor --------------------------------------------------------------------------
+
+def plain_epoch(dm: FashionMNISTDataModule, device: str, seed: int = 42) -> float:
+    torch.manual_seed(seed)
+    net = BaseNetwork().to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
+    x, y = dm.train_x.to(device), dm.train_y.to(device)
+    vx, vy = dm.val_x.to(device), dm.val_y.to(device)
+    n_batches = len(x) // 256
+    elapsed = 0.0
+    for epoch in range(2):
+        sync(device)
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch)).to(device)
+        for i in range(n_batches):
+            idx = perm[i * 256:(i + 1) * 256]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            correct = sum((net(vx[i:i + 1024]).argmax(-1) == vy[i:i + 1024]).sum() for i in range(0, len(vx), 1024))
+        float(correct)
+        sync(device)
+        elapsed = time.perf_counter() - t0
+    return elapsed
+
+
+# --- (d): the tutorial's loop ----------------------------------------------------------------
+
+class TutorialAdam:
+    """The tutorial's OptimizerTemplate + Adam: a Python loop with per-parameter dict state."""
+
+    def __init__(self, params, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.params = list(params)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.param_step = {p: 0 for p in self.params}
+        self.param_momentum = {p: torch.zeros_like(p.data) for p in self.params}
+        self.param_2nd_momentum = {p: torch.zeros_like(p.data) for p in self.params}
+
+    def zero_grad(self):
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.detach_()
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self):
+        for p in self.params:
+            if p.grad is None:
+                continue
+            self.param_step[p] += 1
+            self.param_momentum[p] = (1 - self.beta1) * p.grad + self.beta1 * self.param_momentum[p]
+            self.param_2nd_momentum[p] = (1 - self.beta2) * (p.grad) ** 2 + self.beta2 * self.param_2nd_momentum[p]
+            bias_correction_1 = 1 - self.beta1 ** self.param_step[p]
+            bias_correction_2 = 1 - self.beta2 ** self.param_step[p]
+            p_2nd_mom = self.param_2nd_momentum[p] / bias_correction_2
+            p_mom = self.param_momentum[p] / bias_correction_1
+            p_lr = self.lr / (torch.sqrt(p_2nd_mom) + self.eps)
+            p.add_(-p_lr * p_mom)
+
+
+def tutorial_epoch(data_dir: str, device: str) -> float:
+    from torch.utils import data
+    from torchvision import transforms
+    from torchvision.datasets import FashionMNIST
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    full = FashionMNIST(root=data_dir, train=True, transform=transform, download=False)
+    train_idx, val_idx = split_indices()
+    train_set = data.Subset(full, train_idx.tolist())
+    val_set = data.Subset(full, val_idx.tolist())
+    train_loader = data.DataLoader(train_set, batch_size=256, shuffle=True, drop_last=True)
+    val_loader = data.DataLoader(val_set, batch_size=256, shuffle=False, drop_last=False)
+    torch.manual_seed(42)
+    net = BaseNetwork().to(device)
+    opt = TutorialAdam(net.parameters(), lr=1e-3)
+    loss_module = torch.nn.CrossEntropyLoss()
+    sync(device)
+    t0 = time.perf_counter()
+    true_preds, count = 0.0, 0
+    for imgs, labels in train_loader:
+        imgs, labels = imgs.to(device), labels.to(device)
+        preds = net(imgs)
+        loss = loss_module(preds, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        true_preds += (preds.argmax(dim=-1) == labels).sum().item()
+        count += labels.shape[0]
+        loss.item()  # the tutorial's tqdm description reads the loss every step
+    val_true = 0
+    for imgs, labels in val_loader:
+        imgs, labels = imgs.to(device), labels.to(device)
+        with torch.no_grad():
+            val_true += (net(imgs).argmax(dim=-1) == labels).sum().item()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--skip-tutorial", action="store_true", help="leave out (d), the slow one")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but CUDA is not available on this machine; use --device cpu")
+
+    dm = FashionMNISTDataModule(data_dir=str(ROOT / "data"))
+    dm.prepare_data()
+    dm.setup()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, reps {args.reps}")
+    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            results["a"].append(trainer_epoch("default", args.device, Path(tmp) / f"a{rep}"))
+            results["b"].append(trainer_epoch("none", args.device, Path(tmp) / f"b{rep}"))
+            results["c"].append(plain_epoch(dm, args.device))
+            if not args.skip_tutorial:
+                results["d"].append(tutorial_epoch(str(ROOT / "data"), args.device))
+            print(f"rep {rep + 1}: " + "  ".join(f"({k}) {v[-1]:.2f}s" for k, v in results.items() if v), flush=True)
+
+    med = {k: statistics.median(v) for k, v in results.items() if v}
+    labels = {"a": "Trainer, diagnostics on", "b": "Trainer, diagnostics off",
+              "c": "plain loop, torch Adam foreach", "d": "tutorial's loop"}
+    print("\nmedian seconds per epoch (train 50,000 + val 10,000, batch 256, Adam)")
+    for k, v in med.items():
+        print(f"  ({k}) {labels[k]:<32} {v:7.2f} s")
+    print("ratios")
+    print(f"  (a)/(c) = {med['a'] / med['c']:.3f}   goal <= 1.15")
+    print(f"  (b)/(c) = {med['b'] / med['c']:.3f}   goal <= 1.10")
+    print(f"  (a)/(b) = {med['a'] / med['b']:.3f}   goal <= 1.03 (diagnostics overhead)")
+    if "d" in med:
+        print(f"  (d)/(a) = {med['d'] / med['a']:.1f}    goal >= 10")
+
+
+if __name__ == "__main__":
+    main()
