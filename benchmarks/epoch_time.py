@@ -7,7 +7,8 @@
       Python-loop Adam with per-parameter dict state
 
 The variants alternate within each repetition, so background load hits them alike; each
-Trainer/plain run trains two epochs and the second is timed (the first pays for warm-up).
+Trainer/plain run trains `--epochs` epochs and reports the median of all but the first (which
+pays for warm-up); the tutorial's loop runs one epoch.
 Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a).
 
     .venv/bin/python benchmarks/epoch_time.py [--reps 3] [--device cpu|cuda] [--skip-tutorial]
@@ -43,7 +44,7 @@ def sync(device: str) -> None:
 
 # --- (a), (b): the app's Trainer --------------------------------------------------------------
 
-def trainer_epoch(callbacks: str, device: str, out_dir: Path) -> float:
+def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int) -> float:
     import logging
 
     import pytorch_lightning as pl
@@ -52,7 +53,7 @@ def trainer_epoch(callbacks: str, device: str, out_dir: Path) -> float:
     from src.training import train
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    overrides = ["trainer.max_epochs=2", f"callbacks={callbacks}", "print_config=false", "skip_test=true",
+    overrides = [f"trainer.max_epochs={epochs}", f"callbacks={callbacks}", "print_config=false", "skip_test=true",
                  "trainer.accelerator=" + ("gpu" if device == "cuda" else "cpu"),
                  "trainer.enable_progress_bar=false"]
     if device == "cuda":
@@ -76,7 +77,7 @@ def trainer_epoch(callbacks: str, device: str, out_dir: Path) -> float:
     global _TIMER
     _TIMER = EpochTimer()
     train(cfg)
-    return times[-1]
+    return statistics.median(times[1:])
 
 
 _TIMER = None
@@ -88,15 +89,15 @@ def _make_timer():
 
 # --- (c): the floor --------------------------------------------------------------------------
 
-def plain_epoch(dm: FashionMNISTDataModule, device: str, seed: int = 42) -> float:
+def plain_epoch(dm: FashionMNISTDataModule, device: str, epochs: int, seed: int = 42) -> float:
     torch.manual_seed(seed)
     net = BaseNetwork().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
     x, y = dm.train_x.to(device), dm.train_y.to(device)
     vx, vy = dm.val_x.to(device), dm.val_y.to(device)
     n_batches = len(x) // 256
-    elapsed = 0.0
-    for epoch in range(2):
+    times = []
+    for epoch in range(epochs):
         sync(device)
         t0 = time.perf_counter()
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch)).to(device)
@@ -110,8 +111,8 @@ def plain_epoch(dm: FashionMNISTDataModule, device: str, seed: int = 42) -> floa
             correct = sum((net(vx[i:i + 1024]).argmax(-1) == vy[i:i + 1024]).sum() for i in range(0, len(vx), 1024))
         float(correct)
         sync(device)
-        elapsed = time.perf_counter() - t0
-    return elapsed
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
 
 
 # --- (d): the tutorial's loop ----------------------------------------------------------------
@@ -189,6 +190,7 @@ def tutorial_epoch(data_dir: str, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per Trainer/plain run (first is warm-up)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--skip-tutorial", action="store_true", help="leave out (d), the slow one")
     args = parser.parse_args()
@@ -198,13 +200,16 @@ def main() -> None:
     dm = FashionMNISTDataModule(data_dir=str(ROOT / "data"))
     dm.prepare_data()
     dm.setup()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, reps {args.reps}")
+    if args.epochs < 2:
+        sys.exit("error: --epochs must be >= 2 (the first epoch is warm-up)")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"reps {args.reps}, epochs {args.epochs}")
     results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
-            results["a"].append(trainer_epoch("default", args.device, Path(tmp) / f"a{rep}"))
-            results["b"].append(trainer_epoch("none", args.device, Path(tmp) / f"b{rep}"))
-            results["c"].append(plain_epoch(dm, args.device))
+            results["a"].append(trainer_epoch("default", args.device, Path(tmp) / f"a{rep}", args.epochs))
+            results["b"].append(trainer_epoch("none", args.device, Path(tmp) / f"b{rep}", args.epochs))
+            results["c"].append(plain_epoch(dm, args.device, args.epochs))
             if not args.skip_tutorial:
                 results["d"].append(tutorial_epoch(str(ROOT / "data"), args.device))
             print(f"rep {rep + 1}: " + "  ".join(f"({k}) {v[-1]:.2f}s" for k, v in results.items() if v), flush=True)

@@ -119,6 +119,23 @@ def tensor_stats(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]
             for name, r, bad in zip(values, table, nonfinite, strict=True)}
 
 
+def add_histogram_fast(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
+    """`writer.add_histogram`, with the bucketing done by torch.histc on the tensor's device.
+
+    SummaryWriter.add_histogram buckets with numpy on the host and took ~40 ms for a 400k-value
+    weight matrix here, most of the diagnostics' cost; histc takes ~1 ms. Values must be finite.
+    """
+    v = values.detach().float().reshape(-1)
+    lo, hi, total, total_sq = torch.stack([v.min(), v.max(), v.sum(), (v * v).sum()]).cpu().tolist()
+    if hi > lo:
+        counts = torch.histc(v, bins=bins, min=lo, max=hi).cpu().tolist()
+        limits = torch.linspace(lo, hi, bins + 1)[1:].tolist()
+    else:  # a constant tensor (const init): one bucket
+        counts, limits = [float(v.numel())], [hi]
+    writer.add_histogram_raw(tag, min=lo, max=hi, num=v.numel(), sum=total, sum_squares=total_sq,
+                             bucket_limits=limits, bucket_counts=counts, global_step=step)
+
+
 def finite_values(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().reshape(-1)
     mask = torch.isfinite(t)
@@ -193,7 +210,7 @@ class _Diagnostics(pl.Callback):
                                    f"{step}; statistics and histograms use the finite values only")
             if self.histograms and s["nonfinite"] < values[name].numel():
                 v = finite_values(values[name]) if s["nonfinite"] else values[name]
-                writer.add_histogram(f"{self.kind}/{name}", v.detach().float(), step)
+                add_histogram_fast(writer, f"{self.kind}/{name}", v, step)
 
 
 class ActivationStats(_Diagnostics):

@@ -26,7 +26,7 @@ class EpochLinePrinter(pl.Callback):
         self._pending = None
         m = trainer.callback_metrics
         parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
-        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        for key in ("train/epoch_loss", "train/acc", "val/loss", "val/acc"):
             if key in m:
                 parts.append(f"{key}={float(m[key]):.4f}")
         parts.append(f"{seconds:.1f}s")
