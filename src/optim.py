@@ -72,6 +72,14 @@ def _group_by_device_and_dtype(*tensor_lists: list[Tensor]) -> list[tuple[list[T
     return [tuple([lst[i] for i in idx] for lst in tensor_lists) for idx in buckets.values()]
 
 
+def _evaluate(closure):
+    """Run Lightning's closure (forward + backward) with grad enabled; `step` itself is no_grad."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _grad_of(p: Tensor) -> Tensor:
     if p.grad.is_sparse:
         raise RuntimeError("sparse gradients are not supported by the hand-written optimizers")
@@ -101,10 +109,7 @@ class SGD(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Performs one update; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
 
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]  # skip grad=None
@@ -171,10 +176,7 @@ class SGDMomentum(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Performs one update; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
 
         for group in self.param_groups:
             params, grads, bufs = [], [], []
@@ -272,10 +274,7 @@ class Adam(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Performs one update; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
 
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
