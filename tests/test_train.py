@@ -44,8 +44,15 @@ def test_checkpoints_best_and_last(short_run):
 
 
 def test_tensorboard_written(short_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out, _ = short_run
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    ea = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    # the loss curve has one point per optimizer step, though it is written once per epoch
+    assert [e.step for e in ea.Scalars("train/loss")] == list(range(20))
+    for tag in ("train/acc", "val/acc", "val/loss", "test/acc", "hp/test_acc"):
+        assert tag in ea.Tags()["scalars"], tag
 
 
 def test_train_py_subprocess_with_overrides(tmp_path, data_dir):
