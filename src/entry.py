@@ -96,6 +96,61 @@ def check_group_options(argv: list[str], conf_dir: Path) -> None:
                                 f"{', '.join(available) or '(none)'}")
 
 
+def _option_keys(group_dir: Path, option: str) -> set[str] | None:
+    """Top-level keys an option file of a group provides, following its own `defaults` list
+    within the group (trainer/cpu.yaml extends trainer/default.yaml). None if unknown."""
+    from omegaconf import OmegaConf
+
+    path = group_dir / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    node = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    keys = {k for k in node if k != "defaults"}
+    for entry in node.get("defaults", []) or []:
+        if isinstance(entry, str) and entry != "_self_":
+            inherited = _option_keys(group_dir, entry)
+            if inherited is None:
+                return None
+            keys |= inherited
+        elif not isinstance(entry, str):
+            return None  # a defaults entry that reaches outside the group: leave it to Hydra
+    return keys
+
+
+def check_group_keys(argv: list[str], conf_dir: Path, config_name: str = "train") -> None:
+    """`group.key=value` must name a key the chosen option has (Hydra refuses it too, but in
+    five lines); `+group.key=value` adds one. Skipped when an experiment or search preset may
+    add keys of its own."""
+    from omegaconf import OmegaConf
+
+    overrides = _overrides(argv)
+    keys = [_override_key(a) for a in overrides]
+    if any(k in ("experiment", "hparams_search") for k in keys):
+        return
+    chosen: dict[str, str] = {}
+    for entry in OmegaConf.load(conf_dir / f"{config_name}.yaml").get("defaults", []):
+        if isinstance(entry, dict) or OmegaConf.is_dict(entry):
+            for group, option in dict(entry).items():
+                chosen[str(group)] = option
+    for arg in overrides:
+        key, value = _override_key(arg), arg.split("=", 1)[1]
+        if "." not in key and (conf_dir / key).is_dir():
+            chosen[key] = value.split(",")[0].strip()
+    for arg, key in zip(overrides, keys, strict=True):
+        if arg[0] in "+~" or "." not in key:
+            continue
+        group, sub = key.split(".", 1)
+        option = chosen.get(group)
+        if group == "hydra" or not (conf_dir / group).is_dir() or option in (None, "null"):
+            continue
+        known = _option_keys(conf_dir / group, str(option))
+        top = sub.split(".", 1)[0].split("[", 1)[0]
+        if known is not None and top not in known:
+            raise UserError(f"{key} is not a key of {group}={option}; its keys: "
+                            f"{', '.join(sorted(k for k in known if not k.startswith('_'))) or '(none)'} "
+                            f"(add a new one with +{key}=…)")
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """`ckpt_path=<run>/checkpoints/last.ckpt` (or `ckpt_path=<run dir>`) resumes *that* run:
     same run dir (so the same TensorBoard run and checkpoints), and the run's original overrides
@@ -134,6 +189,7 @@ def prepare_argv(argv: list[str], conf_dir: Path) -> list[str]:
     """What train.py runs before hydra.main: a bad option or ckpt_path exits 2 with one line."""
     try:
         check_group_options(argv, conf_dir)
+        check_group_keys(argv, conf_dir)
         return resume_argv(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

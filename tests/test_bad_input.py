@@ -46,6 +46,10 @@ def test_cli_errors(tmp_path, overrides, bad):
         assert res.returncode == EXIT_USER_ERROR
         assert "available: adam, sgd, sgd_mom" in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1  # one line, not Hydra's dozen
+    if overrides == ["optim.lrr=0.1"]:
+        assert res.returncode == EXIT_USER_ERROR
+        assert "its keys: betas, eps, lr, weight_decay" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
 
 
 def _fake_checkpoint(path: Path, hidden_sizes: list[int]) -> Path:
