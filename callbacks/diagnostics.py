@@ -183,7 +183,7 @@ class _Diagnostics(pl.Callback):
     kind = ""
     scalars: tuple[str, ...] = ("var",)
 
-    def __init__(self, every_n_steps: int = 50, histograms: bool = True):
+    def __init__(self, every_n_steps: int = 200, histograms: bool = True):
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 0 (0 = only at start/end)")
         self.every_n_steps = int(every_n_steps)
@@ -195,7 +195,7 @@ class _Diagnostics(pl.Callback):
         return (self.every_n_steps > 0 and step % self.every_n_steps == 0
                 and step != self._last_step)
 
-    def _log(self, writer, values: dict[str, torch.Tensor], step: int) -> None:
+    def log_values(self, writer, values: dict[str, torch.Tensor], step: int) -> None:
         self._last_step = step
         stats = tensor_stats(values)
         for name, s in stats.items():
@@ -228,7 +228,6 @@ class ActivationStats(_Diagnostics):
         super().__init__(every_n_steps, histograms)
         self.batch_size = int(batch_size)
         self._x: torch.Tensor | None = None
-        self._capture: LinearOutputs | None = None
 
     def on_train_start(self, trainer, pl_module):
         self._last_step = None
@@ -256,22 +255,13 @@ class ActivationStats(_Diagnostics):
         if self._x is not None and trainer.is_global_zero and trainer.global_step != self._last_step:
             self._measure(trainer, pl_module)
 
-    def on_exception(self, trainer, pl_module, exception):
-        if self._capture is not None:
-            self._capture.remove()
-            self._capture = None
-
     @torch.no_grad()
     def _measure(self, trainer, pl_module):
         writer = tensorboard_writer(trainer)
         if writer is None:
             return
-        net = _net(pl_module)
-        self._capture = LinearOutputs(net)
-        with self._capture:
-            net(self._x)
-        values, self._capture = self._capture.values, None
-        self._log(writer, values, trainer.global_step)
+        # activations_of holds the hooks in a `with`: removed after the pass, also on errors.
+        self.log_values(writer, activations_of(_net(pl_module), self._x), trainer.global_step)
 
 
 class GradientStats(_Diagnostics):
@@ -281,9 +271,6 @@ class GradientStats(_Diagnostics):
 
     kind = "gradients"
     scalars = ("var", "norm")
-
-    def __init__(self, every_n_steps: int = 50, histograms: bool = True):
-        super().__init__(every_n_steps, histograms)
 
     def on_train_start(self, trainer, pl_module):
         self._last_step = None
@@ -298,7 +285,7 @@ class GradientStats(_Diagnostics):
             return
         grads = {name: m.weight.grad for name, m in linear_layers(_net(pl_module)).items()
                  if m.weight.grad is not None}
-        self._log(writer, grads, trainer.global_step)
+        self.log_values(writer, grads, trainer.global_step)
 
 
 class WeightStats(_Diagnostics):
@@ -307,9 +294,6 @@ class WeightStats(_Diagnostics):
 
     kind = "weights"
     scalars = ("var", "norm")
-
-    def __init__(self, every_n_steps: int = 50, histograms: bool = True):
-        super().__init__(every_n_steps, histograms)
 
     def on_train_start(self, trainer, pl_module):
         self._last_step = None
@@ -328,7 +312,7 @@ class WeightStats(_Diagnostics):
             return
         writer = tensorboard_writer(trainer)
         if writer is not None:
-            self._log(writer, weights_of(_net(pl_module)), trainer.global_step)
+            self.log_values(writer, weights_of(_net(pl_module)), trainer.global_step)
 
 
 class DistributionFigures(pl.Callback):
@@ -341,7 +325,7 @@ class DistributionFigures(pl.Callback):
 
     XLABELS = {"activations": "Activation vals", "gradients": "Grad magnitude", "weights": "Weight vals"}
 
-    def __init__(self, every_n_epochs: int = 10, batch_size: int = 1024,
+    def __init__(self, every_n_epochs: int = 0, batch_size: int = 1024,
                  kinds: tuple[str, ...] = ("activations", "gradients", "weights"),
                  save_png: bool = True, dirpath: str | None = None):
         unknown = set(kinds) - set(self.XLABELS)

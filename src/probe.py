@@ -31,6 +31,7 @@ from callbacks.diagnostics import (
     weight_gradients_of,
     weights_of,
 )
+from src.report import find_jobs
 from src.utils import atomic_write_json, atomic_write_text
 from src.validate import validate_data, validate_model
 
@@ -91,7 +92,7 @@ def probe(cfg: DictConfig) -> dict:
                                              "config": OmegaConf.to_container(cfg, resolve=True)})
 
     figures = distribution_figures(net, (x, y), title_suffix=f" ({result['meta']['init']}, {cfg.model.act_fn})")
-    writer = _tensorboard(out, values, stats) if cfg.get("tensorboard", True) else None
+    writer = _tensorboard(out, values) if cfg.get("tensorboard", True) else None
     save_figures(figures, out / "figures", writer, step=0)
     if writer is not None:
         writer.close()
@@ -105,19 +106,16 @@ def net_device(net: torch.nn.Module) -> torch.device:
     return next(net.parameters()).device
 
 
-def _tensorboard(out: Path, values: dict, stats: dict):
-    """The probe as step 0 of a TensorBoard run: the same tags the training callbacks write."""
+def _tensorboard(out: Path, values: dict):
+    """The probe as step 0 of a TensorBoard run, written by the training callbacks' own code:
+    the same tags, statistics and histograms."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from callbacks.diagnostics import finite_values
+    from callbacks.diagnostics import ActivationStats, GradientStats, WeightStats
 
     writer = SummaryWriter(str(out / "tensorboard"))
-    for kind in KINDS:
-        for name, s in stats[kind].items():
-            if s["var"] == s["var"]:
-                writer.add_scalar(f"{kind}/var/{name}", s["var"], 0)
-            if s["nonfinite"] < values[kind][name].numel():
-                writer.add_histogram(f"{kind}/{name}", finite_values(values[kind][name]), 0)
+    for stats in (ActivationStats(), GradientStats(), WeightStats()):
+        stats.log_values(writer, values[stats.kind], 0)
     return writer
 
 
@@ -182,8 +180,7 @@ def summarize_sweep(sweep_dir: str | Path) -> tuple[Path, Path, list[str]] | Non
     Returns (md, csv, problems): one line per job that wrote no probe.json."""
     sweep_dir = Path(sweep_dir)
     jobs, problems = [], []
-    job_dirs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir() or (p / "probe.json").exists()]
-    for job_dir in sorted(job_dirs, key=lambda p: _job_order(p.name)):
+    for job_dir in find_jobs(sweep_dir):
         try:
             jobs.append((job_dir.name, json.loads((job_dir / "probe.json").read_text())))
         except (OSError, json.JSONDecodeError):
@@ -234,11 +231,6 @@ def _md_init(meta: dict) -> str:
 
 def _csv(v):
     return "" if v is None else repr(float(v))
-
-
-def _job_order(name: str):
-    head = name.split("_", 1)[0]
-    return (int(head), name) if head.isdigit() else (1 << 30, name)
 
 
 class ProbeSummary(Callback):

@@ -9,10 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
+from src.config import compose_config
 from src.probe import probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,13 +28,7 @@ TUTORIAL_CONST = {"layers.0": 2.0582761764526367, "layers.2": 13.489120483398438
 
 
 def compose_cfg(name, out, overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(name, overrides=[f"paths.data_dir={DATA}", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations (init_name) resolve
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]  # as in a real app: the task's cfg has no hydra node
-    return cfg
+    return compose_config([f"paths.data_dir={DATA}", *overrides], out, config_name=name)
 
 
 def test_const_init_reproduces_the_tutorial_to_3_significant_digits(tmp_path):
