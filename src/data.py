@@ -288,7 +288,9 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         self.source = None
 
     def prepare_data(self) -> None:
-        self.source = prepare_fashion_mnist(self.data_dir, self.system_dir, self.allow_download)
+        # Lightning calls this again for fit and for test; the files were hashed the first time.
+        if self.source is None:
+            self.source = prepare_fashion_mnist(self.data_dir, self.system_dir, self.allow_download)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_x"):

@@ -101,12 +101,12 @@ class ClassifierModule(pl.LightningModule):
         self._step_losses.append(loss.detach())
         # self.log costs ~2 ms a call on a CPU (Lightning moves its whole result collection each
         # time), 15 % of a step here. The per-step loss curve goes to the logger in one batch
-        # (_drain_losses); self.log feeds only the progress bar, every PROGRESS_EVERY steps.
+        # (drain_losses); self.log feeds only the progress bar, every PROGRESS_EVERY steps.
         if batch_idx % PROGRESS_EVERY == 0:
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
         return loss
 
-    def _drain_losses(self) -> None:
+    def drain_losses(self) -> None:
         """Move the device-side per-step losses into `history` (one host sync) and write them to
         the loggers as the `train/loss` curve, one point per optimizer step."""
         if not self._step_losses:
@@ -124,7 +124,7 @@ class ClassifierModule(pl.LightningModule):
         acc = self.train_acc.compute()
         self.log("train/acc", acc, prog_bar=True)
         self.train_acc.reset()
-        self._drain_losses()
+        self.drain_losses()
         epoch_losses = self.history["train_losses"][-self.trainer.num_training_batches:]
         if epoch_losses:
             self.log("train/epoch_loss", sum(epoch_losses) / len(epoch_losses))
@@ -161,7 +161,7 @@ class ClassifierModule(pl.LightningModule):
     # The per-epoch history travels with the checkpoint, so a resumed run writes a complete
     # results.json (val_scores from before the interruption included).
     def on_save_checkpoint(self, checkpoint):
-        self._drain_losses()
+        self.drain_losses()
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}
         # Lightning does not save RNG states; a resumed run that draws random numbers (dropout,
         # augmentations) needs them to continue the same stream.

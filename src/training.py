@@ -214,9 +214,7 @@ def train(cfg: DictConfig) -> float | None:
     except Diverged as e:
         diverged = e
         print(f"diverged: {e}", file=sys.stderr, flush=True)
-        if model._step_losses:  # the steps of the unfinished epoch, up to the non-finite one
-            model.history["train_losses"] += torch.stack(model._step_losses).float().cpu().tolist()
-            model._step_losses.clear()
+        model.drain_losses()  # the steps of the unfinished epoch, up to the non-finite one
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     history = model.history
