@@ -14,7 +14,7 @@ import warnings  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.entry import run_task  # noqa: E402
+from src.cli import run_app, run_task  # noqa: E402
 from src.probe import probe  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -22,8 +22,8 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 @hydra.main(config_path="conf", config_name="probe", version_base="1.3")
 def main(cfg: DictConfig):
-    run_task(probe, cfg, print_config=False)
+    run_task(probe, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

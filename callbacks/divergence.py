@@ -1,6 +1,6 @@
 """Stop a run the step its loss or a parameter stops being finite, and say why in one line.
 
-Always on (src/training.py adds it). After every optimizer step it checks that the step's loss
+On in every callbacks option (conf/callbacks/divergence.yaml). After every optimizer step it checks that the step's loss
 is finite (one bool read per step: free on a CPU, one small sync on a GPU), and the parameters
 before validation and before a checkpoint is written.
 
@@ -53,16 +53,6 @@ def probable_cause(optim_cfg: dict | None, init_cfg: dict | None, first_loss: fl
     return f"{lr} is probably too high, or {init} too wide"
 
 
-def _first_loss(pl_module) -> float | None:
-    """The run's first training loss: ClassifierModule keeps finished epochs' losses in
-    `history` (restored on resume) and the current epoch's in `_step_losses`."""
-    done = getattr(pl_module, "history", {}).get("train_losses") or []
-    pending = getattr(pl_module, "_step_losses", [])
-    if done:
-        return done[0]
-    return float(pending[0]) if pending else None
-
-
 class DivergenceDetector(pl.Callback):
     """Raises `Diverged` when the loss or a parameter becomes NaN/inf.
 
@@ -73,7 +63,10 @@ class DivergenceDetector(pl.Callback):
     checkpoint. Checking all parameters every step cost ~1 ms a step here (5 % of an epoch).
     """
 
-    def __init__(self):
+    def __init__(self, check_params_every_n_steps: int = 0):
+        # The step checkpoint's interval (conf/callbacks/divergence.yaml): a NaN parameter must
+        # not reach last.ckpt, so the parameters are checked on those steps too.
+        self.check_params_every_n_steps = int(check_params_every_n_steps or 0)
         self.diverged: Diverged | None = None
 
     @torch.no_grad()
@@ -89,20 +82,16 @@ class DivergenceDetector(pl.Callback):
         if trainer.training and not _params_finite(pl_module):
             self._stop(trainer, pl_module, "the parameters became NaN/inf")
 
-    @staticmethod
-    def _checkpoint_due(trainer) -> bool:
-        step = trainer.global_step
-        for cb in trainer.checkpoint_callbacks:
-            n = getattr(cb, "_every_n_train_steps", 0)
-            if n and step % n == 0:
-                return True
-        return False
+    def _checkpoint_due(self, trainer) -> bool:
+        n = self.check_params_every_n_steps
+        return bool(n) and trainer.global_step % n == 0
 
     def _stop(self, trainer, pl_module, what: str):
         step, epoch = trainer.global_step, trainer.current_epoch
         hp = getattr(pl_module, "hparams", {})
         num_classes = getattr(getattr(pl_module, "net", None), "config", {}).get("num_classes", 10)
-        cause = probable_cause(hp.get("optim_cfg"), hp.get("init_cfg"), _first_loss(pl_module), num_classes)
+        first_loss = pl_module.first_loss() if hasattr(pl_module, "first_loss") else None
+        cause = probable_cause(hp.get("optim_cfg"), hp.get("init_cfg"), first_loss, num_classes)
         message = f"{what} at step {step} (epoch {epoch}): {cause}"
         self.diverged = Diverged(message, step=step, epoch=epoch, what=what)
         trainer.should_stop = True

@@ -8,39 +8,36 @@ import time
 import pytorch_lightning as pl
 
 
-class EpochLinePrinter(pl.Callback):
-    """Prints each epoch's line once all of its metrics exist.
+def progress_display(refresh_rate: int = 10) -> pl.Callback:
+    """A live rich progress bar in a terminal; one plain line per epoch in logs and pipes."""
+    if sys.stdout.isatty():
+        from pytorch_lightning.callbacks import RichProgressBar
 
-    Callbacks' `on_train_epoch_end` runs before the LightningModule's (where train/acc is
-    computed), so the line for epoch N is printed when epoch N+1 starts or training ends.
-    """
+        return RichProgressBar(refresh_rate=refresh_rate)
+    return EpochLinePrinter()
+
+
+class EpochLinePrinter(pl.Callback):
+    """One line per epoch. Epochs count from 0, as Lightning's progress bar and results.json's
+    `best_val_epoch` do: `epoch 0/39` is the first of 40."""
 
     def __init__(self):
-        self._pending: tuple[int, float] | None = None
         self._t0 = time.perf_counter()
 
-    def _flush(self, trainer):
-        if self._pending is None or not trainer.is_global_zero:
-            return
-        epoch, seconds = self._pending
-        self._pending = None
-        m = trainer.callback_metrics
-        parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
-        for key in ("train/epoch_loss", "train/acc", "val/loss", "val/acc"):
-            if key in m:
-                parts.append(f"{key}={float(m[key]):.4f}")
-        parts.append(f"{seconds:.1f}s")
-        print("  ".join(parts), file=sys.stdout, flush=True)
-
     def on_train_epoch_start(self, trainer, pl_module):
-        self._flush(trainer)
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self._pending = (trainer.current_epoch, time.perf_counter() - self._t0)
-
-    def on_train_end(self, trainer, pl_module):
-        self._flush(trainer)
-
-    def on_exception(self, trainer, pl_module, exception):
-        self._flush(trainer)
+        # train/acc is logged at the epoch's last batch and validation has run: all are current.
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1}"]
+        for key, label in (("train/epoch_loss", "train loss"), ("val/loss", "val loss")):
+            if key in m:
+                parts.append(f"{label} {float(m[key]):.4f}")
+        for key, label in (("train/acc", "train acc"), ("val/acc", "val acc")):
+            if key in m:
+                parts.append(f"{label} {100 * float(m[key]):.2f} %")
+        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        print("  ".join(parts), file=sys.stdout, flush=True)

@@ -28,6 +28,7 @@ import torch
 
 from src.errors import DataError
 
+N_TRAIN = 50_000  # the tutorial's split of the 60,000 training images: 50,000 train, 10,000 val
 MEAN, STD = 0.2861, 0.3530  # the tutorial's normalisation: pixels get mean 0, std 1
 SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -173,7 +174,7 @@ def load_split_tensors(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tenso
     return normalize(images), labels
 
 
-def split_indices(n_total: int = 60000, n_train: int = 50000, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(n_total: int = 60000, n_train: int = N_TRAIN, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
     """The tutorial's `random_split(train_dataset, [50000, 10000])` after `seed_everything(42)`.
 
     random_split draws `randperm(n, generator=default_generator)`; a fresh generator seeded 42
@@ -280,6 +281,15 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         super().__init__()
         if pipeline not in ("tensor", "torchvision"):
             raise ValueError(f"data.pipeline={pipeline!r} is not one of: tensor, torchvision")
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{key}={value!r} must be an integer >= 1")
+        n_train = min(train_subset or N_TRAIN, N_TRAIN)
+        if drop_last and batch_size > n_train:
+            # drop_last would make an epoch of zero steps: a run that trains nothing.
+            raise ValueError(f"data.batch_size={batch_size} is larger than the training split "
+                             f"({n_train} images) with data.drop_last=true, so no step would be "
+                             f"taken; the largest that works is {n_train}")
         self.data_dir, self.batch_size, self.eval_batch_size = str(data_dir), batch_size, eval_batch_size
         self.pipeline, self.on_device, self.num_workers = pipeline, on_device, num_workers
         self.split_seed, self.shuffle_seed, self.drop_last = split_seed, shuffle_seed, drop_last

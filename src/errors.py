@@ -1,4 +1,9 @@
-"""Errors a user can fix. The entry scripts print them as one line and exit non-zero."""
+"""Errors a user can fix, and their one-line messages. The entry scripts (src/cli.py) print
+them as one `error:` line and exit 2."""
+
+from __future__ import annotations
+
+import re
 
 
 class UserError(Exception):
@@ -15,3 +20,46 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     pass
+
+
+# "Invalid learning rate lr=0: must be > 0" (our constructors' style) -> key lr, value 0.
+_INVALID = re.compile(r"^Invalid (?:[\w ]+ )?(?P<key>\w+)=(?P<value>.+?): (?P<why>.+)$")
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The innermost exception: Hydra wraps a constructor's error in InstantiationException."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def last_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[-1].strip() if text else type(e).__name__
+
+
+def in_group(group: str, e: BaseException) -> str:
+    """A constructor's complaint, said in config terms: `optim.lr=0: must be > 0`."""
+    message = last_line(root_cause(e))
+    if message.startswith(f"{group}.") or message.startswith(f"{group}="):
+        return message  # the constructor already speaks in config keys (model.act_fn=...)
+    m = _INVALID.match(message)
+    if m:
+        return f"{group}.{m['key']}={m['value']}: {m['why']}"
+    return f"{group}: {message}"
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (SIGTERM from a scheduler, Ctrl-C): raised at a batch boundary
+    by callbacks/interrupt.py, after last.ckpt was saved. The process exits 128 + signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

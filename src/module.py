@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.model import BaseNetwork
+from src.checkpointing import collect_rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 10  # steps between progress-bar updates of train/loss
-
-OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 # Optimizer hyperparameters the config may change on resume (keys of param_groups).
 OPTIM_HPARAMS = ("lr", "momentum", "betas", "eps", "weight_decay")
-
-
-def collect_rng_states() -> dict:
-    """torch (CPU, CUDA), numpy and Python RNG states, as plain tensors/lists/tuples so the
-    checkpoint still loads with `torch.load(weights_only=True)`."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "python": random.getstate()}
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 def apply_optim_hparams(optimizers, optim_cfg: dict) -> dict:
@@ -60,24 +35,44 @@ def apply_optim_hparams(optimizers, optim_cfg: dict) -> dict:
     return changed
 
 
-class ClassifierModule(pl.LightningModule):
-    """Wraps BaseNetwork.
+def target_of(obj) -> str:
+    """`module.Class` of an object, as Hydra's `_target_` says it."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
-    `optimizer` is a factory (Hydra's `_partial_: true`) called on the parameters in
-    `configure_optimizers`; `init_fn` initialises the network in place. Neither is stored in the
-    checkpoint's hyperparameters: a `functools.partial` there breaks `torch.load(weights_only=True)`.
-    Plain dicts of their configs (`optim_cfg`, `init_cfg`) are stored instead, for the record.
+
+def describe(obj) -> dict | None:
+    """A plain-dict record of an optimizer or init scheme, for checkpoints and messages:
+    `_target_` plus its hyperparameters (an optimizer's defaults, a scheme's attributes)."""
+    if obj is None:
+        return None
+    if isinstance(obj, torch.optim.Optimizer):
+        args = dict(obj.defaults)
+    else:
+        args = {k: v for k, v in vars(obj).items() if k != "generator"}
+    return {"_target_": target_of(obj), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}}
+
+
+class ClassifierModule(pl.LightningModule):
+    """The tutorial's classifier: `network` initialised in place by `init_scheme`, trained by
+    `optimizer` (built on `network.parameters()` by src/training.py from conf/optim; None for
+    evaluation only).
+
+    Neither object goes into the checkpoint's hyperparameters (it would break
+    `torch.load(weights_only=True)`); plain records of them do (`optim_cfg`, `init_cfg`), which a
+    resume checks and the divergence message quotes.
     """
 
-    def __init__(self, model: dict, optimizer: OptimizerFactory | None = None,
-                 init_fn: Callable[[torch.nn.Module], object] | None = None,
-                 optim_cfg: dict | None = None, init_cfg: dict | None = None):
+    def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 init_scheme: Callable[[torch.nn.Module], object] | None = None,
+                 progress_every_n_steps: int = 10):
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "init_fn"])
-        self.net = BaseNetwork(**model)
-        if init_fn is not None:
-            init_fn(self.net)
-        self.optimizer_factory = optimizer
+        self.save_hyperparameters({"model": dict(network.config), "optim_cfg": describe(optimizer),
+                                   "init_cfg": describe(init_scheme)})
+        self.net = network
+        if init_scheme is not None:
+            init_scheme(self.net)
+        self.optimizer = optimizer
+        self.progress_every_n_steps = int(progress_every_n_steps)
         num_classes = self.net.config["num_classes"]
         # validate_args=False: the argument checks sync with the host on every update.
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -90,6 +85,12 @@ class ClassifierModule(pl.LightningModule):
         self._step_losses: list[torch.Tensor] = []
         self.history = {"train_losses": [], "train_scores": [], "val_scores": [], "val_losses": []}
 
+    def first_loss(self) -> float | None:
+        """The run's first training loss (finished epochs' or the current one's), or None."""
+        if self.history["train_losses"]:
+            return self.history["train_losses"][0]
+        return float(self._step_losses[0]) if self._step_losses else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -101,8 +102,8 @@ class ClassifierModule(pl.LightningModule):
         self._step_losses.append(loss.detach())
         # self.log costs ~2 ms a call on a CPU (Lightning moves its whole result collection each
         # time), 15 % of a step here. The per-step loss curve goes to the logger in one batch
-        # (drain_losses); self.log feeds only the progress bar, every PROGRESS_EVERY steps.
-        if batch_idx % PROGRESS_EVERY == 0:
+        # (drain_losses); self.log feeds only the progress bar, every progress_every_n_steps.
+        if batch_idx % self.progress_every_n_steps == 0:
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
         return loss
 
@@ -120,14 +121,21 @@ class ClassifierModule(pl.LightningModule):
                 for i, v in enumerate(values):
                     logger.log_metrics({"train/loss": v}, step=start + i)
 
-    def on_train_epoch_end(self):
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # The epoch's train/acc is computed at its last batch, before validation: Lightning calls
+        # the callbacks' on_train_epoch_end (the progress bar, the epoch line) before the
+        # module's, so numbers computed there would show one epoch late.
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self.end_train_epoch()
+
+    def end_train_epoch(self):
         acc = self.train_acc.compute()
-        self.log("train/acc", acc, prog_bar=True)
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True)
         self.train_acc.reset()
         self.drain_losses()
         epoch_losses = self.history["train_losses"][-self.trainer.num_training_batches:]
         if epoch_losses:
-            self.log("train/epoch_loss", sum(epoch_losses) / len(epoch_losses))
+            self.log("train/epoch_loss", sum(epoch_losses) / len(epoch_losses), on_step=False, on_epoch=True)
         self.history["train_scores"].append(float(acc))
 
     def validation_step(self, batch, batch_idx):
@@ -154,9 +162,9 @@ class ClassifierModule(pl.LightningModule):
         self.test_acc.reset()
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise RuntimeError("ClassifierModule needs an optimizer factory to train")
-        return self.optimizer_factory(self.parameters())
+        if self.optimizer is None:
+            raise RuntimeError("ClassifierModule needs an optimizer to train")
+        return self.optimizer
 
     # The per-epoch history travels with the checkpoint, so a resumed run writes a complete
     # results.json (val_scores from before the interruption included).

@@ -39,18 +39,24 @@ __all__ = ["SGD", "SGDMomentum", "Adam"]
 # argument checks: one-line messages naming the bad value and the accepted range
 
 
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name}={value!r}: must be a number")
+    return value
+
+
 def _check_lr(lr: float) -> None:
-    if not lr > 0.0:  # `not >` also rejects NaN
+    if not _number("lr", lr) > 0.0:  # `not >` also rejects NaN
         raise ValueError(f"Invalid learning rate lr={lr!r}: must be > 0")
 
 
 def _check_weight_decay(weight_decay: float) -> None:
-    if not weight_decay >= 0.0:
+    if not _number("weight_decay", weight_decay) >= 0.0:
         raise ValueError(f"Invalid weight_decay={weight_decay!r}: must be >= 0")
 
 
 def _check_beta(name: str, beta: float) -> None:
-    if not 0.0 <= beta < 1.0:
+    if not 0.0 <= _number(name, beta) < 1.0:
         raise ValueError(f"Invalid {name}={beta!r}: must be in [0, 1)")
 
 
@@ -262,7 +268,7 @@ class Adam(Optimizer):
             )
         _check_beta("betas[0]", betas[0])
         _check_beta("betas[1]", betas[1])
-        if not eps > 0.0:
+        if not _number("eps", eps) > 0.0:
             raise ValueError(f"Invalid eps={eps!r}: must be > 0")
         _check_weight_decay(weight_decay)
         # tuple() so a Hydra ListConfig / list becomes a plain, picklable pair

@@ -33,7 +33,6 @@ from callbacks.diagnostics import (
 )
 from src.report import find_jobs
 from src.utils import atomic_write_json, atomic_write_text
-from src.validate import validate_data, validate_model
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +42,16 @@ KINDS = ("activations", "gradients", "weights")
 def probe(cfg: DictConfig) -> dict:
     """Initialise the configured model, measure it on the diagnostic batch, write probe.json."""
     from src.module import ClassifierModule
-    from src.training import instantiate_init
 
-    validate_data(cfg.data)
-    validate_model(cfg.model)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     # Same order as train(): seed, data, init, then the model, so the weights are step 0's.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data)
-    init_fn = instantiate_init(cfg)
+    init_scheme = hydra.utils.instantiate(cfg.init)
     datamodule.prepare_data()
-    module = ClassifierModule(model=OmegaConf.to_container(cfg.model, resolve=True), init_fn=init_fn)
+    module = ClassifierModule(hydra.utils.instantiate(cfg.model), init_scheme=init_scheme)
     net = module.net.to(cfg.get("device", "cpu"))
     n = int(cfg.batch_size)
     x, y = (t.to(net_device(net)) for t in datamodule.diagnostic_batch(n))

@@ -1,9 +1,17 @@
-"""`train(cfg)`: one training run from a composed Hydra config. Pure: no argv, no exit."""
+"""`train(cfg)`: one training run from a composed Hydra config, top to bottom.
+
+    check what no constructor can → build model, optimizer, data, callbacks, loggers, trainer
+    from the config → fit → test the best-val checkpoint → results.json
+
+Pure: no argv, no exit (src/cli.py does that). Each object checks its own arguments in its
+constructor; a ValueError there becomes one `error:` line in src/cli.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,230 +22,170 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.divergence import Diverged
-from src.entry import resolve_ckpt_path
-from src.errors import CheckpointError, ConfigError, UserError
-from src.module import ClassifierModule
-from src.utils import AtomicCheckpointIO, atomic_write_json
-from src.validate import check_accelerator, validate_config
+from src import cli
+from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
+from src.errors import ConfigError, Interrupted, in_group
+from src.hparams import log_hparams
+from src.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
-def output_dir_of(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.output_dir)
+# ---------------------------------------------------------------------------------------------
+# What no constructor checks: the seed, the machine, the launch
 
 
-def print_config_tree(cfg: DictConfig, fields=("data", "model", "init", "optim", "trainer", "callbacks",
-                                                  "logger", "paths", "seed", "ckpt_path")) -> None:
-    """The composed config as a rich tree, group by group."""
-    import rich
-    import rich.syntax
-    import rich.tree
+def check_run_settings(cfg: DictConfig) -> None:
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
+    epochs = cfg.trainer.max_epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        # Lightning reads -1 as "forever"; a run that never ends is never what a user meant here.
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but CUDA is not available on this machine "
+                          "(torch.cuda.is_available() is False); use trainer.accelerator=cpu or auto")
+    strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
+    # Lightning's `ddp` starts the extra processes by re-running the command line; inside a local
+    # multirun that line is the whole sweep, so each child would restart it. SLURM starts them.
+    if (strategy.startswith("ddp") and strategy not in ("ddp_spawn", "ddp_fork", "ddp_notebook")
+            and str(devices) != "1" and "SLURM_NTASKS" not in os.environ and cli.is_multirun()):
+        raise ConfigError(f"trainer.strategy={strategy} (devices={devices}) cannot run inside a local "
+                          "multirun: Lightning re-runs the command line per process, which would "
+                          "restart the sweep; run it as a single run, or per SLURM job "
+                          "(hydra/launcher=slurm hydra.launcher.tasks_per_node=<devices>)")
 
-    tree = rich.tree.Tree("config", style="dim")
-    for field in fields:
-        if field not in cfg:
-            continue
-        value = cfg[field]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        tree.add(field, style="bold").add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
-    rich.print(tree)
+
+# ---------------------------------------------------------------------------------------------
+# Build everything from the config
 
 
-def instantiate_optimizer(cfg: DictConfig):
-    """The optimizer factory, checked now on a dummy parameter so a bad lr fails in seconds."""
+def build_module(cfg: DictConfig):
+    """The LightningModule: network (conf/model), initialised by conf/init, with the optimizer of
+    conf/optim built on its parameters. Same RNG order as the tutorial: layers, then the init."""
+    network = hydra.utils.instantiate(cfg.model)
+    init_scheme = hydra.utils.instantiate(cfg.init)
+    make_optimizer = hydra.utils.instantiate(cfg.optim)  # a partial: `_partial_: true`
     try:
-        factory = hydra.utils.instantiate(cfg.optim)
-        factory([torch.nn.Parameter(torch.zeros(1))])
+        optimizer = make_optimizer(network.parameters())
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"optim: {_root_message(e)}") from None
-    return factory
+        raise ConfigError(in_group("optim", e)) from None
+    return hydra.utils.instantiate(cfg.module, network=network, optimizer=optimizer, init_scheme=init_scheme)
 
 
-def instantiate_init(cfg: DictConfig):
-    try:
-        return hydra.utils.instantiate(cfg.init)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"init: {_root_message(e)}") from None
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values()
+            if node is not None and "_target_" in node]
 
 
-def _root_message(e: BaseException) -> str:
-    # Hydra wraps constructor errors in InstantiationException; the user wants the innermost line.
-    while e.__cause__ is not None:
-        e = e.__cause__
-    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+def build_loggers(cfg: DictConfig) -> list:
+    return [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()
+            if node is not None and "_target_" in node]
 
 
-def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
-
-    from callbacks.divergence import DivergenceDetector
-    from callbacks.progress import EpochLinePrinter
-
-    checkpoints = out / "checkpoints"
-    # `best` is judged once per epoch on val/acc; `last.ckpt` is written then too, and every
-    # `checkpoint.every_n_train_steps` steps when set, so a kill loses at most that much work.
-    callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=str(checkpoints), filename="best-epoch={epoch:02d}-val_acc={val/acc:.4f}",
-                        auto_insert_metric_name=False, monitor="val/acc", mode="max", save_top_k=1,
-                        save_last=True, enable_version_counter=False),
-    ]
-    if cfg.checkpoint.get("every_n_train_steps"):
-        # Both callbacks write the same last.ckpt (no "last-v1.ckpt"): the newest state wins.
-        callbacks.append(ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True,
-                                         every_n_train_steps=int(cfg.checkpoint.every_n_train_steps),
-                                         enable_version_counter=False))
-    # Always on: a NaN/inf loss or weight stops the run at once with status "diverged".
-    callbacks.append(DivergenceDetector())
-    if show_progress(cfg):
-        if sys.stdout.isatty():
-            callbacks.append(RichProgressBar(refresh_rate=cfg.get("progress_refresh_rate", 10)))
-        else:
-            callbacks.append(EpochLinePrinter())
-    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
-        if cb_cfg is not None and "_target_" in cb_cfg:
-            log.debug("callback %s", name)
-            callbacks.append(hydra.utils.instantiate(cb_cfg))
-    return callbacks
-
-
-def show_progress(cfg: DictConfig) -> bool:
-    return bool(cfg.trainer.get("enable_progress_bar", True))
-
-
-def hparams_of(cfg: DictConfig) -> dict:
-    """Flat hyperparameters for TensorBoard's HParams tab (scalars and strings only)."""
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    init = OmegaConf.to_container(cfg.init, resolve=True)
-    hp = {
-        "optim": str(optim.get("_target_", "")).rsplit(".", 1)[-1],
-        "optim_name": cfg.get("optim_name") or "",
-        "lr": float(optim.get("lr", float("nan"))),
-        "momentum": float(optim.get("momentum", 0.0) or 0.0),
-        "weight_decay": float(optim.get("weight_decay", 0.0) or 0.0),
-        "init": str(init.get("_target_", "")).rsplit(".", 1)[-1],
-        "act_fn": cfg.model.act_fn,
-        "hidden_sizes": str(list(cfg.model.hidden_sizes)),
-        "batch_size": int(cfg.data.batch_size),
-        "seed": int(cfg.seed),
-        "accelerator": str(cfg.trainer.accelerator),
-        "max_epochs": int(cfg.trainer.max_epochs),
-    }
-    # Every run declares the same keys (0.0 / "" = not used): TensorBoard's HParams tab takes
-    # its column list from one arbitrary run of the logdir, so a key only Adam runs have
-    # (beta1) would vanish from a sweep whose first run is SGD.
-    betas = optim.get("betas") or (0.0, 0.0)
-    hp["beta1"], hp["beta2"] = (float(b) for b in betas)
-    hp["init_fill"] = float(init.get("fill") or 0.0)
-    hp["init_std"] = float(init.get("std") or 0.0)
-    hp["init_nonlinearity"] = str(init.get("nonlinearity") or "")
-    return hp
-
-
-def check_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from, checked against the config; None for a fresh run.
-
-    A path that does not exist, a file that is not a Lightning checkpoint of this app, or a
-    checkpoint of another architecture or optimizer class is a CheckpointError (one line)."""
-    given = cfg.get("ckpt_path")
-    if not given:
-        return None
-    path = resolve_ckpt_path(str(given))
-    hint = "pass a run's checkpoints/last.ckpt (or the run dir)"
-    if not path.is_file():
-        raise CheckpointError(f"ckpt_path={given} does not exist; {hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights-only errors all mean "not a checkpoint"
-        raise CheckpointError(f"ckpt_path={given} is not a checkpoint ({type(e).__name__}); {hint}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "loops" not in ckpt:
-        raise CheckpointError(f"ckpt_path={given} is not a training checkpoint (no weights/loop state); {hint}")
-    hp = ckpt.get("hyper_parameters") or {}
-    saved, current = hp.get("model") or {}, OmegaConf.to_container(cfg.model, resolve=True)
-    for key in ("hidden_sizes", "act_fn", "input_size", "num_classes"):
-        if key in saved and key in current and saved[key] != current[key]:
-            raise CheckpointError(
-                f"ckpt_path={given} holds a model with model.{key}={saved[key]}, but this run has "
-                f"model.{key}={current[key]}; resume with the checkpoint's model")
-    saved_opt = (hp.get("optim_cfg") or {}).get("_target_")
-    current_opt = cfg.optim.get("_target_")
-    if saved_opt and current_opt and saved_opt != current_opt:
-        raise CheckpointError(
-            f"ckpt_path={given} was trained with optimizer {saved_opt}, but this run asks for {current_opt}; "
-            "resume with the same optim= (its hyperparameters, e.g. optim.lr, may change)")
-    return str(path)
+# ---------------------------------------------------------------------------------------------
+# One run
 
 
 def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
+def _comparable(config: dict) -> dict:
+    """A run's resolved config without what may differ between two tries of the same job."""
+    return {k: v for k, v in config.items() if k not in ("ckpt_path", "sweep", "paths")}
+
+
+def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | None]:
+    """A multirun started again in the same sweep dir continues where it stopped: a job whose
+    results.json is `ok` for the same config is skipped (its results returned), a job with a
+    last.ckpt resumes from it, the others start afresh. `+sweep.rerun=all` reruns everything."""
+    if not cli.is_multirun() or (cfg.get("sweep") or {}).get("rerun") == "all":
+        return None, cfg.get("ckpt_path")
+    import json
+
+    results = out / "results.json"
+    if results.is_file():
+        try:
+            old = json.loads(results.read_text())
+        except ValueError:
+            old = {}
+        same = _comparable(old.get("config") or {}) == _comparable(
+            json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True))))
+        if old.get("status") == "ok" and same:
+            print(f"skipping {out.name}: already ok (test acc {old.get('test_acc')}); "
+                  "+sweep.rerun=all reruns it", flush=True)
+            return old, None
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file() and not cfg.get("ckpt_path"):
+        print(f"resuming {out.name} from {last}", flush=True)
+        return None, str(last)
+    if (out / "tensorboard").is_dir() and not last.is_file():
+        import shutil
+
+        shutil.rmtree(out / "tensorboard")  # a fresh start: no second event file of a dead try
+    return None, cfg.get("ckpt_path")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, test the best-val checkpoint, write results.json. Returns `cfg.optimized_metric`."""
     started = time.time()
-    validate_config(cfg)
-    check_accelerator(str(cfg.trainer.accelerator))
-    ckpt_path = check_checkpoint(cfg)  # a bad ckpt_path fails here, before the data is loaded
-    out = output_dir_of(cfg)
+    check_run_settings(cfg)
+    out = Path(cfg.paths.output_dir)
+    done, resume_from = continue_sweep_job(cfg, out)
+    if done is not None:
+        return done.get(cfg.get("optimized_metric") or "test_acc")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out / "checkpoints")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg)
+    # A bad ckpt_path fails here, before any data is read.
+    ckpt_path = check_checkpoint(resume_from, module.hparams["model"],
+                                 (module.hparams.get("optim_cfg") or {}).get("_target_"))
     datamodule = hydra.utils.instantiate(cfg.data)
-    init_fn = instantiate_init(cfg)
-    optimizer = instantiate_optimizer(cfg)
-    datamodule.prepare_data()  # data problems surface before the model is built
+    datamodule.prepare_data()  # data problems surface before the trainer starts
+    callbacks = build_callbacks(cfg)
+    loggers = build_loggers(cfg)
+    from pytorch_lightning.callbacks import ProgressBar
 
-    model = ClassifierModule(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=optimizer, init_fn=init_fn,
-        optim_cfg=OmegaConf.to_container(cfg.optim, resolve=True),
-        init_cfg=OmegaConf.to_container(cfg.init, resolve=True),
-    )
-
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    logger = TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False)
-    callbacks = build_callbacks(cfg, out)
-    # A live bar only in a terminal; elsewhere EpochLinePrinter writes one line per epoch.
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=show_progress(cfg) and sys.stdout.isatty())
-    hp_metrics = {"hp/best_val_acc": 0.0, "hp/test_acc": 0.0}
-    logger.log_hyperparams(hparams_of(cfg), hp_metrics)
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks))
 
-    log.info("Output directory: %s", out)
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
-    diverged = None
+    diverged = interrupted = None
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except Diverged as e:
         diverged = e
         print(f"diverged: {e}", file=sys.stderr, flush=True)
-        model.drain_losses()  # the steps of the unfinished epoch, up to the non-finite one
+        module.drain_losses()  # the steps of the unfinished epoch, up to the non-finite one
+    except Interrupted as e:
+        interrupted = e
+        module.drain_losses()
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    history = model.history
-    val_scores = history["val_scores"]
+    val_scores = module.history["val_scores"]
     best_epoch = max(range(len(val_scores)), key=lambda i: (val_scores[i], -i)) if val_scores else -1
     test_acc = None
-    if not cfg.get("skip_test", False) and diverged is None and trainer.state.finished and not trainer.interrupted:
-        metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    if not cfg.get("skip_test", False) and diverged is None and interrupted is None and trainer.state.finished:
+        metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_acc = _finite(metrics[0]["test/acc"]) if metrics else None
-        logger.log_metrics({"hp/test_acc": test_acc or 0.0,
-                            "hp/best_val_acc": val_scores[best_epoch] if val_scores else 0.0},
-                           step=trainer.global_step)
-        logger.finalize("success")
 
+    status = "diverged" if diverged else "interrupted" if interrupted or trainer.interrupted else "ok"
     results = {
-        "status": "diverged" if diverged else "ok" if not trainer.interrupted else "interrupted",
+        "status": status,
         "test_acc": test_acc,
         "best_val_acc": val_scores[best_epoch] if val_scores else None,
         "best_val_epoch": best_epoch,
         "epochs": len(val_scores),
         "val_scores": val_scores,
-        "train_scores": history["train_scores"],
-        "train_losses": history["train_losses"],
+        "train_scores": module.history["train_scores"],
+        "train_losses": module.history["train_losses"],
         "global_step": trainer.global_step,
         "resumed_from": ckpt_path,
         "seconds": round(time.time() - started, 3),
@@ -249,24 +197,51 @@ def train(cfg: DictConfig) -> float | None:
     if diverged:
         # val/train scores above are those of the epochs that finished with finite weights.
         results.update(diverged_step=diverged.step, diverged_epoch=diverged.epoch, error=str(diverged))
+    if interrupted:
+        results.update(signal=interrupted.signal_name, error=str(interrupted),
+                       resume=f"python train.py ckpt_path={out}")
+    results["warnings"] = run_warnings(module, callbacks, val_scores)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
+        overrides = cli.job_overrides()
+        log_hparams(trainer.loggers, cfg, results, overrides,
+                    trial=",".join(overrides) if cli.is_multirun() else out.name)
+        for logger in trainer.loggers:
+            logger.finalize("success" if status == "ok" else "failed")
         atomic_write_json(out / "results.json", results)
-    log.info("test_acc=%s best_val_acc=%s (epoch %d); results in %s",
-             test_acc, results["best_val_acc"], best_epoch, out / "results.json")
-    metric = cfg.get("optimized_metric")
+        print_end(results)
+    if interrupted:
+        raise interrupted  # src/cli.py: one line, exit 128 + signal
     if diverged:
         return float("nan")  # Optuna marks a NaN trial as failed and goes on
-    if metric:
-        return {"test_acc": test_acc, "best_val_acc": results["best_val_acc"]}.get(metric)
-    return test_acc
+    return {"test_acc": test_acc, "best_val_acc": results["best_val_acc"]}.get(
+        cfg.get("optimized_metric") or "test_acc")
 
 
-def write_failure(out: Path, error: UserError | str, cfg: DictConfig | None = None, status: str = "failed") -> None:
-    """Mark a run dir as failed, so no reader mistakes it for a finished run."""
-    payload = {"status": status, "error": str(error)}
-    if cfg is not None:
-        try:
-            payload["config"] = OmegaConf.to_container(cfg, resolve=False)
-        except Exception:  # a config that fails to convert is part of what went wrong
-            pass
-    atomic_write_json(out / "results.json", payload)
+def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
+    """What a reader of a finished run should know: a run at chance level, and every warning a
+    callback kept (the diagnostics' vanishing/exploding alerts)."""
+    found = []
+    chance = 1 / module.net.config["num_classes"]
+    if val_scores and val_scores[-1] <= chance + 0.02:
+        found.append(f"did not learn: final val acc {100 * val_scores[-1]:.1f} % is at chance level "
+                     f"({100 * chance:.0f} %)")
+    for cb in callbacks:
+        found += list(getattr(cb, "warnings", None) or [])
+    return found
+
+
+def print_end(results: dict) -> None:
+    """The end block: rounded numbers, the best epoch, the wall time, where everything is."""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f} %"
+
+    line = [f"{results['status']}: test acc {pct(results['test_acc'])}",
+            f"best val acc {pct(results['best_val_acc'])} (epoch {results['best_val_epoch']})",
+            f"{results['epochs']} epochs in {results['seconds']:.1f} s"]
+    out = Path(results["output_dir"])
+    print(" · ".join(line), flush=True)
+    for warning in results.get("warnings") or []:
+        print(f"warning: {warning}", flush=True)
+    print(f"results: {out / 'results.json'}", flush=True)
+    if (out / "tensorboard").is_dir():
+        print(f"tensorboard --logdir {out / 'tensorboard'}", flush=True)

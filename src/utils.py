@@ -1,4 +1,4 @@
-"""Small helpers: atomic writes, so a killed run never leaves a truncated file behind."""
+"""Atomic writes: a killed run never leaves a truncated file behind (temp file, fsync, rename)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-
-def _umask_mode() -> int:
+def umask_mode() -> int:
     # mkstemp creates 0600 files; give the renamed file the mode an ordinary open() would.
     mask = os.umask(0)
     os.umask(mask)
@@ -25,7 +22,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _umask_mode())
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -47,8 +44,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=indent) + "\n").encode())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -61,21 +58,3 @@ def atomic_savefig(fig, path: str | os.PathLike, **kw) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kw)
     atomic_write_bytes(path, buf.getvalue())
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but through a temp name + rename: a kill mid-save keeps
-    the previous `last.ckpt` intact instead of leaving a truncated one."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _umask_mode())
-        os.close(fd)
-        try:
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.entry import EXIT_USER_ERROR, run_task
+from src.cli import EXIT_USER_ERROR, run_task
 from src.training import train
 from tests.conftest import DATA_DIR, FAST, compose, run_script
 
@@ -126,7 +126,7 @@ def test_value_errors(case, tmp_path, capsys, data_dir):
     out = tmp_path / "run"
     cfg = compose([*FAST, *overrides], out)
     with pytest.raises(SystemExit) as exit_info:
-        run_task(train, cfg, print_config=False)
+        run_task(train, cfg)
     assert exit_info.value.code == EXIT_USER_ERROR
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]

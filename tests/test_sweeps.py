@@ -140,31 +140,34 @@ def test_missing_gpu_fails_its_jobs_only(tmp_path):
 
 def test_a_crashing_job_does_not_stop_the_sweep(tmp_path, monkeypatch):
     """Any exception, not only a UserError, becomes a failed results.json in a multirun."""
-    import src.entry as entry
+    import src.cli as cli
 
-    monkeypatch.setattr(entry, "is_multirun", lambda: True)
+    monkeypatch.setattr(cli, "is_multirun", lambda: True)
     cfg = OmegaConf.create({"print_config": False, "paths": {"output_dir": str(tmp_path)}})
 
     def boom(_cfg):
         raise RuntimeError("segfault-ish")
 
-    assert entry.run_task(boom, cfg) is None
+    assert cli.run_task(boom, cfg) is None
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "failed" and results["error"] == "RuntimeError: segfault-ish"
 
 
 def test_ddp_refused_inside_a_local_multirun(monkeypatch):
-    import src.entry as entry
+    import src.cli as cli
     from src.errors import ConfigError
-    from src.validate import check_ddp_launch
+    from src.training import check_run_settings
+
+    def settings(devices):
+        return OmegaConf.create({"seed": 1, "trainer": {"max_epochs": 1, "accelerator": "cpu",
+                                                        "strategy": "ddp", "devices": devices}})
 
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
-    ddp = OmegaConf.create({"strategy": "ddp", "devices": 2})
-    check_ddp_launch(ddp)  # a single run is fine
-    monkeypatch.setattr(entry, "is_multirun", lambda: True)
+    check_run_settings(settings(2))  # a single run is fine
+    monkeypatch.setattr(cli, "is_multirun", lambda: True)
     with pytest.raises(ConfigError, match="multirun"):
-        check_ddp_launch(ddp)
-    check_ddp_launch(OmegaConf.create({"strategy": "ddp", "devices": 1}))
+        check_run_settings(settings(2))
+    check_run_settings(settings(1))
 
 
 # --- the report on hand-made job dirs ------------------------------------------------------

@@ -1,0 +1,61 @@
+"""SIGTERM (schedulers, preemption) and Ctrl-C stop a run at the next batch boundary, with
+last.ckpt saved there, so `results.json` can say `interrupted` and how to resume.
+
+Lightning's own SIGTERM path exits 0 (SIGTERMException is a SystemExit) and its Ctrl-C path
+can stop mid-step; this callback replaces both with one graceful path. A second Ctrl-C stops at
+once. SLURM's requeue signal (SIGUSR1) stays Lightning's.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from src.errors import Interrupted
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class GracefulInterrupt(pl.Callback):
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+        self._saved_step = -1
+
+    def _handler(self, signum, frame):
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        self.received = signum
+        previous = self._previous.get(signum)
+        if signum == signal.SIGTERM and callable(previous):
+            previous(signum, frame)  # e.g. Lightning's own notifier, kept for DDP broadcast
+
+    def on_fit_start(self, trainer, pl_module):
+        self.received = None
+        for signum in SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, Interrupted) and trainer.global_step != self._saved_step:
+            # At a batch boundary: weights, optimizer and loop state agree, so a resume
+            # continues exactly from here (mid-epoch included).
+            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            self._saved_step = trainer.global_step
+        self._restore()
+
+    def on_fit_end(self, trainer, pl_module):
+        self._restore()
+
+    def _restore(self):
+        for signum, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        self._previous = {}

@@ -1,0 +1,137 @@
+"""Checkpoints: find the one to resume from, check it fits the config, write it atomically,
+carry the RNG states. Everything a resume needs, and nothing about training itself."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from src.errors import CheckpointError
+from src.utils import umask_mode
+
+HINT = "pass a run's checkpoints/last.ckpt (or the run dir)"
+TMP_SUFFIX = ".tmp"  # our temp files: .<name>.<random>.tmp beside the file they become
+
+
+def resolve_ckpt_path(path: str | os.PathLike) -> Path:
+    """`ckpt_path` may name the checkpoint or the run dir (then its checkpoints/last.ckpt)."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / "last.ckpt", p / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+    return p
+
+
+def missing_checkpoint_message(given: str) -> str:
+    """A run dir without last.ckpt was killed before its first checkpoint: say how to restart it."""
+    p = Path(given)
+    if p.is_dir() and ((p / ".hydra").is_dir() or (p / "checkpoints").is_dir()):
+        overrides = []
+        saved = p / ".hydra" / "overrides.yaml"
+        if saved.is_file():
+            import yaml
+
+            overrides = [str(o) for o in yaml.safe_load(saved.read_text()) or []
+                         if not str(o).startswith(("ckpt_path=", "hydra.run.dir="))]
+        again = " ".join(["python train.py", *overrides]) if overrides else "python train.py"
+        return (f"ckpt_path={given}: this run has no checkpoint yet; start it again with the same "
+                f"overrides: {again}")
+    return f"ckpt_path={given} does not exist; {HINT}"
+
+
+def check_checkpoint(given: str | None, model_cfg: dict, optim_target: str | None) -> str | None:
+    """The checkpoint to resume from, checked against the config; None for a fresh run.
+
+    A path that does not exist, a file that is not a Lightning checkpoint of this app, or a
+    checkpoint of another architecture or optimizer class is a CheckpointError (one line)."""
+    if not given:
+        return None
+    path = resolve_ckpt_path(str(given))
+    if not path.is_file():
+        raise CheckpointError(missing_checkpoint_message(str(given)))
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights-only errors all mean "not a checkpoint"
+        raise CheckpointError(f"ckpt_path={given} is not a checkpoint ({type(e).__name__}); {HINT}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "loops" not in ckpt:
+        raise CheckpointError(f"ckpt_path={given} is not a training checkpoint (no weights/loop state); {HINT}")
+    hp = ckpt.get("hyper_parameters") or {}
+    saved = hp.get("model") or {}
+    for key in ("hidden_sizes", "act_fn", "input_size", "num_classes"):
+        if key in saved and key in model_cfg and saved[key] != model_cfg[key]:
+            raise CheckpointError(
+                f"ckpt_path={given} holds a model with model.{key}={saved[key]}, but this run has "
+                f"model.{key}={model_cfg[key]}; resume with the checkpoint's model")
+    saved_opt = (hp.get("optim_cfg") or {}).get("_target_")
+    if saved_opt and optim_target and saved_opt != optim_target:
+        raise CheckpointError(
+            f"ckpt_path={given} was trained with optimizer {saved_opt}, but this run asks for {optim_target}; "
+            "resume with the same optim= (its hyperparameters, e.g. optim.lr, may change)")
+    return str(path)
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """A kill during a checkpoint write leaves `.<name>.<random>.tmp`; a restarted run removes
+    ours (only files of our naming, in this run's checkpoint dir)."""
+    removed = []
+    if directory.is_dir():
+        for p in directory.glob(f".*{TMP_SUFFIX}"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temp name + rename: a kill mid-save keeps
+    the previous `last.ckpt` intact instead of leaving a truncated one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, umask_mode())
+        os.close(fd)
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        except RuntimeError as e:
+            # torch.save reports a full disk as "basic_ios::clear: iostream error" or "failed
+            # writing": say what it is, with the path, like any other OSError.
+            if "iostream" in str(e) or "failed writing" in str(e):
+                import errno
+                import shutil
+
+                full = shutil.disk_usage(path.parent).free < (1 << 20)
+                raise OSError(errno.ENOSPC if full else errno.EIO,
+                              os.strerror(errno.ENOSPC if full else errno.EIO), str(path)) from None
+            raise
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def collect_rng_states() -> dict:
+    """torch (CPU, CUDA), numpy and Python RNG states, as plain tensors/lists/tuples so the
+    checkpoint still loads with `torch.load(weights_only=True)`."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": random.getstate()}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,257 @@
+"""The command line of every entry script (train.py, eval.py, probe.py, surfaces.py, landscape.py).
+
+Hydra composes the config (options, keys, `--config-dir`, `hydra.searchpath`, `+key=`, `~key`,
+presets: all as Hydra documents); we only change how a failure reads. Any bad input — a
+composition error, a constructor's ValueError, a missing file — becomes one `error: …` line and
+exit status 2, and a run dir that exists gets a results.json with `status: failed`. A crash
+(a bug) keeps its traceback, is marked failed too, and exits 1. In a multirun a failed job is
+marked and the sweep goes on (the sweep report sets the exit status, src/hydra_callbacks.py).
+
+This module imports neither torch nor Lightning: a typo fails in about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
+from src.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2
+EXIT_CRASH = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# One line for any failure
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(e, (UserError, HydraException, OmegaConfBaseException)):
+        return True
+    return type(e).__name__ == "MisconfigurationException"  # Lightning's "bad argument"
+
+
+def one_line(e: BaseException) -> str:
+    """What went wrong, in one line that names the bad value and what is accepted."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+    )
+
+    if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
+        group, _, option = str(e.missing_cfg_file).rpartition("/")
+        return f"{group}={option} is not an available option; available: {', '.join(e.options)}"
+    if isinstance(e, ConfigCompositionException):
+        cause = e.__cause__
+        parent, key = getattr(cause, "parent_node", None), getattr(cause, "full_key", None)
+        if parent is not None and key and hasattr(parent, "keys"):
+            group = key.rsplit(".", 1)[0]
+            keys = ", ".join(sorted(str(k) for k in parent.keys() if not str(k).startswith("_")))
+            return f"{key} is not a key of {group}; its keys: {keys} (add a new one with +{key}=…)"
+        return " ".join(line.strip() for line in str(e).splitlines()
+                        if line.strip() and not line.startswith("See https://"))
+    if isinstance(e, InstantiationException):
+        text = str(e)
+        group = text.rsplit("full_key:", 1)[1].strip().splitlines()[0] if "full_key:" in text else "config"
+        return in_group(group, e)
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror[0].lower()}{e.strerror[1:]}{where}"
+    if isinstance(e, UserError):
+        return last_line(e)
+    cause = root_cause(e)
+    return f"{type(cause).__name__}: {last_line(cause)}"
+
+
+def mark_failed(out: Path, error: str, cfg=None, status: str = "failed", **extra) -> None:
+    """results.json for a run that did not finish, so no reader mistakes it for a finished run."""
+    from omegaconf import OmegaConf
+
+    payload = {"status": status, "error": error, **extra}
+    if cfg is not None:
+        try:
+            payload["config"] = OmegaConf.to_container(cfg, resolve=False)
+        except Exception:  # a config that fails to convert is part of what went wrong
+            pass
+    atomic_write_json(out / "results.json", payload)
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # outside a Hydra app (tests calling run_task directly)
+        return False
+
+
+def job_overrides() -> list[str]:
+    """This job's command-line overrides (a sweep job's own values), [] outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the Hydra app: the task
+
+
+def quiet_frameworks() -> None:
+    """No availability lines, adverts or known-harmless warnings from the libraries (`verbose=true`
+    keeps them): a run's terminal shows the run."""
+    import warnings
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                 "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*does not have many workers.*",
+                    ".*Checkpoint directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def run_task(task: Callable, cfg):
+    """`task(cfg)`, with every failure marked in the run dir and said in one line."""
+    if not cfg.get("verbose", False):
+        quiet_frameworks()
+    try:
+        return task(cfg)
+    except Interrupted as e:  # results.json already says "interrupted" and how to resume
+        print(f"error: {e}; resume with: python train.py ckpt_path={cfg.paths.output_dir}",
+              file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)  # also in a multirun: the whole process was asked to stop
+    except Exception as e:
+        user = _is_user_error(e) or isinstance(e, OSError)
+        message = one_line(e)
+        out = Path(cfg.paths.output_dir)
+        if out.is_dir():
+            try:
+                mark_failed(out, message, cfg)
+            except OSError:  # the disk that failed the run may refuse this too
+                pass
+        if not user:
+            log.exception("crashed")  # the traceback goes to the job's log file
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        if is_multirun():
+            return None  # the other jobs go on; the sweep report lists this one
+        if not user:
+            raise
+        sys.exit(EXIT_USER_ERROR)
+
+
+# ---------------------------------------------------------------------------------------------
+# Around the Hydra app: composition errors, resume
+
+
+def run_app(hydra_main: Callable, resume: bool = False) -> None:
+    """Call a `@hydra.main` function; Hydra's own errors (unknown option or key, bad override
+    syntax, an output dir that cannot be made) become one line and exit 2.
+    HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full traceback."""
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its five lines
+    try:
+        if resume:
+            sys.argv = resume_argv(sys.argv)
+        hydra_main()
+    except Exception as e:
+        if user_wants_traceback or not (_is_user_error(e) or isinstance(e, OSError)):
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """`ckpt_path=<run>/checkpoints/last.ckpt` (or `ckpt_path=<run dir>`) resumes *that* run:
+    same run dir (so the same TensorBoard run and checkpoints), and the run's original overrides
+    from <run>/.hydra/overrides.yaml, under the ones given now (which win, key by key)."""
+    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    given = [a for a in overrides if _key(a) == "ckpt_path"]
+    if not given or "-m" in argv or "--multirun" in argv:
+        return argv
+    value = given[-1].split("=", 1)[1]
+    if value in ("", "null"):
+        return argv
+    # Lazy: torch (for the checkpoint format) is only worth importing when resuming.
+    from src.checkpointing import missing_checkpoint_message, resolve_ckpt_path
+
+    ckpt = resolve_ckpt_path(value)
+    if not ckpt.is_file():
+        raise CheckpointError(missing_checkpoint_message(value))
+    ckpt = ckpt.resolve()
+    if ckpt.parent.name != "checkpoints":  # a checkpoint outside a run dir: resume in a new run
+        return argv
+    run_dir = ckpt.parent.parent
+    user_keys = {_key(a) for a in overrides}
+    original = []
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if saved.is_file():
+        import yaml
+
+        original = [str(a) for a in yaml.safe_load(saved.read_text()) or [] if _key(str(a)) not in user_keys]
+    argv = [argv[0], *original, *argv[1:]]
+    if "hydra.run.dir" not in user_keys:
+        argv.append(f"hydra.run.dir={run_dir}")
+    print(f"resuming {ckpt} in {run_dir}" + (f" with its overrides: {' '.join(original)}" if original else ""),
+          file=sys.stderr, flush=True)
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------
+# What a person sees first
+
+
+def start_line(cfg) -> str:
+    """One line with the choices a user makes: `optim=sgd_mom lr=0.1 momentum=0.9 · init=xavier ·
+    model relu [512,256,256,128] · 40 epochs · cpu`."""
+    def fmt(v) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
+
+    optim, init = cfg.get("optim") or {}, cfg.get("init") or {}
+    optim_args = [f"{k}={fmt(optim[k])}" for k in ("lr", "momentum", "betas", "weight_decay")
+                  if k in optim and not (k == "weight_decay" and not optim[k])]
+    init_args = [f"{k}={fmt(v)}" for k, v in init.items() if not str(k).startswith("_")]
+    model = cfg.get("model") or {}
+    parts = [" ".join([f"optim={cfg.get('optim_name') or '?'}", *optim_args]),
+             " ".join([f"init={cfg.get('init_name') or '?'}", *init_args]),
+             f"model {model.get('act_fn')} {fmt(list(model.get('hidden_sizes', [])))}"]
+    if "trainer" in cfg:
+        parts += [f"{cfg.trainer.max_epochs} epochs", str(cfg.trainer.accelerator)]
+    parts.append(f"seed {cfg.seed}")
+    return " · ".join(parts)
+
+
+def print_start(cfg) -> None:
+    """The start block: one line of choices and the run dir; the whole tree with print_config=full."""
+    mode = str(cfg.get("print_config", "compact")).lower()
+    if mode in ("false", "none", "off"):
+        return
+    if mode == "full":
+        import rich
+        import rich.syntax
+        import rich.tree
+        from omegaconf import DictConfig, OmegaConf
+
+        tree = rich.tree.Tree("config", style="dim")
+        for field, value in cfg.items():
+            text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+            tree.add(str(field), style="bold").add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+        rich.print(tree)
+    print(start_line(cfg), flush=True)
+    print(f"run dir: {cfg.paths.output_dir}", flush=True)

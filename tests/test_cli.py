@@ -1,0 +1,95 @@
+"""The command line: Hydra's own composition (a user's config dir, search path), one `error:`
+line for every kind of bad input on every entry point, and eval.py against a run's test_acc."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from src.cli import EXIT_USER_ERROR
+from tests.conftest import FAST, ROOT, run_script
+
+MY_SGD = '''
+import torch
+
+class MySGD(torch.optim.SGD):
+    """A user's optimizer, outside the repo."""
+'''
+
+
+def one_error_line(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_users_own_optimizer_config_trains(tmp_path, data_dir):
+    """`--config-dir ~/my_conf optim=my_sgd` with `_target_: my_pkg.MySGD`: Hydra's search path
+    decides what an option is, not a copy of its rules."""
+    (tmp_path / "conf" / "optim").mkdir(parents=True)
+    (tmp_path / "conf" / "optim" / "my_sgd.yaml").write_text(
+        "_target_: my_pkg.MySGD\n_partial_: true\nlr: 0.05\n")
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text(MY_SGD)
+    out = tmp_path / "run"
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    res = run_script("train.py", "--config-dir", str(tmp_path / "conf"), "optim=my_sgd", *FAST,
+                     f"hydra.run.dir={out}", env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["status"] == "ok" and r["config"]["optim"]["_target_"] == "my_pkg.MySGD"
+    assert r["global_step"] == 10
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["init=normal", "init.std=-0.1"], "init.std=-0.1"),
+    (["init=const", "init.fill=abc"], "init"),
+    (["init=kaiming_gain", "init.nonlinearity=banana"], "banana"),
+    (["seed=-1"], "seed=-1"),
+    (["checkpoint.every_n_train_steps=-1"], "every_n_train_steps=-1"),
+    (["checkpoint.every_n_train_steps=abc"], "every_n_train_steps='abc'"),
+    (["callbacks.model_checkpoint.monitr=val/loss"], "callbacks.model_checkpoint.monitr is not a key"),
+    (["+trainer.precision=banana"], "banana"),
+    (["data.batch_size=100000"], "the largest that works is 50000"),
+    (["optim=adamw"], "available: adam, sgd, sgd_mom"),
+    (["hydra.run.dir=/proc/nope/run"], "/proc/nope"),
+])
+def test_bad_values_are_one_line_with_exit_2(tmp_path, overrides, named):
+    out = tmp_path / "run"
+    args = [*FAST, *overrides]
+    if not any(o.startswith("hydra.run.dir") for o in overrides):
+        args.append(f"hydra.run.dir={out}")
+    res = run_script("train.py", *args, timeout=120)
+    assert res.returncode == EXIT_USER_ERROR, res.stderr[-2000:]
+    assert named in one_error_line(res)
+    if out.exists():  # the run dir exists: it says the run failed, and holds no checkpoint
+        assert json.loads((out / "results.json").read_text())["status"] == "failed"
+        assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("script, overrides, named", [
+    ("probe.py", ["init=xyz"], "init=xyz is not an available option"),
+    ("probe.py", ["init=normal", "init.std=-1"], "init.std=-1"),
+    ("eval.py", ["ckpt_path=/nonexistent"], "/nonexistent"),
+])
+def test_other_entry_points_say_one_line_too(tmp_path, script, overrides, named):
+    res = run_script(script, *overrides, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert res.returncode == EXIT_USER_ERROR, res.stderr[-2000:]
+    assert named in one_error_line(res)
+
+
+def test_eval_gives_the_runs_test_acc(tmp_path, data_dir):
+    out = tmp_path / "run"
+    res = run_script("train.py", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((out / "results.json").read_text())
+    res = run_script("eval.py", f"ckpt_path={out}", "data.eval_batch_size=1024",
+                     f"hydra.run.dir={tmp_path / 'eval'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    e = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    # FAST tests on 2 batches; eval tests the whole split: compare with the checkpoint's own run
+    assert e["checkpoint"] == r["best_checkpoint"]
+    assert 0.1 < e["acc"] <= 1 and f"test acc {100 * e['acc']:.2f} %" in res.stdout

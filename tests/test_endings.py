@@ -1,0 +1,141 @@
+"""Every way a run ends leaves a true results.json: signals, a full disk, a first checkpoint
+that never finished, a run that cannot learn, a sweep started again in its own dir."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import yaml
+
+from src.cli import EXIT_USER_ERROR, run_task
+from src.training import train
+from tests.conftest import FAST, compose, run_script
+from tests.test_resume import METRICS, SHORT
+
+
+class SignalAtStep(pl.Callback):
+    """Test helper: send `signum` to this process when `at_step` optimizer steps are done, unless
+    the run was resumed. `+callbacks.sig._target_=tests.test_endings.SignalAtStep ...`."""
+
+    def __init__(self, at_step: int, signum: int):
+        self.at_step, self.signum = at_step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step and trainer.ckpt_path is None:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_last_ckpt_and_says_interrupted(tmp_path, signum, data_dir):
+    run = tmp_path / "run"
+    res = run_script("train.py", *SHORT, f"hydra.run.dir={run}",
+                     "+callbacks.sig._target_=tests.test_endings.SignalAtStep",
+                     "+callbacks.sig.at_step=3", f"+callbacks.sig.signum={int(signum)}", timeout=300)
+    assert res.returncode == 128 + signum, res.stderr[-2000:]
+    r = json.loads((run / "results.json").read_text())
+    assert r["status"] == "interrupted" and r["signal"] == signal.Signals(signum).name
+    assert r["global_step"] == 4  # sent before step 4: stopped at the end of that batch
+    assert r["resume"] == f"python train.py ckpt_path={run}"
+    assert r["test_acc"] is None and r["epochs"] == 0
+    import torch
+
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert line == [f"error: interrupted by {signal.Signals(signum).name}; resume with: "
+                    f"python train.py ckpt_path={run}"]
+    if signum == signal.SIGTERM:  # and the resume ends where an uninterrupted run ends
+        resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        straight = tmp_path / "straight"
+        assert run_script("train.py", *SHORT, f"hydra.run.dir={straight}", timeout=300).returncode == 0
+        a = json.loads((run / "results.json").read_text())
+        b = json.loads((straight / "results.json").read_text())
+        assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}
+
+
+def test_a_full_disk_is_one_line_and_a_failed_results_json(tmp_path, monkeypatch, capsys, data_dir):
+    import src.checkpointing as checkpointing
+
+    def full(obj, path, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(checkpointing.torch, "save", full)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(train, compose(FAST, out))
+    assert exit_info.value.code != 0
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
+    assert len(line) == 1 and "no space left on device" in line[0] and str(out / "checkpoints") in line[0]
+    r = json.loads((out / "results.json").read_text())
+    assert r["status"] == "failed" and "no space left on device" in r["error"]
+
+
+def test_a_run_killed_in_its_first_checkpoint_write(tmp_path):
+    """A stale temp file of ours and no last.ckpt: resuming says to start again, with the
+    run's overrides; starting again removes the temp file."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["optim=sgd", "trainer.max_epochs=1"]))
+    (run / "checkpoints").mkdir()
+    stale = run / "checkpoints" / ".last.ckpt.x1y2.tmp"
+    stale.write_bytes(b"")
+    res = run_script("train.py", f"ckpt_path={run}", timeout=60)
+    assert res.returncode == EXIT_USER_ERROR
+    assert res.stderr.strip() == (f"error: ckpt_path={run}: this run has no checkpoint yet; start it "
+                                  "again with the same overrides: python train.py optim=sgd trainer.max_epochs=1")
+    from src.checkpointing import remove_stale_temp_files
+
+    assert remove_stale_temp_files(run / "checkpoints") == [stale] and not stale.exists()
+
+
+def test_a_run_at_chance_level_is_ok_with_a_warning(tmp_path, data_dir):
+    out = tmp_path / "run"
+    train(compose([*FAST, "optim=sgd", "optim.lr=1e-9", "init=const"], out))
+    r = json.loads((out / "results.json").read_text())
+    assert r["status"] == "ok"
+    assert len(r["warnings"]) == 1 and r["warnings"][0].startswith("did not learn: final val acc")
+    out2 = tmp_path / "learns"
+    train(compose(FAST, out2))
+    assert json.loads((out2 / "results.json").read_text())["warnings"] == []
+
+
+def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "optim=sgd,adam", f"hydra.sweep.dir={sweep}"]
+    first = run_script("train.py", *args, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").exists())
+    assert len(jobs) == 2
+    before = {j.name: (j / "results.json").read_bytes() for j in jobs}
+    old_events = set((jobs[1] / "tensorboard").glob("events.out.tfevents.*"))
+    assert old_events
+    # job 1 "crashed": its results.json says failed; job 0 stays ok and must be skipped
+    (jobs[1] / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    again = run_script("train.py", *args, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"skipping {jobs[0].name}: already ok" in again.stdout
+    assert (jobs[0] / "results.json").read_bytes() == before[jobs[0].name]  # untouched
+    redone = json.loads((jobs[1] / "results.json").read_text())
+    assert redone["status"] == "ok"
+    assert {k: redone[k] for k in METRICS} == {k: json.loads(before[jobs[1].name])[k] for k in METRICS}
+    new_events = set((jobs[1] / "tensorboard").glob("events.out.tfevents.*"))
+    assert new_events and not new_events & old_events  # no events of the dead try stay beside the new
+    summary = (sweep / "summary.csv").read_text()
+    assert summary.count(",ok,") + summary.count("ok") >= 2
+
+
+def test_rerun_all_trains_every_job_again(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "optim=sgd", f"hydra.sweep.dir={sweep}"]
+    assert run_script("train.py", *args, timeout=300).returncode == 0
+    again = run_script("train.py", *args, "+sweep.rerun=all", timeout=300)
+    assert again.returncode == 0 and "skipping" not in again.stdout
+    job = next(p for p in sweep.iterdir() if (p / "results.json").exists())
+    assert json.loads((job / "results.json").read_text())["status"] == "ok"
+    assert isinstance(Path, type)
