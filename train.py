@@ -10,6 +10,7 @@ import warnings  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+import src.resolvers  # noqa: E402,F401  (registers ${lr_around:...} before Hydra composes)
 from src.entry import run_task  # noqa: E402
 
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API on every run.

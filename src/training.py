@@ -17,6 +17,7 @@ from callbacks.divergence import Diverged
 from src.entry import resolve_ckpt_path
 from src.errors import CheckpointError, ConfigError, UserError
 from src.module import ClassifierModule
+from src.provenance import provenance
 from src.utils import AtomicCheckpointIO, atomic_write_json
 from src.validate import check_accelerator, validate_config
 
@@ -245,6 +246,7 @@ def train(cfg: DictConfig) -> float | None:
         "data_source": datamodule.source,
         "output_dir": str(out),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance(cfg),
     }
     if diverged:
         # val/train scores above are those of the epochs that finished with finite weights.
