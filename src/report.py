@@ -439,6 +439,13 @@ def _fmt_x(x: float) -> str:
     return f"{x:.3g}"
 
 
+def resolved_x(curves: list[Curve]) -> dict[str, dict[int, float]]:
+    """For curves whose x is a config value the swept key sets (optim.lr for lr_decade): that
+    value per group number, shown beside the swept key in the group tables."""
+    return {c.x_name: {g.number: x for line in c.lines for x, g in zip(line.x, line.points, strict=True)}
+            for c in curves if c.x_name != c.key}
+
+
 def curve_sentence(curve: Curve, line: CurveLine, metric: str, tolerance_pt: float) -> str:
     t = line.tolerance
     failed = [f"{_fmt_x(x)} ({len(g.not_ok)} of {len(g.jobs)} {_statuses(g.not_ok)})"
@@ -452,7 +459,7 @@ def curve_sentence(curve: Curve, line: CurveLine, metric: str, tolerance_pt: flo
     where = f"its best ({best_text} at {_short(curve.x_name)} = {_fmt_x(line.x[t.best])})"
     if t.low == t.high:
         return f"{line.label} is within {tolerance_pt:g} pt of {where} only at that grid point{tail}."
-    unit = "decades" if curve.log else _short(curve.x_name)
+    unit = ("decade" if t.width == 1 else "decades") if curve.log else _short(curve.x_name)
     at_least = "at least " if (t.open_low or t.open_high) else ""
     edge = " (the range reaches the grid's edge)" if at_least else ""
     return (f"{line.label} stays within {tolerance_pt:g} pt of {where} over {at_least}{t.width:.2g} "
@@ -505,14 +512,16 @@ def to_csv(header: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def group_rows(groups: list[Group], factor_keys: list[str]) -> tuple[list[str], list[dict]]:
-    header = ["group", *factor_keys, "seeds", "jobs", "not_ok"]
+def group_rows(groups: list[Group], factor_keys: list[str], curves: list[Curve]) -> tuple[list[str], list[dict]]:
+    xs = resolved_x(curves)
+    header = ["group", *factor_keys, *xs, "seeds", "jobs", "not_ok"]
     for m in GROUP_METRICS:
         header += [f"{m}_{s}" for s in ("mean", "sd", "ci_low", "ci_high", "min", "max")]
     header += ["notes", "config_hash", "torch", "device"]
     rows = []
     for g in groups:
-        row = {"group": g.number, **g.factors, "seeds": g.summary("seconds").n, "jobs": len(g.jobs),
+        row = {"group": g.number, **g.factors, **{name: x.get(g.number) for name, x in xs.items()},
+               "seeds": g.summary("seconds").n, "jobs": len(g.jobs),
                "not_ok": _statuses(g.not_ok), "notes": "; ".join(_group_notes(g))}
         for m in GROUP_METRICS:
             s = g.summary(m)
@@ -652,20 +661,21 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
     lines += ["## Groups: jobs that differ only in seed", "",
               "Mean over seeds, [95 % interval of the mean] (Student t); sd = standard deviation "
               "across seeds. Accuracies in %. Only `ok` jobs enter the numbers.", ""]
-    table = []
+    table, xs = [], resolved_x(curves)
     for g in groups:
         s = g.summary(metric)
         n_ok = s.n
         seeds = f"{n_ok}" if not g.not_ok else f"{n_ok} of {len(g.jobs)} ({_statuses(g.not_ok)})"
         ci = (f"[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
               else "1 seed: no interval" if s.n == 1 else "–")
-        table.append([str(g.number), *(g.factors[k] for k in varying), seeds, _cell(metric, s, False), ci,
+        x_cells = [_fmt_x(x[g.number]) if g.number in x else "" for x in xs.values()]
+        table.append([str(g.number), *(g.factors[k] for k in varying), *x_cells, seeds, _cell(metric, s, False), ci,
                       "–" if s.sd is None else f"{100 * s.sd:.2f}",
                       "–" if s.n == 0 else f"{100 * s.min:.2f} – {100 * s.max:.2f}",
                       *(_cell(m, g.summary(m)) for m in GROUP_METRICS if m != metric),
                       "; ".join(_group_notes(g))])
     others = [m.replace("_", " ") for m in GROUP_METRICS if m != metric]
-    lines += _md_table(["#", *map(_short, varying), "seeds", metric_name, "95 % CI", "sd", "min – max",
+    lines += _md_table(["#", *map(_short, varying), *xs, "seeds", metric_name, "95 % CI", "sd", "min – max",
                         *others, "notes"], table)
 
     # Verdicts
@@ -750,7 +760,8 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
 # --- figures -------------------------------------------------------------------------------------
 
 PANEL_SIZE = (7.5, 5.0)  # inches; 100 dpi: each panel is readable alone in TensorBoard
-COLORS = "tab10"
+# Shades per hue of tab10 (blue, orange, green, red, purple, brown, pink, grey, olive, cyan).
+FAMILIES = ("Blues", "Oranges", "Greens", "Reds", "Purples", "YlOrBr", "RdPu", "Greys", "YlGn", "GnBu")
 
 
 def _pyplot():
@@ -772,101 +783,104 @@ def _zoom(values: list[float], pad: float = 0.15, min_span: float = 0.5) -> tupl
 def _color(i: int):
     import matplotlib
 
-    return matplotlib.colormaps[COLORS](i % 10)
+    return matplotlib.colormaps["tab10"](i % 10)
 
 
-def _mark_below(ax, x: float, value: float, text: str, color="0.3") -> None:
-    """A value below the zoomed axis: a triangle at the bottom edge, with its number."""
-    ax.plot([x], [0.02], marker="v", color=color, transform=ax.get_xaxis_transform(), clip_on=False)
-    ax.text(x, 0.05, text, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color=color)
+def group_colors(groups: list[Group], varying: list[str]) -> dict[int, tuple]:
+    """One colour per group: a hue per value of the first varying factor, and for a second
+    factor a shade of that hue (light to dark in sweep order), so 20 lines stay legible."""
+    import matplotlib
+
+    if len(varying) < 2:
+        return {g.number: _color(i) for i, g in enumerate(groups)}
+    first = list(dict.fromkeys(g.factors[varying[0]] for g in groups))
+    second = list(dict.fromkeys(g.factors[varying[1]] for g in groups))
+    colors = {}
+    for g in groups:
+        family = matplotlib.colormaps[FAMILIES[first.index(g.factors[varying[0]]) % len(FAMILIES)]]
+        shade = 0.45 + 0.5 * second.index(g.factors[varying[1]]) / max(1, len(second) - 1)
+        colors[g.number] = family(shade)
+    return colors
 
 
 def figure_means(groups: list[Group], factor_keys: list[str], metric: str):
-    """Group means with 95 % error bars, every seed as a dot, the tutorial's value as a star."""
+    """One row per group: mean with its 95 % interval, every seed as a dot, the tutorial's
+    value as a star, and the numbers at the right. Rows at chance level or without a finished
+    job are named at the left edge instead of stretching the axis."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=PANEL_SIZE)
     varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
+    colors = group_colors(groups, varying)
+    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0], max(PANEL_SIZE[1], 1.2 + 0.26 * len(groups))))
     learned = [g for g in groups if not g.did_not_learn and g.summary(metric).n]
     shown = [100 * v for g in learned for v in g.values(metric).values()]
-    shown += [100 * x for g in learned for x in (g.summary(metric).ci_low, g.summary(metric).ci_high) if x is not None]
     shown += [100 * r for g in learned for j in g.jobs if (r := tutorial_reference(j)) is not None]
     if shown:
-        ax.set_ylim(*_zoom(shown))
-    bottom = ax.get_ylim()[0]
-    labelled: set[str] = set()
-
-    def once(label: str) -> str | None:  # one legend entry per kind of mark
-        if label in labelled:
-            return None
-        labelled.add(label)
-        return label
-
-    for i, g in enumerate(groups):
+        ax.set_xlim(*_zoom(shown))
+    edge = ax.get_yaxis_transform()  # x in axes fraction, y in data: text at the panel's edges
+    for y, g in enumerate(groups):
         s, vals = g.summary(metric), [100 * v for v in g.values(metric).values()]
-        if s.n == 0:
-            ax.text(i, 0.05, _statuses(g.not_ok), transform=ax.get_xaxis_transform(), ha="center",
-                    color="crimson", fontsize=8, rotation=90)
+        if s.n == 0 or g.did_not_learn:
+            text = _statuses(g.not_ok) if s.n == 0 else f"did not learn ({100 * s.mean:.1f} %)"
+            ax.text(0.01, y, "◀ " + text, transform=edge, va="center", fontsize=8, color="crimson")
             continue
-        if 100 * s.mean < bottom:
-            _mark_below(ax, i, 100 * s.mean, f"{100 * s.mean:.1f} %\n" + ("did not learn" if g.did_not_learn else ""))
-            continue
-        jitter = [0.08 * ((k % 5) - 2) for k in range(len(vals))]
-        ax.scatter([i + 0.25 + d for d in jitter], vals, s=14, color="0.45", zorder=3,
-                   label=once("one seed"))
+        jitter = [0.12 * ((k % 5) - 2) / 2 for k in range(len(vals))]
+        ax.scatter(vals, [y + 0.22 + d for d in jitter], s=12, color="0.5", zorder=3)
         err = None if s.ci_low is None else [[100 * (s.mean - s.ci_low)], [100 * (s.ci_high - s.mean)]]
-        ax.errorbar([i], [100 * s.mean], yerr=err, fmt="o", color=_color(0), capsize=6, markersize=7,
-                    zorder=4, label=once("mean ± 95 % CI"))
-        ax.annotate(f"{100 * s.mean:.2f}" + ("" if s.ci_low is not None else "\n1 seed"),
-                    (i, 100 * (s.ci_high if s.ci_high is not None else s.mean)), textcoords="offset points",
-                    xytext=(0, 6), ha="center", fontsize=8)
+        ax.errorbar([100 * s.mean], [y], xerr=err, fmt="o", color=colors[g.number], capsize=4,
+                    markersize=6, zorder=4)
+        numbers = (f"{100 * s.mean:.2f} [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
+                   else f"{100 * s.mean:.2f} (1 seed)")
+        ax.text(1.01, y, numbers, transform=edge, va="center", fontsize=8)
         ref = next((r for j in g.jobs if (r := tutorial_reference(j)) is not None), None)
         if ref is not None:
-            ax.scatter([i - 0.25], [100 * ref], marker="*", s=90, color="darkorange", zorder=4,
-                       label=once("tutorial (1 seed)"))
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([g.label(varying) for g in groups], rotation=30 if len(groups) > 4 else 0,
-                       ha="right" if len(groups) > 4 else "center", fontsize=8)
-    ax.set_xlim(-0.6, len(groups) - 0.4)
+            ax.scatter([100 * ref], [y], marker="*", s=110, color="darkorange", edgecolor="k",
+                       linewidth=0.5, zorder=5)
+    ax.set_yticks(range(len(groups)))
+    ax.set_yticklabels([g.label(varying) for g in groups], fontsize=8)
+    ax.set_ylim(len(groups) - 0.5, -0.5)  # first group on top
     name = metric.replace("_", " ")
-    ax.set(ylabel=f"{name} (%)", title=f"{name}: mean ± 95 % CI over seeds, dots = seeds")
-    ax.grid(axis="y", alpha=0.3)
-    if labelled:
-        ax.legend(fontsize=7, loc="best")
+    title = f"{name}: mean and 95 % CI over seeds (bars); grey dots: single seeds"
+    if any(tutorial_reference(j) is not None for g in groups for j in g.jobs):
+        title += "\n★ the tutorial's published value (one seed)"
+    ax.set(xlabel=f"{name} (%)", title=title)
+    ax.grid(axis="x", alpha=0.3)
     return fig
 
 
 def figure_val_curves(groups: list[Group], factor_keys: list[str]):
     """Validation accuracy per epoch: mean over seeds ± 95 % band, one line per group."""
+    import matplotlib.ticker
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=PANEL_SIZE)
     varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
-    shown, hidden = [], []
-    for i, g in enumerate(groups):
+    colors = group_colors(groups, varying)
+    shown, hidden = [], 0
+    for g in groups:
         runs = [j.val_scores for j in g.jobs if j.status == "ok" and j.val_scores]
         if not runs:
             continue
         if g.did_not_learn:
-            hidden.append(g.label(varying))
+            hidden += 1
             continue
         length = min(len(r) for r in runs)
         mean, half = mean_and_band([r[:length] for r in runs])
         epochs = list(range(1, length + 1))
-        ax.plot(epochs, 100 * mean, color=_color(i), marker="o" if length < 4 else None,
-                label=f"{g.label(varying)} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-        ax.fill_between(epochs, 100 * (mean - half), 100 * (mean + half), color=_color(i), alpha=0.2)
+        ax.plot(epochs, 100 * mean, color=colors[g.number], marker="o" if length < 4 else None,
+                label=f"{g.label(varying)} ({_plural(len(runs), 'seed')})")
+        ax.fill_between(epochs, 100 * (mean - half), 100 * (mean + half), color=colors[g.number], alpha=0.2)
         shown += list(100 * mean[1:] if length > 2 else 100 * mean)
     if shown:
         ax.set_ylim(*_zoom(shown, pad=0.08))
     title = "Validation accuracy: mean ± 95 % band over seeds"
     if hidden:
-        title += f"\n(not drawn, did not learn: {', '.join(hidden)})"
+        title += f"\n(not drawn: {_plural(hidden, 'group')} that did not learn)"
     ax.set(xlabel="epoch", ylabel="val accuracy (%)", title=title)
-    import matplotlib.ticker
-
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=7 if len(ax.lines) <= 8 else 6, loc="lower right", ncol=1 if len(ax.lines) <= 8 else 2)
+        many = len(ax.lines) > 8
+        ax.legend(fontsize=6 if many else 7, loc="lower right", ncol=2 if many else 1)
     return fig
 
 
@@ -888,8 +902,7 @@ def figure_heatmap(groups: list[Group], rows_key: str, cols_key: str, metric: st
         if m is not None and not cell[(r, c)].did_not_learn:
             grid[row_values.index(r), col_values.index(c)] = 100 * m - best
     fig, ax = plt.subplots(figsize=(max(PANEL_SIZE[0], 1.3 * len(col_values) + 2.5), PANEL_SIZE[1]))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("0.85")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # grey: no mean, or did not learn
     im = ax.imshow(grid, cmap=cmap, vmin=-spread, vmax=0, aspect="auto")
     fig.colorbar(im, ax=ax, label=f"pt below the best cell ({best:.2f} %)", extend="min")
     for (r, c), g in cell.items():
@@ -912,49 +925,61 @@ def figure_heatmap(groups: list[Group], rows_key: str, cols_key: str, metric: st
 
 
 def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
-    """Metric against a numeric factor: one line per other factor, mean ± 95 % band, the stretch
-    within `tolerance_pt` of each line's best drawn thick, diverged/failed jobs as red crosses."""
+    """Metric against a numeric factor: one line per other factor with its 95 % band over seeds.
+    A strip above the data shows each line's range within `tolerance_pt` of its best (★); a
+    strip below marks diverged/failed jobs at their x (×, with the count of seeds)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=PANEL_SIZE)
+    strip = 0.045 * len(curve.lines)  # axes fraction per strip: one row per line
     means = [100 * m for line in curve.lines for g in line.points if (m := g.summary(metric).mean) is not None]
-    if means:
-        lo, hi = _zoom(means, pad=0.08)
-        ax.set_ylim(max(lo, max(means) - 20), hi + 0.6)  # keep the top 20 pt readable
-    bottom = ax.get_ylim()[0]
+    lo, hi = _zoom(means, pad=0.05) if means else (0.0, 100.0)
+    lo = max(lo, hi - 20)  # the top 20 pt stay readable; lower points become ▼ at the floor
+    total = (hi - lo) / (1 - 2 * strip)
+    ax.set_ylim(lo - strip * total, hi + strip * total)
+    strips = ax.get_xaxis_transform()  # x in data, y in axes fraction
     for i, line in enumerate(curve.lines):
         color, t = _color(i), line.tolerance
-        stats_ = [g.summary(metric) for g in line.points]
-        xs = [x for x, s in zip(line.x, stats_, strict=True) if s.n]
-        ys = [100 * s.mean for s in stats_ if s.n]
-        half = [100 * (s.half_width or 0) for s in stats_ if s.n]
-        width = "" if t is None else (f"{'≥' if t.open_low or t.open_high else ''}{t.width:.2g} "
-                                      f"{'dec' if curve.log else ''} within {tolerance_pt:g} pt")
-        ax.plot(xs, ys, marker="o", color=color, label=f"{line.label}: {width}".rstrip(": "))
+        summaries = [g.summary(metric) for g in line.points]
+        xs = [x for x, s in zip(line.x, summaries, strict=True) if s.n]
+        ys = [max(lo, 100 * s.mean) for s in summaries if s.n]
+        half = [100 * (s.half_width or 0) for s in summaries if s.n]
+        ax.plot(xs, ys, marker="o", color=color, label=line.label)
         ax.fill_between(xs, [y - h for y, h in zip(ys, half, strict=True)],
                         [y + h for y, h in zip(ys, half, strict=True)], color=color, alpha=0.18)
+        for x, s in zip(line.x, summaries, strict=True):
+            if s.n and 100 * s.mean < lo:
+                ax.plot([x], [lo], marker="v", color=color, markersize=8)
+                ax.annotate(f"{100 * s.mean:.0f}", (x, lo), textcoords="offset points", xytext=(6, -3),
+                            fontsize=7, color=color)
         if t is not None:
-            span = slice(t.low, t.high + 1)
-            ax.plot(line.x[span], [100 * g.summary(metric).mean for g in line.points[span]],
-                    color=color, linewidth=7, alpha=0.3, solid_capstyle="round")
-            ax.plot([line.x[t.best]], [100 * line.points[t.best].summary(metric).mean], marker="*",
-                    markersize=14, color=color, markeredgecolor="k")
-        for x, s, g in zip(line.x, stats_, line.points, strict=True):
-            if s.n and 100 * s.mean < bottom:
-                _mark_below(ax, x, 100 * s.mean, f"{100 * s.mean:.0f}", color=color)
+            best = line.points[t.best].summary(metric)
+            ax.plot([line.x[t.best]], [100 * best.mean], marker="*", markersize=15, color=color,
+                    markeredgecolor="k", zorder=5)
+            y = 1 - strip + 0.045 * (i + 0.5)
+            ax.plot([line.x[t.low], line.x[t.high]], [y, y], color=color, linewidth=5,
+                    solid_capstyle="butt", transform=strips)
+            ax.plot([line.x[t.best]], [y], marker="*", color="k", markersize=7, transform=strips)
+            open_ = "≥ " if t.open_low or t.open_high else ""
+            unit = " decades" if curve.log else ""
+            ax.annotate(f"{open_}{t.width:.2g}{unit}", (line.x[t.high], y), xycoords=strips,
+                        textcoords="offset points", xytext=(8, 0), va="center", fontsize=8, color=color)
+        for x, g in zip(line.x, line.points, strict=True):
             if g.not_ok:
-                ax.plot([x], [0.03 + 0.05 * i], marker="x", color="crimson", markersize=9, mew=2,
-                        transform=ax.get_xaxis_transform(), clip_on=False)
-                ax.text(x, 0.03 + 0.05 * i, f" {len(g.not_ok)}/{len(g.jobs)}", color="crimson", fontsize=7,
-                        va="center", transform=ax.get_xaxis_transform())
+                y = 0.045 * (i + 0.5)
+                ax.plot([x], [y], marker="x", color=color, markersize=8, mew=2, transform=strips)
+                ax.annotate(f"{len(g.not_ok)}/{len(g.jobs)}", (x, y), xycoords=strips,
+                            textcoords="offset points", xytext=(5, 0), va="center", fontsize=7, color=color)
+    top, bottom = ax.get_ylim()[1], ax.get_ylim()[0]
+    ax.axhspan(top - strip * total, top, color="0.94", zorder=0)
+    ax.axhspan(bottom, bottom + strip * total, color="0.94", zorder=0)
     if curve.log:
         ax.set_xscale("log")
     name = metric.replace("_", " ")
-    ax.plot([], [], "x", color="crimson", mew=2, label="diverged/failed (count of seeds)")
-    ax.plot([], [], color="0.5", linewidth=7, alpha=0.3, label=f"within {tolerance_pt:g} pt of the line's best ★")
-    ax.set(xlabel=curve.x_name + (" (log)" if curve.log else ""), ylabel=f"{name} (%)",
-           title=f"{name} vs {curve.x_name}: mean ± 95 % band over seeds")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
+    ax.set(xlabel=curve.x_name + (" (log scale)" if curve.log else ""), ylabel=f"{name} (%)",
+           title=f"{name} vs {curve.x_name}: mean ± 95 % band over seeds\n"
+                 f"top: range within {tolerance_pt:g} pt of the best ★;  bottom: × seeds diverged/failed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
     return fig
 
 
@@ -1074,7 +1099,7 @@ def write_report(sweep_dir: str | Path, tolerance_pt: float = TOLERANCE_PT) -> l
 
     header, rows = rows_of(jobs, keys, groups)
     atomic_write_text(sweep_dir / "summary.csv", to_csv(header, rows))
-    atomic_write_text(sweep_dir / "summary_groups.csv", to_csv(*group_rows(groups, factor_keys)))
+    atomic_write_text(sweep_dir / "summary_groups.csv", to_csv(*group_rows(groups, factor_keys, curves)))
     atomic_write_text(sweep_dir / "summary_pairs.csv", to_csv(*pair_rows(found, metric)))
     atomic_write_text(sweep_dir / "summary_curves.csv", to_csv(*curve_rows(curves, metric, tolerance_pt)))
     markdown = to_markdown(sweep_dir, jobs, keys, groups, metric, found, curves, tolerance_pt, header, rows)
