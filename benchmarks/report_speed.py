@@ -7,7 +7,9 @@ each, no training) of two shapes:
 and times
   (a) write_report(dir) in a process that has already imported everything (as in the Hydra
       callback at the end of a multirun), median of --reps;
-  (b) `python -m src.report <dir>`: a whole process, imports included, once.
+  (b) `python -m src.report <dir>`: a whole process, imports included, once;
+  (c) of that, `python -c "import src.utils"` alone: src.utils imports torch and Lightning for
+      its checkpoint writer, which the report does not need (see the note it prints).
 
     .venv/bin/python benchmarks/report_speed.py [--reps 3] [--keep DIR]
 """
@@ -111,6 +113,11 @@ def main() -> None:
         whole = time.perf_counter() - start
         inner = statistics.median(times)
         print(f"{name:<6} {len(jobs):>4}  {inner:>13.2f} s  {whole:>23.2f} s  {whole / inner:6.1f}x")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import src.utils"], cwd=ROOT, env=env, check=True)
+    utils_import = time.perf_counter() - start
+    print(f"(c) python -c 'import src.utils' alone: {utils_import:.2f} s "
+          "(torch + Lightning, pulled in by AtomicCheckpointIO; gone once it moves out of src.utils)")
     print(f"sweep dirs: {base}")
 
 

@@ -674,7 +674,7 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
                       "–" if s.n == 0 else f"{100 * s.min:.2f} – {100 * s.max:.2f}",
                       *(_cell(m, g.summary(m)) for m in GROUP_METRICS if m != metric),
                       "; ".join(_group_notes(g))])
-    others = [m.replace("_", " ") for m in GROUP_METRICS if m != metric]
+    others = [m.replace("_", " ").replace("epoch", "epoch (from 0)") for m in GROUP_METRICS if m != metric]
     lines += _md_table(["#", *map(_short, varying), *xs, "seeds", metric_name, "95 % CI", "sd", "min – max",
                         *others, "notes"], table)
 
@@ -683,8 +683,8 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
         m = max((v.m for v in found), default=0)
         lines += ["", f"## Verdicts: pairs that differ in one factor ({metric_name})", ""]
         if m:
-            lines += [f"{_plural(len(found), 'pair')}, {m} tested; p-values Holm-adjusted for the {m} "
-                      "comparisons, so 'higher at 95 %' keeps the chance of any false claim in this list "
+            lines += [f"{_plural(len(found), 'pair')}, {m} tested; p-values Holm-adjusted for "
+                      f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim in this list "
                       "≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
         else:
             lines += [f"{_plural(len(found), 'pair')}, none tested: a test needs 2 or more finished "
@@ -813,9 +813,10 @@ def figure_means(groups: list[Group], factor_keys: list[str], metric: str):
     fig, ax = plt.subplots(figsize=(PANEL_SIZE[0], max(PANEL_SIZE[1], 1.2 + 0.26 * len(groups))))
     learned = [g for g in groups if not g.did_not_learn and g.summary(metric).n]
     shown = [100 * v for g in learned for v in g.values(metric).values()]
+    shown += [100 * x for g in learned for x in (g.summary(metric).ci_low, g.summary(metric).ci_high) if x is not None]
     shown += [100 * r for g in learned for j in g.jobs if (r := tutorial_reference(j)) is not None]
     if shown:
-        ax.set_xlim(*_zoom(shown))
+        ax.set_xlim(*_zoom(shown, pad=0.05))
     edge = ax.get_yaxis_transform()  # x in axes fraction, y in data: text at the panel's edges
     for y, g in enumerate(groups):
         s, vals = g.summary(metric), [100 * v for v in g.values(metric).values()]
@@ -836,7 +837,7 @@ def figure_means(groups: list[Group], factor_keys: list[str], metric: str):
             ax.scatter([100 * ref], [y], marker="*", s=110, color="darkorange", edgecolor="k",
                        linewidth=0.5, zorder=5)
     ax.set_yticks(range(len(groups)))
-    ax.set_yticklabels([g.label(varying) for g in groups], fontsize=8)
+    ax.set_yticklabels([g.label(varying) for g in groups], fontsize=10 if len(groups) <= 8 else 8)
     ax.set_ylim(len(groups) - 0.5, -0.5)  # first group on top
     name = metric.replace("_", " ")
     title = f"{name}: mean and 95 % CI over seeds (bars); grey dots: single seeds"
@@ -972,6 +973,7 @@ def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
     top, bottom = ax.get_ylim()[1], ax.get_ylim()[0]
     ax.axhspan(top - strip * total, top, color="0.94", zorder=0)
     ax.axhspan(bottom, bottom + strip * total, color="0.94", zorder=0)
+    ax.set_yticks([tick for tick in ax.get_yticks() if lo <= tick <= hi])  # no ticks in the strips
     if curve.log:
         ax.set_xscale("log")
     name = metric.replace("_", " ")

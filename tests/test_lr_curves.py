@@ -161,6 +161,14 @@ def test_tolerance_is_configurable(lr_sweep):
     assert main([str(lr_sweep), "--tolerance-pt", "2"]) == 0
     sgd = next(r for r in read_csv(lr_sweep / "summary_curves.csv") if r["line"] == "sgd")
     assert sgd["tolerance_pt"] == "2.0" and float(sgd["within_from"]) == 0.03162  # 0.86 is 2 pt below: in
+    # the end-of-sweep callback takes it from hydra.callbacks.sweep_report.tolerance_pt
+    from omegaconf import OmegaConf
+
+    from src.hydra_callbacks import SweepReport
+
+    SweepReport(exit_on_failure=False, tolerance_pt=0.5).on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(lr_sweep)}}}))
+    assert read_csv(lr_sweep / "summary_curves.csv")[0]["tolerance_pt"] == "0.5"
 
 
 def test_curve_figure_reaches_tensorboard(lr_sweep):
