@@ -239,6 +239,10 @@ class Group:
         return summarize(list(self.values(metric).values()))
 
     @property
+    def finished(self) -> int:
+        return sum(j.status == "ok" for j in self.jobs)
+
+    @property
     def not_ok(self) -> list[Job]:
         return [j for j in self.jobs if j.status != "ok"]
 
@@ -312,19 +316,18 @@ class Verdict:
     p_holm: float | None = None
     m: int = 0  # number of comparisons the Holm correction ran over
 
-    def sentence(self, metric: str) -> str:
-        pt = 100 if metric in ACCURACIES else 1
-        unit = " pt" if pt == 100 else ""
+    def sentence(self) -> str:
+        """One line, differences in percentage points (the metric is an accuracy)."""
         head = f"{_short(self.key)}: {self.b.factors[self.key]} − {self.a.factors[self.key]}"
         if self.context:
             head += f" ({self.context})"
-        text = f"{head}: {pt * self.d.diff:+.2f}{unit}"
-        if self.d.ci_low is not None:
-            text += f" [{pt * self.d.ci_low:+.2f}, {pt * self.d.ci_high:+.2f}]"
-        seeds = (f"{_plural(self.d.n_a, 'seed')} each" if self.d.n_a == self.d.n_b
-                 else f"{self.d.n_a} vs {_plural(self.d.n_b, 'seed')}")
         if not (self.d.n_a and self.d.n_b):
             return f"{head}: not compared, no finished job on one side"
+        text = f"{head}: {100 * self.d.diff:+.2f} pt"
+        if self.d.ci_low is not None:
+            text += f" [{100 * self.d.ci_low:+.2f}, {100 * self.d.ci_high:+.2f}]"
+        seeds = (f"{_plural(self.d.n_a, 'seed')} each" if self.d.n_a == self.d.n_b
+                 else f"{self.d.n_a} vs {_plural(self.d.n_b, 'seed')}")
         if self.p_holm is None:
             return f"{text}, {seeds}: {self.d.test}"
         how = "paired by seed" if self.d.test == "paired t" else "Welch (seeds not paired)"
@@ -521,7 +524,7 @@ def group_rows(groups: list[Group], factor_keys: list[str], curves: list[Curve])
     rows = []
     for g in groups:
         row = {"group": g.number, **g.factors, **{name: x.get(g.number) for name, x in xs.items()},
-               "seeds": g.summary("seconds").n, "jobs": len(g.jobs),
+               "seeds": g.finished, "jobs": len(g.jobs),
                "not_ok": _statuses(g.not_ok), "notes": "; ".join(_group_notes(g))}
         for m in GROUP_METRICS:
             s = g.summary(m)
@@ -545,17 +548,14 @@ def _group_notes(g: Group) -> list[str]:
 
 
 def pair_rows(found: list[Verdict], metric: str) -> tuple[list[str], list[dict]]:
-    pt = 100 if metric in ACCURACIES else 1
     header = ["factor", "a", "b", "context", "metric", "diff_pt", "ci_low_pt", "ci_high_pt",
               "n_a", "n_b", "test", "p", "p_holm", "comparisons", "sentence"]
-    if pt == 1:
-        header = [h.removesuffix("_pt") for h in header]
     rows = []
     for v in found:
-        scaled = [None if x is None else pt * x for x in (v.d.diff, v.d.ci_low, v.d.ci_high)]
+        scaled = [None if x is None else 100 * x for x in (v.d.diff, v.d.ci_low, v.d.ci_high)]
         rows.append(dict(zip(header, [v.key, v.a.factors[v.key], v.b.factors[v.key], v.context, metric,
                                       *scaled, v.d.n_a, v.d.n_b, v.d.test, v.d.p, v.p_holm, v.m,
-                                      v.sentence(metric)], strict=True)))
+                                      v.sentence()], strict=True)))
     return header, rows
 
 
@@ -645,65 +645,59 @@ def timing_note(jobs: list[Job]) -> str:
     return text
 
 
-def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[Group], metric: str,
-                found: list[Verdict], curves: list[Curve], tolerance_pt: float,
-                header: list[str], rows: list[dict]) -> str:
-    factor_keys = [k for k in keys if k != "seed"]
-    varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
-    counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
-    metric_name = metric.replace("_", " ").replace("acc", "accuracy")
-    swept = [f"{k} ({_plural(len({j.overrides.get(k) for j in jobs}), 'value')})" for k in keys]
-    lines = [f"# Sweep report: `{sweep_dir}`", "",
-             f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-             + (f"; swept: {', '.join(swept)}" if swept else ""), "", *provenance_lines(jobs), ""]
-
-    # Groups
-    lines += ["## Groups: jobs that differ only in seed", "",
-              "Mean over seeds, [95 % interval of the mean] (Student t); sd = standard deviation "
-              "across seeds. Accuracies in %. Only `ok` jobs enter the numbers.", ""]
+def md_groups(groups: list[Group], varying: list[str], metric: str, curves: list[Curve]) -> list[str]:
+    lines = ["## Groups: jobs that differ only in seed", "",
+             "Mean over seeds, [95 % interval of the mean] (Student t); sd = standard deviation "
+             "across seeds. Accuracies in %. Only `ok` jobs enter the numbers.", ""]
     table, xs = [], resolved_x(curves)
     for g in groups:
         s = g.summary(metric)
-        n_ok = s.n
-        seeds = f"{n_ok}" if not g.not_ok else f"{n_ok} of {len(g.jobs)} ({_statuses(g.not_ok)})"
+        seeds = f"{g.finished}" if not g.not_ok else f"{g.finished} of {len(g.jobs)} ({_statuses(g.not_ok)})"
         ci = (f"[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
               else "1 seed: no interval" if s.n == 1 else "–")
-        x_cells = [_fmt_x(x[g.number]) if g.number in x else "" for x in xs.values()]
-        table.append([str(g.number), *(g.factors[k] for k in varying), *x_cells, seeds, _cell(metric, s, False), ci,
+        table.append([str(g.number), *(g.factors[k] for k in varying),
+                      *(_fmt_x(x[g.number]) if g.number in x else "" for x in xs.values()),
+                      seeds, _cell(metric, s, False), ci,
                       "–" if s.sd is None else f"{100 * s.sd:.2f}",
                       "–" if s.n == 0 else f"{100 * s.min:.2f} – {100 * s.max:.2f}",
                       *(_cell(m, g.summary(m)) for m in GROUP_METRICS if m != metric),
                       "; ".join(_group_notes(g))])
     others = [m.replace("_", " ").replace("epoch", "epoch (from 0)") for m in GROUP_METRICS if m != metric]
-    lines += _md_table(["#", *map(_short, varying), *xs, "seeds", metric_name, "95 % CI", "sd", "min – max",
-                        *others, "notes"], table)
+    return lines + _md_table(["#", *map(_short, varying), *xs, "seeds", _metric_name(metric), "95 % CI",
+                              "sd", "min – max", *others, "notes"], table)
 
-    # Verdicts
-    if found:
-        m = max((v.m for v in found), default=0)
-        lines += ["", f"## Verdicts: pairs that differ in one factor ({metric_name})", ""]
-        if m:
-            lines += [f"{_plural(len(found), 'pair')}, {m} tested; p-values Holm-adjusted for "
-                      f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim in this list "
-                      "≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
-        else:
-            lines += [f"{_plural(len(found), 'pair')}, none tested: a test needs 2 or more finished "
-                      "seeds on each side (sweep `seed=1,2,3`).", ""]
-        lines += [f"- {v.sentence(metric)}" for v in found]
-    elif len(groups) > 1:
-        lines += ["", "No pair of groups differs in exactly one factor (within the same torch version "
-                  "and device type): no verdicts."]
 
-    # Curves
+def md_verdicts(found: list[Verdict], groups: list[Group], metric: str) -> list[str]:
+    if not found:
+        return ["", "No pair of groups differs in exactly one factor (within the same torch version "
+                "and device type): no verdicts."] if len(groups) > 1 else []
+    m = max(v.m for v in found)
+    lines = ["", f"## Verdicts: pairs that differ in one factor ({_metric_name(metric)})", ""]
+    if m:
+        lines += [f"{_plural(len(found), 'pair')}, {m} tested; p-values Holm-adjusted for "
+                  f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim "
+                  "in this list ≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
+    else:
+        lines += [f"{_plural(len(found), 'pair')}, none tested: a test needs 2 or more finished "
+                  "seeds on each side (sweep `seed=1,2,3`).", ""]
+    return lines + [f"- {v.sentence()}" for v in found]
+
+
+def md_curves(curves: list[Curve], metric: str, tolerance_pt: float) -> list[str]:
+    lines = []
     for c in curves:
         unit = "decades" if c.log else _short(c.x_name)
-        lines += ["", f"## {metric_name.capitalize()} against {c.x_name}"
+        lines += ["", f"## {_metric_name(metric).capitalize()} against {c.x_name}"
                   + (f" (swept as {c.key})" if c.x_name != c.key else ""), "",
                   f"Within {tolerance_pt:g} pt of the best mean (`--tolerance-pt`); width in {unit}. "
                   "A point with a diverged or failed job never counts as within.", ""]
         lines += [f"- {curve_sentence(c, line, metric, tolerance_pt)}" for line in c.lines]
+    return lines
 
-    # The tutorial's numbers
+
+def md_tutorial(groups: list[Group]) -> list[str]:
+    """Per optimizer that ran the tutorial's setting: is its published number inside our
+    interval of the mean, and inside the range of a single run?"""
     refs = []
     for g in groups:
         ref = next((r for j in g.jobs if (r := tutorial_reference(j)) is not None), None)
@@ -715,21 +709,21 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
         if s.ci_low is None:
             text += "; 1 seed: no interval"
         else:
-            inside = "inside" if s.ci_low <= ref <= s.ci_high else "outside"
             lo, hi = prediction_interval(s)
-            single = "inside" if lo <= ref <= hi else "outside"
-            text += (f"; tutorial {inside} our 95 % interval of the mean [{100 * s.ci_low:.2f}, "
-                     f"{100 * s.ci_high:.2f}] over {s.n} seeds, {single} the 95 % range of a single "
-                     f"run [{100 * lo:.2f}, {100 * hi:.2f}]")
+            text += (f"; tutorial {'inside' if s.ci_low <= ref <= s.ci_high else 'outside'} our 95 % "
+                     f"interval of the mean [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}] over {s.n} seeds, "
+                     f"{'inside' if lo <= ref <= hi else 'outside'} the 95 % range of a single run "
+                     f"[{100 * lo:.2f}, {100 * hi:.2f}]")
         refs.append(text)
-    if refs:
-        lines += ["", "## Against the tutorial's published test accuracies", "",
-                  "The tutorial ran one seed; whether its number is unusual for our setup is the "
-                  "single-run range (prediction interval), whether our mean matches it is the interval "
-                  "of the mean.", "", *refs]
+    if not refs:
+        return []
+    return ["", "## Against the tutorial's published test accuracies", "",
+            "The tutorial ran one seed; whether its number is unusual for our setup is the "
+            "single-run range (prediction interval), whether our mean matches it is the interval "
+            "of the mean.", "", *refs]
 
-    # Every job
-    lines += ["", "## Jobs", ""]
+
+def md_jobs(jobs: list[Job], header: list[str], rows: list[dict], metric: str) -> list[str]:
     shown = [h for h in header if h != "group"]
     cells = []
     for row in rows:
@@ -737,21 +731,41 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
         for h in shown:
             v = row[h]
             if h == "job":
-                v = row["job"].split("_", 1)[0]
+                v = row["job"].split("_", 1)[0]  # the full name is in summary.csv
             elif h in ACCURACIES and v is not None:
                 v = f"{100 * v:.2f} %"
             elif h == "seconds" and v is not None:
                 v = f"{v:.0f}"
             out.append(_fmt(v))
         cells.append(out)
-    lines += _md_table(["#" if h == "job" else h for h in shown], cells)
+    lines = ["", "## Jobs", "", *_md_table(["#" if h == "job" else h for h in shown], cells)]
     ok = [j for j in jobs if j.value(metric) is not None]
     if ok:
         best = max(ok, key=lambda j: j.value(metric))
-        lines += ["", f"Best single job by {metric_name}: {100 * best.value(metric):.2f} % (`{best.name}`); "
-                  "compare groups, not single jobs."]
-    lines += ["", timing_note(jobs), "",
-              f"Files: `summary.csv` (jobs, full names), `summary_groups.csv`, `summary_pairs.csv`, "
+        lines += ["", f"Best single job by {_metric_name(metric)}: {100 * best.value(metric):.2f} % "
+                  f"(`{best.name}`); compare groups, not single jobs."]
+    return lines + ["", timing_note(jobs)]
+
+
+def _metric_name(metric: str) -> str:
+    return metric.replace("_", " ").replace("acc", "accuracy")
+
+
+def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[Group], metric: str,
+                found: list[Verdict], curves: list[Curve], tolerance_pt: float,
+                header: list[str], rows: list[dict]) -> str:
+    varying = [k for k in keys if k != "seed" and len({g.factors[k] for g in groups}) > 1]
+    counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
+    swept = [f"{k} ({_plural(len({j.overrides.get(k) for j in jobs}), 'value')})" for k in keys]
+    lines = [f"# Sweep report: `{sweep_dir}`", "",
+             f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+             + (f"; swept: {', '.join(swept)}" if swept else ""), "", *provenance_lines(jobs), ""]
+    lines += md_groups(groups, varying, metric, curves)
+    lines += md_verdicts(found, groups, metric)
+    lines += md_curves(curves, metric, tolerance_pt)
+    lines += md_tutorial(groups)
+    lines += md_jobs(jobs, header, rows, metric)
+    lines += ["", "Files: `summary.csv` (jobs, full names), `summary_groups.csv`, `summary_pairs.csv`, "
               f"`summary_curves.csv`, `summary.png`; TensorBoard: `tensorboard --logdir {sweep_dir}` "
               "(HParams tab: one row per job; the `tensorboard` run holds these figures).", ""]
     return "\n".join(lines)
