@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import src.resolvers  # noqa: F401  (registers ${lr_around:…} before Hydra composes)
 from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
 from src.utils import atomic_write_json
 

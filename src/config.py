@@ -16,6 +16,8 @@ def compose_config(overrides: list[str], output_dir: str | Path, config_name: st
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    import src.resolvers  # noqa: F401  (the presets' ${lr_around:…})
+
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -20,15 +20,19 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+import src.resolvers  # noqa: F401  (every launcher's job process imports this module: ${lr_around:...} resolves there)
+
 EXIT_SWEEP_HAD_FAILURES = 1
 
 log = logging.getLogger(__name__)
 
 
 class SweepReport(Callback):
-    def __init__(self, exit_on_failure: bool = True, fail_on: list[str] | None = None) -> None:
+    def __init__(self, exit_on_failure: bool = True, fail_on: list[str] | None = None,
+                 tolerance_pt: float = 1.0) -> None:
         self.exit_on_failure = exit_on_failure
         self.fail_on = list(fail_on) if fail_on is not None else None
+        self.tolerance_pt = tolerance_pt  # curves: the "within N pt of the best" range
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from src.report import BAD_STATUSES, write_report
@@ -38,7 +42,7 @@ class SweepReport(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():  # a sweep that launched nothing
             return
-        jobs = write_report(sweep_dir)
+        jobs = write_report(sweep_dir, self.tolerance_pt)
         bad = [j for j in jobs if j.status in fail_on]
         log.info("Sweep report: %s (%d jobs, %d ok)", sweep_dir / "summary.md", len(jobs),
                  sum(j.status == "ok" for j in jobs))

@@ -1,36 +1,67 @@
-"""Sweep report: one row per job of a multirun, as summary.csv, summary.md and summary.png.
+"""Sweep report: what a multirun found, with the seed-to-seed noise and where each number came from.
 
 Written by the Hydra callback at the end of every multirun (src/hydra_callbacks.py) and
 regenerated on an existing sweep dir with
 
-    python -m src.report logs/train/multiruns/<timestamp>
+    python -m src.report logs/train/multiruns/<timestamp> [--tolerance-pt 1.0]
 
-Each job dir's results.json (written by train(cfg), or by src/entry.py for a failed job) is
-the source of truth; .hydra/overrides.yaml says what the job was. A job dir without a
-results.json is listed as `incomplete`, never dropped.
+Writes into the sweep dir:
+  summary.md         groups, verdicts, curves, the tutorial's numbers, every job
+  summary.png        the figures (also in tensorboard/, one image per figure)
+  summary.csv        one row per job;  summary_groups.csv  one row per group of seeds;
+  summary_pairs.csv  one verdict per pair;  summary_curves.csv  one row per curve line
+
+Reading order of this file: jobs (one per job dir) -> groups (jobs that differ only in seed)
+-> verdicts (pairs of groups that differ in one swept factor) -> curves (a numeric factor
+with 3+ values) -> text -> figures -> write_report. The statistics are in src/stats.py.
+Each job dir's results.json is the source of truth; .hydra/overrides.yaml says what the job
+was. A job dir without a results.json is listed as `incomplete`, never dropped.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from src.utils import atomic_savefig, atomic_write_text
+from src.resolvers import TUTORIAL_LR
+from src.stats import (
+    CONFIDENCE,
+    Difference,
+    Summary,
+    Tolerance,
+    compare,
+    holm,
+    mean_and_band,
+    prediction_interval,
+    summarize,
+    tolerance_range,
+)
+from src.utils import atomic_write_bytes, atomic_write_text
 
 # Test accuracies printed by the tutorial (40 epochs, batch 256, Kaiming init, ReLU, seed 42).
 TUTORIAL_TEST_ACC = {"sgd": 0.8909, "sgd_mom": 0.8883, "adam": 0.8946}
-TUTORIAL_LR = {"sgd": 0.1, "sgd_mom": 0.1, "adam": 1e-3}
 # Statuses that make a multirun "not clean" (see src/hydra_callbacks.py for the exit status).
 BAD_STATUSES = ("failed", "diverged", "incomplete", "interrupted")
 METRICS = ("status", "test_acc", "best_val_acc", "best_val_epoch", "epochs", "seconds", "error")
+# Summarized per group of seeds; accuracies are fractions in results.json, shown in %.
+GROUP_METRICS = ("test_acc", "best_val_acc", "best_val_epoch", "seconds")
+ACCURACIES = {"test_acc", "best_val_acc", "tutorial_test_acc"}
+# A run whose final val accuracy is at most chance + 2 pt did not learn (same rule as issue 17).
+CHANCE_MARGIN = 0.02
+TOLERANCE_PT = 1.0
 
+
+# --- jobs ------------------------------------------------------------------------------------
 
 @dataclass
 class Job:
@@ -41,9 +72,31 @@ class Job:
     results: dict = field(default_factory=dict)
     status: str = "incomplete"
     error: str = ""
+    notes: list[str] = field(default_factory=list)  # "did not learn", the run's own warnings
 
     def get(self, key: str):
         return self.results.get(key)
+
+    def value(self, metric: str) -> float | None:
+        """The metric of a finished (`ok`) job; None for any other status."""
+        v = self.results.get(metric) if self.status == "ok" else None
+        return float(v) if v is not None and math.isfinite(float(v)) else None
+
+    @property
+    def number(self) -> str:
+        return self.name.split("_", 1)[0]
+
+    @property
+    def config(self) -> dict:
+        return self.results.get("config") or {}
+
+    @property
+    def provenance(self) -> dict:
+        return self.results.get("provenance") or {}
+
+    @property
+    def seed(self):
+        return self.overrides.get("seed", self.config.get("seed"))
 
     @property
     def val_scores(self) -> list:
@@ -64,7 +117,7 @@ def _job_number(path: Path) -> tuple:
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
     """Job dirs: sub-directories Hydra made (.hydra/) or that hold a results.json."""
-    dirs = [p for p in sweep_dir.iterdir()
+    dirs = [p for p in Path(sweep_dir).iterdir()
             if p.is_dir() and ((p / ".hydra").is_dir() or (p / "results.json").exists())]
     return sorted(dirs, key=_job_number)
 
@@ -76,6 +129,19 @@ def status_of(results: dict) -> str:
     if status == "ok" and any(v is None for v in (results.get("train_losses") or [])):
         return "diverged"
     return status
+
+
+def notes_of(job: Job) -> list[str]:
+    """`did not learn` for a run that ended at chance level, then the run's own warnings."""
+    warnings = [str(w) for w in (job.results.get("warnings") or [])]
+    notes = []
+    classes = (job.config.get("model") or {}).get("num_classes") or 10
+    if job.status == "ok" and job.val_scores and not any("did not learn" in w for w in warnings):
+        chance = 1 / classes
+        if job.val_scores[-1] <= chance + CHANCE_MARGIN:
+            notes.append(f"did not learn (final val acc {100 * job.val_scores[-1]:.1f} %, "
+                         f"chance {100 * chance:.0f} %)")
+    return notes + warnings
 
 
 def load_job(path: Path) -> Job:
@@ -98,9 +164,9 @@ def load_job(path: Path) -> Job:
         return job
     job.status = status_of(job.results)
     job.error = job.results.get("error") or ("loss became NaN/inf" if job.status == "diverged" else "")
-    config = job.results.get("config") or {}
     for group in ("optim", "init"):  # a job whose .hydra/ is gone still says what it was
-        job.choices.setdefault(group, str(config.get(f"{group}_name") or ""))
+        job.choices.setdefault(group, str(job.config.get(f"{group}_name") or ""))
+    job.notes = notes_of(job)
     return job
 
 
@@ -118,7 +184,7 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
                 declared.add(o.get_key_element().lstrip("+~"))
     except Exception:  # an odd override must not cost the whole report
         pass
-    declared |= {str(k) for k in ((hydra_cfg.get("sweeper") or {}).get("params") or {})}
+    declared |= {str(k).lstrip("+~") for k in ((hydra_cfg.get("sweeper") or {}).get("params") or {})}
     keys: list[str] = []
     for job in jobs:
         for k in job.overrides:
@@ -130,18 +196,287 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
 
 def tutorial_reference(job: Job) -> float | None:
     """The tutorial's published test accuracy, when this job ran the tutorial's setting."""
-    config = job.results.get("config") or {}
+    config = job.config
     name = job.choices.get("optim")
     if name not in TUTORIAL_TEST_ACC or not config:
         return None
     model, data, trainer = config.get("model", {}), config.get("data", {}), config.get("trainer", {})
+    try:
+        lr = float(config.get("optim", {}).get("lr", 0))
+    except (TypeError, ValueError):  # an unresolved interpolation in a failed job's config
+        return None
     same = (job.choices.get("init") == "kaiming" and model.get("act_fn") == "relu"
             and list(model.get("hidden_sizes") or []) == [512, 256, 256, 128]
             and data.get("batch_size") == 256 and trainer.get("max_epochs") == 40
-            and not trainer.get("limit_train_batches")
-            and math.isclose(float(config.get("optim", {}).get("lr", 0)), TUTORIAL_LR[name]))
+            and not trainer.get("limit_train_batches") and not data.get("train_subset")
+            and math.isclose(lr, TUTORIAL_LR[name]))
     return TUTORIAL_TEST_ACC[name] if same else None
 
+
+# --- groups: jobs that differ only in seed -----------------------------------------------------
+
+@dataclass
+class Group:
+    number: int
+    factors: dict[str, str]  # swept key -> value, seed excluded
+    jobs: list[Job]
+    apart: str = ""  # why these jobs are not pooled with others of the same factors
+
+    def label(self, keys: list[str] | None = None) -> str:
+        keys = list(self.factors) if keys is None else keys
+        if len(keys) == 1:
+            return str(self.factors[keys[0]])
+        return ",".join(f"{_short(k)}={self.factors[k]}" for k in keys) or "all jobs"
+
+    def values(self, metric: str) -> dict:
+        """Metric of each `ok` job, keyed by seed (by job name when seeds repeat: no pairing)."""
+        done = [j for j in self.jobs if j.value(metric) is not None]
+        seeds = [j.seed for j in done]
+        unique = None not in seeds and len(set(seeds)) == len(seeds)
+        return {(j.seed if unique else j.name): j.value(metric) for j in done}
+
+    def summary(self, metric: str) -> Summary:
+        return summarize(list(self.values(metric).values()))
+
+    @property
+    def finished(self) -> int:
+        return sum(j.status == "ok" for j in self.jobs)
+
+    @property
+    def not_ok(self) -> list[Job]:
+        return [j for j in self.jobs if j.status != "ok"]
+
+    @property
+    def did_not_learn(self) -> bool:
+        ok = [j for j in self.jobs if j.status == "ok"]
+        return bool(ok) and all(any(n.startswith("did not learn") for n in j.notes) for j in ok)
+
+    @property
+    def environment(self) -> set:
+        return {(j.provenance.get("torch"), j.provenance.get("device_type"))
+                for j in self.jobs if j.provenance}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+POOL_FIELDS = (("torch", "torch"), ("device_type", "device"), ("config_hash", "config"))
+
+
+def _pool_key(job: Job) -> tuple | None:
+    """Jobs are pooled only when torch version, device type and config hash all agree."""
+    p = job.provenance
+    return tuple(p.get(f) for f, _ in POOL_FIELDS) if p else None
+
+
+def group_jobs(jobs: list[Job], factor_keys: list[str]) -> list[Group]:
+    by_factors: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        by_factors.setdefault(tuple(job.overrides.get(k, "") for k in factor_keys), []).append(job)
+    groups: list[Group] = []
+    for values, members in by_factors.items():
+        pools: dict = {}
+        for job in members:
+            pools.setdefault(_pool_key(job), []).append(job)
+        unknown = pools.pop(None, [])
+        if len(pools) <= 1:  # jobs without provenance (failed early, incomplete) join the pool
+            parts = [(members, "")]
+        else:
+            parts = [(js, _why_apart(key, list(pools))) for key, js in pools.items()]
+            if unknown:
+                parts.append((unknown, "no provenance (failed or incomplete jobs)"))
+        for js, why in parts:
+            groups.append(Group(len(groups) + 1, dict(zip(factor_keys, values, strict=True)), js, why))
+    return groups
+
+
+def _why_apart(key: tuple, keys: list[tuple]) -> str:
+    reasons = []
+    for i, (_, name) in enumerate(POOL_FIELDS):
+        others = sorted({str(k[i]) for k in keys if k[i] != key[i]})
+        if others:
+            reasons.append(f"{name} {key[i]} (vs {', '.join(others)})")
+    return "not pooled: " + "; ".join(reasons)
+
+
+# --- verdicts: pairs of groups that differ in one swept factor ----------------------------------
+
+@dataclass
+class Verdict:
+    key: str  # the factor the two groups differ in
+    a: Group
+    b: Group
+    d: Difference  # b − a
+    context: str  # the other factors, e.g. "init=xavier"
+    p_holm: float | None = None
+    m: int = 0  # number of comparisons the Holm correction ran over
+
+    def sentence(self) -> str:
+        """One line, differences in percentage points (the metric is an accuracy)."""
+        head = f"{_short(self.key)}: {self.b.factors[self.key]} − {self.a.factors[self.key]}"
+        if self.context:
+            head += f" ({self.context})"
+        if not (self.d.n_a and self.d.n_b):
+            return f"{head}: not compared, no finished job on one side"
+        text = f"{head}: {100 * self.d.diff:+.2f} pt"
+        if self.d.ci_low is not None:
+            text += f" [{100 * self.d.ci_low:+.2f}, {100 * self.d.ci_high:+.2f}]"
+        seeds = (f"{_plural(self.d.n_a, 'seed')} each" if self.d.n_a == self.d.n_b
+                 else f"{self.d.n_a} vs {_plural(self.d.n_b, 'seed')}")
+        if self.p_holm is None:
+            return f"{text}, {seeds}: {self.d.test}"
+        how = "paired by seed" if self.d.test == "paired t" else "Welch (seeds not paired)"
+        if self.p_holm < 1 - CONFIDENCE:
+            higher = self.b if self.d.diff > 0 else self.a
+            verdict = f"{higher.factors[self.key]} higher at 95 %"
+        else:
+            verdict = "not distinguishable at 95 %"
+        return (f"{text}, {seeds}, {how}, p = {self.d.p:.3g}, Holm-adjusted {self.p_holm:.3g} "
+                f"(of {self.m}): {verdict}")
+
+
+def verdicts(groups: list[Group], factor_keys: list[str], metric: str, skip_keys=()) -> list[Verdict]:
+    """Every pair of groups that differ in exactly one factor (not one in `skip_keys`: a curve
+    shows those), run in the same torch version and device type; Holm over all tested pairs."""
+    found = []
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            differing = [k for k in factor_keys if a.factors[k] != b.factors[k]]
+            if len(differing) != 1 or differing[0] in skip_keys or a.environment != b.environment:
+                continue
+            context = ",".join(f"{_short(k)}={a.factors[k]}" for k in factor_keys
+                               if k != differing[0] and len({g.factors[k] for g in groups}) > 1)
+            found.append(Verdict(differing[0], a, b, compare(a.values(metric), b.values(metric)), context))
+    tested = [v for v in found if v.d.p is not None]
+    for v, p in zip(tested, holm([v.d.p for v in tested]), strict=True):
+        v.p_holm, v.m = p, len(tested)
+    return found
+
+
+# --- curves: a numeric factor with 3 or more values ----------------------------------------------
+
+@dataclass
+class CurveLine:
+    label: str  # the other factors, e.g. "adam"
+    points: list[Group]  # sorted by x
+    x: list[float]
+    tolerance: Tolerance | None = None
+
+
+@dataclass
+class Curve:
+    key: str  # the swept key
+    x_name: str  # what x is: the key itself, or the config value it sets (curve_x)
+    log: bool
+    lines: list[CurveLine]
+
+
+def _number(text) -> float | None:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _config_value(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _x_of(group: Group, key: str, x_name: str) -> float | None:
+    """The swept value, or the resolved config value it maps to (lr_decade -> optim.lr), read
+    from the first job whose results.json holds a resolved config."""
+    if x_name == key:
+        return _number(group.factors[key])
+    for job in group.jobs:
+        x = _number(_config_value(job.config, x_name))
+        if x is not None:
+            return x
+    return None
+
+
+def find_curves(groups: list[Group], factor_keys: list[str], metric: str,
+                tolerance_pt: float = TOLERANCE_PT) -> list[Curve]:
+    curves = []
+    for key in factor_keys:
+        values = {g.factors[key] for g in groups}
+        if len(values) < 3 or any(_number(v) is None for v in values):
+            continue
+        # A preset may say which config value the swept key sets (curve_x: {lr_decade: optim.lr}).
+        mapping = next(((j.config.get("curve_x") or {}) for g in groups for j in g.jobs
+                        if j.config.get("curve_x")), {})
+        x_name = str(mapping.get(key, key))
+        rest = [k for k in factor_keys if k != key and len({g.factors[k] for g in groups}) > 1]
+        by_rest: dict[tuple, list[Group]] = {}
+        for g in groups:
+            by_rest.setdefault(tuple(g.factors[k] for k in rest), []).append(g)
+        lines = []
+        for values_rest, members in by_rest.items():
+            placed = sorted(((x, g) for g in members if (x := _x_of(g, key, x_name)) is not None),
+                            key=lambda t: t[0])
+            label = ",".join(f"{_short(k)}={v}" for k, v in zip(rest, values_rest, strict=True))
+            if len(rest) == 1:
+                label = str(values_rest[0])
+            lines.append(CurveLine(label or "all", [g for _, g in placed], [x for x, _ in placed]))
+        xs = [x for line in lines for x in line.x]
+        log = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 10
+        for line in lines:
+            line.tolerance = tolerance_range(
+                line.x, [g.summary(metric).mean for g in line.points],
+                [not g.not_ok for g in line.points], tolerance_pt / 100, log)
+        curves.append(Curve(key, x_name, log, lines))
+    return curves
+
+
+def _fmt_x(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def resolved_x(curves: list[Curve]) -> dict[str, dict[int, float]]:
+    """For curves whose x is a config value the swept key sets (optim.lr for lr_decade): that
+    value per group number, shown beside the swept key in the group tables."""
+    return {c.x_name: {g.number: x for line in c.lines for x, g in zip(line.x, line.points, strict=True)}
+            for c in curves if c.x_name != c.key}
+
+
+def curve_sentence(curve: Curve, line: CurveLine, metric: str, tolerance_pt: float) -> str:
+    t = line.tolerance
+    failed = [f"{_fmt_x(x)} ({len(g.not_ok)} of {len(g.jobs)} {_statuses(g.not_ok)})"
+              for x, g in zip(line.x, line.points, strict=True) if g.not_ok]
+    tail = f"; not ok at {', '.join(failed)}" if failed else ""
+    if t is None:
+        return f"{line.label}: no point with a finished job{tail}."
+    s = line.points[t.best].summary(metric)
+    best_text = f"{100 * s.mean:.2f} %" + (f" [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]"
+                                           if s.ci_low is not None else " (1 seed: no interval)")
+    where = f"its best ({best_text} at {_short(curve.x_name)} = {_fmt_x(line.x[t.best])})"
+    if t.low == t.high:
+        return f"{line.label} is within {tolerance_pt:g} pt of {where} only at that grid point{tail}."
+    unit = ("decade" if t.width == 1 else "decades") if curve.log else _short(curve.x_name)
+    at_least = "at least " if (t.open_low or t.open_high) else ""
+    edge = " (the range reaches the grid's edge)" if at_least else ""
+    return (f"{line.label} stays within {tolerance_pt:g} pt of {where} over {at_least}{t.width:.2g} "
+            f"{unit}, {_fmt_x(line.x[t.low])} to {_fmt_x(line.x[t.high])}{edge}{tail}.")
+
+
+def _statuses(jobs: list[Job]) -> str:
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j.status] = counts.get(j.status, 0) + 1
+    return ", ".join(s if n == len(jobs) else f"{n} {s}" for s, n in counts.items())
+
+
+# --- text: csv and markdown -----------------------------------------------------------------------
 
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
@@ -151,16 +486,21 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def rows_of(jobs: list[Job], keys: list[str]) -> tuple[list[str], list[dict]]:
+def rows_of(jobs: list[Job], keys: list[str], groups: list[Group]) -> tuple[list[str], list[dict]]:
+    """One row per job, as in summary.csv (accuracies as fractions)."""
     with_ref = any(tutorial_reference(j) is not None for j in jobs)
-    header = ["job", *keys, *METRICS[:-1]] + (["tutorial_test_acc"] if with_ref else []) + ["error"]
+    group_of = {j.name: g.number for g in groups for j in g.jobs}
+    header = ["job", "group", *keys, *METRICS[:-1]] + (["tutorial_test_acc"] if with_ref else [])
+    header += ["notes", "error"]
     rows = []
     for j in jobs:
-        row = {"job": j.name, **{k: j.overrides.get(k, "") for k in keys}, "status": j.status}
+        row = {"job": j.name, "group": group_of.get(j.name), **{k: j.overrides.get(k, "") for k in keys},
+               "status": j.status}
         for m in ("test_acc", "best_val_acc", "best_val_epoch", "epochs", "seconds"):
             row[m] = j.get(m) if j.results else None
         if with_ref:
             row["tutorial_test_acc"] = tutorial_reference(j)
+        row["notes"] = "; ".join(j.notes)
         row["error"] = j.error
         rows.append(row)
     return header, rows
@@ -171,156 +511,640 @@ def to_csv(header: list[str], rows: list[dict]) -> str:
     writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in header})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in header})
     return buf.getvalue()
 
 
-def to_markdown(sweep_dir: Path, header: list[str], rows: list[dict], jobs: list[Job]) -> str:
-    counts = {s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)}
-    lines = [f"# Sweep report: `{sweep_dir}`", "",
-             f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
-    pct = {"test_acc", "best_val_acc", "tutorial_test_acc"}
-    # The job column repeats the overrides; keep the number only, the full name is in the CSV.
-    shown = ["#" if h == "job" else h for h in header]
-    lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(header)]
+def group_rows(groups: list[Group], factor_keys: list[str], curves: list[Curve]) -> tuple[list[str], list[dict]]:
+    xs = resolved_x(curves)
+    header = ["group", *factor_keys, *xs, "seeds", "jobs", "not_ok"]
+    for m in GROUP_METRICS:
+        header += [f"{m}_{s}" for s in ("mean", "sd", "ci_low", "ci_high", "min", "max")]
+    header += ["notes", "config_hash", "torch", "device"]
+    rows = []
+    for g in groups:
+        row = {"group": g.number, **g.factors, **{name: x.get(g.number) for name, x in xs.items()},
+               "seeds": g.finished, "jobs": len(g.jobs),
+               "not_ok": _statuses(g.not_ok), "notes": "; ".join(_group_notes(g))}
+        for m in GROUP_METRICS:
+            s = g.summary(m)
+            row.update({f"{m}_mean": s.mean, f"{m}_sd": s.sd, f"{m}_ci_low": s.ci_low,
+                        f"{m}_ci_high": s.ci_high, f"{m}_min": s.min, f"{m}_max": s.max})
+        provs = [j.provenance for j in g.jobs if j.provenance]
+        for col, f in (("config_hash", "config_hash"), ("torch", "torch"), ("device", "device")):
+            row[col] = " | ".join(dict.fromkeys(str(p.get(f)) for p in provs))
+        rows.append(row)
+    return header, rows
+
+
+def _group_notes(g: Group) -> list[str]:
+    notes = [g.apart] if g.apart else []
+    if g.did_not_learn:
+        notes.append("did not learn")
+    commits = {(j.provenance.get("git_commit"), j.provenance.get("git_dirty")) for j in g.jobs if j.provenance}
+    if len(commits) > 1:
+        notes.append(f"ran on {len(commits)} code versions (git commit/dirty)")
+    return notes
+
+
+def pair_rows(found: list[Verdict], metric: str) -> tuple[list[str], list[dict]]:
+    header = ["factor", "a", "b", "context", "metric", "diff_pt", "ci_low_pt", "ci_high_pt",
+              "n_a", "n_b", "test", "p", "p_holm", "comparisons", "sentence"]
+    rows = []
+    for v in found:
+        scaled = [None if x is None else 100 * x for x in (v.d.diff, v.d.ci_low, v.d.ci_high)]
+        rows.append(dict(zip(header, [v.key, v.a.factors[v.key], v.b.factors[v.key], v.context, metric,
+                                      *scaled, v.d.n_a, v.d.n_b, v.d.test, v.d.p, v.p_holm, v.m,
+                                      v.sentence()], strict=True)))
+    return header, rows
+
+
+def curve_rows(curves: list[Curve], metric: str, tolerance_pt: float) -> tuple[list[str], list[dict]]:
+    header = ["key", "x", "line", "best_x", "best_mean", "best_ci_low", "best_ci_high", "tolerance_pt",
+              "within_from", "within_to", "width", "width_unit", "reaches_grid_edge", "not_ok_at",
+              "sentence"]
+    rows = []
+    for c in curves:
+        for line in c.lines:
+            t, row = line.tolerance, {"key": c.key, "x": c.x_name, "line": line.label,
+                                      "tolerance_pt": tolerance_pt,
+                                      "width_unit": "decades" if c.log else c.x_name,
+                                      "sentence": curve_sentence(c, line, metric, tolerance_pt)}
+            row["not_ok_at"] = " ".join(_fmt_x(x) for x, g in zip(line.x, line.points, strict=True) if g.not_ok)
+            if t is not None:
+                s = line.points[t.best].summary(metric)
+                row.update(best_x=line.x[t.best], best_mean=s.mean, best_ci_low=s.ci_low,
+                           best_ci_high=s.ci_high, within_from=line.x[t.low], within_to=line.x[t.high],
+                           width=round(t.width, 6), reaches_grid_edge=t.open_low or t.open_high)
+            rows.append(row)
+    return header, rows
+
+
+def _cell(metric: str, s: Summary, with_ci: bool = True) -> str:
+    """`89.12 [88.80, 89.44]` (accuracies in %); just the value for one seed."""
+    if s.n == 0:
+        return "–"
+    scale, digits = (100, 2) if metric in ACCURACIES else (1, 1 if metric == "best_val_epoch" else 0)
+    text = f"{scale * s.mean:.{digits}f}"
+    if with_ci and s.ci_low is not None:
+        text += f" [{scale * s.ci_low:.{digits}f}, {scale * s.ci_high:.{digits}f}]"
+    return text
+
+
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    esc = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in esc)]
+
+
+def provenance_lines(jobs: list[Job]) -> list[str]:
+    provs = [j.provenance for j in jobs if j.provenance]
+    if not provs:
+        return ["Provenance: none recorded (results.json without a `provenance` entry)."]
+
+    def values(key):
+        return ", ".join(dict.fromkeys(str(p.get(key)) for p in provs))
+
+    commits = dict.fromkeys(f"{str(p.get('git_commit'))[:10]}{' (dirty)' if p.get('git_dirty') else ''}"
+                            for p in provs)
+    return [f"Provenance ({len(provs)} of {len(jobs)} jobs): Python {values('python')}, torch {values('torch')}, "
+            f"Lightning {values('lightning')}, Hydra {values('hydra')}; device {values('device_type')} "
+            f"({values('device')}); commit {', '.join(commits)}."]
+
+
+def timing_note(jobs: list[Job]) -> str:
+    """What `seconds` includes, and whether jobs shared the machine (overlapping in time, or a
+    load average above the core count)."""
+    spans = []
+    for j in jobs:
+        if j.get("seconds") is None:
+            continue
+        end = None
+        if j.provenance.get("finished_at"):
+            try:
+                end = datetime.fromisoformat(j.provenance["finished_at"]).timestamp()
+            except ValueError:
+                pass
+        if end is None:
+            end = (j.path / "results.json").stat().st_mtime
+        # Shrunk by a little on both sides: back-to-back jobs must not count as overlapping.
+        spans.append((end - float(j.get("seconds")) + 0.5, end - 0.5))
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda t: (t[0], t[1]))
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    text = ("`seconds` is the wall time of `train(cfg)` inside the job: data loading, model build, "
+            "training, validation and the test pass; not the interpreter start and imports. ")
+    text += (f"Up to {most} jobs ran at the same time, so their times include waiting for shared cores."
+             if most > 1 else "Jobs ran one after another.")
+    loads = [(j.provenance.get("load_avg_1min"), j.provenance.get("cpu_count")) for j in jobs if j.provenance]
+    busy = [(ld, n) for ld, n in loads if ld is not None and n and ld > n]
+    if busy:
+        ld, n = max(busy)
+        text += f" Load average up to {ld:.1f} on {n} cores: the machine was shared; times are upper bounds."
+    return text
+
+
+def md_groups(groups: list[Group], varying: list[str], metric: str, curves: list[Curve]) -> list[str]:
+    lines = ["## Groups: jobs that differ only in seed", "",
+             "Mean over seeds, [95 % interval of the mean] (Student t); sd = standard deviation "
+             "across seeds. Accuracies in %. Only `ok` jobs enter the numbers.", ""]
+    table, xs = [], resolved_x(curves)
+    for g in groups:
+        s = g.summary(metric)
+        seeds = f"{g.finished}" if not g.not_ok else f"{g.finished} of {len(g.jobs)} ({_statuses(g.not_ok)})"
+        ci = (f"[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
+              else "1 seed: no interval" if s.n == 1 else "–")
+        table.append([str(g.number), *(g.factors[k] for k in varying),
+                      *(_fmt_x(x[g.number]) if g.number in x else "" for x in xs.values()),
+                      seeds, _cell(metric, s, False), ci,
+                      "–" if s.sd is None else f"{100 * s.sd:.2f}",
+                      "–" if s.n == 0 else f"{100 * s.min:.2f} – {100 * s.max:.2f}",
+                      *(_cell(m, g.summary(m)) for m in GROUP_METRICS if m != metric),
+                      "; ".join(_group_notes(g))])
+    others = [m.replace("_", " ").replace("epoch", "epoch (from 0)") for m in GROUP_METRICS if m != metric]
+    return lines + _md_table(["#", *map(_short, varying), *xs, "seeds", _metric_name(metric), "95 % CI",
+                              "sd", "min – max", *others, "notes"], table)
+
+
+def md_verdicts(found: list[Verdict], groups: list[Group], metric: str) -> list[str]:
+    if not found:
+        return ["", "No pair of groups differs in exactly one factor (within the same torch version "
+                "and device type): no verdicts."] if len(groups) > 1 else []
+    m = max(v.m for v in found)
+    lines = ["", f"## Verdicts: pairs that differ in one factor ({_metric_name(metric)})", ""]
+    if m:
+        lines += [f"{_plural(len(found), 'pair')}, {m} tested; p-values Holm-adjusted for "
+                  f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim "
+                  "in this list ≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
+    else:
+        lines += [f"{_plural(len(found), 'pair')}, none tested: a test needs 2 or more finished "
+                  "seeds on each side (sweep `seed=1,2,3`).", ""]
+    return lines + [f"- {v.sentence()}" for v in found]
+
+
+def md_curves(curves: list[Curve], metric: str, tolerance_pt: float) -> list[str]:
+    lines = []
+    for c in curves:
+        unit = "decades" if c.log else _short(c.x_name)
+        lines += ["", f"## {_metric_name(metric).capitalize()} against {c.x_name}"
+                  + (f" (swept as {c.key})" if c.x_name != c.key else ""), "",
+                  f"Within {tolerance_pt:g} pt of the best mean (`--tolerance-pt`); width in {unit}. "
+                  "A point with a diverged or failed job never counts as within.", ""]
+        lines += [f"- {curve_sentence(c, line, metric, tolerance_pt)}" for line in c.lines]
+    return lines
+
+
+def md_tutorial(groups: list[Group]) -> list[str]:
+    """Per optimizer that ran the tutorial's setting: is its published number inside our
+    interval of the mean, and inside the range of a single run?"""
+    refs = []
+    for g in groups:
+        ref = next((r for j in g.jobs if (r := tutorial_reference(j)) is not None), None)
+        s = g.summary("test_acc")
+        if ref is None or s.n == 0:
+            continue
+        text = (f"- {g.jobs[0].choices.get('optim')}: ours {100 * s.mean:.2f} %, tutorial {100 * ref:.2f} % "
+                f"({100 * (s.mean - ref):+.2f} pt)")
+        if s.ci_low is None:
+            text += "; 1 seed: no interval"
+        else:
+            lo, hi = prediction_interval(s)
+            text += (f"; tutorial {'inside' if s.ci_low <= ref <= s.ci_high else 'outside'} our 95 % "
+                     f"interval of the mean [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}] over {s.n} seeds, "
+                     f"{'inside' if lo <= ref <= hi else 'outside'} the 95 % range of a single run "
+                     f"[{100 * lo:.2f}, {100 * hi:.2f}]")
+        refs.append(text)
+    if not refs:
+        return []
+    return ["", "## Against the tutorial's published test accuracies", "",
+            "The tutorial ran one seed; whether its number is unusual for our setup is the "
+            "single-run range (prediction interval), whether our mean matches it is the interval "
+            "of the mean.", "", *refs]
+
+
+def md_jobs(jobs: list[Job], header: list[str], rows: list[dict], metric: str) -> list[str]:
+    shown = [h for h in header if h != "group"]
+    cells = []
     for row in rows:
-        cells = []
-        for h in header:
+        out = []
+        for h in shown:
             v = row[h]
             if h == "job":
-                v = row["job"].split("_", 1)[0]
-            elif h in pct and v is not None:
+                v = row["job"].split("_", 1)[0]  # the full name is in summary.csv
+            elif h in ACCURACIES and v is not None:
                 v = f"{100 * v:.2f} %"
             elif h == "seconds" and v is not None:
                 v = f"{v:.0f}"
-            cells.append(_fmt(v).replace("|", "\\|").replace("\n", " "))
-        lines.append("| " + " | ".join(cells) + " |")
-    refs = [(r, j) for r, j in zip(rows, jobs, strict=True) if r.get("tutorial_test_acc") is not None and r["test_acc"] is not None]
-    if refs:
-        lines += ["", "Against the tutorial's published test accuracies (same settings, one seed each; "
-                  "an independent retrain of the tutorial got 89.61/89.30/89.06 %, so differences "
-                  "under ~0.7 pt are noise):", ""]
-        for r, j in refs:
-            diff = 100 * (r["test_acc"] - r["tutorial_test_acc"])
-            lines.append(f"- {j.choices.get('optim')}: ours {100 * r['test_acc']:.2f} %, tutorial "
-                         f"{100 * r['tutorial_test_acc']:.2f} % ({diff:+.2f} pt)")
-    ok = [r for r in rows if r["status"] == "ok" and r["test_acc"] is not None]
+            out.append(_fmt(v))
+        cells.append(out)
+    lines = ["", "## Jobs", "", *_md_table(["#" if h == "job" else h for h in shown], cells)]
+    ok = [j for j in jobs if j.value(metric) is not None]
     if ok:
-        best = max(ok, key=lambda r: r["test_acc"])
-        lines += ["", f"Best test accuracy: {100 * best['test_acc']:.2f} % (`{best['job']}`)"]
-    lines += ["", "Files: `summary.csv` (full job names), `summary.png` (val curves, test acc); "
-              "TensorBoard: `tensorboard --logdir " + str(sweep_dir) + "` (HParams tab).", ""]
+        best = max(ok, key=lambda j: j.value(metric))
+        lines += ["", f"Best single job by {_metric_name(metric)}: {100 * best.value(metric):.2f} % "
+                  f"(`{best.name}`); compare groups, not single jobs."]
+    return lines + ["", timing_note(jobs)]
+
+
+def _metric_name(metric: str) -> str:
+    return metric.replace("_", " ").replace("acc", "accuracy")
+
+
+def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[Group], metric: str,
+                found: list[Verdict], curves: list[Curve], tolerance_pt: float,
+                header: list[str], rows: list[dict]) -> str:
+    varying = [k for k in keys if k != "seed" and len({g.factors[k] for g in groups}) > 1]
+    counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
+    swept = [f"{k} ({_plural(len({j.overrides.get(k) for j in jobs}), 'value')})" for k in keys]
+    lines = [f"# Sweep report: `{sweep_dir}`", "",
+             f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+             + (f"; swept: {', '.join(swept)}" if swept else ""), "", *provenance_lines(jobs), ""]
+    lines += md_groups(groups, varying, metric, curves)
+    lines += md_verdicts(found, groups, metric)
+    lines += md_curves(curves, metric, tolerance_pt)
+    lines += md_tutorial(groups)
+    lines += md_jobs(jobs, header, rows, metric)
+    lines += ["", "Files: `summary.csv` (jobs, full names), `summary_groups.csv`, `summary_pairs.csv`, "
+              f"`summary_curves.csv`, `summary.png`; TensorBoard: `tensorboard --logdir {sweep_dir}` "
+              "(HParams tab: one row per job; the `tensorboard` run holds these figures).", ""]
     return "\n".join(lines)
 
 
-def _label(job: Job, keys: list[str]) -> str:
-    return ",".join(f"{k.rsplit('.', 1)[-1]}={job.overrides.get(k, '')}" for k in keys) or job.name
+# --- figures -------------------------------------------------------------------------------------
+
+PANEL_SIZE = (7.5, 5.0)  # inches; 100 dpi: each panel is readable alone in TensorBoard
+# Shades per hue of tab10 (blue, orange, green, red, purple, brown, pink, grey, olive, cyan).
+FAMILIES = ("Blues", "Oranges", "Greens", "Reds", "Purples", "YlOrBr", "RdPu", "Greys", "YlGn", "GnBu")
 
 
-def _heatmap_axes(jobs: list[Job], keys: list[str]) -> list[str]:
-    """Axes of the test-accuracy chart: init and optimizer when swept, then the other swept keys."""
-    varied = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
-    first = [k for k in ("init", "optim") if k in varied]
-    return first + [k for k in varied if k not in first]
-
-
-def plot(jobs: list[Job], keys: list[str], path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _zoom(values: list[float], pad: float = 0.15, min_span: float = 0.5) -> tuple[float, float]:
+    """Axis limits that fit `values` (in %) with a margin: a 1-pt difference stays visible."""
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, min_span)
+    return lo - pad * span, hi + pad * span
+
+
+def _color(i: int):
+    import matplotlib
+
+    return matplotlib.colormaps["tab10"](i % 10)
+
+
+def group_colors(groups: list[Group], varying: list[str]) -> dict[int, tuple]:
+    """One colour per group: a hue per value of the first varying factor, and for a second
+    factor a shade of that hue (light to dark in sweep order), so 20 lines stay legible."""
+    import matplotlib
+
+    if len(varying) < 2:
+        return {g.number: _color(i) for i, g in enumerate(groups)}
+    first = list(dict.fromkeys(g.factors[varying[0]] for g in groups))
+    second = list(dict.fromkeys(g.factors[varying[1]] for g in groups))
+    colors = {}
+    for g in groups:
+        family = matplotlib.colormaps[FAMILIES[first.index(g.factors[varying[0]]) % len(FAMILIES)]]
+        shade = 0.45 + 0.5 * second.index(g.factors[varying[1]]) / max(1, len(second) - 1)
+        colors[g.number] = family(shade)
+    return colors
+
+
+def figure_means(groups: list[Group], factor_keys: list[str], metric: str):
+    """One row per group: mean with its 95 % interval, every seed as a dot, the tutorial's
+    value as a star, and the numbers at the right. Rows at chance level or without a finished
+    job are named at the left edge instead of stretching the axis."""
+    plt = _pyplot()
+    varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
+    colors = group_colors(groups, varying)
+    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0], max(PANEL_SIZE[1], 1.2 + 0.26 * len(groups))))
+    learned = [g for g in groups if not g.did_not_learn and g.summary(metric).n]
+    shown = [100 * v for g in learned for v in g.values(metric).values()]
+    shown += [100 * x for g in learned for x in (g.summary(metric).ci_low, g.summary(metric).ci_high) if x is not None]
+    shown += [100 * r for g in learned for j in g.jobs if (r := tutorial_reference(j)) is not None]
+    if shown:
+        ax.set_xlim(*_zoom(shown, pad=0.05))
+    edge = ax.get_yaxis_transform()  # x in axes fraction, y in data: text at the panel's edges
+    for y, g in enumerate(groups):
+        s, vals = g.summary(metric), [100 * v for v in g.values(metric).values()]
+        if s.n == 0 or g.did_not_learn:
+            text = _statuses(g.not_ok) if s.n == 0 else f"did not learn ({100 * s.mean:.1f} %)"
+            ax.text(0.01, y, "◀ " + text, transform=edge, va="center", fontsize=8, color="crimson")
+            continue
+        jitter = [0.12 * ((k % 5) - 2) / 2 for k in range(len(vals))]
+        ax.scatter(vals, [y + 0.22 + d for d in jitter], s=12, color="0.5", zorder=3)
+        err = None if s.ci_low is None else [[100 * (s.mean - s.ci_low)], [100 * (s.ci_high - s.mean)]]
+        ax.errorbar([100 * s.mean], [y], xerr=err, fmt="o", color=colors[g.number], capsize=4,
+                    markersize=6, zorder=4)
+        numbers = (f"{100 * s.mean:.2f} [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
+                   else f"{100 * s.mean:.2f} (1 seed)")
+        ax.text(1.01, y, numbers, transform=edge, va="center", fontsize=8)
+        ref = next((r for j in g.jobs if (r := tutorial_reference(j)) is not None), None)
+        if ref is not None:
+            ax.scatter([100 * ref], [y], marker="*", s=110, color="darkorange", edgecolor="k",
+                       linewidth=0.5, zorder=5)
+    ax.set_yticks(range(len(groups)))
+    ax.set_yticklabels([g.label(varying) for g in groups], fontsize=10 if len(groups) <= 8 else 8)
+    ax.set_ylim(len(groups) - 0.5, -0.5)  # first group on top
+    name = metric.replace("_", " ")
+    title = f"{name}: mean and 95 % CI over seeds (bars); grey dots: single seeds"
+    if any(tutorial_reference(j) is not None for g in groups for j in g.jobs):
+        title += "\n★ the tutorial's published value (one seed)"
+    ax.set(xlabel=f"{name} (%)", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def figure_val_curves(groups: list[Group], factor_keys: list[str]):
+    """Validation accuracy per epoch: mean over seeds ± 95 % band, one line per group."""
     import matplotlib.ticker
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=PANEL_SIZE)
+    varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
+    colors = group_colors(groups, varying)
+    shown, hidden = [], 0
+    for g in groups:
+        runs = [j.val_scores for j in g.jobs if j.status == "ok" and j.val_scores]
+        if not runs:
+            continue
+        if g.did_not_learn:
+            hidden += 1
+            continue
+        length = min(len(r) for r in runs)
+        mean, half = mean_and_band([r[:length] for r in runs])
+        epochs = list(range(1, length + 1))
+        ax.plot(epochs, 100 * mean, color=colors[g.number], marker="o" if length < 4 else None,
+                label=f"{g.label(varying)} ({_plural(len(runs), 'seed')})")
+        ax.fill_between(epochs, 100 * (mean - half), 100 * (mean + half), color=colors[g.number], alpha=0.2)
+        shown += list(100 * mean[1:] if length > 2 else 100 * mean)
+    if shown:
+        ax.set_ylim(*_zoom(shown, pad=0.08))
+    title = "Validation accuracy: mean ± 95 % band over seeds"
+    if hidden:
+        title += f"\n(not drawn: {_plural(hidden, 'group')} that did not learn)"
+    ax.set(xlabel="epoch", ylabel="val accuracy (%)", title=title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        many = len(ax.lines) > 8
+        ax.legend(fontsize=6 if many else 7, loc="lower right", ncol=2 if many else 1)
+    return fig
+
+
+def figure_heatmap(groups: list[Group], rows_key: str, cols_key: str, metric: str):
+    """Means of a two-factor sweep, coloured by the distance to the best cell (so 1 pt shows),
+    annotated with ± the 95 % half-width."""
     import numpy as np
 
-    fig, (ax_curves, ax_acc) = plt.subplots(1, 2, figsize=(14, 5.5))
-    for j in jobs:
-        scores = j.val_scores
-        if scores:
-            ax_curves.plot(range(1, len(scores) + 1), [100 * s for s in scores],
-                           marker="o" if len(scores) < 3 else None, label=_label(j, keys))
-    ax_curves.set(title="Validation accuracy", xlabel="epoch", ylabel="val accuracy (%)")
-    longest = max([len(j.val_scores) for j in jobs] + [1])
-    ax_curves.set_xlim(0.5, longest + 0.5)
-    ax_curves.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
-    ax_curves.grid(alpha=0.3)
-    if ax_curves.lines:
-        ax_curves.legend(fontsize=7, loc="lower right")
+    plt = _pyplot()
+    row_values = list(dict.fromkeys(g.factors[rows_key] for g in groups))
+    col_values = list(dict.fromkeys(g.factors[cols_key] for g in groups))
+    cell = {(g.factors[rows_key], g.factors[cols_key]): g for g in groups}
+    means = {k: g.summary(metric).mean for k, g in cell.items()}
+    learned = [100 * m for k, m in means.items() if m is not None and not cell[k].did_not_learn]
+    best = max(learned) if learned else 0.0
+    spread = min(10.0, max(2.0, best - min(learned))) if learned else 2.0
+    grid = np.full((len(row_values), len(col_values)), np.nan)
+    for (r, c), m in means.items():
+        if m is not None and not cell[(r, c)].did_not_learn:
+            grid[row_values.index(r), col_values.index(c)] = 100 * m - best
+    fig, ax = plt.subplots(figsize=(max(PANEL_SIZE[0], 1.3 * len(col_values) + 2.5), PANEL_SIZE[1]))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # grey: no mean, or did not learn
+    im = ax.imshow(grid, cmap=cmap, vmin=-spread, vmax=0, aspect="auto")
+    fig.colorbar(im, ax=ax, label=f"pt below the best cell ({best:.2f} %)", extend="min")
+    for (r, c), g in cell.items():
+        s = g.summary(metric)
+        if s.n == 0:
+            text = _statuses(g.not_ok)
+        elif g.did_not_learn:
+            text = f"{100 * s.mean:.1f}\ndid not learn"
+        else:
+            text = f"{100 * s.mean:.2f}\n" + (f"±{100 * s.half_width:.2f}" if s.half_width is not None else "1 seed")
+        value = grid[row_values.index(r), col_values.index(c)]
+        light = not np.isnan(value) and im.norm(value) > 0.6  # dark text on the yellow end
+        ax.text(col_values.index(c), row_values.index(r), text, ha="center", va="center", fontsize=8,
+                color="k" if light or np.isnan(value) else "w")
+    name = metric.replace("_", " ")
+    ax.set(xticks=range(len(col_values)), xticklabels=col_values, yticks=range(len(row_values)),
+           yticklabels=row_values, xlabel=cols_key, ylabel=rows_key,
+           title=f"{name} (%) by {_short(rows_key)} × {_short(cols_key)}: mean ± 95 % half-width")
+    return fig
 
-    done = [j for j in jobs if j.get("test_acc") is not None]
-    axes = _heatmap_axes(done, keys)
-    if len(axes) >= 2:
-        # Heatmap of the first two swept axes; jobs that differ only in further keys are averaged.
-        rk, ck = axes[0], axes[1]
-        rows = list(dict.fromkeys(j.overrides.get(rk) for j in done))
-        cols = list(dict.fromkeys(j.overrides.get(ck) for j in done))
-        cells: dict[tuple, list[float]] = {}
-        for j in done:
-            cells.setdefault((j.overrides.get(rk), j.overrides.get(ck)), []).append(100 * j.get("test_acc"))
-        grid = np.full((len(rows), len(cols)), np.nan)
-        for (r, c), vals in cells.items():
-            grid[rows.index(r), cols.index(c)] = sum(vals) / len(vals)
-        im = ax_acc.imshow(grid, cmap="viridis", aspect="auto")
-        fig.colorbar(im, ax=ax_acc, label="test accuracy (%)")
-        for (r, c), vals in cells.items():
-            text = f"{sum(vals) / len(vals):.2f}" + (f"\n(mean of {len(vals)})" if len(vals) > 1 else "")
-            light = im.norm(sum(vals) / len(vals)) > 0.6  # dark text on the yellow end of viridis
-            ax_acc.text(cols.index(c), rows.index(r), text, ha="center", va="center",
-                        color="k" if light else "w", fontsize=8)
-        ax_acc.set(xticks=range(len(cols)), xticklabels=cols, yticks=range(len(rows)), yticklabels=rows,
-                   xlabel=ck, ylabel=rk, title=f"Test accuracy by {rk} × {ck}")
-    else:
-        labels = [_label(j, axes or keys) for j in done]
-        ours = [100 * j.get("test_acc") for j in done]
-        refs = [tutorial_reference(j) for j in done]
-        x = np.arange(len(done))
-        width = 0.4 if any(r is not None for r in refs) else 0.8
-        ax_acc.bar(x, ours, width, label="ours")
-        for xi, v in zip(x, ours, strict=True):
-            ax_acc.text(xi, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        if any(r is not None for r in refs):
-            ax_acc.bar(x + width, [100 * r if r is not None else 0 for r in refs], width, label="tutorial")
-            ax_acc.legend()
-        ax_acc.set(xticks=x + (width / 2 if width < 0.8 else 0), title="Test accuracy", ylabel="test accuracy (%)")
-        ax_acc.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
-        if ours:
-            low = min(ours + [100 * r for r in refs if r is not None])
-            ax_acc.set_ylim(max(0.0, low - 5), 100)
-    failed = [j for j in jobs if j.status != "ok"]
-    if failed:
-        fig.text(0.01, 0.01, "not shown: " + ", ".join(f"#{j.name.split('_', 1)[0]} {j.status}" for j in failed),
-                 fontsize=8, color="crimson")
+
+def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
+    """Metric against a numeric factor: one line per other factor with its 95 % band over seeds.
+    A strip above the data shows each line's range within `tolerance_pt` of its best (★); a
+    strip below marks diverged/failed jobs at their x (×, with the count of seeds)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=PANEL_SIZE)
+    strip = 0.045 * len(curve.lines)  # axes fraction per strip: one row per line
+    means = [100 * m for line in curve.lines for g in line.points if (m := g.summary(metric).mean) is not None]
+    lo, hi = _zoom(means, pad=0.05) if means else (0.0, 100.0)
+    lo = max(lo, hi - 20)  # the top 20 pt stay readable; lower points become ▼ at the floor
+    total = (hi - lo) / (1 - 2 * strip)
+    ax.set_ylim(lo - strip * total, hi + strip * total)
+    strips = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    for i, line in enumerate(curve.lines):
+        color, t = _color(i), line.tolerance
+        summaries = [g.summary(metric) for g in line.points]
+        xs = [x for x, s in zip(line.x, summaries, strict=True) if s.n]
+        ys = [max(lo, 100 * s.mean) for s in summaries if s.n]
+        half = [100 * (s.half_width or 0) for s in summaries if s.n]
+        ax.plot(xs, ys, marker="o", color=color, label=line.label)
+        ax.fill_between(xs, [y - h for y, h in zip(ys, half, strict=True)],
+                        [y + h for y, h in zip(ys, half, strict=True)], color=color, alpha=0.18)
+        for x, s in zip(line.x, summaries, strict=True):
+            if s.n and 100 * s.mean < lo:
+                ax.plot([x], [lo], marker="v", color=color, markersize=8)
+                ax.annotate(f"{100 * s.mean:.0f}", (x, lo), textcoords="offset points", xytext=(6, -3),
+                            fontsize=7, color=color)
+        if t is not None:
+            best = line.points[t.best].summary(metric)
+            ax.plot([line.x[t.best]], [100 * best.mean], marker="*", markersize=15, color=color,
+                    markeredgecolor="k", zorder=5)
+            y = 1 - strip + 0.045 * (i + 0.5)
+            ax.plot([line.x[t.low], line.x[t.high]], [y, y], color=color, linewidth=5,
+                    solid_capstyle="butt", transform=strips)
+            ax.plot([line.x[t.best]], [y], marker="*", color="k", markersize=7, transform=strips)
+            open_ = "≥ " if t.open_low or t.open_high else ""
+            unit = " decades" if curve.log else ""
+            ax.annotate(f"{open_}{t.width:.2g}{unit}", (line.x[t.high], y), xycoords=strips,
+                        textcoords="offset points", xytext=(8, 0), va="center", fontsize=8, color=color)
+        for x, g in zip(line.x, line.points, strict=True):
+            if g.not_ok:
+                y = 0.045 * (i + 0.5)
+                ax.plot([x], [y], marker="x", color=color, markersize=8, mew=2, transform=strips)
+                ax.annotate(f"{len(g.not_ok)}/{len(g.jobs)}", (x, y), xycoords=strips,
+                            textcoords="offset points", xytext=(5, 0), va="center", fontsize=7, color=color)
+    top, bottom = ax.get_ylim()[1], ax.get_ylim()[0]
+    ax.axhspan(top - strip * total, top, color="0.94", zorder=0)
+    ax.axhspan(bottom, bottom + strip * total, color="0.94", zorder=0)
+    ax.set_yticks([tick for tick in ax.get_yticks() if lo <= tick <= hi])  # no ticks in the strips
+    if curve.log:
+        ax.set_xscale("log")
+    name = metric.replace("_", " ")
+    ax.set(xlabel=curve.x_name + (" (log scale)" if curve.log else ""), ylabel=f"{name} (%)",
+           title=f"{name} vs {curve.x_name}: mean ± 95 % band over seeds\n"
+                 f"top: range within {tolerance_pt:g} pt of the best ★;  bottom: × seeds diverged/failed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
+    return fig
+
+
+def heatmap_axes(groups: list[Group], factor_keys: list[str], curve_keys: list[str]) -> tuple[str, str] | None:
+    """A heatmap for exactly two varying factors, neither drawn as a curve; init/optim first."""
+    varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
+    if len(varying) != 2 or any(k in curve_keys for k in varying):
+        return None
+    first = [k for k in ("init", "optim") if k in varying]
+    ordered = first + [k for k in varying if k not in first]
+    return ordered[0], ordered[1]
+
+
+def render(fig):
+    """The figure as an RGBA array (rendered once; used for summary.png and for TensorBoard)."""
+    import numpy as np
+
+    plt = _pyplot()
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=110)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba()).copy()
     plt.close(fig)
+    return image
 
 
-def write_report(sweep_dir: str | Path) -> list[Job]:
-    """Write summary.csv, summary.md and summary.png into `sweep_dir`; return the jobs."""
+def png_bytes(image) -> bytes:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    plt.imsave(buf, image, format="png")
+    return buf.getvalue()
+
+
+def tile(images: list, columns: int = 2):
+    """Panels side by side, two per row, padded white to a common cell size."""
+    import numpy as np
+
+    height = max(im.shape[0] for im in images)
+    width = max(im.shape[1] for im in images)
+    rows = math.ceil(len(images) / columns)
+    sheet = np.full((rows * height, min(columns, len(images)) * width, 4), 255, dtype=np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, columns)
+        sheet[r * height:r * height + im.shape[0], c * width:c * width + im.shape[1]] = im
+    return sheet
+
+
+def write_tensorboard(logdir: Path, images: dict[str, object], markdown: str) -> None:
+    """The report's figures (one image each) and summary.md as TensorBoard summaries, written with
+    tensorboard's own event writer (no torch import). A regenerated report replaces the old one."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.text.summary_v2 import text_pb
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    suffix = ".sweep_report"
+    for old in logdir.glob(f"events.out.tfevents.*{suffix}"):
+        old.unlink()
+    writer = EventFileWriter(str(logdir), filename_suffix=suffix)
+    for tag, image in images.items():
+        png = summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=4,
+                                        encoded_image_string=png_bytes(image))
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=png)])
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=text_pb("report/summary", markdown)))
+    writer.close()
+
+
+def figures(groups: list[Group], factor_keys: list[str], metric: str, curves: list[Curve],
+            tolerance_pt: float) -> dict[str, object]:
+    """Tag -> rendered panel, in the order of summary.png."""
+    panels = {"report/means": figure_means(groups, factor_keys, metric),
+              "report/val_curves": figure_val_curves(groups, factor_keys)}
+    axes = heatmap_axes(groups, factor_keys, [c.key for c in curves])
+    if axes:
+        panels["report/heatmap"] = figure_heatmap(groups, *axes, metric)
+    for c in curves:
+        panels[f"report/curve_{c.x_name}"] = figure_curve(c, metric, tolerance_pt)
+    return {tag: render(fig) for tag, fig in panels.items()}
+
+
+def header_image(sweep_dir: Path, jobs: list[Job], width_px: int):
+    """A one-line title strip above the panels: the sweep, the job count, what is not shown."""
+    plt = _pyplot()
+    not_ok = [j for j in jobs if j.status != "ok"]
+    text = f"{sweep_dir.name}: {len(jobs)} jobs"
+    if not_ok:
+        text += "  ·  not ok: " + ", ".join(f"#{j.number} {j.status}" for j in not_ok[:12])
+        text += " …" if len(not_ok) > 12 else ""
+    fig = plt.figure(figsize=(width_px / 100, 0.45), dpi=100)
+    fig.text(0.01, 0.5, text, va="center", fontsize=10, color="crimson" if not_ok else "k")
+    fig.canvas.draw()
+    import numpy as np
+
+    image = np.asarray(fig.canvas.buffer_rgba()).copy()
+    plt.close(fig)
+    return image
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def comparison_metric(jobs: list[Job]) -> str:
+    """test_acc, unless no job has one (skip_test=true): then best_val_acc."""
+    return "test_acc" if any(j.value("test_acc") is not None for j in jobs) else "best_val_acc"
+
+
+def write_report(sweep_dir: str | Path, tolerance_pt: float = TOLERANCE_PT) -> list[Job]:
+    """Write the summary files, summary.png and tensorboard/ into `sweep_dir`; return the jobs."""
+    import numpy as np
+
     sweep_dir = Path(sweep_dir)
     jobs = [load_job(p) for p in find_jobs(sweep_dir)]
     keys = swept_keys(jobs, sweep_dir)
-    header, rows = rows_of(jobs, keys)
+    factor_keys = [k for k in keys if k != "seed"]
+    groups = group_jobs(jobs, factor_keys)
+    metric = comparison_metric(jobs)
+    curves = find_curves(groups, factor_keys, metric, tolerance_pt)
+    found = verdicts(groups, factor_keys, metric, skip_keys=[c.key for c in curves])
+
+    header, rows = rows_of(jobs, keys, groups)
     atomic_write_text(sweep_dir / "summary.csv", to_csv(header, rows))
-    atomic_write_text(sweep_dir / "summary.md", to_markdown(sweep_dir, header, rows, jobs))
-    plot(jobs, keys, sweep_dir / "summary.png")
+    atomic_write_text(sweep_dir / "summary_groups.csv", to_csv(*group_rows(groups, factor_keys, curves)))
+    atomic_write_text(sweep_dir / "summary_pairs.csv", to_csv(*pair_rows(found, metric)))
+    atomic_write_text(sweep_dir / "summary_curves.csv", to_csv(*curve_rows(curves, metric, tolerance_pt)))
+    markdown = to_markdown(sweep_dir, jobs, keys, groups, metric, found, curves, tolerance_pt, header, rows)
+    atomic_write_text(sweep_dir / "summary.md", markdown)
+
+    panels = figures(groups, factor_keys, metric, curves, tolerance_pt)
+    sheet = tile(list(panels.values()))
+    sheet = np.concatenate([header_image(sweep_dir, jobs, sheet.shape[1]), sheet])
+    atomic_write_bytes(sweep_dir / "summary.png", png_bytes(sheet))
+    write_tensorboard(sweep_dir / "tensorboard", panels, markdown)
     return jobs
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m src.report <sweep dir>   (writes summary.csv/.md/.png there)",
-              file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m src.report",
+                                     description="Write summary.md/.csv/.png and tensorboard/ into a sweep dir.")
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--tolerance-pt", type=float, default=TOLERANCE_PT,
+                        help="curves: width of the range within this many points of the best (default 1)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
-    sweep_dir = Path(argv[0])
-    if not sweep_dir.is_dir():
-        print(f"error: {sweep_dir} is not a directory", file=sys.stderr)
+    if not find_jobs(args.sweep_dir):
+        print(f"error: no job directories in {args.sweep_dir} (expected <n>_<overrides>/ with "
+              ".hydra/ or results.json)", file=sys.stderr)
         return 2
-    jobs = write_report(sweep_dir)
-    if not jobs:
-        print(f"error: no job directories in {sweep_dir}", file=sys.stderr)
-        return 2
-    print((sweep_dir / "summary.md").read_text())
+    write_report(args.sweep_dir, args.tolerance_pt)
+    print((args.sweep_dir / "summary.md").read_text())
     return 0
 
 

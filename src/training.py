@@ -26,6 +26,7 @@ from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
 from src.errors import ConfigError, Interrupted, in_group
 from src.hparams import log_hparams
+from src.provenance import provenance
 from src.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ def train(cfg: DictConfig) -> float | None:
         "data_source": datamodule.source,
         "output_dir": str(out),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance(cfg),
     }
     if diverged:
         # val/train scores above are those of the epochs that finished with finite weights.
