@@ -234,11 +234,11 @@ def test_fallback_to_the_first_training_batch(tmp_path):
 
 def test_default_config_enables_diagnostics_and_none_disables_them():
     import hydra
-    from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        default = compose("train")
-        none = compose("train", overrides=["callbacks=none"])
+    from tests.conftest import compose
+
+    default = compose([], ROOT / "logs" / "unused")
+    none = compose(["callbacks=none"], ROOT / "logs" / "unused")
     diagnostics = {ActivationStats, GradientStats, WeightStats, DistributionFigures}
     built = [hydra.utils.instantiate(c) for c in default.callbacks.values()]
     assert diagnostics <= {type(c) for c in built}

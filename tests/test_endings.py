@@ -115,8 +115,12 @@ def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):
     before = {j.name: (j / "results.json").read_bytes() for j in jobs}
     old_events = set((jobs[1] / "tensorboard").glob("events.out.tfevents.*"))
     assert old_events
-    # job 1 "crashed": its results.json says failed; job 0 stays ok and must be skipped
+    # job 1 "crashed" before its first checkpoint: results.json says failed, no checkpoints;
+    # job 0 stays ok and must be skipped
     (jobs[1] / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    import shutil
+
+    shutil.rmtree(jobs[1] / "checkpoints")
     again = run_script("train.py", *args, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"skipping {jobs[0].name}: already ok" in again.stdout
