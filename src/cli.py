@@ -124,10 +124,26 @@ def quiet_frameworks() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def logs_above_the_progress_bar() -> None:
+    """In a terminal, log lines go through rich's console, the one Lightning's progress bar
+    draws on, so a line is printed above the bar instead of glued onto it."""
+    if not sys.stdout.isatty():
+        return
+    from rich import get_console
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:  # Hydra's console handler, not its file
+            root.removeHandler(handler)
+            root.addHandler(RichHandler(console=get_console(), show_path=False, level=handler.level))
+
+
 def run_task(task: Callable, cfg):
     """`task(cfg)`, with every failure marked in the run dir and said in one line."""
     if not cfg.get("verbose", False):
         quiet_frameworks()
+    logs_above_the_progress_bar()
     try:
         return task(cfg)
     except Interrupted as e:  # results.json already says "interrupted" and how to resume
@@ -225,7 +241,7 @@ def start_line(cfg) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
 
     optim, init = cfg.get("optim") or {}, cfg.get("init") or {}
-    optim_args = [f"{k}={fmt(optim[k])}" for k in ("lr", "momentum", "betas", "weight_decay")
+    optim_args = [f"{k}={fmt(optim[k])}" for k in ("lr", "momentum", "weight_decay")
                   if k in optim and not (k == "weight_decay" and not optim[k])]
     init_args = [f"{k}={fmt(v)}" for k, v in init.items() if not str(k).startswith("_")]
     model = cfg.get("model") or {}
