@@ -1,0 +1,44 @@
+"""The loss landscape of a trained run, with its own optimizer's path on it (Li et al. 2018).
+
+    python landscape.py run=logs/train/runs/<time>                         # one run
+    python landscape.py runs=logs/compare_optimizers/multiruns/<time>      # SGD vs Adam, side by side
+    python landscape.py run=<dir> directions=random landscape.resolution=51 landscape.subset=full
+
+Record the path at training time with `python train.py callbacks=with_path`. Everything lives in
+src/landscape.py (docs/landscape.md); this file wires Hydra to `landscape(cfg)`.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import warnings  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.entry import run_task  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+@hydra.main(config_path="conf", config_name="landscape", version_base="1.3")
+def main(cfg: DictConfig):
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: figures go to files and TensorBoard
+
+    # imported here: torch takes seconds to import, a mistyped option should fail before that
+    from src.landscape import landscape, summary_lines
+
+    def task(cfg):
+        record = landscape(cfg)
+        print("\n".join(summary_lines(record, Path(cfg.paths.output_dir))), flush=True)
+        return record
+
+    run_task(task, cfg, print_config=False)
+
+
+if __name__ == "__main__":
+    main()

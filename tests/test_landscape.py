@@ -1,0 +1,235 @@
+"""landscape.py and the weight-path recorder: the numbers against formulas and a plain loop, the
+honesty checks, the recorded path through a SIGKILL + resume, bad input as one line.
+
+One module fixture trains a tiny run with the path recorded every step, kills it after its first
+checkpoints and resumes it (two train.py subprocesses); the landscape tests use that run dir."""
+
+from __future__ import annotations
+
+import io
+import json
+import runpy
+import signal
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from callbacks.weight_path import load_path, point_file
+from src.errors import CheckpointError, ConfigError
+from src.landscape import (
+    Layout,
+    evaluate_family,
+    evaluate_loop,
+    landscape,
+    load_run,
+    memory_plan,
+    pca_of_path,
+    plain_loss,
+    random_directions,
+    recreate_init,
+)
+from src.model import BaseNetwork
+from tests.conftest import ROOT, compose, run_script
+
+# 2 epochs of 5 steps (1280 images, batch 256); last.ckpt every 2 steps and after each epoch;
+# the path every step. Killed before step 7: the checkpoint is from step 6, the path got to 7.
+TRAIN = ["trainer.max_epochs=2", "data.train_subset=1280", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2", "trainer.accelerator=cpu", "callbacks=weight_path",
+         "callbacks.weight_path.every_n_steps=1", "print_config=false", "checkpoint.every_n_train_steps=2"]
+KILL_AT = 7
+FAST_LANDSCAPE = ["landscape.resolution=5", "landscape.subset=256", "landscape.alpha_points=5",
+                  "landscape.device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory, data_dir):
+    run = tmp_path_factory.mktemp("landscape") / "run"
+    res = run_script("train.py", *TRAIN, f"hydra.run.dir={run}",
+                     "+callbacks.kill._target_=tests.test_resume.KillAtStep", f"+callbacks.kill.at_step={KILL_AT}")
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    before = {p.name: p.read_bytes() for p in (run / "weight_path").glob("step_*.pt")}
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = run_script("train.py", f"ckpt_path={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return run, before, ckpt
+
+
+def test_recorded_path_survives_kill_and_resume(killed_and_resumed):
+    run, before, ckpt = killed_and_resumed
+    # before the resume: points 0..7 on disk, the step-6 checkpoint knows 0..6
+    assert sorted(before) == [point_file(run, s).name for s in range(KILL_AT + 1)]
+    assert ckpt["global_step"] == 6 and ckpt["callbacks"]["WeightPath"]["steps"] == list(range(7))
+    path = load_path(run)
+    assert path["steps"] == list(range(11))  # every step of 2 x 5, once: no duplicates, no gap
+    assert path["epochs"][5] == 1.0 and path["epochs"][10] == 2.0
+    # points from before the kill are kept as they were; step 7, dropped and recorded again by the
+    # resumed process, is the same (the resume is exact)
+    for s in range(KILL_AT):
+        assert point_file(run / "weight_path", s).read_bytes() == before[point_file(run, s).name], s
+    old7 = torch.load(io.BytesIO(before[point_file(run, KILL_AT).name]), weights_only=True)
+    assert torch.equal(old7["weights"], path["weights"][KILL_AT].half())
+    # the last point is the final checkpoint's weights, in float16
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 10
+    flat = torch.cat([final["state_dict"][n].reshape(-1) for n in path["names"]])
+    assert torch.equal(path["weights"][-1], flat.half().float())
+    # compact: 2 bytes a parameter (float16) plus a small header
+    size = point_file(run / "weight_path", 0).stat().st_size
+    assert 2 * flat.numel() < size < 2 * flat.numel() + 4096
+    assert not list((run / "weight_path").glob(".*tmp"))  # no temp file left
+
+
+def test_initial_weights_recreated_from_seed_equal_the_recorded_first_point(killed_and_resumed):
+    run, _, _ = killed_and_resumed
+    loaded = load_run(run)
+    recreated = recreate_init(loaded.config, loaded.config["model"])
+    assert torch.equal(recreated.half().float(), load_path(run)["weights"][0])
+    assert loaded.init_source.startswith("recreated from the run's seed; equals")
+    assert torch.equal(loaded.init, recreated)
+
+
+def test_landscape_of_a_recorded_run(killed_and_resumed, tmp_path):
+    run, _, _ = killed_and_resumed
+    out = tmp_path / "out"
+    cfg = compose([f"run={run}", "directions=pca", *FAST_LANDSCAPE], out, config_name="landscape")
+    tb_before = set((run / "tensorboard").glob("events.out.tfevents.*"))
+    weights_before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    record = landscape(cfg)
+    r = record["runs"][0]
+    checks = r["checks"]
+    # grid centre = the checkpoint's own loss on the same images; the interpolation's ends = the
+    # losses at the initial and final weights; nothing was modified
+    assert checks["passed"] and checks["centre"]["relative_difference"] <= 1e-5
+    assert max(checks["interpolation_ends"].values()) <= 1e-5
+    assert checks["weights_unchanged"] and (run / "checkpoints" / "last.ckpt").read_bytes() == weights_before
+    grid = np.asarray(r["grid"]["loss"])
+    assert grid.shape == (5, 5) and np.isfinite(grid).all()
+    assert r["grid"]["x"].count(0.0) == 1 and r["grid"]["y"].count(0.0) == 1
+    # the path: 11 points, the last one is the checkpoint (origin, residual 0)
+    p = r["path"]
+    assert p["steps"] == list(range(11)) and p["x"][-1] == 0 and p["y"][-1] == 0 and p["residual"][-1] == 0
+    assert all(0 <= v <= 1 for v in p["residual"])
+    e = r["directions"]["explained_variance"]
+    assert 0 < e[1] <= e[0] and sum(e) <= 1 + 1e-9
+    assert p["loss"][0] == pytest.approx(r["interpolation"]["check"]["init_loss"], rel=1e-5)
+    assert r["interpolation"]["train_loss"][r["interpolation"]["alpha"].index(1.0)] == pytest.approx(
+        checks["centre"]["checkpoint"], rel=1e-5)
+    # files
+    saved = json.loads((out / "landscape.json").read_text())
+    assert saved["runs"][0]["grid"]["loss"] == r["grid"]["loss"]
+    for name in ("landscape_2d.png", "landscape_3d.png", "interpolation.png"):
+        assert (out / name).stat().st_size > 20_000, name
+    assert len(set((run / "tensorboard").glob("events.out.tfevents.*")) - tb_before) == 1
+
+
+def test_several_runs_and_random_directions(killed_and_resumed, tmp_path):
+    run, _, _ = killed_and_resumed
+    cfg = compose([f"runs=[{run},{run}]", "directions=random", *FAST_LANDSCAPE], tmp_path, config_name="landscape")
+    record = landscape(cfg)
+    a, b = record["runs"]
+    assert a["directions"]["kind"] == "random" and a["path"] is None
+    assert a["grid"]["loss"] == b["grid"]["loss"]  # same run, same seed: same directions, same grid
+    assert a["grid"]["x"][0] == -1 and a["grid"]["x"][-1] == 1
+    assert (tmp_path / "runs" / "run" / "landscape_2d.png").exists()  # each run's own, for its TensorBoard
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces, without training
+
+
+def _net(seed=0) -> BaseNetwork:
+    torch.manual_seed(seed)
+    return BaseNetwork(hidden_sizes=[32, 16]).eval()
+
+
+def test_random_directions_are_filter_normalised_and_seeded():
+    net = _net()
+    layout = Layout.of(net)
+    w = layout.flatten(dict(net.named_parameters()))
+    d1, d2 = random_directions(layout, w, seed=3)
+    for name, wt, a, b in zip(layout.names, layout.split(w), layout.split(d1), layout.split(d2), strict=True):
+        if wt.dim() == 1:
+            assert not a.any() and not b.any(), name  # biases: zero in the direction
+        else:
+            torch.testing.assert_close(a.norm(dim=1), wt.norm(dim=1), rtol=1e-5, atol=0)
+            torch.testing.assert_close(b.norm(dim=1), wt.norm(dim=1), rtol=1e-5, atol=0)
+    assert not torch.equal(d1, d2)
+    again = random_directions(layout, w, seed=3)
+    assert torch.equal(again[0], d1) and torch.equal(again[1], d2)
+    assert not torch.equal(random_directions(layout, w, seed=4)[0], d1)
+
+
+def test_pca_of_a_straight_line_path_explains_everything():
+    gen = torch.Generator().manual_seed(0)
+    final, v = torch.randn(5000, generator=gen), torch.randn(5000, generator=gen)
+    points = final + torch.linspace(3, 0, 12)[:, None] * v  # init far away, straight to the final weights
+    pca = pca_of_path(points, final)
+    assert pca.explained[0] == pytest.approx(1, abs=1e-6) and pca.explained[1] == pytest.approx(0, abs=1e-6)
+    assert np.abs(pca.residual).max() < 1e-5
+    assert abs(float(pca.d1 @ v / v.norm())) == pytest.approx(1, abs=1e-6)
+    # coordinates along d1: the distances to the final weights
+    np.testing.assert_allclose(np.abs(pca.coords[:, 0]), np.linspace(3, 0, 12) * float(v.norm()), rtol=1e-5)
+
+
+def test_pca_residual_and_explained_variance_formulas():
+    # a path in 3 orthogonal directions with known extents: the plane holds the first two
+    e = torch.eye(3, 600)
+    coords = torch.tensor([[4.0, 0, 0], [0, 2, 0], [0, 0, 1], [0, 0, 0]])
+    pca = pca_of_path(coords @ e, torch.zeros(600))
+    assert sum(pca.explained) == pytest.approx((16 + 4) / 21, rel=1e-6)
+    np.testing.assert_allclose(pca.residual, [0, 0, 1, 0], atol=1e-6)  # the third point is off-plane
+
+
+def test_vectorised_grid_equals_a_plain_loop():
+    net = _net()
+    layout = Layout.of(net)
+    w = layout.flatten(dict(net.named_parameters()))
+    d1, d2 = random_directions(layout, w, seed=1)
+    x, y = torch.randn(300, 784), torch.randint(0, 10, (300,))
+    ticks = torch.tensor([-1.0, 0.0, 1.0])
+    a, b = torch.meshgrid(ticks, ticks, indexing="xy")
+    coefs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
+    # small chunks on purpose: several chunks of parameter sets and of images
+    loss, acc = evaluate_family(net, layout, w, [d1, d2], coefs, x, y, batch_points=4, batch_images=128)
+    ref_loss, ref_acc = evaluate_loop(net, layout, w + coefs[:, :1] * d1 + coefs[:, 1:] * d2, x, y)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_array_equal(acc, ref_acc)
+    assert loss[4] == pytest.approx(plain_loss(net, x, y), rel=1e-6)  # the centre: the net itself
+
+
+def test_memory_limits_are_one_line_with_what_fits():
+    net = _net()
+    layout = Layout.of(net)
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"the largest grid that fits is landscape.resolution=\d+"):
+        memory_plan(net, layout, 4000 ** 2, 4000, 256, "auto", 4096, cpu, available=200 << 20)
+    with pytest.raises(ConfigError, match=r"the largest that fits is landscape.batch_points=\d+"):
+        memory_plan(net, layout, 961, 31, 2048, 100_000, 4096, cpu, available=200 << 20)
+    assert memory_plan(net, layout, 961, 31, 2048, "auto", 4096, cpu, available=16 << 30) == 32
+
+
+def test_bad_input_names_the_callback_to_turn_on(tmp_path, killed_and_resumed):
+    bare = tmp_path / "bare"
+    (bare / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="checkpoints/last.ckpt"):
+        landscape(compose([f"run={bare}"], tmp_path / "o1", config_name="landscape"))
+    run, _, _ = killed_and_resumed
+    no_path = tmp_path / "no_path"
+    (no_path / "checkpoints").mkdir(parents=True)
+    (no_path / "checkpoints" / "last.ckpt").write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    with pytest.raises(CheckpointError, match="callbacks=with_path"):
+        landscape(compose([f"run={no_path}", "directions=pca"], tmp_path / "o2", config_name="landscape"))
+
+
+def test_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
+    argv = ["landscape.py", f"run={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'out'}",
+            "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "landscape.py"), run_name="__main__")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nope" in lines[0], err
