@@ -7,14 +7,19 @@
 Everything lives in src/surfaces.py; this file only wires Hydra to `run(cfg, out_dir)`.
 """
 
+import os
 import sys
+from pathlib import Path
 
-import hydra
-import matplotlib
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+# logs/ and data/ under the repository root (conf/paths), whatever the working directory
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-from src.surfaces import run, summary_table
+import hydra  # noqa: E402
+import matplotlib  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.surfaces import run, summary_table  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="surfaces", version_base="1.3")

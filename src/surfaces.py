@@ -245,6 +245,12 @@ def run_trajectories(cfg: DictConfig, optim_label: str | None = None) -> tuple[S
         points = train_curve(factory, spec.fn, spec.steps, spec.init, spec.dtype)
         settings = OmegaConf.to_container(configs[label], resolve=True)
         settings.pop("_partial_", None)
+        # the hyperparameters the optimizer ran with, defaults included (Adam's betas, eps)
+        defaults = factory([nn.Parameter(torch.zeros(2))]).defaults
+        for key in _SHOWN:
+            if key in defaults and key not in settings:
+                value = defaults[key]
+                settings[key] = list(value) if isinstance(value, tuple) else value
         results[label] = (settings, points)
     return spec, results
 
@@ -302,24 +308,117 @@ def _inside(pts: np.ndarray, x_range, y_range) -> np.ndarray:
     return pts
 
 
-def plot_2d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_range) -> Figure:
-    """Heatmap + contours of the loss with each optimizer's path (the tutorial's 2-D view)."""
+def fmt_number(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, never "-0" (a loss of -1e-300 rounds to "0")."""
+    text = f"{value:.{digits}g}"
+    return "0" if float(text) == 0 else text
+
+
+# what a legend shows of an optimizer's settings, and the defaults it leaves out
+_SHOWN = {"lr": None, "momentum": None, "betas": None, "eps": 1e-8, "weight_decay": 0.0}
+
+
+def settings_text(settings: dict | None) -> str:
+    """`lr 10, momentum 0.9`: the hyperparameters a reader needs (defaults eps/weight_decay left out)."""
+    parts = []
+    for key, default in _SHOWN.items():
+        value = (settings or {}).get(key)
+        if value is None or value == default:
+            continue
+        if isinstance(value, list | tuple):
+            parts.append(f"{key} ({', '.join(fmt_number(v) for v in value)})")
+        else:
+            parts.append(f"{key} {fmt_number(value)}")
+    return ", ".join(parts)
+
+
+def legend_label(label: str, settings: dict | None, final_loss: float | None = None) -> str:
+    """`SGDMom (lr 10, momentum 0.9) → loss 0.00205`: the optimizer, its hyperparameters, its end."""
+    hp = settings_text(settings)
+    text = f"{label} ({hp})" if hp else label
+    return text if final_loss is None else f"{text} → loss {fmt_number(final_loss)}"
+
+
+def _border_point(inside: np.ndarray, outside: np.ndarray, x_range, y_range) -> np.ndarray:
+    """Where the segment from a point inside the window to one outside crosses its border."""
+    lo = np.array([x_range[0], y_range[0]])
+    hi = np.array([x_range[1], y_range[1]])
+    d = outside - inside
+    t = 1.0
+    for k in range(2):  # the first border the segment reaches
+        if d[k] > 0:
+            t = min(t, (hi[k] - inside[k]) / d[k])
+        elif d[k] < 0:
+            t = min(t, (lo[k] - inside[k]) / d[k])
+    return inside + max(t, 0.0) * d
+
+
+def _is_inside(point: np.ndarray, x_range, y_range) -> bool:
+    return bool(x_range[0] <= point[0] <= x_range[1] and y_range[0] <= point[1] <= y_range[1])
+
+
+def mark_end(ax, path: np.ndarray, color: str, label: str, x_range, y_range) -> str:
+    """Mark where a path ends: a cross on the end point, or, when it ends outside the window, an
+    arrow on the border pointing at it, labelled with its coordinates. Returns "inside"/"outside"."""
+    end = path[-1, :2]
+    if not np.isfinite(end).all():
+        return "outside"
+    if _is_inside(end, x_range, y_range):
+        ax.plot(*end, marker="X", color=color, markeredgecolor="black", markersize=11, linestyle="none",
+                zorder=11)
+        return "inside"
+    flags = [_is_inside(p, x_range, y_range) for p in path[:, :2]]
+    last_in = max((i for i, f in enumerate(flags) if f), default=None)
+    centre = np.array([np.mean(x_range), np.mean(y_range)])
+    anchor = path[last_in, :2] if last_in is not None else centre
+    target = path[last_in + 1, :2] if last_in is not None else end
+    border = _border_point(anchor, target, x_range, y_range)
+    span = np.array([x_range[1] - x_range[0], y_range[1] - y_range[0]])
+    direction = (end - border) / span
+    direction /= max(np.linalg.norm(direction), 1e-12)
+    tail = border - 0.09 * direction * span  # arrow inside the window, its head on the border
+    ax.annotate("", xy=border, xytext=tail, zorder=12,
+                arrowprops=dict(arrowstyle="-|>,head_width=0.5,head_length=0.9", color=color, lw=2.5,
+                                shrinkA=0, shrinkB=0))
+    text = f"{label} ends outside\nat ({fmt_number(end[0])}, {fmt_number(end[1])})"
+    offset = tail - 0.06 * direction * span
+    ha = "left" if direction[0] < -0.3 else "right" if direction[0] > 0.3 else "center"
+    va = "bottom" if direction[1] < -0.3 else "top" if direction[1] > 0.3 else "center"
+    ax.text(*offset, text, color="black", fontsize=8, ha=ha, va=va, zorder=12,
+            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, alpha=0.85))
+    return "outside"
+
+
+def plot_2d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_range,
+            settings: dict[str, dict] | None = None) -> Figure:
+    """Heatmap + contours of the loss with each optimizer's path (the tutorial's 2-D view); the
+    legend names each optimizer with its hyperparameters and final loss; each end is marked."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
     xx, yy, zz = surface_grid(spec, x_range, y_range)
-    fig = Figure(figsize=(7.5, 6), dpi=120)
+    fig = Figure(figsize=(8, 6.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     # z is indexed [x, y]; imshow wants rows = y, hence the transpose with origin="lower"
     im = ax.imshow(zz.T, origin="lower", extent=(*x_range, *y_range), cmap="viridis", aspect="auto")
     ax.contour(xx, yy, zz, levels=15, colors="white", linewidths=0.5, alpha=0.4)
-    fig.colorbar(im, ax=ax, label="loss")
+    fig.colorbar(im, ax=ax, label="loss", format=FuncFormatter(lambda v, _: fmt_number(v).replace("-", "\u2212")))
+    ends = []
     for i, (label, pts) in enumerate(trajectories.items()):
         path = pts[:, :2]  # row 0 is the start, so each path visibly leaves from `init`
+        color = _color(label, i)
         # earlier labels on top (as the tutorial's steep-optima plot): plain SGD's short path
         # would otherwise vanish under the others; alpha keeps the ones below visible
-        ax.plot(path[:, 0], path[:, 1], color=_color(label, i), marker="o", markersize=3,
-                linewidth=1, alpha=0.75, zorder=9 - i, label=label)  # fmt: skip
+        ax.plot(path[:, 0], path[:, 1], color=color, marker="o", markersize=3, linewidth=1, alpha=0.75,
+                zorder=9 - i, label=legend_label(label, (settings or {}).get(label), float(pts[-1, 2])))
+        ends.append(mark_end(ax, pts, color, label, x_range, y_range))
     ax.plot(*spec.init, marker="*", color="white", markeredgecolor="black", markersize=14,
             linestyle="none", zorder=10, label="start")  # fmt: skip
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="X", color="white", markeredgecolor="black", markersize=9,
+                          linestyle="none",
+                          label="end (arrow on the border: ends outside)" if "outside" in ends else "end"))
     ax.set_xlim(*x_range)
     ax.set_ylim(*y_range)
     ax.set_xlabel("$w_1$")
@@ -327,13 +426,17 @@ def plot_2d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_r
     ax.set_title(
         f"{spec.name}: {spec.steps} steps from {spec.init} ({str(spec.dtype).removeprefix('torch.')})"
     )
-    ax.legend(loc="best")
+    ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     return fig
 
 
-def plot_3d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_range) -> Figure:
-    """The loss as a 3-D surface with the paths drawn on it (z = loss at each position)."""
+def plot_3d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_range,
+            settings: dict[str, dict] | None = None) -> Figure:
+    """The loss as a 3-D surface with the paths drawn on it (z = loss at each position); each
+    path's end inside the window is marked, one outside is said in the legend."""
+    from matplotlib.ticker import FuncFormatter
+
     xx, yy, zz = surface_grid(spec, x_range, y_range, n=100)
     fig = Figure(figsize=(8, 6.5), dpi=120)
     FigureCanvasAgg(fig)
@@ -341,15 +444,24 @@ def plot_3d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_r
     ax.plot_surface(xx, yy, zz, cmap="viridis", linewidth=0, antialiased=False, alpha=0.6)
     for i, (label, pts) in enumerate(trajectories.items()):
         path = _inside(pts, x_range, y_range)  # (w1, w2, loss): loss recorded at (w1, w2)
-        ax.plot(path[:, 0], path[:, 1], path[:, 2], color=_color(label, i), marker="o", markersize=2.5,
-                linewidth=1.2, zorder=10, label=label)  # fmt: skip
+        color = _color(label, i)
+        text = legend_label(label, (settings or {}).get(label), float(pts[-1, 2]))
+        end = pts[-1]
+        if np.isfinite(end).all() and _is_inside(end[:2], x_range, y_range):
+            ax.plot([end[0]], [end[1]], [end[2]], marker="X", color=color, markeredgecolor="black",
+                    markersize=10, linestyle="none", zorder=11)
+        else:
+            text += f", ends outside at ({fmt_number(end[0])}, {fmt_number(end[1])})"
+        ax.plot(path[:, 0], path[:, 1], path[:, 2], color=color, marker="o", markersize=2.5,
+                linewidth=1.2, zorder=10, label=text)  # fmt: skip
     ax.set_xlim(*x_range)
     ax.set_ylim(*y_range)
     ax.set_xlabel("$w_1$")
     ax.set_ylabel("$w_2$")
     ax.set_zlabel("loss")
-    ax.set_title(f"{spec.name} (3-D)")
-    ax.legend(loc="upper left")
+    ax.zaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_number(v)))
+    ax.set_title(f"{spec.name} (3-D), X = end of a path")
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -413,8 +525,9 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike, optim_label: str | None = N
     }
     write_json_atomic(out_dir / "trajectories.json", record)
 
-    fig2d = plot_2d(spec, trajectories, x_range, y_range)
-    fig3d = plot_3d(spec, trajectories, x_range, y_range)
+    settings = {label: opt for label, (opt, _) in results.items()}
+    fig2d = plot_2d(spec, trajectories, x_range, y_range, settings)
+    fig3d = plot_3d(spec, trajectories, x_range, y_range, settings)
     fig2d.savefig(out_dir / "surface_2d.png")
     fig3d.savefig(out_dir / "surface_3d.png")
 
@@ -438,9 +551,10 @@ def summary_table(record: dict) -> str:
     s = record["surface"]
     lines = [
         f"surface {s['name']} ({s['dtype']}), {s['steps']} steps from {tuple(s['init'])}",
-        f"{'optimizer':<12} {'w1':>14} {'w2':>14} {'loss':>14}",
+        f"{'optimizer':<12} {'w1':>14} {'w2':>14} {'loss':>14}   settings",
     ]
     for label, t in record["trajectories"].items():
         f = t["final"]
-        lines.append(f"{label:<12} {f['w1']:>14.6g} {f['w2']:>14.6g} {f['loss']:>14.6g}")
+        w1, w2, loss = (fmt_number(f[k], 6) for k in ("w1", "w2", "loss"))
+        lines.append(f"{label:<12} {w1:>14} {w2:>14} {loss:>14}   {settings_text(t['optimizer'])}")
     return "\n".join(lines)

@@ -17,7 +17,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from src.surfaces import make_optimizer_factory, run_trajectories, validate_surface
+from src.surfaces import (
+    final_values,
+    fmt_number,
+    make_optimizer_factory,
+    plot_2d,
+    run_trajectories,
+    summary_table,
+    validate_surface,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["SGD", "SGDMom", "Adam"]
@@ -357,3 +365,58 @@ def test_user_surface_with_params():
     _, results = run_trajectories(cfg, optim_label="sgd")
     losses = results["sgd"][1][:, 2]
     assert (losses[1:] < losses[:-1]).all()  # plain downhill
+
+
+# -----------------------------------------------------------------------------
+# what the figures and the table say (issue 18): hyperparameters, ends, no "-0"
+
+
+def test_figures_name_hyperparameters_and_mark_every_end():
+    spec, results = run_trajectories(load_cfg(["surface=steep"]))
+    trajectories = {label: points.double().numpy() for label, (_, points) in results.items()}
+    settings = {label: s for label, (s, _) in results.items()}
+    ax = plot_2d(spec, trajectories, (-2, 2), (-2, 2), settings).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    # float32 SGDMom ends on the plateau at a loss that prints as -0 with %g: shown as 0
+    assert "SGDMom (lr 1, momentum 0.9) → loss 0" in labels
+    assert "SGD (lr 0.5) → loss -5.97e-10" in labels
+    assert "Adam (lr 0.2, betas (0.9, 0.999)) → loss -3.98" in labels
+    assert "end (arrow on the border: ends outside)" in labels
+    # SGDMom ends at (-4.21, -6.74): an arrow with its head on the window's border, labelled
+    end = trajectories["SGDMom"][-1, :2]
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 1
+    head = np.asarray(arrows[0].xy)
+    assert min(abs(head[0] + 2), abs(head[1] + 2)) < 1e-9 and (np.abs(head) <= 2 + 1e-9).all()
+    # ... on the way from the last point inside to the end
+    assert np.dot(end - head, head - np.asarray(arrows[0].xyann)) > 0
+    assert any(t.get_text() == "SGDMom ends outside\nat (-4.21, -6.74)" for t in ax.texts)
+    # the other two end inside: an X on their last point
+    xs = [ln for ln in ax.lines if ln.get_marker() == "X" and len(ln.get_xdata()) == 1]
+    ends = {(float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in xs}
+    for label in ("SGD", "Adam"):
+        assert tuple(trajectories[label][-1, :2]) in ends
+
+
+def test_numbers_never_print_as_minus_zero():
+    assert fmt_number(-0.0) == "0" and fmt_number(-1e-9, 3) == "-1e-09" and fmt_number(-3.97881) == "-3.98"
+    _, results = run_trajectories(load_cfg(["surface=steep"]))
+    record = {"surface": {"name": "steep", "dtype": "float32", "steps": 100, "init": [0, 0]},
+              "trajectories": {label: {"optimizer": s, "final": final_values(p)} for label, (s, p) in results.items()}}
+    assert record["trajectories"]["SGDMom"]["final"]["loss"] == 0  # -0.0 in float32
+    table = summary_table(record)
+    assert "-0 " not in table + " " and " -0\n" not in table
+    assert "lr 1, momentum 0.9" in table
+
+
+def test_run_dir_is_under_paths_log_dir(tmp_path, monkeypatch, capsys):
+    """Started from any working directory, the run dir is <paths.log_dir>/surfaces/<name>/<time>."""
+    logs = tmp_path / "logs"
+    monkeypatch.chdir(tmp_path)
+    argv = ["surfaces.py", f"paths.log_dir={logs}", "surface.steps=3", "hydra/job_logging=none",
+            "hydra/hydra_logging=none"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "surfaces.py"), run_name="__main__")
+    runs = list((logs / "surfaces" / "pathological").iterdir())
+    assert len(runs) == 1 and (runs[0] / "trajectories.json").is_file()
+    assert f"run dir: {runs[0]}" in capsys.readouterr().out
