@@ -797,8 +797,16 @@ def _loss_ticks(lo: float, hi: float) -> list[float]:
     return inside if len(inside) >= 2 else [lo, hi]
 
 
+def short_name(name: str, limit: int = 28) -> str:
+    """A run dir's name for a panel title: sweep job dirs (`0_optim=sgd,...`) become `job 0`."""
+    if len(name) <= limit:
+        return name
+    head = name.split("_", 1)[0]
+    return f"job {head}" if head.isdigit() else name[: limit - 1] + "…"
+
+
 def _title(r: dict) -> str:
-    return f"{r['label']}\n{r['name']} · epoch {r['epoch']} (step {r['global_step']})"
+    return f"{r['label']}\n{short_name(r['name'])} · after epoch {r['epoch'] + 1} (step {r['global_step']})"
 
 
 def _axis_labels(ax, r: dict) -> None:
@@ -821,18 +829,31 @@ def _draw_path(ax, r: dict, z_of=None) -> None:
     ax.plot(px, py, "o-", color="crimson", markersize=3.5, linewidth=1.3, zorder=5, label="training path (projected)")
     ax.plot(px[0], py[0], "o", color="white", markeredgecolor="black", markersize=9, zorder=6, label="init")
     ax.plot(0, 0, "*", color="gold", markeredgecolor="black", markersize=15, zorder=6, label="final (checkpoint)")
-    epochs = p["epochs"]
-    shown = sorted({0, len(px) - 1, *np.linspace(0, len(px) - 1, 5).round().astype(int).tolist()})
-    for i in shown[1:-1]:
-        ax.annotate(f"ep {epochs[i]:g}", (px[i], py[i]), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8, color="black", bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.7, lw=0))
-    res = np.asarray(p["residual"])
-    far = res[np.asarray(p["steps"]) != r["global_step"]]
-    d = r["directions"]
-    ax.text(0.02, 0.02, f"plane holds {100 * d['explained_total']:.1f} % of the path's variance\n"
-            f"projection residual: median {100 * np.median(far):.0f} %, max {100 * far.max():.0f} %",
-            transform=ax.transAxes, fontsize=8, va="bottom",
-            bbox=dict(boxstyle="round,pad=0.3", fc="white", alpha=0.8, lw=0))
+    epochs = np.asarray(p["epochs"])
+    # label whole epochs (at most 5 of them), else 4 evenly spaced points
+    whole = [i for i in range(1, len(px) - 1) if float(epochs[i]).is_integer()]
+    shown = whole[:: max(1, math.ceil(len(whole) / 5))] if whole else \
+        np.linspace(0, len(px) - 1, 6).round().astype(int).tolist()[1:-1]
+    for i in shown:
+        ax.annotate(f"epoch {epochs[i]:.3g}", (px[i], py[i]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8, color="black", zorder=7,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.75, lw=0))
+
+
+def path_faithfulness(r: dict) -> list[str]:
+    """How far to trust the drawn path: the plane's share of the path, the off-plane residual,
+    and how far the contour under each projected point is from the loss at the real w_t."""
+    p, d = r["path"], r["directions"]
+    keep = np.asarray(p["steps"]) != r["global_step"]  # the end is w_final itself: residual 0
+    res, epochs = np.asarray(p["residual"])[keep], np.asarray(p["epochs"])[keep]
+    true, plane = np.asarray(p["loss"])[keep], np.asarray(p["loss_on_plane"])[keep]
+    off = np.abs(plane - true) / np.maximum(true, 1e-12)
+    worst = int(np.argmax(res))
+    return [f"the plane holds {100 * d['explained_total']:.1f} % of the path's variance",
+            f"off-plane residual: median {100 * np.median(res):.0f} %, max {100 * res[worst]:.0f} % "
+            f"(epoch {epochs[worst]:.2g})",
+            f"contour vs true loss along the path: median {100 * np.median(off):.0f} % apart; "
+            f"at init {_fmt_loss(plane[0])} vs {_fmt_loss(true[0])}"]
 
 
 def plot_2d(results: list[dict], subtitle: str):
@@ -859,13 +880,15 @@ def plot_2d(results: list[dict], subtitle: str):
         ax.set_title(_title(r), fontsize=10)
         _axis_labels(ax, r)
         if r["path"] is not None and j == 0:
-            ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+            ax.legend(loc="best", fontsize=8, framealpha=0.8)
         ax2 = axes[1, j]
         ca = ax2.contourf(X, Y, A, levels=acc_levels, cmap="magma")
         _draw_path(ax2, r)
         ax2.plot(0, 0, "*", color="gold", markeredgecolor="black", markersize=15, zorder=6)
-        ax2.set_title(f"training accuracy · {r['name']}", fontsize=10)
+        ax2.set_title(f"training accuracy · {short_name(r['name'])}", fontsize=10)
         _axis_labels(ax2, r)
+        if r["path"] is not None:  # under the panels, where it hides nothing
+            ax2.set_xlabel(ax2.get_xlabel() + "\n\n" + "\n".join(path_faithfulness(r)), fontsize=9)
     cb = fig.colorbar(cs, ax=axes[0, :].tolist(), label="training loss (log scale)")
     cb.set_ticks(_loss_ticks(norm.vmin, norm.vmax))
     cb.set_ticklabels([_fmt_loss(v) for v in _loss_ticks(norm.vmin, norm.vmax)])
@@ -895,6 +918,8 @@ def plot_3d(results: list[dict], subtitle: str):
         if p is not None:
             z = np.log10(np.clip(np.asarray(p["loss_on_plane"]), norm.vmin, norm.vmax))
             ax.plot(p["x"], p["y"], z, "o-", color="crimson", markersize=2.5, linewidth=1.5, zorder=10)
+            ax.plot([p["x"][0]], [p["y"][0]], [z[0]], "o", color="white", markeredgecolor="black", markersize=8,
+                    zorder=11)
         centre = math.log10(min(max(r["checks"]["centre"]["grid"], norm.vmin), norm.vmax))
         ax.plot([0], [0], [centre], "*", color="gold", markeredgecolor="black", markersize=13, zorder=11)
         ax.set_zlim(lo, hi)
@@ -1044,7 +1069,7 @@ def summary_lines(record: dict, out: Path) -> list[str]:
     lines = []
     for r in record["runs"]:
         c = r["checks"]
-        line = (f"{r['name']} ({r['label']}): {record['directions']} directions, centre loss "
+        line = (f"{short_name(r['name'])} ({r['label']}): {record['directions']} directions, centre loss "
                 f"{c['centre']['grid']:.4f} = checkpoint {c['centre']['checkpoint']:.4f}, grid "
                 f"{r['grid']['seconds']:.1f} s")
         if r["directions"]["kind"] == "pca":
