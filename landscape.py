@@ -40,5 +40,23 @@ def main(cfg: DictConfig):
     run_task(task, cfg, print_config=False)
 
 
+def quote_path_values(argv: list[str]) -> list[str]:
+    """Sweep job dirs are named by their overrides (`0_optim=sgd,trainer.max_epochs=3`), which
+    Hydra's override grammar would split at `=` and `,`: quote the value of `run=`, `runs=` (unless
+    a list) and `checkpoint=` for it."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in ("run", "runs", "checkpoint") and value and value[0] not in "'\"[" \
+                and any(ch in value for ch in "=,()[]{} "):
+            quote = "'" if "'" not in value else '"'
+            arg = f"{key}={quote}{value}{quote}"
+        out.append(arg)
+    return out
+
+
 if __name__ == "__main__":
+    import sys
+
+    sys.argv = quote_path_values(sys.argv)
     main()

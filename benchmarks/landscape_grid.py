@@ -5,8 +5,10 @@
   (b) torch.func: vmap(functional_call) over stacked parameter sets, chunks of 32 points
   (c) a plain loop: one functional_call forward per grid point
 
-Prints the seconds for the default 31x31 grid on 2,048 training images, ms per point, the
-ratios (b)/(a) and (c)/(a), and the largest relative difference between (a) and (c).
+Prints wall and CPU seconds for the default 31x31 grid on 2,048 training images, ms per point,
+the ratios (b)/(a) and (c)/(a), and the largest relative difference between (a) and (c). The
+grid goes in slices, each through (a), (b), (c) in turn, so a machine's changing load hits the
+three alike; CPU seconds below wall seconds mean the process shared its cores.
 With `--run DIR` it also times a whole `landscape.py run=DIR directions=random` process.
 
     .venv/bin/python benchmarks/landscape_grid.py                  # CPU, 31x31, 2048 images
@@ -83,6 +85,7 @@ def main() -> None:
     ap.add_argument("--loop-points", type=int, default=None,
                     help="grid points for (b) and (c) (default: all); fewer = their time per point "
                          "is measured on those and the grid's total is extrapolated (said so)")
+    ap.add_argument("--reps", type=int, default=4, help="slices of the grid, each through (a), (b), (c) in turn")
     ap.add_argument("--run", default=None, help="also time a whole landscape.py process on this run dir")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -99,39 +102,52 @@ def main() -> None:
     coefs = torch.tensor(np.stack([a.ravel(), b.ravel()], 1), dtype=torch.float32)
     n_points = len(coefs)
     k = min(args.loop_points or n_points, n_points)
-    sample = coefs[torch.linspace(0, n_points - 1, k).round().long()]
     print(f"grid {args.resolution}x{args.resolution} = {n_points} points, {len(x)} images, device {device}, "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
 
     evaluate_family(net, layout, w, [d1, d2], coefs[:4], x[:256], y[:256])  # warm-up
-    sync(device)
-    t = time.perf_counter()
-    loss_a, _ = evaluate_family(net, layout, w, [d1, d2], coefs, x, y,
-                                batch_points=32 if device.type == "cpu" else 1024)
-    sync(device)
-    ta = time.perf_counter() - t
-
     wd, d1d, d2d = w.to(device), d1.to(device), d2.to(device)
-    t = time.perf_counter()
-    loss_b = vmap_grid(net, layout, wd, d1d, d2d, sample, x, y)
-    sync(device)
-    tb = (time.perf_counter() - t) * n_points / k
 
-    t = time.perf_counter()
-    points = wd + sample[:, :1].to(device) * d1d + sample[:, 1:].to(device) * d2d
-    loss_c, _ = evaluate_loop(net, layout, points, x, y)
-    sync(device)
-    tc = (time.perf_counter() - t) * n_points / k
+    def run_a(c):
+        return evaluate_family(net, layout, w, [d1, d2], c, x, y, batch_points=32 if device.type == "cpu" else 1024)[0]
 
-    loss_a_sample, _ = evaluate_family(net, layout, w, [d1, d2], sample, x, y)
-    diff = float(np.max(np.abs(loss_a_sample - loss_c) / np.abs(loss_c)))
-    diff_b = float(np.max(np.abs(loss_b - loss_c) / np.abs(loss_c)))
-    note = "" if k == n_points else f"  (measured on {k} of {n_points} points, total extrapolated)"
-    print(f"(a) evaluate_family   {ta:8.2f} s  {1000 * ta / n_points:7.2f} ms/point")
-    print(f"(b) vmap + functional {tb:8.2f} s  {1000 * tb / n_points:7.2f} ms/point{note}")
-    print(f"(c) plain loop        {tc:8.2f} s  {1000 * tc / n_points:7.2f} ms/point{note}")
-    print(f"ratios: (b)/(a) = {tb / ta:.2f}, (c)/(a) = {tc / ta:.2f}")
-    print(f"max relative difference of the losses: (a) vs (c) {diff:.1e}, (b) vs (c) {diff_b:.1e}")
+    def run_b(c):
+        return vmap_grid(net, layout, wd, d1d, d2d, c, x, y)
+
+    def run_c(c):
+        points = wd + c[:, :1].to(device) * d1d + c[:, 1:].to(device) * d2d
+        return evaluate_loop(net, layout, points, x, y)[0]
+
+    # The grid in `reps` slices; each slice through (a), (b), (c) in turn, so a change in the
+    # machine's load hits all three alike. Wall and CPU seconds are summed per variant.
+    wall, cpu, losses = {k: 0.0 for k in "abc"}, {k: 0.0 for k in "abc"}, {k: [] for k in "abc"}
+    slices = np.array_split(np.arange(n_points), args.reps)
+    for part in slices:
+        sub = part[: max(1, round(len(part) * k / n_points))]
+        for name, fn, rows in (("a", run_a, part), ("b", run_b, sub), ("c", run_c, sub)):
+            sync(device)
+            t, c0 = time.perf_counter(), time.process_time()
+            losses[name].append(fn(coefs[torch.as_tensor(rows)]))
+            sync(device)
+            wall[name] += time.perf_counter() - t
+            cpu[name] += time.process_time() - c0
+    measured = sum(max(1, round(len(p) * k / n_points)) for p in slices)
+    scale = {"a": 1.0, "b": n_points / measured, "c": n_points / measured}
+    lc = np.concatenate(losses["c"])
+    lb = np.concatenate(losses["b"])
+    la_sub = np.concatenate([la_part[: len(lc_part)] for la_part, lc_part in zip(losses["a"], losses["c"], strict=True)])
+    note = "" if measured == n_points else f"  (measured on {measured} of {n_points} points, extrapolated)"
+    names = {"a": "(a) evaluate_family  ", "b": "(b) vmap + functional", "c": "(c) plain loop       "}
+    for key in "abc":
+        w_s, c_s = wall[key] * scale[key], cpu[key] * scale[key]
+        print(f"{names[key]} {w_s:8.2f} s wall {c_s:8.2f} s CPU  {1000 * w_s / n_points:7.2f} ms/point"
+              + (note if key != "a" else ""))
+    print(f"ratios (wall): (b)/(a) = {wall['b'] * scale['b'] / wall['a']:.2f}, "
+          f"(c)/(a) = {wall['c'] * scale['c'] / wall['a']:.2f};  (CPU): (b)/(a) = "
+          f"{cpu['b'] * scale['b'] / cpu['a']:.2f}, (c)/(a) = {cpu['c'] * scale['c'] / cpu['a']:.2f}")
+    print(f"max relative difference of the losses: (a) vs (c) {np.max(np.abs(la_sub - lc) / np.abs(lc)):.1e}, "
+          f"(b) vs (c) {np.max(np.abs(lb - lc) / np.abs(lc)):.1e}")
+    print(f"load average now {os.getloadavg()[0]:.1f} (CPU s < wall s: the process shared its cores)")
 
     if args.run:
         with tempfile.TemporaryDirectory() as out:

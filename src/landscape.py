@@ -91,7 +91,7 @@ class Run:
     config: dict                        # the run's .hydra/config.yaml (unresolved where needed)
     choices: dict                       # config group -> option (optim: adam)
     global_step: int
-    epoch: int
+    epochs_done: float                  # at the checkpoint: 3.0 after the third epoch
     init: torch.Tensor | None = None    # [P] float32
     init_source: str = ""
     path: dict | None = None            # callbacks.weight_path.load_path, first/last made exact
@@ -224,7 +224,7 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
     choices = _choices(run_dir)
     run = Run(name=run_dir.name, dir=run_dir, checkpoint=ckpt, net=net.to(device), layout=layout,
               final=layout.flatten(weights), config=config, choices=choices,
-              global_step=int(state.get("global_step", 0)), epoch=int(state.get("epoch", 0)),
+              global_step=int(state.get("global_step", 0)), epochs_done=_epochs_done(state),
               label=run_label(config, choices))
 
     path = load_path(run_dir)
@@ -258,8 +258,20 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
                 w[i] = run.final
             elif step == 0 and run.init is not None:
                 w[i] = run.init
+    if path is not None and run.global_step in path["steps"]:  # exact, also mid-epoch
+        run.epochs_done = path["epochs"][path["steps"].index(run.global_step)]
     run.path = path
     return run
+
+
+def _epochs_done(state: dict) -> float:
+    """Epochs whose training part had finished when the checkpoint was written (Lightning's
+    `epoch` is the 0-based index of the epoch in progress; an end-of-epoch checkpoint is written
+    during that epoch's validation)."""
+    try:
+        return float(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return float(state.get("epoch", 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,7 +766,7 @@ def landscape_of_run(run: Run, s: Settings, data, directions: str) -> dict:
     checks["passed"] = bool(ok)
     return {
         "name": run.name, "run_dir": str(run.dir), "checkpoint": str(run.checkpoint), "label": run.label,
-        "epoch": run.epoch, "global_step": run.global_step,
+        "epochs": run.epochs_done, "global_step": run.global_step,
         "directions": dir_info,
         "images": {"train": len(x), "val": len(xv), "subset_seed": s.seed},
         "grid": {"x": xs.tolist(), "y": ys.tolist(), "loss": loss.reshape(len(ys), len(xs)).tolist(),
@@ -806,7 +818,7 @@ def short_name(name: str, limit: int = 28) -> str:
 
 
 def _title(r: dict) -> str:
-    return f"{r['label']}\n{short_name(r['name'])} · after epoch {r['epoch'] + 1} (step {r['global_step']})"
+    return f"{r['label']}\n{short_name(r['name'])} · after {r['epochs']:.3g} epochs (step {r['global_step']})"
 
 
 def _axis_labels(ax, r: dict) -> None:

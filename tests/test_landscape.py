@@ -78,6 +78,7 @@ def test_recorded_path_survives_kill_and_resume(killed_and_resumed):
     # compact: 2 bytes a parameter (float16) plus a small header
     size = point_file(run / "weight_path", 0).stat().st_size
     assert 2 * flat.numel() < size < 2 * flat.numel() + 4096
+    assert 41 * size < 60e6  # the default 40-epoch run: the init + one point an epoch, under 60 MB
     assert not list((run / "weight_path").glob(".*tmp"))  # no temp file left
 
 
@@ -233,3 +234,14 @@ def test_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope" in lines[0], err
+
+
+def test_job_dir_names_are_quoted_for_hydra():
+    """Sweep job dirs are named by their overrides; `run=<job dir>` must reach the app whole."""
+    quote = runpy.run_path(str(ROOT / "landscape.py"))["quote_path_values"]
+    job = "logs/x/multiruns/t/0_optim=sgd,trainer.max_epochs=3"
+    assert quote(["landscape.py", f"run={job}", "landscape.resolution=5"]) == \
+        ["landscape.py", f"run='{job}'", "landscape.resolution=5"]
+    assert quote(["runs=[a,b]", "run='x=y'", "run=plain/dir"]) == ["runs=[a,b]", "run='x=y'", "run=plain/dir"]
+    cfg = compose(quote(["x", f"run={job}"])[1:], ROOT / "logs" / "unused", config_name="landscape")
+    assert cfg.run == job
