@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -159,9 +160,9 @@ def main() -> None:
             whole = time.perf_counter() - t
             if res.returncode != 0:
                 print(res.stderr[-2000:])
-            grid_line = [ln for ln in res.stdout.splitlines() if "grid" in ln]
-            print(f"whole landscape.py process: {whole:.1f} s (grid, interpolation, figures, TensorBoard); "
-                  f"{grid_line[0] if grid_line else ''}")
+            grid = re.search(r"grid \d+x\d+ in [\d.]+ s", res.stdout + res.stderr)
+            print(f"whole landscape.py process: {whole:.1f} s wall (start-up, grid, interpolation, figures, "
+                  f"TensorBoard); its {grid.group(0) if grid else 'grid: see above'}")
 
 
 if __name__ == "__main__":
