@@ -13,14 +13,10 @@ from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-import warnings  # noqa: E402
-
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.entry import run_task  # noqa: E402
-
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+from src.cli import run_app, run_task  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="landscape", version_base="1.3")
@@ -37,7 +33,7 @@ def main(cfg: DictConfig):
         print("\n".join(summary_lines(record, Path(cfg.paths.output_dir))), flush=True)
         return record
 
-    run_task(task, cfg, print_config=False)
+    run_task(task, cfg)
 
 
 def quote_path_values(argv: list[str]) -> list[str]:
@@ -59,4 +55,4 @@ if __name__ == "__main__":
     import sys
 
     sys.argv = quote_path_values(sys.argv)
-    main()
+    run_app(main)

@@ -1,8 +1,8 @@
 """Record the training path: the network's weights every N optimizer steps and/or every epoch.
 
 `landscape.py` projects this path onto its leading PCA directions (Li et al. 2018). Off by
-default; `callbacks=with_path` (the default callbacks + this one) or `callbacks=weight_path`
-(this one alone) turns it on.
+default; `callbacks=with_path` (conf/callbacks/with_path.yaml: the default callbacks + this one)
+turns it on.
 
 On disk, in the run dir:
 

@@ -170,28 +170,35 @@ def run_label(config: dict, choices: dict) -> str:
 def build_net(model_cfg: dict) -> nn.Module:
     from src.model import BaseNetwork
 
-    return BaseNetwork(**model_cfg)
+    return BaseNetwork(**{k: v for k, v in model_cfg.items() if k != "_target_"})
 
 
 def recreate_init(config: dict, model_cfg: dict) -> torch.Tensor | None:
     """The run's initial weights, rebuilt as train(cfg) built them: seed_everything(seed), then
-    the network, then the init scheme. Deterministic on the CPU; tests/test_landscape.py checks
-    it against the recorded path's first point. None if the config lacks the seed or init."""
+    src.training.build_module (the network's layers, then the init scheme). Deterministic on the
+    CPU; tests/test_landscape.py checks it against the recorded path's first point. Runs of an
+    older config layout (no model._target_) are rebuilt the same way by hand. None if the config
+    lacks the seed or the init."""
     import hydra
     import pytorch_lightning as pl
 
-    from src.module import collect_rng_states, set_rng_states
+    from src.checkpointing import collect_rng_states, set_rng_states
 
     if "seed" not in config or not isinstance(config.get("init"), dict):
         return None
     saved = collect_rng_states()  # leave this process's RNG streams as they were
     try:
         pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
-        init_fn = hydra.utils.instantiate(config["init"])
-        net = build_net(model_cfg)
-        init_fn(net)
+        if isinstance(config.get("model"), dict) and "_target_" in config["model"] and "module" in config:
+            from src.training import build_module
+
+            net = build_module(OmegaConf.create({k: config[k] for k in ("model", "init", "optim", "module")})).net
+        else:
+            init_fn = hydra.utils.instantiate(config["init"])
+            net = build_net(model_cfg)
+            init_fn(net)
         return Layout.of(net).flatten(dict(net.named_parameters()))
-    except Exception as e:  # an init of another code version: say so, use the path instead
+    except Exception as e:  # a config this code cannot build: say so, use the recorded path instead
         log.warning("cannot recreate the initial weights from the run's config (%s)", e)
         return None
     finally:

@@ -35,6 +35,8 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from src.errors import ConfigError
+
 # -----------------------------------------------------------------------------
 # surfaces: plain functions of two tensors (scalars during optimization, grids when
 # plotting), written exactly as in the tutorial so gradients match it bit for bit.
@@ -75,8 +77,8 @@ def rosenbrock(
 
 # -----------------------------------------------------------------------------
 # config validation: Hydra already rejects unknown groups/options; these are the
-# value checks it can't do. Every problem is a ValueError with a one-line message,
-# which surfaces.py turns into `error: ...` and exit code 2.
+# value checks it can't do. Every problem is a ConfigError (a ValueError) with a one-line
+# message, which surfaces.py (src/cli.py) turns into `error: ...` and exit code 2.
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -104,10 +106,10 @@ def _pair(value, what: str) -> tuple[float, float]:
         or len(value) != 2
         or not all(map(_is_number, value))
     ):
-        raise ValueError(f"{what} must be 2 numbers like [5, 5], got {_show(value)}")
+        raise ConfigError(f"{what} must be 2 numbers like [5, 5], got {_show(value)}")
     a, b = (float(v) for v in value)
     if not (math.isfinite(a) and math.isfinite(b)):
-        raise ValueError(f"{what} must be finite, got {_show(value)}")
+        raise ConfigError(f"{what} must be finite, got {_show(value)}")
     return a, b
 
 
@@ -116,7 +118,7 @@ def _range(value, what: str) -> tuple[float, float] | None:
         return None  # auto: fit the trajectories
     lo, hi = _pair(value, what)
     if not lo < hi:
-        raise ValueError(f"{what} must be [low, high] with low < high, got {_show(value)}")
+        raise ConfigError(f"{what} must be [low, high] with low < high, got {_show(value)}")
     return lo, hi
 
 
@@ -130,13 +132,13 @@ def validate_surface(surface: DictConfig) -> SurfaceSpec:
     """Check a `surface` config node and turn it into plain Python values."""
     target = surface.get("_target_")
     if not isinstance(target, str) or not target:
-        raise ValueError(
+        raise ConfigError(
             "surface._target_ must name a function of (w1, w2), e.g. src.surfaces.pathological"
         )
     try:
         fn = get_method(target)
     except Exception as e:  # Hydra's message is multi-line; keep ours to one line
-        raise ValueError(
+        raise ConfigError(
             f"surface._target_={target!r} is not an importable function ({type(e).__name__})"
         ) from None
     params = surface.get("params") or {}
@@ -145,10 +147,10 @@ def validate_surface(surface: DictConfig) -> SurfaceSpec:
 
     steps = surface.get("steps")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
-        raise ValueError(f"surface.steps must be a positive integer, got {_show(steps)}")
+        raise ConfigError(f"surface.steps must be a positive integer, got {_show(steps)}")
     dtype = surface.get("dtype", "float32")
     if dtype not in _DTYPES:
-        raise ValueError(f"surface.dtype must be one of {sorted(_DTYPES)}, got {_show(dtype)}")
+        raise ConfigError(f"surface.dtype must be one of {sorted(_DTYPES)}, got {_show(dtype)}")
     return SurfaceSpec(
         name=str(surface.get("name", target.rsplit(".", 1)[-1])),
         fn=fn,
@@ -173,7 +175,7 @@ def optimizer_configs(cfg: DictConfig, optim_label: str | None = None) -> dict[s
         return {label: cfg.optim}
     optimizers = cfg.surface.get("optimizers")
     if not optimizers:
-        raise ValueError(
+        raise ConfigError(
             "no optimizer: the surface config has no `optimizers:` and no optim=... was given"
         )
     return dict(optimizers.items())
@@ -182,7 +184,7 @@ def optimizer_configs(cfg: DictConfig, optim_label: str | None = None) -> dict[s
 def make_optimizer_factory(label: str, optim_cfg: DictConfig) -> Callable:
     """Partial constructor params -> optimizer; bad settings become one-line ValueErrors."""
     if not isinstance(optim_cfg, DictConfig) or "_target_" not in optim_cfg:
-        raise ValueError(f"optimizer {label!r} needs a _target_ (e.g. src.optim.Adam)")
+        raise ConfigError(f"optimizer {label!r} needs a _target_ (e.g. src.optim.Adam)")
     kwargs = {}
     if str(optim_cfg["_target_"]).startswith("src.optim.") and "foreach" not in optim_cfg:
         # Our optimizers' per-parameter path (foreach=False) is the tutorial's update_param
@@ -197,7 +199,7 @@ def make_optimizer_factory(label: str, optim_cfg: DictConfig) -> Callable:
     except Exception as e:
         cause = e.__cause__ or e  # Hydra wraps the real error in an InstantiationException
         msg = " ".join(str(cause).split())  # one line
-        raise ValueError(f"cannot build optimizer {label!r}: {msg}") from None
+        raise ConfigError(f"cannot build optimizer {label!r}: {msg}") from None
     return factory
 
 

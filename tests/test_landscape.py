@@ -35,8 +35,11 @@ from tests.conftest import ROOT, compose, run_script
 
 # 2 epochs of 5 steps (1280 images, batch 256); last.ckpt every 2 steps and after each epoch;
 # the path every step. Killed before step 7: the checkpoint is from step 6, the path got to 7.
+# callbacks=with_path without the diagnostics (their figures alone would take 10 s here).
 TRAIN = ["trainer.max_epochs=2", "data.train_subset=1280", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=2", "trainer.accelerator=cpu", "callbacks=weight_path",
+         "trainer.limit_test_batches=2", "trainer.accelerator=cpu", "callbacks=with_path",
+         *(f"~callbacks.{name}" for name in ("activation_stats", "gradient_stats", "weight_stats",
+                                             "distribution_figures")),
          "callbacks.weight_path.every_n_steps=1", "print_config=false", "checkpoint.every_n_train_steps=2"]
 KILL_AT = 7
 FAST_LANDSCAPE = ["landscape.resolution=5", "landscape.subset=256", "landscape.alpha_points=5",
