@@ -42,6 +42,7 @@ lint: $(STAMP)
 bench: setup
 	$(PY) benchmarks/optimizer_step.py
 	$(PY) benchmarks/epoch_time.py
+	$(PY) benchmarks/landscape_grid.py
 
 clean-logs:
 	rm -rf logs/train logs/probe logs/surfaces
