@@ -1,5 +1,7 @@
 """Variance diagnostics (the tutorial's first half, live): per-linear-layer statistics of the
 activations, weight gradients and weights, written to TensorBoard while the model trains.
+Update sizes (callbacks/update_stats.py) and the step-0 probe (callbacks/variance_probe.py)
+share the plumbing below. The derivations and what to look for: docs/diagnostics.md.
 
 Layers are named by their module path inside `pl_module.net` (the tutorial's "Layer 0, 2, 4, …"
 are `layers.0`, `layers.2`, …). Tags:
@@ -10,16 +12,30 @@ are `layers.0`, `layers.2`, …). Tags:
     activations|gradients|weights/<layer>               histograms (finite values only)
     <kind>/nonfinite/<layer>                            scalar, only when NaN/inf appear (+ a warning)
     distributions/<kind>                                the tutorial's plot_dists figure (Images tab)
+    depth/<kind>                                        value vs layer index, one line per logged step
 
-Statistics are computed only on logging steps, all on the device, with one host transfer per
-call, so the steps in between cost one integer comparison. The functions at the top
-(`linear_layers`, `activations_of`, `weight_gradients_of`, `weights_of`, `tensor_stats`) are
-shared with probe.py, so the probe and step 0 of a training run print the same numbers.
+TensorBoard's Custom Scalars tab gets one multi-line chart per quantity (all layers on one
+chart, so depth is on one screen).
+
+Cost: statistics are computed only on logging steps, on the device, with one host transfer per
+call; the steps in between cost one integer comparison (no host sync). Each callback times its
+own work (`seconds`); `diagnostics_seconds(trainer)` sums them for results.json. Every op they
+call is checked against torch's list of ops that raise under `use_deterministic_algorithms` on
+CUDA (tests/test_deterministic_ops.py): histograms are bucketed with arithmetic + bincount, not
+torch.histc.
+
+Vanishing/exploding: GradientStats (weight-gradient variance) and UpdateStats (update ratio) keep
+a band; a layer outside it for `patience` consecutive logging steps gets one warning line, kept
+in the callback's public `warnings` list (src/training.py copies every callback's into
+results.json `warnings`).
 """
 
 from __future__ import annotations
 
+import math
+import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -44,10 +60,13 @@ class LinearOutputs:
     with LinearOutputs(net) as outs:
         net(x)
     outs.values  # {"layers.0": tensor, ...}
+
+    `detach=False` keeps the outputs in the autograd graph (the probe differentiates w.r.t. them).
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, detach: bool = True):
         self.net = net
+        self.detach = detach
         self.values: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
@@ -58,7 +77,7 @@ class LinearOutputs:
 
     def _keeper(self, name: str):
         def hook(module, inputs, output):
-            self.values[name] = output.detach()
+            self.values[name] = output.detach() if self.detach else output
             # Returning None leaves the forward pass untouched.
 
         return hook
@@ -95,41 +114,76 @@ def weights_of(net: nn.Module) -> dict[str, torch.Tensor]:
     return {name: m.weight.detach() for name, m in linear_layers(net).items()}
 
 
-def tensor_stats(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """{name: {var, mean, norm, nonfinite}} over the finite elements of each tensor.
-
-    var is the population variance over all elements (np.var, as the tutorial prints), by
-    torch.var_mean (Welford: a constant tensor gets exactly 0). Computed on the tensors' device;
-    two host transfers per call whatever the number of layers."""
-    if not values:
-        return {}
-    flat = [t.detach().float().reshape(-1) for t in values.values()]
-    nonfinite = torch.stack([(~torch.isfinite(t)).sum() for t in flat]).cpu().tolist()
+def _summary_rows(flat: list[torch.Tensor]) -> list[list[float]]:
+    """[sum, norm, min, max] (float64) of each 1-D tensor: three cheap reductions on its device
+    (torch.var_mean and an isfinite count cost 6x more on a CPU) and one host transfer for all."""
     rows = []
-    for t, bad in zip(flat, nonfinite, strict=True):
-        if bad:
-            t = t[torch.isfinite(t)]
+    for t in flat:
         if t.numel() == 0:
-            rows.append(torch.full((3,), float("nan"), device=t.device))
+            rows.append(torch.full((4,), float("nan"), dtype=torch.float64, device=t.device))
             continue
-        var, mean = torch.var_mean(t, correction=0)
-        rows.append(torch.stack([var, mean, torch.linalg.vector_norm(t)]))
-    table = torch.stack(rows).cpu().tolist()
-    return {name: {"var": r[0], "mean": r[1], "norm": r[2], "nonfinite": int(bad)}
-            for name, r, bad in zip(values, table, nonfinite, strict=True)}
+        lo, hi = torch.aminmax(t)
+        rows.append(torch.stack([torch.sum(t, dtype=torch.float64), torch.linalg.vector_norm(t, dtype=torch.float64),
+                                 lo.double(), hi.double()]))
+    return torch.stack(rows).cpu().tolist() if rows else []
 
 
-def add_histogram_fast(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
-    """`writer.add_histogram`, with the bucketing done by torch.histc on the tensor's device.
+def tensor_stats(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """{name: {var, mean, norm, min, max, sum, sum_sq, nonfinite}} over the finite elements of each tensor.
+
+    var is the population variance over all elements (np.var, as the tutorial prints), from the
+    float64 sum and sum of squares; a constant tensor (min == max) gets exactly 0. One host
+    transfer per call, a second one only when a tensor holds NaN/inf (they are counted, then the
+    statistics are taken over the finite elements)."""
+    flat = [t.detach().reshape(-1) for t in values.values()]
+    rows = _summary_rows(flat)
+    nonfinite = [0] * len(flat)
+    bad = [i for i, row in enumerate(rows) if flat[i].numel() and not all(math.isfinite(v) for v in row)]
+    if bad:
+        masks = [torch.isfinite(flat[i]) for i in bad]
+        counts = torch.stack([(~m).sum() for m in masks]).cpu().tolist()
+        finite_rows = _summary_rows([flat[i][m] for i, m in zip(bad, masks, strict=True)])
+        for i, count, row in zip(bad, counts, finite_rows, strict=True):
+            nonfinite[i], rows[i] = int(count), row
+    out = {}
+    for name, t, (total, norm, lo, hi), bad_count in zip(values, flat, rows, nonfinite, strict=True):
+        n = t.numel() - bad_count
+        mean = total / n if n else float("nan")
+        var = float("nan") if not n else 0.0 if lo == hi else max(norm * norm / n - mean * mean, 0.0)
+        out[name] = {"var": var, "mean": mean, "norm": norm, "min": lo, "max": hi, "sum": total,
+                     "sum_sq": norm * norm, "nonfinite": bad_count}
+    return out
+
+
+def histogram_counts(values: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
+    """Counts of `bins` equal buckets over [lo, hi] (the last one closed), on the values' device.
+
+    Bucket index by arithmetic, counted with bincount *without* weights: both are deterministic
+    on CUDA, unlike torch.histc (and bincount with weights), which raise under
+    torch.use_deterministic_algorithms(True) there. ~4x faster than histc on a CPU (1.5 ms for 500k)."""
+    # values >= lo, so truncation is floor; int32 halves the memory traffic of int64. Clamped as
+    # floats: a range near float32's limit overflows to inf, which no integer cast survives.
+    # Divided by the width, not multiplied by its inverse: that would be subnormal for such a range.
+    index = (values.float() - lo).div_((hi - lo) / bins).clamp_(0, bins - 1).to(torch.int32)
+    return torch.bincount(index, minlength=bins)
+
+
+def add_histogram_fast(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64,
+                       summary: dict | None = None) -> None:
+    """`writer.add_histogram`, with the bucketing done on the tensor's device.
 
     SummaryWriter.add_histogram buckets with numpy on the host and took ~40 ms for a 400k-value
-    weight matrix here, most of the diagnostics' cost; histc takes ~1 ms. Values must be finite.
-    """
-    v = values.detach().float().reshape(-1)
-    lo, hi, total, total_sq = torch.stack([v.min(), v.max(), v.sum(), (v * v).sum()]).cpu().tolist()
+    weight matrix here, most of the diagnostics' cost. `summary` = this tensor's `tensor_stats`
+    row (min, max, sum, sum_sq), when the caller has it, saves a pass and a host transfer; then
+    the only transfer is the 64 counts. Values must be finite."""
+    v = values.detach().reshape(-1)
+    if summary is None:
+        summary = tensor_stats({"v": v})["v"]
+    lo, hi, total, total_sq = summary["min"], summary["max"], summary["sum"], summary["sum_sq"]
     if hi > lo:
-        counts = torch.histc(v, bins=bins, min=lo, max=hi).cpu().tolist()
-        limits = torch.linspace(lo, hi, bins + 1)[1:].tolist()
+        counts = histogram_counts(v, lo, hi, bins).cpu().tolist()
+        limits = [lo + (hi - lo) * (i + 1) / bins for i in range(bins)]
+        limits[-1] = hi
     else:  # a constant tensor (const init): one bucket
         counts, limits = [float(v.numel())], [hi]
     writer.add_histogram_raw(tag, min=lo, max=hi, num=v.numel(), sum=total, sum_squares=total_sq,
@@ -143,7 +197,50 @@ def finite_values(t: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Callbacks
+# Naming the run (figure titles)
+# ---------------------------------------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    # XavierNormal -> xavier_normal: the class names of src/init.py become their config names.
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def init_label(init_cfg: dict | None) -> str:
+    """`normal std=0.1`, `kaiming`, `const fill=0.005` from an init config dict."""
+    if not init_cfg:
+        return "init ?"
+    name = _snake(str(init_cfg.get("_target_", "?")).rsplit(".", 1)[-1])
+    extra = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in init_cfg.items()
+             if not k.startswith("_") and v is not None]
+    return " ".join([name, *extra])
+
+
+def optim_label(optim_cfg: dict | None) -> str:
+    """`Adam lr=0.001`, `torch SGD lr=0.1 momentum=0.9` from an optimizer config dict."""
+    if not optim_cfg:
+        return "optim ?"
+    target = str(optim_cfg.get("_target_", "?"))
+    name = target.rsplit(".", 1)[-1]
+    if target.startswith("torch."):
+        name = "torch " + name
+    parts = [name] + [f"{k}={optim_cfg[k]:g}" for k in ("lr", "momentum") if isinstance(optim_cfg.get(k), float | int)]
+    return " ".join(parts)
+
+
+def run_label(pl_module: pl.LightningModule) -> str:
+    """`kaiming · Adam lr=0.001 · relu`: what a figure title needs to say which run it shows."""
+    hp = getattr(pl_module, "hparams", None) or {}
+    act = (hp.get("model") or {}).get("act_fn") or getattr(_net(pl_module), "act_fn_name", "?")
+    return f"{init_label(hp.get('init_cfg'))} · {optim_label(hp.get('optim_cfg'))} · {act}"
+
+
+def when_label(trainer: pl.Trainer) -> str:
+    return f"step {trainer.global_step} · epoch {trainer.current_epoch}"
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard plumbing
 # ---------------------------------------------------------------------------------------------
 
 # One "no TensorBoard logger" warning per Trainer, however many diagnostics callbacks it has.
@@ -164,6 +261,26 @@ def tensorboard_writer(trainer: pl.Trainer):
     return None
 
 
+# Custom Scalars: the charts each writer has so far. The layout is one summary per run and the
+# plugin reads the newest, so each new chart rewrites the whole layout.
+DEPTH_CHARTS = {"activations": ("activation var", r"activations/var/.*"),
+                "gradients": ("gradient var", r"gradients/var/.*"),
+                "weights": ("weight var", r"weights/var/.*"),
+                "updates": ("update ratio ‖Δw‖/‖w‖", r"updates/ratio/.*")}
+DEPTH_CATEGORY = "depth: every layer on one chart"
+_charts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def register_depth_chart(writer, kind: str) -> None:
+    """Add `kind`'s multi-line chart (all layers as lines) to the writer's Custom Scalars layout."""
+    charts = _charts.setdefault(writer, {})
+    if kind in charts or kind not in DEPTH_CHARTS:
+        return
+    charts[kind] = DEPTH_CHARTS[kind]
+    ordered = [charts[k] for k in DEPTH_CHARTS if k in charts]
+    writer.add_custom_scalars({DEPTH_CATEGORY: {title: ["Multiline", [regex]] for title, regex in ordered}})
+
+
 def diagnostic_batch(trainer: pl.Trainer, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The datamodule's fixed diagnostic batch (first `n` training images, unshuffled), or None."""
     dm = getattr(trainer, "datamodule", None)
@@ -177,26 +294,133 @@ def _net(pl_module: pl.LightningModule) -> nn.Module:
     return getattr(pl_module, "net", pl_module)
 
 
-class _Diagnostics(pl.Callback):
-    """Shared plumbing: the writer, the step schedule, and logging a dict of tensors."""
+def diagnostics_seconds(trainer: pl.Trainer) -> float:
+    """Seconds the trainer's diagnostics callbacks spent on their own work (each times itself)."""
+    return sum(float(getattr(cb, "seconds", 0.0) or 0.0) for cb in trainer.callbacks
+               if isinstance(cb, Timed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vanishing / exploding watch
+# ---------------------------------------------------------------------------------------------
+
+
+class BandWatch:
+    """Counts, per layer, consecutive logging steps with a value outside [low, high]; the
+    `patience`-th in a row gives one warning line for that layer and direction (never repeated).
+    A NaN counts as outside (the nonfinite counters say more)."""
+
+    def __init__(self, what: str, low: float | None, high: float | None, patience: int = 3):
+        if low is not None and high is not None and not low < high:
+            raise ValueError(f"{what} band [{low}, {high}]: low must be < high")
+        if patience < 1:
+            raise ValueError(f"patience={patience} must be >= 1 (logging steps in a row)")
+        self.what, self.low, self.high, self.patience = what, low, high, int(patience)
+        self._run: dict[str, tuple[str, int, int]] = {}  # layer -> (direction, count, first step)
+        self._warned: set[tuple[str, str]] = set()
+
+    def direction(self, value: float) -> str | None:
+        if value != value:
+            return "non-finite"
+        if self.low is not None and value < self.low:
+            return "vanishing"
+        if self.high is not None and value > self.high:
+            return "exploding"
+        return None
+
+    def update(self, step: int, values: dict[str, float]) -> list[str]:
+        lines = []
+        for layer, value in values.items():
+            d = self.direction(value)
+            if d is None:
+                self._run.pop(layer, None)
+                continue
+            prev_d, count, first = self._run.get(layer, (d, 0, step))
+            count, first = (count + 1, first) if prev_d == d else (1, step)
+            self._run[layer] = (d, count, first)
+            if count >= self.patience and (layer, d) not in self._warned:
+                self._warned.add((layer, d))
+                bound = self.low if d == "vanishing" else self.high
+                edge = f" ({'below' if d == 'vanishing' else 'above'} {bound:.0e})" if bound is not None else ""
+                lines.append(f"{d} {self.what}: {layer} = {value:.3g}{edge} for {count} logging steps in a "
+                             f"row (steps {first}-{step})")
+        return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------------------------
+
+
+class Timed(pl.Callback):
+    """A diagnostics callback that times its own work: `seconds` (wall, host side; every logging
+    step ends in a host transfer, so device work is inside the measured time)."""
+
+    seconds: float = 0.0
+
+    @contextmanager
+    def timed(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+class _Diagnostics(Timed):
+    """Shared plumbing: the writer, the step schedule (with an optional time budget), logging a
+    dict of tensors, the per-step history for depth profiles, warnings."""
 
     kind = ""
     scalars: tuple[str, ...] = ("var",)
+    depth_stat = "var"  # the statistic of the depth profile and the custom-scalars chart
 
-    def __init__(self, every_n_steps: int = 200, histograms: bool = True):
+    def __init__(self, every_n_steps: int = 200, histograms: bool = True, budget: float | None = None):
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 0 (0 = only at start/end)")
+        if budget is not None and not 0 < budget < 1:
+            raise ValueError(f"budget={budget} must be a fraction of the training time in (0, 1), or null")
         self.every_n_steps = int(every_n_steps)
+        self.base_every_n_steps = self.every_n_steps
         self.histograms = bool(histograms)
+        self.budget = budget
+        self.seconds = 0.0
+        self.warnings: list[str] = []
+        # {step: {layer: value of depth_stat}}, for the depth-profile figures.
+        self.history: dict[int, dict[str, float]] = {}
         self._last_step: int | None = None
         self._warned_nonfinite: set[str] = set()
+        self._watch: BandWatch | None = None
+        self._budget_mark: tuple[float, float, int] | None = None  # (wall, own seconds, step)
 
     def _due(self, step: int) -> bool:
         return (self.every_n_steps > 0 and step % self.every_n_steps == 0
                 and step != self._last_step)
 
-    def log_values(self, writer, values: dict[str, torch.Tensor], step: int) -> None:
+    def _adapt_interval(self, step: int) -> None:
+        """With a budget: after each logging step, every_n_steps = base x 2^k, the smallest that
+        keeps (own seconds) / (wall seconds) since the last logging step under the budget. Powers
+        of two keep callbacks with the same base on nested schedules (their curves still line up)."""
+        if self.budget is None or self.every_n_steps == 0:
+            return
+        now = time.perf_counter()
+        if self._budget_mark is not None:
+            wall0, own0, step0 = self._budget_mark
+            steps, wall, own = step - step0, now - wall0, self.seconds - own0
+            if steps > 0 and wall > own > 0:
+                per_log = own  # the cost of one logging step, paid once per interval
+                per_step = (wall - own) / steps
+                needed = per_log / (self.budget * per_step)
+                factor = 2 ** max(0, math.ceil(math.log2(max(needed / self.base_every_n_steps, 1.0))))
+                self.every_n_steps = self.base_every_n_steps * factor
+        self._budget_mark = (now, self.seconds, step)
+
+    def watch(self, what: str, low: float | None, high: float | None, patience: int) -> None:
+        self._watch = BandWatch(what, low, high, patience) if (low is not None or high is not None) else None
+
+    def log_values(self, writer, values: dict[str, torch.Tensor], step: int) -> dict[str, dict[str, float]]:
         self._last_step = step
+        register_depth_chart(writer, self.kind)
         stats = tensor_stats(values)
         for name, s in stats.items():
             for stat in self.scalars:
@@ -210,7 +434,17 @@ class _Diagnostics(pl.Callback):
                                    f"{step}; statistics and histograms use the finite values only")
             if self.histograms and s["nonfinite"] < values[name].numel():
                 v = finite_values(values[name]) if s["nonfinite"] else values[name]
-                add_histogram_fast(writer, f"{self.kind}/{name}", v, step)
+                add_histogram_fast(writer, f"{self.kind}/{name}", v, step, summary=s)
+        self.record(step, {name: s[self.depth_stat] for name, s in stats.items()})
+        return stats
+
+    def record(self, step: int, depth_values: dict[str, float]) -> None:
+        """Keep the step's depth profile and feed the vanishing/exploding watch."""
+        self.history[step] = dict(depth_values)
+        if self._watch is not None:
+            for line in self._watch.update(step, depth_values):
+                self.warnings.append(line)
+                rank_zero_warn(line)
 
 
 class ActivationStats(_Diagnostics):
@@ -224,8 +458,9 @@ class ActivationStats(_Diagnostics):
     kind = "activations"
     scalars = ("var", "mean")
 
-    def __init__(self, every_n_steps: int = 200, batch_size: int = 1024, histograms: bool = True):
-        super().__init__(every_n_steps, histograms)
+    def __init__(self, every_n_steps: int = 200, batch_size: int = 1024, histograms: bool = True,
+                 budget: float | None = None):
+        super().__init__(every_n_steps, histograms, budget)
         self.batch_size = int(batch_size)
         self._x: torch.Tensor | None = None
 
@@ -233,27 +468,32 @@ class ActivationStats(_Diagnostics):
         self._last_step = None
         if not trainer.is_global_zero or tensorboard_writer(trainer) is None:
             return
-        batch = diagnostic_batch(trainer, self.batch_size)
-        if batch is None:
-            rank_zero_warn("The datamodule has no diagnostic_batch(n); activation statistics use the "
-                           "first training batch instead.")
-            return
-        self._x = batch[0].to(pl_module.device)
-        self._measure(trainer, pl_module)
+        with self.timed():
+            batch = diagnostic_batch(trainer, self.batch_size)
+            if batch is None:
+                rank_zero_warn("The datamodule has no diagnostic_batch(n); activation statistics use the "
+                               "first training batch instead.")
+                return
+            self._x = batch[0].to(pl_module.device)
+            self._measure(trainer, pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._x is None and trainer.is_global_zero and tensorboard_writer(trainer) is not None:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            self._x = x[: self.batch_size].detach().clone()
-            self._measure(trainer, pl_module)  # the init, before the first update
+            with self.timed():
+                x = batch[0] if isinstance(batch, (list, tuple)) else batch
+                self._x = x[: self.batch_size].detach().clone()
+                self._measure(trainer, pl_module)  # the init, before the first update
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._x is not None and trainer.is_global_zero and self._due(trainer.global_step):
-            self._measure(trainer, pl_module)
+            with self.timed():
+                self._measure(trainer, pl_module)
+            self._adapt_interval(trainer.global_step)
 
     def on_train_end(self, trainer, pl_module):
         if self._x is not None and trainer.is_global_zero and trainer.global_step != self._last_step:
-            self._measure(trainer, pl_module)
+            with self.timed():
+                self._measure(trainer, pl_module)
 
     @torch.no_grad()
     def _measure(self, trainer, pl_module):
@@ -267,10 +507,21 @@ class ActivationStats(_Diagnostics):
 class GradientStats(_Diagnostics):
     """Variance and norm of every Linear's weight gradient, in `on_before_optimizer_step` (after
     AMP unscaling, before the update), every `every_n_steps` optimizer steps from step 0. Only
-    the optimizer steps that log cost anything (no host sync on the others)."""
+    the optimizer steps that log cost anything (no host sync on the others).
+
+    `var_band` = [low, high] of the weight-gradient variance: a layer outside it for `patience`
+    logging steps in a row gets one warning (vanishing / exploding gradient)."""
 
     kind = "gradients"
     scalars = ("var", "norm")
+
+    def __init__(self, every_n_steps: int = 200, histograms: bool = True, budget: float | None = None,
+                 var_band: tuple[float | None, float | None] | None = (1e-14, 1e2), patience: int = 3):
+        super().__init__(every_n_steps, histograms, budget)
+        low, high = tuple(var_band) if var_band is not None else (None, None)
+        self.var_band = (low, high)
+        self.patience = int(patience)
+        self.watch("weight-gradient variance", low, high, patience)
 
     def on_train_start(self, trainer, pl_module):
         self._last_step = None
@@ -283,9 +534,11 @@ class GradientStats(_Diagnostics):
         writer = tensorboard_writer(trainer)
         if writer is None:
             return
-        grads = {name: m.weight.grad for name, m in linear_layers(_net(pl_module)).items()
-                 if m.weight.grad is not None}
-        self.log_values(writer, grads, trainer.global_step)
+        with self.timed():
+            grads = {name: m.weight.grad for name, m in linear_layers(_net(pl_module)).items()
+                     if m.weight.grad is not None}
+            self.log_values(writer, grads, trainer.global_step)
+        self._adapt_interval(trainer.global_step)
 
 
 class WeightStats(_Diagnostics):
@@ -302,6 +555,7 @@ class WeightStats(_Diagnostics):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._due(trainer.global_step):
             self._measure(trainer, pl_module)
+            self._adapt_interval(trainer.global_step)
 
     def on_train_end(self, trainer, pl_module):
         if trainer.global_step != self._last_step:
@@ -312,13 +566,21 @@ class WeightStats(_Diagnostics):
             return
         writer = tensorboard_writer(trainer)
         if writer is not None:
-            self.log_values(writer, weights_of(_net(pl_module)), trainer.global_step)
+            with self.timed():
+                self.log_values(writer, weights_of(_net(pl_module)), trainer.global_step)
 
 
-class DistributionFigures(pl.Callback):
-    """The tutorial's plot_dists figures (activations, weight gradients, weights; one panel per
-    layer) at the start and end of training and every `every_n_epochs` epochs: to TensorBoard's
-    Images tab and as `<run dir>/figures/<kind>_step<NNNNNN>.png`.
+class DistributionFigures(Timed):
+    """At the start and end of training and every `every_n_epochs` epochs:
+
+    - the tutorial's plot_dists figures (activations, weight gradients, weights; one panel per
+      layer, in a grid that stays readable in a TensorBoard card), as `distributions/<kind>`;
+    - depth profiles: the depth statistic of every other diagnostics callback of the trainer
+      (activation/gradient/weight variance, update ratio) vs layer index, one line per logged
+      step so far, log y, as `depth/<kind>`.
+
+    Both go to TensorBoard's Images tab and to `<run dir>/figures/<name>_step<NNNNNN>.png`. Titles
+    name the run (init, optimizer with lr, activation) and the step/epoch.
 
     Activations and gradients are taken on the diagnostic batch (gradient of the cross-entropy
     loss, computed with autograd.grad so the training step's `.grad` is untouched)."""
@@ -327,7 +589,7 @@ class DistributionFigures(pl.Callback):
 
     def __init__(self, every_n_epochs: int = 0, batch_size: int = 1024,
                  kinds: tuple[str, ...] = ("activations", "gradients", "weights"),
-                 save_png: bool = True, dirpath: str | None = None):
+                 save_png: bool = True, dirpath: str | None = None, depth_profiles: bool = True):
         unknown = set(kinds) - set(self.XLABELS)
         if unknown:
             raise ValueError(f"kinds={list(kinds)}: unknown {sorted(unknown)}; use {list(self.XLABELS)}")
@@ -336,6 +598,8 @@ class DistributionFigures(pl.Callback):
         self.kinds = tuple(kinds)
         self.save_png = bool(save_png)
         self.dirpath = dirpath
+        self.depth_profiles = bool(depth_profiles)
+        self.seconds = 0.0
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_step: int | None = None
 
@@ -367,28 +631,39 @@ class DistributionFigures(pl.Callback):
         if writer is None:
             return
         self._last_step = step
-        out = Path(self.dirpath or trainer.default_root_dir) / "figures"
-        save_figures(distribution_figures(_net(pl_module), self._batch, self.kinds),
-                     out if self.save_png else None, writer, step)
+        with self.timed():
+            out = Path(self.dirpath or trainer.default_root_dir) / "figures"
+            title = f"{run_label(pl_module)} · {when_label(trainer)}"
+            figures = {f"distributions/{k}": f for k, f in
+                       distribution_figures(_net(pl_module), self._batch, self.kinds, title=title).items()}
+            if self.depth_profiles:
+                for cb in trainer.callbacks:
+                    if isinstance(cb, _Diagnostics) and len(cb.history) > 1:  # one step: the probe shows it
+                        figures[f"depth/{cb.kind}"] = depth_profile_figure(cb, title)
+            save_figures(figures, out if self.save_png else None, writer, step)
 
 
 def save_figures(figures: dict, out: Path | None, writer, step: int) -> None:
-    """Draw each figure once; write it as `<out>/<kind>_step<N>.png` (atomically) and to TensorBoard."""
+    """Draw each figure once; write it as `<out>/<name>_step<N>.png` (atomically; the name is
+    the tag's last part) and to TensorBoard under its tag (`distributions/<kind>` when the key
+    has no slash)."""
     from callbacks.plotting import png_bytes, render
     from src.utils import atomic_write_bytes
 
-    for kind, fig in figures.items():
+    for key, fig in figures.items():
+        tag = key if "/" in key else f"distributions/{key}"
         image = render(fig)
         if out is not None:
-            atomic_write_bytes(out / f"{kind}_step{step:06d}.png", png_bytes(image))
+            prefix = "depth_" if tag.startswith("depth/") else ""
+            atomic_write_bytes(out / f"{prefix}{tag.rsplit('/', 1)[-1]}_step{step:06d}.png", png_bytes(image))
         if writer is not None:
-            writer.add_image(f"distributions/{kind}", image, global_step=step, dataformats="HWC")
+            writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
 
 def distribution_figures(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | None,
-                         kinds=("activations", "gradients", "weights"), title_suffix: str = "") -> dict:
+                         kinds=("activations", "gradients", "weights"), title: str = "") -> dict:
     """{kind: matplotlib Figure} of the tutorial's plot_dists for `net` (activations and gradients
-    need `batch`; they are skipped without one)."""
+    need `batch`; they are skipped without one). `title` names the run and step."""
     from callbacks.plotting import plot_dists
 
     layers = linear_layers(net)
@@ -404,7 +679,20 @@ def distribution_figures(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor
         else:
             continue
         arrays = {name: finite_values(v).float().cpu().numpy() for name, v in values.items()}
+        heading = {"activations": "Activations (Linear outputs, diagnostic batch)",
+                   "gradients": "Weight gradients (diagnostic batch)", "weights": "Weights"}[kind]
         figures[kind] = plot_dists(arrays, shapes, xlabel=DistributionFigures.XLABELS[kind], stat=stat,
-                                   title=f"{kind.capitalize()} distribution{title_suffix}",
+                                   title=f"{heading}\n{title}" if title else heading,
                                    color={"activations": "C0", "gradients": "C1", "weights": "C2"}[kind])
     return figures
+
+
+DEPTH_YLABELS = {"activations": "activation variance", "gradients": "weight-gradient variance",
+                 "weights": "weight variance", "updates": "update ratio ‖Δw‖/‖w‖"}
+
+
+def depth_profile_figure(cb: _Diagnostics, title: str):
+    from callbacks.plotting import plot_depth_profile
+
+    return plot_depth_profile(cb.history, ylabel=DEPTH_YLABELS.get(cb.kind, f"{cb.kind} {cb.depth_stat}"),
+                              title=f"{DEPTH_YLABELS.get(cb.kind, cb.kind)} by depth\n{title}")

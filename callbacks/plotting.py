@@ -1,4 +1,5 @@
-"""The tutorial's `plot_dists` figure without seaborn: one panel per layer, histogram + density line."""
+"""Diagnostics figures (matplotlib, no pyplot state): the tutorial's `plot_dists` without seaborn
+(one panel per layer, histogram + density line) and depth profiles (value vs layer index)."""
 
 from __future__ import annotations
 
@@ -35,19 +36,29 @@ def smoothed_density(values: np.ndarray, bins: int = 512, grid: int = 256) -> tu
 
 def plot_dists(values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]] | None = None,
                xlabel: str | None = None, stat: str = "count", title: str | None = None,
-               color: str = "C0", bins: int = 50) -> Figure:
+               color: str = "C0", bins: int = 50, columns: int = 2) -> Figure:
     """One panel per key (sorted, as in the tutorial): histogram (`stat` = count or density) and a
-    smoothed density scaled to match. `shapes[key]` = (out, in) puts "(in → out)" in the title."""
+    smoothed density scaled to match. `shapes[key]` = (out, in) puts "(in → out)" in the title.
+
+    Panels sit in a grid `columns` wide (the tutorial's single row of five shrinks to unreadable
+    text in a TensorBoard card; two columns keep ~9 pt text at card size)."""
     keys = sorted(values, key=_layer_order)
-    columns = max(1, len(keys))
-    fig = Figure(figsize=(columns * 3, 2.8))
+    columns = max(1, min(columns, len(keys)))
+    rows = max(1, math.ceil(len(keys) / columns))
+    title_lines = title.count("\n") + 1 if title else 0
+    head = 0.35 + 0.22 * title_lines  # inches for the suptitle
+    fig = Figure(figsize=(3.4 * columns, 2.3 * rows + head))
     # Fixed margins instead of constrained layout: it would cost a second full draw.
-    fig.subplots_adjust(left=0.35 / columns, right=1 - 0.1 / columns, bottom=0.2, top=0.8, wspace=0.4)
-    axes = fig.subplots(1, columns, squeeze=False)[0]
+    height = 2.3 * rows + head
+    fig.subplots_adjust(left=0.14 / columns * 2, right=0.97, bottom=0.45 / height,
+                        top=1 - head / height, wspace=0.35, hspace=0.75)
+    axes = fig.subplots(rows, columns, squeeze=False).reshape(-1)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
     for ax, key in zip(axes, keys, strict=False):
         v = np.asarray(values[key], dtype=np.float64).reshape(-1)
         if v.size == 0:
-            ax.set_title(f"{key} (no finite values)")
+            ax.set_title(f"{key} (no finite values)", fontsize=10)
             continue
         counts, edges, _ = ax.hist(v, bins=bins, density=stat == "density", color=color, alpha=0.6,
                                   histtype="stepfilled")  # one patch, not one per bar: 5x faster
@@ -59,12 +70,49 @@ def plot_dists(values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
         shape = (shapes or {}).get(key)
         dims = f" ({shape[1]} → {shape[0]})" if shape is not None and len(shape) > 1 else ""
         ax.set_title(f"{key}{dims}", fontsize=10)
-        ax.set_ylabel("Density" if stat == "density" else "Count")
+        ax.set_ylabel("Density" if stat == "density" else "Count", fontsize=9)
         if xlabel:
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(xlabel, fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+        ax.xaxis.get_offset_text().set_fontsize(8)
     if title:
-        fig.suptitle(title, fontsize=13)
+        fig.suptitle(title, fontsize=10.5)
+    return fig
+
+
+def plot_depth_profile(history: dict[int, dict[str, float]], ylabel: str, title: str | None = None,
+                       max_lines: int = 12) -> Figure:
+    """Value vs layer index, one line per logged step (dark = early, bright = late), log y.
+
+    More than `max_lines` steps are thinned to evenly spaced ones (first and last kept)."""
+    from matplotlib import colormaps
+
+    steps = sorted(history)
+    if len(steps) > max_lines:
+        picks = np.unique(np.linspace(0, len(steps) - 1, max_lines).round().astype(int))
+        steps = [steps[i] for i in picks]
+    layers = sorted({name for s in steps for name in history[s]}, key=_layer_order)
+    fig = Figure(figsize=(6.4, 4.4))
+    title_lines = title.count("\n") + 1 if title else 0
+    fig.subplots_adjust(left=0.15, right=0.78, bottom=0.13, top=1 - (0.07 + 0.055 * title_lines))
+    ax = fig.subplots()
+    cmap = colormaps["viridis"]
+    for i, step in enumerate(steps):
+        ys = [history[step].get(name, np.nan) for name in layers]
+        ys = [y if y is not None and y > 0 and np.isfinite(y) else np.nan for y in ys]
+        ax.plot(range(len(layers)), ys, marker="o", markersize=3.5, linewidth=1.4,
+                color=cmap(i / max(1, len(steps) - 1)), label=f"step {step}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), layers, fontsize=9)
+    ax.set_xlabel("layer (input → output)", fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=10)
+    ax.tick_params(axis="y", labelsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="logged at",
+              title_fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10.5)
     return fig
 
 

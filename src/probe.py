@@ -1,11 +1,18 @@
-"""`probe(cfg)`: the tutorial's variance tables for one init, without training.
+"""`probe(cfg)`: the tutorial's variance tables for one init, without training, with the theory beside
+the measurement.
 
-Builds the model exactly as `train(cfg)` does (same seed, same order of random draws, so the
-numbers equal step 0 of a training run), runs the diagnostic batch (first 1,024 training
-images, unshuffled) and reports per linear layer: activation variance, weight-gradient variance
-(cross-entropy on that batch) and weight variance. Writes probe.json, the distribution figures
-and a TensorBoard run into the run dir. `ProbeSummary` (a Hydra callback) joins the jobs of a
-multirun into probe_summary.md + probe_summary.csv in the sweep dir.
+Builds the model exactly as `train(cfg)` does (same seed, same order of random draws, so draw 0 on
+the diagnostic batch equals step 0 of a training run), then
+
+- the tutorial's numbers (draw 0, first 1,024 training images): activation, weight-gradient and
+  weight variance per linear layer (probe.json keys `activations`, `gradients`, `weights`);
+- theory beside measurement (key `variance`, callbacks/variance_probe.py): per layer the forward
+  and backward variance the mean-field formula predicts, the measured mean and 95 % band over
+  `probe.draws` init draws x `probe.batches` batches, and a flag where they disagree.
+
+Writes probe.json, figures/probe.png (variance vs depth), the distribution figures and a
+TensorBoard run into the run dir, and prints three tables, each with one line on what to look for.
+`ProbeSummary` (a Hydra callback) joins the jobs of a multirun into probe_summary.md + .csv.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import csv
 import io
 import json
 import logging
+import math
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,24 +34,36 @@ from omegaconf import DictConfig, OmegaConf
 from callbacks.diagnostics import (
     activations_of,
     distribution_figures,
+    init_label,
     linear_layers,
+    register_depth_chart,
     save_figures,
     tensor_stats,
     weight_gradients_of,
     weights_of,
 )
-from src.report import find_jobs
+from callbacks.variance_probe import (
+    QUANTITIES,
+    flag_lines,
+    probe_title,
+    probe_variances,
+    save_probe_figure,
+    variance_figure,
+)
 from src.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 KINDS = ("activations", "gradients", "weights")
+# Overrides that say where things are, not what is measured: never in a header.
+_PLACE_KEYS = ("paths.", "hydra.", "data.data_dir", "tensorboard", "device")
 
 
 def probe(cfg: DictConfig) -> dict:
-    """Initialise the configured model, measure it on the diagnostic batch, write probe.json."""
+    """Initialise the configured model, measure it, write probe.json and the figures."""
     from src.module import ClassifierModule
 
+    settings = _probe_settings(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -54,7 +75,10 @@ def probe(cfg: DictConfig) -> dict:
     module = ClassifierModule(hydra.utils.instantiate(cfg.model), init_scheme=init_scheme)
     net = module.net.to(cfg.get("device", "cpu"))
     n = int(cfg.batch_size)
-    x, y = (t.to(net_device(net)) for t in datamodule.diagnostic_batch(n))
+    device = next(net.parameters()).device
+    x_all, y_all = (t.to(device) for t in datamodule.diagnostic_batch(n * settings["batches"]))
+    batches = [(x_all[i:i + n], y_all[i:i + n]) for i in range(0, len(x_all), n)]
+    x, y = batches[0]
 
     values = {
         "activations": activations_of(net, x),
@@ -64,10 +88,15 @@ def probe(cfg: DictConfig) -> dict:
     stats = {kind: tensor_stats(v) for kind, v in values.items()}
     layers = linear_layers(net)
     shapes = {name: [m.in_features, m.out_features] for name, m in layers.items()}
+    report = probe_variances(net, init_scheme, batches, draws=settings["draws"], seed=int(cfg.seed),
+                             tolerance=settings["tolerance"])
+    report["warnings"] = flag_lines(report)
 
     result = {kind: {name: s["var"] for name, s in stats[kind].items()} for kind in KINDS}
+    init_name = _choice("init") or str(cfg.init.get("_target_", "")).rsplit(".", 1)[-1]
+    result["variance"] = report
     result["meta"] = {
-        "init": _choice("init") or str(cfg.init.get("_target_", "")).rsplit(".", 1)[-1],
+        "init": init_name,
         "init_cfg": OmegaConf.to_container(cfg.init, resolve=True),
         "act_fn": cfg.model.act_fn,
         "hidden_sizes": list(cfg.model.hidden_sizes),
@@ -75,43 +104,71 @@ def probe(cfg: DictConfig) -> dict:
         "batch_size": int(x.shape[0]),
         "shapes": shapes,  # [in, out]
         "activation_means": {name: s["mean"] for name, s in stats["activations"].items()},
+        "gradient_means": {name: s["mean"] for name, s in stats["gradients"].items()},
         "nonfinite": {kind: {k: s["nonfinite"] for k, s in stats[kind].items() if s["nonfinite"]}
                       for kind in KINDS},
+        "input_second_moment": float(x.detach().double().pow(2).mean()),
+        "arguments": header_arguments(result_meta_init(init_name, cfg), cfg.model.act_fn, _overrides()),
         "overrides": _overrides(),
         "output_dir": str(out),
     }
     atomic_write_json(out / "probe.json", result)
-    # Every run dir has a results.json with a status (src/entry.py writes the failed ones), so
-    # the sweep report of conf/hydra/default.yaml counts probe jobs like training jobs.
+    # Every run dir has a results.json with a status (src/cli.py writes the failed ones), so
+    # a sweep's tooling counts probe jobs like training jobs.
     atomic_write_json(out / "results.json", {"status": "ok", "task": "probe", "probe": str(out / "probe.json"),
-                                             "output_dir": str(out),
+                                             "warnings": report["warnings"], "output_dir": str(out),
                                              "config": OmegaConf.to_container(cfg, resolve=True)})
 
-    figures = distribution_figures(net, (x, y), title_suffix=f" ({result['meta']['init']}, {cfg.model.act_fn})")
+    label = f"{result['meta']['arguments']}"
+    figures = {f"distributions/{k}": f for k, f in
+               distribution_figures(net, (x, y), title=f"{label} · at init").items()}
     writer = _tensorboard(out, values) if cfg.get("tensorboard", True) else None
     save_figures(figures, out / "figures", writer, step=0)
+    save_probe_figure(variance_figure(report, probe_title(label, report)), out / "probe.png", writer)
     if writer is not None:
         writer.close()
 
-    print_table(result)
+    print_tables(result)
     log.info("probe results in %s", out / "probe.json")
     return result
 
 
-def net_device(net: torch.nn.Module) -> torch.device:
-    return next(net.parameters()).device
+def _probe_settings(cfg: DictConfig) -> dict:
+    from src.errors import ConfigError
+
+    p = cfg.get("probe") or {}
+    settings = {"draws": int(p.get("draws", 10)), "batches": int(p.get("batches", 4)),
+                "tolerance": float(p.get("tolerance", 0.1))}
+    if settings["draws"] < 1 or settings["batches"] < 1:
+        raise ConfigError(f"probe.draws={settings['draws']} and probe.batches={settings['batches']} must be >= 1")
+    if not settings["tolerance"] >= 0:
+        raise ConfigError(f"probe.tolerance={settings['tolerance']} must be >= 0 (relative, e.g. 0.1)")
+    return settings
+
+
+def result_meta_init(init_name: str, cfg: DictConfig) -> str:
+    """`normal std=0.1`: the init's config name with its non-null settings."""
+    label = init_label(OmegaConf.to_container(cfg.init, resolve=True))
+    return " ".join([init_name, *label.split(" ")[1:]])
+
+
+def header_arguments(init: str, act_fn: str, overrides: list[str]) -> str:
+    """`init=normal std=0.1 act_fn=identity` plus every other non-default argument given."""
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(("init", "model.act_fn", *_PLACE_KEYS))]
+    return " ".join([f"init={init}", f"act_fn={act_fn}", *rest])
 
 
 def _tensorboard(out: Path, values: dict):
     """The probe as step 0 of a TensorBoard run, written by the training callbacks' own code:
-    the same tags, statistics and histograms."""
+    the same tags, statistics, histograms and depth charts."""
     from torch.utils.tensorboard import SummaryWriter
 
     from callbacks.diagnostics import ActivationStats, GradientStats, WeightStats
 
     writer = SummaryWriter(str(out / "tensorboard"))
-    for stats in (ActivationStats(), GradientStats(), WeightStats()):
+    for stats in (ActivationStats(), GradientStats(var_band=None), WeightStats()):
         stats.log_values(writer, values[stats.kind], 0)
+        register_depth_chart(writer, stats.kind)
     return writer
 
 
@@ -134,8 +191,116 @@ def _overrides() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tables
+# Tables: one number format per column, one sentence under each on what to look for
 # ---------------------------------------------------------------------------------------------
+
+
+def sci(v) -> str:
+    """Every variance in one format: 3 significant digits, scientific (1.02e+00, 9.99e-05)."""
+    return "—" if v is None or v != v else f"{v:.2e}"
+
+
+def _depth_factor(values: list[float]) -> float | None:
+    """Geometric-mean factor per layer between the first and the last value (None if undefined)."""
+    vals = [v for v in values if v is not None and v == v]
+    if len(vals) < 2 or vals[0] <= 0 or vals[-1] <= 0:
+        return None
+    return (vals[-1] / vals[0]) ** (1 / (len(vals) - 1))
+
+
+def trend_sentence(values: list[float], names: list[str], what: str, direction: str = "with depth") -> str:
+    """`Forward variance shrinks ×9.2 per layer with depth (×3e+03 from layers.0 to layers.6): vanishing.`
+
+    Vanishing/exploding: more than ×2 per layer; stable: all values within ×2; in between, a
+    mild decay or growth (the per-layer factor is within ×2 but adds up)."""
+    factor = _depth_factor(values)
+    finite = [v for v in values if v is not None and v == v and v > 0]
+    if factor is None or not finite:
+        return f"{what}: no positive values to compare."
+    spread = max(finite) / min(finite)
+    span = f"{names[0]} to {names[-1]}"
+    if 0.5 <= factor <= 2 and spread < 2:
+        return f"{what} stays within ×{spread:.3g} from {span}: stable."
+    verb, per_layer = ("shrinks", 1 / factor) if factor < 1 else ("grows", factor)
+    verdict = ("vanishing" if factor < 1 else "exploding") if not 0.5 <= factor <= 2 else \
+        ("mild decay" if factor < 1 else "mild growth")
+    return f"{what} {verb} ×{per_layer:.3g} per layer {direction} (×{spread:.3g} from {span}): {verdict}."
+
+
+def flag_sentence(report: dict, quantity: str) -> str:
+    flagged = report["flags"][quantity]
+    if not flagged:
+        return "The prediction lies inside the band (or within the theory's tolerance) at every layer: the formula explains it."
+    return (f"Flagged ({', '.join(flagged)}): measurement and prediction differ by more than {report['draws']} draws "
+            "and the theory's tolerance explain; an assumption fails there (docs/diagnostics.md).")
+
+
+def print_tables(result: dict) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    meta, report = result["meta"], result["variance"]
+    names = list(meta["shapes"])
+    batches = f"{report['batches']} batch{'es' if report['batches'] != 1 else ''}"
+    console.print(f"[bold]probe[/bold]  {meta['arguments']}   (seed {meta['seed']}, {report['draws']} draws × "
+                  f"{batches} of {report['batch_size']} images)")
+    titles = {"forward": "Forward: variance of each Linear's output",
+              "backward": "Backward: variance of ∂loss/∂(Linear output), per-sample loss"}
+    for q in QUANTITIES:
+        table = Table(title=titles[q], title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col, justify in (("layer", "left"), ("in→out", "left"), ("predicted", "right"),
+                             ("measured", "right"), ("95 % band of measured", "center"),
+                             ("meas/pred", "right"), ("flag", "center")):
+            table.add_column(col, justify=justify)
+        for name in names:
+            r = report["layers"][name][q]
+            ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            table.add_row(name, _shape(meta, name), sci(r["predicted"]), sci(r["mean"]),
+                          f"{sci(r['lo'])} – {sci(r['hi'])}", ratio, "!" if r["flag"] else "")
+        console.print(table)
+        means = [report["layers"][n][q]["mean"] for n in names]
+        if q == "forward":
+            hidden = names[:-1] if len(names) > 2 else names
+            trend = trend_sentence(means[: len(hidden)], hidden, "Forward variance", "with depth")
+        else:  # from the last hidden layer back to the input (the logits' gradient is the start)
+            back = list(reversed(names[:-1])) if len(names) > 2 else list(reversed(names))
+            trend = trend_sentence([report["layers"][n][q]["mean"] for n in back], back,
+                                   "Backward variance", "towards the input")
+        console.print(f"  {trend} {flag_sentence(report, q)}\n")
+
+    table = Table(title="The tutorial's numbers (draw 0, the diagnostic batch)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, justify in (("layer", "left"), ("in→out", "left"), ("activation var", "right"),
+                         ("weight-grad var", "right"), ("weight var", "right")):
+        table.add_column(col, justify=justify)
+    for row in table_rows(result):
+        table.add_row(row["layer"], row["shape"], sci(row["activation_var"]), sci(row["gradient_var"]),
+                      sci(row["weight_var"]))
+    console.print(table)
+    console.print(f"  {gradient_sentence(result)}")
+
+
+def gradient_sentence(result: dict) -> str:
+    grads = {k: v for k, v in result["gradients"].items() if v is not None and v == v}
+    means = result["meta"].get("gradient_means", {})
+    # "All equal" relative to the gradient's own size: a tiny but varied gradient is not symmetric.
+    zero = [k for k, v in grads.items() if v <= 1e-12 * (means.get(k) or 0.0) ** 2 or v == 0.0]
+    if zero:
+        return (f"Weight-gradient variance ≈ 0 in {', '.join(zero)}: every unit of those layers gets the same "
+                "gradient, so they stay identical (symmetry never broken).")
+    positive = [v for v in grads.values() if v > 0]
+    if len(positive) < 2:
+        return "Weight-gradient variance: too few layers to compare."
+    spread = max(positive) / min(positive)
+    return (f"Weight-gradient variance spans ×{spread:.3g} across layers: one learning rate suits every layer "
+            "only when this is small (the tutorial's reason to balance gradients).")
+
+
+def _shape(meta: dict, name: str) -> str:
+    d_in, d_out = meta["shapes"][name]
+    return f"{d_in}→{d_out}"
 
 
 def table_rows(result: dict) -> list[dict]:
@@ -146,77 +311,90 @@ def table_rows(result: dict) -> list[dict]:
              "weight_var": result["weights"].get(name)} for name in shapes]
 
 
-def fmt(v) -> str:
-    return "—" if v is None or v != v else f"{v:.4g}"
-
-
-def print_table(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    meta = result["meta"]
-    table = Table(title=f"init={meta['init']}  act_fn={meta['act_fn']}  "
-                        f"batch={meta['batch_size']}  seed={meta['seed']}")
-    for col, justify in (("layer", "left"), ("shape in→out", "left"), ("activation var", "right"),
-                         ("weight-grad var", "right"), ("weight var", "right")):
-        table.add_column(col, justify=justify)
-    for row in table_rows(result):
-        table.add_row(row["layer"], row["shape"], fmt(row["activation_var"]), fmt(row["gradient_var"]),
-                      fmt(row["weight_var"]))
-    Console(soft_wrap=True).print(table)
-
-
 # ---------------------------------------------------------------------------------------------
 # Multirun summary
 # ---------------------------------------------------------------------------------------------
 
+CSV_COLUMNS = ["job", "init", "act_fn", "layer", "in", "out", "activation_var", "gradient_var", "weight_var",
+               *(f"{q}_{s}" for q in QUANTITIES for s in ("predicted", "mean", "lo", "hi", "flag"))]
 
-def summarize_sweep(sweep_dir: str | Path) -> tuple[Path, Path, list[str]] | None:
+
+def summarize_sweep(sweep_dir: str | Path, bad_statuses=None) -> tuple[Path, Path, list[str]] | None:
     """Join every job's probe.json under `sweep_dir` into probe_summary.md and .csv.
-    Returns (md, csv, problems): one line per job that wrote no probe.json."""
+    Returns (md, csv, problems): one line per job that wrote no probe.json or has a bad status."""
+    from src.report import BAD_STATUSES, find_jobs, load_job
+
+    bad_statuses = BAD_STATUSES if bad_statuses is None else tuple(bad_statuses)
     sweep_dir = Path(sweep_dir)
     jobs, problems = [], []
     for job_dir in find_jobs(sweep_dir):
+        job = load_job(job_dir)
         try:
             jobs.append((job_dir.name, json.loads((job_dir / "probe.json").read_text())))
         except (OSError, json.JSONDecodeError):
-            problems.append(f"job {job_dir.name}: {_failure(job_dir)}")
+            if job.status in bad_statuses or job.status == "ok":
+                problems.append(f"job {job_dir.name}: {job.status}: {job.error or 'no probe.json'}")
+            continue
+        if job.status in bad_statuses:
+            problems.append(f"job {job_dir.name}: {job.status}: {job.error}")
     if not jobs:
         log.warning("no probe.json under %s; no summary written", sweep_dir)
         return None
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["job", "init", "act_fn", "layer", "in", "out", "activation_var", "gradient_var", "weight_var"])
+    w.writerow(CSV_COLUMNS)
     for job, r in jobs:
+        variance = (r.get("variance") or {}).get("layers", {})
         for name, (d_in, d_out) in r["meta"]["shapes"].items():
+            extra = []
+            for q in QUANTITIES:
+                row = (variance.get(name) or {}).get(q) or {}
+                extra += [_csv(row.get("predicted")), _csv(row.get("mean")), _csv(row.get("lo")),
+                          _csv(row.get("hi")), "" if row.get("flag") is None else str(bool(row["flag"]))]
             w.writerow([job, r["meta"]["init"], r["meta"]["act_fn"], name, d_in, d_out,
-                        *(_csv(r[kind].get(name)) for kind in KINDS)])
+                        *(_csv(r[kind].get(name)) for kind in KINDS), *extra])
     csv_path = sweep_dir / "probe_summary.csv"
     atomic_write_text(csv_path, buf.getvalue())
 
     # Markdown: one table per quantity, a row per job, a column per layer (the tutorial's view).
     layers = list(dict.fromkeys(name for _, r in jobs for name in r["meta"]["shapes"]))
-    lines = [f"# Probe summary: {len(jobs)} jobs in {sweep_dir}", ""]
-    for kind, title in zip(KINDS, ("Activation variance", "Weight-gradient variance", "Weight variance"), strict=True):
+    lines = [f"# Probe summary: {len(jobs)} jobs in {sweep_dir}", "",
+             "Variances in one format (3 significant digits). Cells of the first two tables: measured mean "
+             "over the draws (predicted); `!` = flagged, the prediction is off by more than the band and "
+             "the theory's tolerance explain.", ""]
+    for q, title, look in (
+            ("forward", "Forward: variance of each Linear's output", "Read along a row: a constant row is "
+             "variance-preserving (Kaiming + ReLU); a row shrinking or growing by a factor per layer vanishes "
+             "or explodes."),
+            ("backward", "Backward: variance of ∂loss/∂(Linear output)", "Read a row from the right: the "
+             "gradient reaching the first layers; a steady fall towards the left is a vanishing gradient.")):
         lines += [f"## {title}", "", "| init | act_fn | " + " | ".join(layers) + " |",
                   "|---|---|" + "---:|" * len(layers)]
         for _, r in jobs:
-            cells = [fmt(r[kind].get(name)) for name in layers]
+            variance = (r.get("variance") or {}).get("layers", {})
+            cells = []
+            for name in layers:
+                row = (variance.get(name) or {}).get(q)
+                cells.append("—" if not row else f"{sci(row['mean'])} ({sci(row['predicted'])}){' !' if row['flag'] else ''}")
             lines.append(f"| {_md_init(r['meta'])} | {r['meta']['act_fn']} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", look, ""]
+    for kind, title, look in zip(
+            KINDS, ("Activation variance (draw 0)", "Weight-gradient variance (draw 0)", "Weight variance (draw 0)"),
+            ("The tutorial's printed numbers: compare a row with the tutorial's table for the same init.",
+             "A value ≈ 0 in a hidden layer means every unit gets the same gradient (constant init).",
+             "What the init drew; the predicted variances above start from these formulas."), strict=True):
+        lines += [f"## {title}", "", "| init | act_fn | " + " | ".join(layers) + " |",
+                  "|---|---|" + "---:|" * len(layers)]
+        for _, r in jobs:
+            cells = [sci(r[kind].get(name)) for name in layers]
+            lines.append(f"| {_md_init(r['meta'])} | {r['meta']['act_fn']} | " + " | ".join(cells) + " |")
+        lines += ["", look, ""]
     if problems:
         lines += ["## Jobs without a result", "", *(f"- {p}" for p in problems), ""]
     md_path = sweep_dir / "probe_summary.md"
     atomic_write_text(md_path, "\n".join(lines))
     return md_path, csv_path, problems
-
-
-def _failure(job_dir: Path) -> str:
-    try:  # src.entry.run_task marks a job that hit a user error
-        return "failed: " + json.loads((job_dir / "results.json").read_text()).get("error", "?")
-    except (OSError, json.JSONDecodeError):
-        return "incomplete: no probe.json (still running, killed, or crashed before writing it)"
 
 
 def _md_init(meta: dict) -> str:
@@ -226,17 +404,34 @@ def _md_init(meta: dict) -> str:
 
 
 def _csv(v):
-    return "" if v is None else repr(float(v))
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
 
 
 class ProbeSummary(Callback):
-    """Hydra callback (conf/probe.yaml, hydra.callbacks): after a multirun, one combined table.
-    The exit status is the sweep report's business (conf/hydra/default.yaml)."""
+    """Hydra callback of conf/probe.yaml: after a multirun, one combined table (probe_summary.md
+    + .csv) and nothing else — it replaces the training sweep report there. Exit status as the
+    sweep report's (src/hydra_callbacks.py): 1 when a job has a status in `fail_on`."""
+
+    def __init__(self, exit_on_failure: bool = True, fail_on: list[str] | None = None, **_report_settings) -> None:
+        # _report_settings: the replaced sweep report's other keys (conf/hydra/default.yaml).
+        self.exit_on_failure = exit_on_failure
+        self.fail_on = list(fail_on) if fail_on is not None else None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        written = summarize_sweep(sweep_dir) if sweep_dir.is_dir() else None
+        if not sweep_dir.is_dir():
+            return
+        written = summarize_sweep(sweep_dir, self.fail_on)
+        problems = written[2] if written is not None else [f"no probe.json under {sweep_dir}"]
         if written is not None:
             md, csv_path, _ = written
             print(md.read_text(), flush=True)
             log.info("probe summary: %s and %s", md, csv_path)
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr, flush=True)
+        if problems and self.exit_on_failure:
+            sys.exit(1)  # SystemExit passes Hydra's callback guard and sets the exit status
+
+
+def net_device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device

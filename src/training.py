@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.diagnostics import diagnostics_seconds
 from callbacks.divergence import Diverged
 from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
@@ -190,6 +191,9 @@ def train(cfg: DictConfig) -> float | None:
         "global_step": trainer.global_step,
         "resumed_from": ckpt_path,
         "seconds": round(time.time() - started, 3),
+        # What the diagnostics callbacks cost: each times its own work (callbacks/diagnostics.py).
+        "diagnostics_seconds": round(diagnostics_seconds(trainer), 3),
+        "diagnostics_share": round(diagnostics_seconds(trainer) / max(time.time() - started, 1e-9), 4),
         "best_checkpoint": best_path,
         "data_source": datamodule.source,
         "output_dir": str(out),

@@ -24,6 +24,8 @@ from callbacks.diagnostics import (
     activations_of,
     tensor_stats,
 )
+from callbacks.update_stats import UpdateStats
+from callbacks.variance_probe import VarianceProbe
 from src.model import BaseNetwork
 from src.module import ClassifierModule
 
@@ -149,7 +151,11 @@ def test_callbacks_log_the_hand_computed_variances(tmp_path):
     # Figures: start (step 0), every 2nd epoch (one step per epoch here: step 2), end (step 3).
     assert {e.step for e in acc.Images("distributions/activations")} == {0, 2, 3}
     pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
-    assert pngs == [f"{k}_step{s:06d}.png" for k in ("activations", "gradients", "weights") for s in (0, 2, 3)]
+    kinds = ("activations", "gradients", "weights")
+    # Depth profiles once there are two logged steps to compare (step 0 alone is the probe's job).
+    depth = [f"depth_{k}_step{s:06d}.png" for k in kinds for s in (2, 3)]
+    assert pngs == sorted(depth + [f"{k}_step{s:06d}.png" for k in kinds for s in (0, 2, 3)])
+    assert {e.step for e in acc.Images("depth/activations")} == {2, 3}
     assert no_hooks(module)
 
 
@@ -239,10 +245,13 @@ def test_default_config_enables_diagnostics_and_none_disables_them():
 
     default = compose([], ROOT / "logs" / "unused")
     none = compose(["callbacks=none"], ROOT / "logs" / "unused")
-    diagnostics = {ActivationStats, GradientStats, WeightStats, DistributionFigures}
-    built = [hydra.utils.instantiate(c) for c in default.callbacks.values()]
-    assert diagnostics <= {type(c) for c in built}
-    assert next(c for c in built if isinstance(c, ActivationStats)).batch_size == 1024
+    diagnostics = {ActivationStats, GradientStats, WeightStats, DistributionFigures, UpdateStats, VarianceProbe}
+    built = {name: hydra.utils.instantiate(c) for name, c in default.callbacks.items()}
+    assert diagnostics <= {type(c) for c in built.values()}
+    assert built["activation_stats"].batch_size == 1024
+    # All statistics on the same steps, so their curves line up.
+    assert len({c.every_n_steps for c in built.values() if isinstance(c, (GradientStats, UpdateStats,
+                                                                          ActivationStats, WeightStats))}) == 1
     essential = [hydra.utils.instantiate(c) for c in none.callbacks.values()]
     assert essential and not diagnostics & {type(c) for c in essential}
 
@@ -294,3 +303,173 @@ def test_real_tensorboard_serves_the_tags(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth charts, moving weights, warnings, cost (issue 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def custom_scalars_layout(event_dir: Path):
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(event_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    newest = acc.Tensors(metadata.CONFIG_SUMMARY_TAG)[-1]
+    return layout_pb2.Layout.FromString(tensor_util.make_ndarray(newest.tensor_proto).item())
+
+
+def test_custom_scalars_layout_puts_every_layer_on_one_chart_per_quantity(tmp_path):
+    fit(tmp_path, tiny_module(lr=0.1), all_callbacks() + [UpdateStats(every_n_steps=1)], max_steps=2)
+    layout = custom_scalars_layout(tmp_path / "tb")
+    (category,) = layout.category
+    charts = {c.title: list(c.multiline.tag) for c in category.chart}
+    assert charts == {"activation var": [r"activations/var/.*"], "gradient var": [r"gradients/var/.*"],
+                      "weight var": [r"weights/var/.*"], "update ratio ‖Δw‖/‖w‖": [r"updates/ratio/.*"]}
+    # The regexes match the per-layer tags, which keep their names.
+    import re
+
+    scalars = events(tmp_path).Tags()["scalars"]
+    for regexes in charts.values():
+        assert len([t for t in scalars if re.fullmatch(regexes[0], t)]) == 2  # both layers
+
+
+class GroundTruth(pl.Callback):
+    """Records, at the steps given, what the diagnostics should log: computed here independently."""
+
+    def __init__(self, steps):
+        self.steps, self.truth = set(steps), {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        step = trainer.global_step
+        if step in self.steps:
+            net = pl_module.net
+            self.truth[("gradients", step)] = {n: float(m.weight.grad.var(correction=0))
+                                                for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+            self._before = {n: m.weight.detach().clone() for n, m in net.named_modules()
+                            if isinstance(m, torch.nn.Linear)}
+
+    def on_train_start(self, trainer, pl_module):
+        self._state(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        done = trainer.global_step - 1  # the step just taken
+        linears = {n: m for n, m in pl_module.net.named_modules() if isinstance(m, torch.nn.Linear)}
+        if done in self.steps:
+            self.truth[("updates", done)] = {n: float((m.weight.detach() - self._before[n]).norm()
+                                                      / self._before[n].norm()) for n, m in linears.items()}
+        self._state(trainer, pl_module)
+
+    def _state(self, trainer, pl_module):
+        net = pl_module.net
+        linears = {n: m for n, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+        if trainer.global_step in self.steps:
+            x = trainer.datamodule.x
+            with torch.no_grad():
+                h = net.layers[0](x)
+                out = net.layers[2](net.layers[1](h))
+            self.truth[("activations", trainer.global_step)] = {"layers.0": float(h.var(correction=0)),
+                                                                "layers.2": float(out.var(correction=0))}
+            self.truth[("weights", trainer.global_step)] = {n: float(m.weight.var(correction=0))
+                                                            for n, m in linears.items()}
+
+
+def test_values_after_the_weights_move_on_a_200_step_schedule(tmp_path):
+    """Real training (SGD lr 0.1, the weights move every step), the default interval of 200 steps:
+    every logged value equals an independent computation at that step."""
+    module = tiny_module(lr=0.1)
+    truth = GroundTruth(steps=(0, 200, 400))
+    callbacks = [ActivationStats(every_n_steps=200, batch_size=N), GradientStats(every_n_steps=200),
+                 WeightStats(every_n_steps=200), UpdateStats(every_n_steps=200)]
+    fit(tmp_path, module, callbacks + [truth], max_steps=401)
+    acc = events(tmp_path)
+    for kind, stat in (("activations", "var"), ("gradients", "var"), ("weights", "var"), ("updates", "ratio")):
+        for layer in ("layers.0", "layers.2"):
+            logged = scalar_steps(acc, f"{kind}/{stat}/{layer}")
+            expected_steps = {0, 200, 400} | ({401} if kind in ("activations", "weights") else set())
+            assert set(logged) == expected_steps, (kind, layer)
+            for step in (0, 200, 400):
+                assert logged[step] == pytest.approx(truth.truth[(kind, step)][layer], rel=1e-5), (kind, layer, step)
+    # The weights did move: step 400's values differ from the init's.
+    w = scalar_steps(acc, "weights/var/layers.0")
+    assert abs(w[400] - w[0]) > 1e-3 * w[0]
+
+
+def test_band_watch_warns_once_per_layer_after_patience_steps():
+    from callbacks.diagnostics import BandWatch
+
+    watch = BandWatch("weight-gradient variance", 1e-14, 1e2, patience=3)
+    assert watch.update(0, {"a": 1e-20, "b": 1.0}) == []
+    assert watch.update(200, {"a": 1e-20, "b": 1e3}) == []
+    lines = watch.update(400, {"a": 3e-17, "b": 1.0})  # b back in the band: its run restarts
+    assert lines == ["vanishing weight-gradient variance: a = 3e-17 (below 1e-14) for 3 logging steps in a row "
+                     "(steps 0-400)"]
+    assert watch.update(600, {"a": 1e-20, "b": 1e3}) == []  # a: already warned
+    assert watch.update(800, {"a": 1.0, "b": 1e3}) == []
+    assert watch.update(1000, {"a": 1.0, "b": 1e3})[0].startswith("exploding weight-gradient variance: b = 1e+03")
+
+
+def test_budget_doubles_the_interval_until_the_cost_fits(monkeypatch):
+    import callbacks.diagnostics as diag
+
+    clock = iter([0.0, 10.0, 20.0])  # wall time at three logging steps, 100 steps apart
+    monkeypatch.setattr(diag.time, "perf_counter", lambda: next(clock))
+    cb = WeightStats(every_n_steps=100, budget=0.01)
+    cb._adapt_interval(0)
+    cb.seconds = 1.0  # 1 s of own work per 10 s: 10 %, ten times the budget
+    cb._adapt_interval(100)
+    # per step (10 - 1) / 100 s; one log costs 1 s; 1 % needs an interval of >= 1 / (0.01 * 0.09) = 1111
+    assert cb.every_n_steps == 1600
+    cb.seconds = 1.0
+    cb._adapt_interval(1700)  # no new cost since the last log: the interval stays
+    assert cb.every_n_steps == 1600
+
+
+def test_histogram_counts_match_numpy_including_the_edges():
+    from callbacks.diagnostics import histogram_counts
+
+    v = torch.cat([torch.randn(10_000), torch.tensor([-3.0, 3.0, 0.0])]).clamp(-3, 3)
+    counts = histogram_counts(v, -3.0, 3.0, 64)
+    expected, _ = np.histogram(v.numpy(), bins=64, range=(-3, 3))
+    assert counts.tolist() == expected.tolist()
+    assert torch.equal(counts.float(), torch.histc(v, bins=64, min=-3, max=3))
+    # A diverging run's weights span float32's whole range: v - lo overflows to inf.
+    huge = torch.tensor([-3e38, 0.0, 3e38])
+    assert histogram_counts(huge, -3e38, 3e38, 4).tolist() == [1, 0, 1, 1]
+
+
+def test_run_label_names_init_optimizer_lr_and_activation():
+    from callbacks.diagnostics import init_label, optim_label, run_label
+
+    assert init_label({"_target_": "src.init.Normal", "std": 0.1}) == "normal std=0.1"
+    assert init_label({"_target_": "src.init.XavierNormal"}) == "xavier_normal"
+    assert optim_label({"_target_": "src.optim.SGDMomentum", "lr": 0.1, "momentum": 0.9}) == \
+        "SGDMomentum lr=0.1 momentum=0.9"
+    assert optim_label({"_target_": "torch.optim.Adam", "lr": 1e-3}) == "torch Adam lr=0.001"
+    module = ClassifierModule(model={"act_fn": "tanh", "hidden_sizes": [8]}, optim_cfg={"_target_": "src.optim.Adam",
+                              "lr": 1e-3}, init_cfg={"_target_": "src.init.Kaiming"})
+    assert run_label(module) == "kaiming · Adam lr=0.001 · tanh"
+
+
+@pytest.mark.parametrize("init, warned", [(["init=normal", "init.std=0.001"], True), ([], False)],
+                         ids=["std0.001", "default"])
+def test_vanishing_warning_fires_on_tiny_init_and_stays_quiet_on_the_default(tmp_path, data_dir, init, warned):
+    import json
+
+    from src.training import train
+    from tests.conftest import FAST, compose
+
+    every = [f"callbacks.{c}.every_n_steps=2" for c in ("activation_stats", "gradient_stats", "weight_stats",
+                                                          "update_stats")]
+    overrides = [o for o in FAST if o != "callbacks=none"] + init + every + [
+        "data.train_subset=2048", "callbacks.distribution_figures=null", "callbacks.variance_probe=null"]
+    train(compose(overrides, tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok"
+    if warned:
+        assert any(w.startswith("vanishing weight-gradient variance: layers.0") for w in results["warnings"])
+    else:
+        assert results["warnings"] == []
+    assert 0 < results["diagnostics_seconds"] < results["seconds"]
+    assert results["diagnostics_share"] == pytest.approx(results["diagnostics_seconds"] / results["seconds"], rel=0.05)

@@ -33,7 +33,7 @@ def compose_cfg(name, out, overrides):
 
 def test_const_init_reproduces_the_tutorial_to_3_significant_digits(tmp_path):
     cfg = compose_cfg("probe", tmp_path, ["init=const", "init.fill=0.005", "model.act_fn=identity",
-                                          "tensorboard=false"])
+                                          "tensorboard=false", "probe.draws=2", "probe.batches=1"])
     result = probe(cfg)
     saved = json.loads((tmp_path / "probe.json").read_text())
     for layer, expected in TUTORIAL_CONST.items():
@@ -49,7 +49,8 @@ def test_const_init_reproduces_the_tutorial_to_3_significant_digits(tmp_path):
 
 
 def test_probe_json_has_one_entry_per_linear_layer_for_any_hidden_sizes(tmp_path):
-    cfg = compose_cfg("probe", tmp_path, ["init=xavier", "model.act_fn=tanh", "model.hidden_sizes=[32,16,8]"])
+    cfg = compose_cfg("probe", tmp_path, ["init=xavier", "model.act_fn=tanh", "model.hidden_sizes=[32,16,8]",
+                                          "probe.draws=3", "probe.batches=2"])
     probe(cfg)
     saved = json.loads((tmp_path / "probe.json").read_text())
     layers = ["layers.0", "layers.2", "layers.4", "layers.6"]
@@ -74,7 +75,8 @@ def test_probe_equals_step_0_of_training(tmp_path):
         "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
         "callbacks.distribution_figures=null"])
     train(train_cfg)
-    probed = probe(compose_cfg("probe", tmp_path / "probe", common + ["tensorboard=false"]))
+    probed = probe(compose_cfg("probe", tmp_path / "probe", common + ["tensorboard=false", "probe.draws=1",
+                                                                       "probe.batches=1"]))
     acc = EventAccumulator(str(tmp_path / "train" / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     for layer, var in probed["activations"].items():
@@ -89,9 +91,13 @@ def test_multirun_writes_one_combined_table(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "probe.py"), "-m", "init=const,equal_var", "model.act_fn=identity",
-         "model.hidden_sizes=[16]", "tensorboard=false", f"paths.data_dir={DATA}", f"hydra.sweep.dir={sweep}"],
+         "model.hidden_sizes=[16]", "tensorboard=false", "probe.draws=2", "probe.batches=1", f"paths.data_dir={DATA}",
+         f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Only the probe summary: no training-style sweep report with empty accuracy columns.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_file()) == ["multirun.yaml", "probe_summary.csv",
+                                                                      "probe_summary.md"]
     rows = list(csv.DictReader((sweep / "probe_summary.csv").open()))
     assert [(r["init"], r["layer"]) for r in rows] == [("const", "layers.0"), ("const", "layers.2"),
                                                        ("equal_var", "layers.0"), ("equal_var", "layers.2")]
@@ -99,3 +105,223 @@ def test_multirun_writes_one_combined_table(tmp_path):
     md = (sweep / "probe_summary.md").read_text()
     assert "## Activation variance" in md and "| equal_var | identity |" in md
     assert "Activation variance" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory beside measurement (issue 14)
+# ---------------------------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from callbacks.variance_probe import (  # noqa: E402
+    gaussian_gains,
+    init_variances,
+    predict,
+    probe_variances,
+    softmax_gradient_second_moment,
+)
+from src.init import get_init  # noqa: E402
+from src.model import BaseNetwork  # noqa: E402
+
+
+def test_prediction_equals_the_formulas_on_a_tiny_identity_net():
+    """Identity activation: every step of the recursion by hand."""
+    net = BaseNetwork(act_fn="identity", input_size=4, num_classes=3, hidden_sizes=[5])
+    x = torch.tensor([[1.0, -2.0, 0.5, 0.0], [3.0, 1.0, -1.0, 2.0]])
+    (s0, b0), (s1, b1) = (0.3, 0.01), (0.2, 0.0)
+    got = predict(net, x, [(s0, b0, "formula"), (s1, b1, "formula")])
+    xn = x.double().numpy()
+    q = (xn**2).mean(1)  # per sample
+    m = (xn.mean(0) ** 2).mean()  # energy of the batch mean
+    v0 = 4 * s0 * q + b0
+    c0 = 4 * s0 * m + b0
+    assert got["forward"][0] == pytest.approx(v0.mean() - c0 / 5, rel=1e-12)
+    v1 = 5 * s1 * v0 + b1  # identity: E[f(y)²] = v
+    c1 = 5 * s1 * c0 + b1
+    assert got["forward"][1] == pytest.approx(v1.mean() - c1 / 3, rel=1e-12)
+    g1 = softmax_gradient_second_moment(torch.from_numpy(v1), 3).numpy()
+    assert got["backward"][1] == pytest.approx(g1.mean(), rel=1e-12)
+    assert got["backward"][0] == pytest.approx((1.0 * 3 * s1 * g1).mean(), rel=1e-12)  # f' = 1
+    # Softmax limits: tiny logits give (1 - 1/C)/C, huge ones (2 - 2/C)/C.
+    lim = softmax_gradient_second_moment(torch.tensor([1e-12, 1e9], dtype=torch.float64), 10).numpy()
+    np.testing.assert_allclose(lim, [0.09, 0.18], rtol=2e-3)
+
+
+def test_activation_gains():
+    from scipy import integrate
+
+    v = torch.tensor([0.01, 1.0, 7.0], dtype=torch.float64)
+    q, d = gaussian_gains(torch.nn.ReLU(), v)
+    np.testing.assert_allclose(q.numpy(), v.numpy() / 2, rtol=1e-12)  # Kaiming's factor 2 (gain √2)
+    np.testing.assert_allclose(d.numpy(), 0.5, rtol=1e-12)
+    q, d = gaussian_gains(torch.nn.Tanh(), v)
+
+    def gaussian_mean(g, var):  # E[g(y)], y ~ N(0, var), by adaptive quadrature
+        pdf = lambda y: np.exp(-y * y / (2 * var)) / np.sqrt(2 * np.pi * var)  # noqa: E731
+        return integrate.quad(lambda y: g(y) * pdf(y), -12 * np.sqrt(var), 12 * np.sqrt(var), points=[0], limit=500)[0]
+
+    for vi, qi, di in zip(v.tolist(), q.tolist(), d.tolist(), strict=True):
+        assert qi == pytest.approx(gaussian_mean(lambda y: np.tanh(y) ** 2, vi), rel=1e-5)
+        assert di == pytest.approx(gaussian_mean(lambda y: (1 - np.tanh(y) ** 2) ** 2, vi), rel=1e-5)
+
+
+def test_init_formulas_match_the_drawn_weights():
+    for name, kwargs in (("kaiming", {}), ("xavier", {}), ("normal", {"std": 0.1}), ("equal_var", {}),
+                         ("kaiming_gain", {}), ("default", {})):
+        torch.manual_seed(0)
+        net = BaseNetwork(act_fn="tanh")  # torch's default init, which `default` keeps
+        init = get_init(name, **kwargs)
+        init(net)
+        for layer, (w_var, _, source) in zip(net.layers[::2], init_variances(init, net), strict=True):
+            assert source == "formula"
+            assert float(layer.weight.detach().var()) == pytest.approx(w_var, rel=0.1), (name, layer)
+
+
+def test_identity_net_measurement_converges_to_the_prediction():
+    """Exact in expectation for identity: many draws of a small net, every layer inside the band."""
+    torch.manual_seed(0)
+    net = BaseNetwork(act_fn="identity", input_size=16, num_classes=4, hidden_sizes=[32, 32])
+    init = get_init("normal", std=0.2)
+    init(net)
+    x = torch.randn(256, 16) + 0.5
+    y = torch.randint(0, 4, (256,))
+    report = probe_variances(net, init, [(x, y)], draws=60, seed=1, tolerance=0.0)
+    for name, row in report["layers"].items():
+        for q in ("forward", "backward"):
+            r = row[q]
+            assert r["lo"] <= r["predicted"] <= r["hi"], (name, q, r["predicted"], r["lo"], r["hi"])
+
+
+@pytest.fixture(scope="module")
+def tutorial_batch():
+    from src.data import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(data_dir=str(DATA))
+    dm.prepare_data()
+    x, y = dm.diagnostic_batch(1024)
+    return [(x, y)]
+
+
+def real_net_report(batches, init_name, act, draws=10, **kwargs):
+    torch.manual_seed(42)
+    net = BaseNetwork(act_fn=act)
+    init = get_init(init_name, **kwargs)
+    init(net)
+    return probe_variances(net, init, batches, draws=draws, seed=42)
+
+
+def means(report, q):
+    return [row[q]["mean"] for row in report["layers"].values()]
+
+
+@pytest.mark.parametrize("init_name, act", [("kaiming", "relu"), ("xavier", "tanh")])
+def test_band_covers_the_prediction_for_the_recommended_inits(tutorial_batch, init_name, act):
+    report = real_net_report(tutorial_batch, init_name, act)
+    assert report["flags"] == {"forward": [], "backward": []}
+    for row in report["layers"].values():
+        for q in ("forward", "backward"):
+            assert 0.85 < row[q]["ratio"] < 1.15
+    forward = means(report, "forward")
+    if init_name == "kaiming":  # the tutorial: "the variance stays stable across layers"
+        assert max(forward[:4]) / min(forward[:4]) < 1.3
+    else:  # "decreases over depth … stabilizes around 0.25"
+        assert forward[0] > forward[1] > forward[2] and 0.2 < forward[3] < 0.35
+
+
+def test_std_0_1_explodes_and_std_0_01_vanishes_as_predicted(tutorial_batch):
+    """The tutorial's identity net: the prediction follows the measurement into the explosion and
+    the collapse (the formula is exact there), so neither is flagged."""
+    big = real_net_report(tutorial_batch, "normal", "identity", std=0.1)
+    small = real_net_report(tutorial_batch, "normal", "identity", std=0.01)
+    f_big, f_small = means(big, "forward"), means(small, "forward")
+    assert all(b / a > 2 for a, b in zip(f_big[:3], f_big[1:4], strict=True))  # ×5, ×2.5, ×2.5
+    assert all(b / a < 0.6 for a, b in zip(f_small[:3], f_small[1:4], strict=True))
+    # The gradient w.r.t. the first layers vanishes too (×~40 per layer towards the input).
+    b_small = means(small, "backward")
+    assert b_small[3] / b_small[0] > 1e4  # 9e-5 at layers.6, 8e-10 at layers.0
+    for report in (big, small):
+        for name, row in list(report["layers"].items())[:4]:
+            assert 0.85 < row["forward"]["ratio"] < 1.15, name
+            assert not row["forward"]["flag"] and not row["backward"]["flag"], name
+
+
+def test_constant_init_is_flagged_and_has_no_gradient_variance_across_units(tmp_path, capsys):
+    cfg = compose_cfg("probe", tmp_path, ["init=const", "init.fill=0.005", "model.act_fn=identity",
+                                          "probe.draws=2", "probe.batches=1"])
+    result = probe(cfg)
+    report = result["variance"]
+    # Weights are not random: the theory predicts no variance, the measurement has plenty.
+    assert report["flags"]["forward"] == ["layers.0", "layers.2", "layers.4", "layers.6", "layers.8"]
+    assert all(r["forward"]["predicted"] == 0 for r in report["layers"].values())
+    out = capsys.readouterr().out
+    assert "Weight-gradient variance ≈ 0 in layers.2, layers.4, layers.6" in out
+    assert result["variance"]["warnings"] and "layers.0" in result["variance"]["warnings"][0]
+
+
+def test_probe_outputs_header_tables_figure_and_tensorboard(tmp_path, capsys):
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_cfg("probe", tmp_path, ["init=normal", "init.std=0.1", "model.act_fn=identity",
+                                          "model.hidden_sizes=[64,32]", "probe.draws=3", "probe.batches=2"])
+    result = probe(cfg)
+    saved = json.loads((tmp_path / "probe.json").read_text())
+    assert set(saved) >= {"activations", "gradients", "weights", "meta", "variance"}  # today's keys + new
+    layer = saved["variance"]["layers"]["layers.0"]
+    assert set(layer["forward"]) >= {"predicted", "mean", "lo", "hi", "flag", "draws"}
+    assert len(layer["forward"]["draws"]) == 3 and saved["variance"]["batches"] == 2
+    assert layer["fan_in"] == 784 and layer["weight_var"] == pytest.approx(0.01)
+    assert (tmp_path / "probe.png").stat().st_size > 10_000
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    assert "probe/variance_vs_depth" in acc.Tags()["images"]
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
+    out = capsys.readouterr().out
+    # The header names the init with its std, the activation and every other override.
+    header = "probe  init=normal std=0.1 act_fn=identity model.hidden_sizes=[64,32] probe.draws=3 probe.batches=2"
+    assert out.splitlines()[0].startswith(header)
+    # One number format in every variance column; a sentence after each table.
+    rows = [line for line in out.splitlines() if line.strip().startswith("layers.")]
+    assert len(rows) == 3 * 3
+    for line in rows:
+        numbers = re.findall(r"\d+\.\d+(?:e[+-]\d+)?", line)
+        variances = [n for n in numbers if "e" in n]
+        assert all(re.fullmatch(r"\d\.\d\de[+-]\d\d", n) for n in variances), line
+    sentences = [line for line in out.splitlines() if re.match(r"^  \S", line)]
+    assert [line.split()[0] for line in sentences] == ["Forward", "Backward", "Weight-gradient"]
+    assert result["meta"]["arguments"] == header.removeprefix("probe  ")
+
+
+def test_header_lists_every_non_default_argument():
+    from src.probe import header_arguments
+
+    assert header_arguments("normal std=0.1", "identity", ["init=normal", "init.std=0.1", "model.act_fn=identity",
+                                                          "model.hidden_sizes=[64]", "probe.draws=3",
+                                                          "paths.data_dir=/x"]) == \
+        "init=normal std=0.1 act_fn=identity model.hidden_sizes=[64] probe.draws=3"
+
+
+def test_probe_summary_sets_the_exit_status_when_a_job_failed(tmp_path, capsys):
+    """The probe's multirun callback replaces the sweep report: it must fail the sweep the same way."""
+    from omegaconf import OmegaConf
+
+    from src.probe import ProbeSummary
+
+    ok, failed = tmp_path / "0_init=const", tmp_path / "1_init=normal,init.std=-1"
+    for d in (ok, failed):
+        (d / ".hydra").mkdir(parents=True)
+    minimal = {"activations": {"layers.0": 2.0}, "gradients": {"layers.0": 0.0}, "weights": {"layers.0": 0.0},
+               "meta": {"init": "const", "act_fn": "identity", "init_cfg": {"fill": 0.005}, "shapes": {"layers.0": [784, 10]}}}
+    (ok / "probe.json").write_text(json.dumps(minimal))
+    (ok / "results.json").write_text(json.dumps({"status": "ok"}))
+    (failed / "results.json").write_text(json.dumps({"status": "failed", "error": "init: Invalid std=-1.0: must be > 0"}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as exit_info:
+        ProbeSummary().on_multirun_end(config)
+    assert exit_info.value.code == 1
+    assert "error: job 1_init=normal,init.std=-1: failed: init: Invalid std=-1.0" in capsys.readouterr().err
+    md = (tmp_path / "probe_summary.md").read_text()
+    assert "| const (fill=0.005) | identity | 2.00e+00 |" in md and "## Jobs without a result" in md
+    ProbeSummary(exit_on_failure=False).on_multirun_end(config)  # no exit

@@ -1,0 +1,491 @@
+"""Theory beside measurement: the variance each Linear's output (forward) and the gradient w.r.t. it
+(backward) should have at init, next to what K independent init draws x B batches measure.
+
+The prediction is the mean-field recursion of Glorot & Bengio / He et al. (derivation in
+docs/diagnostics.md), per sample n, from the layer's fan-in and fan-out, its weight and bias
+variance (the init's formula), the activation's Gaussian gain and the measured input:
+
+    forward   v_n(l)   = fan_in(l)·σ_w²(l)·q_n(l) + σ_b²(l)      q_n(0) = mean_j x_nj²  (measured)
+              q_n(l+1) = E_z[f(√v_n(l)·z)²]                        (ReLU: v/2, identity: v, tanh: < v)
+    backward  g_n(L)   = E‖softmax(logits) − onehot‖²/C, logits ~ N(0, v_n(L)) (Monte Carlo, once)
+              g_n(l)   = E_z[f'(√v_n(l)·z)²]·fan_out(l+1)·σ_w²(l+1)·g_n(l+1)
+
+Predicted value of a layer = mean over samples (and batches). Measured: population variance of the
+Linear's output, and of d(Σ_n loss_n)/d(output) (the per-sample loss, so a gradient does not shrink
+with the batch size), per draw averaged over the batches; the band is the 95 % confidence interval
+of the mean over draws (Student t). A layer whose prediction lies outside the band is flagged:
+the difference is more than K draws of sampling noise explain, so an assumption of the theory
+fails there (constant init: weights not random; a saturated softmax: the output gradient depends on
+the weights it flows back through).
+
+Used by probe.py (src/probe.py) and, inside training, by the `VarianceProbe` callback at step 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
+
+from callbacks.diagnostics import (
+    LinearOutputs,
+    Timed,
+    _net,
+    linear_layers,
+    run_label,
+    tensorboard_writer,
+)
+from src.utils import atomic_write_json
+
+QUANTITIES = ("forward", "backward")
+GAUSS_HERMITE_NODES = 96  # even: no node at 0, where ReLU's derivative jumps
+
+
+# ---------------------------------------------------------------------------------------------
+# What the init's formula says: weight and bias variance per layer
+# ---------------------------------------------------------------------------------------------
+
+
+def init_variances(init_scheme, net: nn.Module) -> list[tuple[float, float, str]]:
+    """[(σ_w², σ_b², source)] per Linear, from the init scheme's formula (src/init.py); for a
+    scheme without a known formula (or none), the variance of the net's current weights and
+    biases (source "measured")."""
+    from src import init as schemes
+
+    if type(init_scheme) is schemes.KaimingGain and not hasattr(init_scheme, "_gain"):
+        redraw(net, init_scheme, 0)  # the gain is read from the model when the scheme is first applied
+    out = []
+    for index, layer in enumerate(linear_layers(net).values()):
+        d_in, d_out = layer.in_features, layer.out_features
+        kind = type(init_scheme)
+        if kind is schemes.Const:
+            w, b = 0.0, 0.0  # all equal: no variance (the mean is not 0: the theory does not apply)
+        elif kind is schemes.Normal:
+            w = b = init_scheme.std ** 2
+        elif kind is schemes.EqualVar:
+            w, b = 1 / d_in, 0.0
+        elif kind in (schemes.Xavier, schemes.XavierNormal):
+            w, b = 2 / (d_in + d_out), 0.0
+        elif kind is schemes.Kaiming:
+            w, b = (1.0 if index == 0 else 2.0) / d_in, 0.0
+        elif kind is schemes.KaimingGain and hasattr(init_scheme, "_gain"):
+            w, b = (1.0 if index == 0 else init_scheme._gain ** 2) / d_in, 0.0
+        elif kind is schemes.Default:  # torch's kaiming_uniform(a=√5): W, b ~ U[±1/√d_in]
+            w = b = 1 / (3 * d_in)
+        else:
+            w = float(layer.weight.detach().double().var(correction=0))
+            b = float(layer.bias.detach().double().var(correction=0)) if layer.bias is not None else 0.0
+            out.append((w, b, "measured"))
+            continue
+        out.append((w, b, "formula"))
+    return out
+
+
+def activations_after(net: nn.Module) -> list[nn.Module | None]:
+    """The activation module that follows each Linear (None after the last one). Needs the
+    tutorial's layout: `net.layers` alternating Linear and activation."""
+    layers = list(getattr(net, "layers", []))
+    linears = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the variance theory needs a net with `layers` alternating nn.Linear and activation")
+    acts = []
+    for i in linears:
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        acts.append(None if nxt is None or isinstance(nxt, nn.Linear) else nxt)
+    return acts
+
+
+# ---------------------------------------------------------------------------------------------
+# The theory
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _gauss_hermite() -> tuple[torch.Tensor, torch.Tensor]:
+    z, w = np.polynomial.hermite_e.hermegauss(GAUSS_HERMITE_NODES)  # weight e^{-z²/2}
+    return torch.from_numpy(z), torch.from_numpy(w / w.sum())
+
+
+def _moments_at(act: nn.Module, v: float) -> tuple[float, float]:
+    """(E[f(y)²], E[f'(y)²]) for y ~ N(0, v), accurate to ~1e-6 for v in [1e-8, 1e8].
+
+    v <= 1: Gauss-Hermite in z (f(√v·z) is smooth on the Gaussian's scale). v > 1: the Gaussian is
+    wider than the activation's features (tanh bends within |y| < 3; f'² of tanh is a peak of width
+    ~1 that 96 nodes spread over ±20√v miss), so a trapezoid in y: dense on |y| <= 6, geometric
+    beyond, out to 12 standard deviations."""
+    if v <= 1:
+        z, w = _gauss_hermite()
+        y = (math.sqrt(v) * z).requires_grad_(True)
+        weights = w
+    else:
+        outer = torch.from_numpy(np.geomspace(6.0, 12 * math.sqrt(v), 600)[1:])
+        y = torch.cat([-outer.flip(0), torch.linspace(-6.0, 6.0, 2401, dtype=torch.float64), outer])
+        density = torch.exp(-y * y / (2 * v)) / math.sqrt(2 * math.pi * v)
+        dy = torch.diff(y)
+        weights = torch.zeros_like(y)
+        weights[:-1] += dy / 2
+        weights[1:] += dy / 2
+        weights = weights * density
+        y = y.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = act(y)
+        (slope,) = torch.autograd.grad(out.sum(), y)
+    return float((out.detach() ** 2 * weights).sum()), float((slope**2 * weights).sum())
+
+
+@functools.lru_cache(maxsize=16)
+def _moment_table(act_key: str, act: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ln v grid, E[f²]/v and E[f'²] on it (both smooth in ln v), for cubic interpolation."""
+    log_v = np.linspace(math.log(1e-8), math.log(1e8), 161)
+    q, d = zip(*(_moments_at(act, math.exp(lv)) for lv in log_v), strict=True)
+    return log_v, np.array(q) / np.exp(log_v), np.array(d)
+
+
+def gaussian_gains(act: nn.Module | None, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E[f(y)²], E[f'(y)²]) for y ~ N(0, v), elementwise in `v` (float64). Identity: (v, 1);
+    ReLU: (v/2, 1/2) exactly — the factor 2 of Kaiming's gain √2; others (tanh, GELU, ELU,
+    leaky ReLU) from a table of accurate integrals, interpolated in ln v."""
+    if act is None or isinstance(act, nn.Identity):
+        return v.clone(), torch.ones_like(v)
+    if isinstance(act, nn.ReLU):
+        return v / 2, torch.full_like(v, 0.5)
+    from scipy.interpolate import CubicSpline
+
+    log_v, q_ratio, d = _moment_table(repr(act), act)
+    lv = np.log(np.clip(v.numpy(), 1e-8, 1e8))
+    q = CubicSpline(log_v, q_ratio)(lv) * np.clip(v.numpy(), 0, None)
+    return torch.from_numpy(q), torch.from_numpy(CubicSpline(log_v, d)(lv))
+
+
+@functools.lru_cache(maxsize=8)
+def _softmax_gradient_table(classes: int, samples: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """log10 v grid and E‖softmax(ℓ) − e_y‖²/C for ℓ ~ N(0, v·I_C), y uniform and independent of ℓ
+    (so E[p_y] = 1/C): (E[Σp²] − 2/C + 1)/C. Scrambled Sobol normals (the same for every v, so
+    the curve is smooth in v; error ~1e-4 relative)."""
+    sobol = torch.quasirandom.SobolEngine(classes, scramble=True, seed=0).draw(samples, dtype=torch.float64)
+    z = torch.special.ndtri(sobol.clamp(1e-12, 1 - 1e-12))
+    log_v = np.linspace(-10, 8, 73)  # every quarter decade; cubic interpolation in between
+    scale = torch.from_numpy(10.0 ** (log_v / 2))[:, None, None]
+    sum_p2 = torch.cat([torch.softmax(z[None] * chunk, dim=2).pow(2).sum(2).mean(1) for chunk in scale.split(16)])
+    return log_v, ((sum_p2 - 2 / classes + 1) / classes).numpy()
+
+
+def softmax_gradient_second_moment(v: torch.Tensor, classes: int) -> torch.Tensor:
+    from scipy.interpolate import CubicSpline
+
+    log_v, g = _softmax_gradient_table(classes)
+    lv = np.log10(np.clip(v.numpy(), 10.0**log_v[0], 10.0**log_v[-1]))
+    return torch.from_numpy(CubicSpline(log_v, g)(lv))
+
+
+def mean_energy(act: nn.Module | None, common: float, spread: float) -> float:
+    """E_u[(E_z f(√common·u + √spread·z))²] for independent standard normal u, z: the energy of the
+    per-unit mean over samples after the activation, when each unit's pre-activation has a part
+    shared by all samples (variance `common`) and a per-sample part (variance `spread`)."""
+    if act is None or isinstance(act, nn.Identity):
+        return common
+    z, w = _gauss_hermite()
+    grid = math.sqrt(max(common, 0.0)) * z[:, None] + math.sqrt(max(spread, 0.0)) * z[None, :]
+    with torch.no_grad():
+        inner = (act(grid) * w[None, :]).sum(1)
+    return float((inner**2 * w).sum())
+
+
+def predict(net: nn.Module, x: torch.Tensor, variances: list[tuple[float, float, str]]) -> dict[str, list[float]]:
+    """Predicted forward and backward variance per Linear for input batch `x` (see the module
+    docstring), averaged over the batch's samples.
+
+    The forward value is the expected *population* variance over samples and units, the number
+    measured: E[y²] minus the expected square of the grand mean, E[ȳ²] = c/fan_out, where c is the
+    variance of a unit's mean over samples (σ_w²·‖x̄‖² + σ_b², x̄ = the inputs' mean over the
+    batch; propagated with `mean_energy`). It matters only for narrow layers (the 10 logits)."""
+    acts = activations_after(net)
+    layers = list(linear_layers(net).values())
+    flat = x.detach().reshape(len(x), -1).double().cpu()
+    q = flat.pow(2).mean(1)  # per-sample second moment of the input
+    mean_sq = float(flat.mean(0).pow(2).mean())  # energy of the input's mean over the batch
+    forward, totals, slopes = [], [], []
+    for layer, act, (w_var, b_var, _) in zip(layers, acts, variances, strict=True):
+        v = layer.in_features * w_var * q + b_var
+        common = layer.in_features * w_var * mean_sq + b_var
+        totals.append(v)
+        forward.append(float(v.mean()) - common / layer.out_features)
+        mean_sq = mean_energy(act, common, float(v.mean()) - common)
+        q, slope = gaussian_gains(act, v)
+        slopes.append(slope)
+    g = softmax_gradient_second_moment(totals[-1], layers[-1].out_features)
+    backward = [g]
+    for i in range(len(layers) - 2, -1, -1):
+        g = slopes[i] * layers[i + 1].out_features * variances[i + 1][0] * g
+        backward.insert(0, g)
+    return {"forward": forward, "backward": [float(g.mean()) for g in backward]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement
+# ---------------------------------------------------------------------------------------------
+
+
+def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
+    """One forward + backward on (x, y): per Linear the variance of its output (forward), of the
+    gradient of the summed per-sample losses w.r.t. that output (backward) and of the weight
+    gradient of the mean loss (weight_gradient, the tutorial's number). One host transfer."""
+    layers = linear_layers(net)
+    with torch.inference_mode(False), torch.enable_grad():
+        with LinearOutputs(net, detach=False) as outs:
+            logits = net(x)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        outputs = [outs.values[n] for n in layers]
+        grads = torch.autograd.grad(loss, outputs + [m.weight for m in layers.values()])
+    n = len(x)
+    rows = []
+    for out, d_out, d_w in zip(outputs, grads[: len(layers)], grads[len(layers):], strict=True):
+        rows.append(torch.stack([out.detach().float().var(correction=0), d_out.float().var(correction=0),
+                                 (d_w.float() / n).var(correction=0)]))
+    table = torch.stack(rows).cpu().tolist()
+    return {"forward": [r[0] for r in table], "backward": [r[1] for r in table],
+            "weight_gradient": [r[2] for r in table]}
+
+
+def redraw(net: nn.Module, init_scheme, seed: int) -> nn.Module:
+    """A copy of `net` with freshly drawn weights: torch's default init, then `init_scheme`, from
+    `seed`, without touching the caller's random streams."""
+    fresh = copy.deepcopy(net)
+    device = next(net.parameters()).device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        for layer in linear_layers(fresh).values():
+            layer.reset_parameters()
+        if init_scheme is not None:
+            init_scheme(fresh)
+    return fresh
+
+
+def probe_variances(net: nn.Module, init_scheme, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                    draws: int = 10, seed: int = 0, tolerance: float = 0.1) -> dict:
+    """Measure `draws` init draws (draw 0 = `net` as it is, draw k = seed + k) on every batch and
+    predict each. Returns the per-layer report (see `summarize`) plus the raw arrays."""
+    if draws < 1 or not batches:
+        raise ValueError(f"draws={draws} must be >= 1 and at least one batch is needed")
+    names = list(linear_layers(net))
+    raw = {q: np.zeros((draws, len(batches), len(names))) for q in ("forward", "backward", "weight_gradient")}
+    pred = {q: np.zeros((draws, len(batches), len(names))) for q in QUANTITIES}
+    for k in range(draws):
+        net_k = net if k == 0 else redraw(net, init_scheme, seed + k)
+        variances = init_variances(init_scheme, net_k)  # per draw: "measured" ones differ between draws
+        for b, (x, y) in enumerate(batches):
+            m = measure(net_k, x, y)
+            for q in raw:
+                raw[q][k, b] = m[q]
+            p = predict(net_k, x, variances)
+            for q in QUANTITIES:
+                pred[q][k, b] = p[q]
+    layers = linear_layers(net)
+    report = summarize(names, raw, pred, tolerance)
+    for name, (w_var, b_var, source), layer in zip(names, init_variances(init_scheme, net), layers.values(), strict=True):
+        report["layers"][name].update(fan_in=layer.in_features, fan_out=layer.out_features,
+                                      weight_var=w_var, bias_var=b_var, variance_source=source)
+    report.update(draws=draws, batches=len(batches), batch_size=int(len(batches[0][0])), tolerance=tolerance,
+                  seeds=[None] + [seed + k for k in range(1, draws)])
+    return report
+
+
+def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.ndarray],
+              tolerance: float = 0.1) -> dict:
+    """Per layer and quantity: predicted (mean over draws and batches), measured mean, 95 % band
+    of the mean over draws (t interval on the per-draw means), per-draw means, flag.
+
+    Flag: the prediction lies outside the band *and* more than `tolerance` (relative) away from
+    the measured mean. The band alone would flag, at 10 draws, ~1 layer in 20 by chance and any
+    of the O(1/width) effects the mean-field theory leaves out (a few %, docs/diagnostics.md)."""
+    from scipy import stats
+
+    draws = raw["forward"].shape[0]
+    layers = {}
+    for i, name in enumerate(names):
+        row = {}
+        for q in QUANTITIES:
+            per_draw = raw[q][:, :, i].mean(axis=1)
+            predicted = float(pred[q][:, :, i].mean())
+            mean = float(per_draw.mean())
+            if draws > 1 and np.all(np.isfinite(per_draw)):
+                half = float(stats.t.ppf(0.975, draws - 1) * per_draw.std(ddof=1) / math.sqrt(draws))
+            else:
+                half = float("nan")
+            lo, hi = mean - half, mean + half
+            outside = half == half and not lo <= predicted <= hi
+            flag = bool(outside and abs(mean - predicted) > tolerance * abs(predicted)) if math.isfinite(mean) else None
+            row[q] = {"predicted": predicted, "mean": mean, "lo": lo, "hi": hi, "flag": flag,
+                      "ratio": mean / predicted if predicted > 0 else None,
+                      "draws": [float(v) for v in per_draw]}
+        row["weight_gradient"] = {"mean": float(raw["weight_gradient"][:, :, i].mean())}
+        layers[name] = row
+    return {"layers": layers,
+            "flags": {q: [n for n in names if layers[n][q]["flag"]] for q in QUANTITIES}}
+
+
+def flag_lines(report: dict) -> list[str]:
+    """One line per flagged layer: measured mean [band] vs predicted."""
+    lines = []
+    for q in QUANTITIES:
+        for name in report["flags"][q]:
+            r = report["layers"][name][q]
+            lines.append(f"probe: {q} variance of {name} measured {r['mean']:.3g} "
+                         f"[95% band {r['lo']:.3g}, {r['hi']:.3g}] but predicted {r['predicted']:.3g}: "
+                         "an assumption of the theory fails here (docs/diagnostics.md)")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The figure
+# ---------------------------------------------------------------------------------------------
+
+
+def variance_figure(report: dict, title: str):
+    """Variance vs depth, log y: forward (top) and backward (bottom) panels, each with the measured
+    band (95 % of the mean over draws), the single draws, the measured mean and the prediction."""
+    from matplotlib.figure import Figure
+
+    names = list(report["layers"])
+    xs = np.arange(len(names))
+    fig = Figure(figsize=(6.4, 7.6))
+    lines = title.count("\n") + 1
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.08, top=1 - (0.075 + 0.028 * lines), hspace=0.55)
+    axes = fig.subplots(2, 1)
+    labels = [f"{n}\n{report['layers'][n]['fan_in']}→{report['layers'][n]['fan_out']}" for n in names]
+    heading = {"forward": "forward: variance of each Linear's output",
+               "backward": "backward: variance of ∂loss/∂(Linear output), per sample"}
+    for ax, q in zip(axes, QUANTITIES, strict=True):
+        rows = [report["layers"][n][q] for n in names]
+        mean = np.array([r["mean"] for r in rows])
+        lo = np.array([r["lo"] for r in rows])
+        hi = np.array([r["hi"] for r in rows])
+        pred = np.array([r["predicted"] for r in rows])
+        positive = np.where(mean > 0, mean, np.nan)
+        floor = np.nanmin(positive) / 10 if np.any(np.isfinite(positive)) else 1e-12
+        ax.fill_between(xs, np.clip(lo, floor, None), np.clip(hi, floor, None), color="C0", alpha=0.25,
+                        linewidth=0, label="measured: 95 % band of the mean")
+        for i, r in enumerate(rows):
+            d = np.array(r["draws"])
+            ax.plot(np.full(len(d), xs[i]), np.where(d > 0, d, np.nan), "o", color="0.55", markersize=2.5,
+                    label="measured: single draws" if i == 0 else None)
+        ax.plot(xs, positive, "-o", color="C0", markersize=4, linewidth=1.5, label="measured: mean")
+        ax.plot(xs, np.where(pred > 0, pred, np.nan), "--x", color="C3", markersize=6, linewidth=1.5,
+                label="predicted (mean field)")
+        flagged = [i for i, r in enumerate(rows) if r["flag"]]
+        if flagged:
+            ax.plot(xs[flagged], positive[flagged], "o", markersize=11, markerfacecolor="none",
+                    markeredgecolor="C3", markeredgewidth=1.5, label="flag: outside the band")
+        zero = [names[i] for i in range(len(names)) if not pred[i] > 0 and mean[i] > 0]
+        if zero:  # a prediction of 0 has no place on a log axis: say so under the panel's title
+            where = zero[0] if len(zero) == 1 else f"{len(zero)} layers"
+            ax.text(0.5, 1.0, f"predicted 0 at {where}: no weight variance, the theory does not apply",
+                    transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="C3")
+            ax.set_title(heading[q] + "\n", fontsize=10)
+        ax.set_yscale("log")
+        _at_least_a_decade(ax)  # so a flat profile looks flat, not like noise blown up
+        ax.set_xticks(xs, labels, fontsize=8.5)
+        if not zero:
+            ax.set_title(heading[q], fontsize=10)
+        ax.set_ylabel("variance", fontsize=9.5)
+        ax.tick_params(axis="y", labelsize=8.5)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7.5, loc="best", frameon=True, framealpha=0.8)
+    fig.suptitle(title, fontsize=10.5)
+    return fig
+
+
+def _at_least_a_decade(ax) -> None:
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 10:
+        centre = math.sqrt(lo * hi)
+        ax.set_ylim(centre / math.sqrt(10), centre * math.sqrt(10))
+
+
+def save_probe_figure(figure, path: Path | None, writer, step: int = 0) -> None:
+    """Render once; write `path` (atomically) and TensorBoard's `probe/variance_vs_depth`."""
+    from callbacks.plotting import png_bytes, render
+    from src.utils import atomic_write_bytes
+
+    image = render(figure)
+    if path is not None:
+        atomic_write_bytes(path, png_bytes(image))
+    if writer is not None:
+        writer.add_image("probe/variance_vs_depth", image, global_step=step, dataformats="HWC")
+
+
+def probe_title(label: str, report: dict) -> str:
+    batches = f"{report['batches']} batch{'es' if report['batches'] != 1 else ''}"
+    return f"Variance by depth at init: {label}\n{report['draws']} draws × {batches} of {report['batch_size']} images"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside training: the probe at step 0
+# ---------------------------------------------------------------------------------------------
+
+
+class VarianceProbe(Timed):
+    """At the start of a fresh run (step 0): the probe of the model as initialised (draw 0) plus
+    `draws − 1` more init draws (the run's init config; seeds seed+1, seed+2, … with `seed` the
+    run's seed, as probe.py; the training's random streams untouched), on `batches` batches of
+    `batch_size` first training images. Writes `probe/variance_vs_depth` (Images tab),
+    `<run dir>/probe.png` and `<run dir>/probe.json`; flagged layers go to `warnings`.
+    Skipped on resume. Cost: ~(draws × batches) forward+backward passes of `batch_size`, once."""
+
+    def __init__(self, draws: int = 10, batches: int = 1, batch_size: int = 1024, tolerance: float = 0.1,
+                 save_png: bool = True):
+        if draws < 1 or batches < 1 or batch_size < 1:
+            raise ValueError(f"draws={draws}, batches={batches}, batch_size={batch_size}: each must be >= 1")
+        if not tolerance >= 0:
+            raise ValueError(f"tolerance={tolerance} must be >= 0 (relative, e.g. 0.1)")
+        self.draws, self.batches, self.batch_size = int(draws), int(batches), int(batch_size)
+        self.tolerance = float(tolerance)
+        self.save_png = bool(save_png)
+        self.seconds = 0.0
+        self.warnings: list[str] = []
+        self.report: dict | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_step != 0 or not trainer.is_global_zero:
+            return
+        writer = tensorboard_writer(trainer)
+        dm = getattr(trainer, "datamodule", None)
+        if writer is None or dm is None or not callable(getattr(dm, "diagnostic_batch", None)):
+            return
+        with self.timed():
+            x, y = dm.diagnostic_batch(self.batches * self.batch_size)
+            x, y = x.to(pl_module.device), y.to(pl_module.device)
+            batches = [(x[i:i + self.batch_size], y[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+            init_scheme = _init_scheme_of(pl_module)
+            self.report = probe_variances(_net(pl_module), init_scheme, batches,
+                                          draws=self.draws if init_scheme is not None else 1,
+                                          seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), tolerance=self.tolerance)
+            out = Path(trainer.default_root_dir)
+            figure = variance_figure(self.report, probe_title(run_label(pl_module), self.report))
+            save_probe_figure(figure, out / "probe.png" if self.save_png else None, writer)
+            atomic_write_json(out / "probe.json", {"variance": self.report})
+        for line in flag_lines(self.report):
+            self.warnings.append(line)
+            rank_zero_warn(line)
+
+
+def _init_scheme_of(pl_module: pl.LightningModule):
+    """The run's init scheme, rebuilt from the module's `init_cfg` record (`_target_` and the
+    scheme's settings, src/module.py `describe`); None without one."""
+    cfg = (getattr(pl_module, "hparams", None) or {}).get("init_cfg")
+    if not cfg or "_target_" not in cfg:
+        return None
+    import hydra
+
+    settings = {k: v for k, v in cfg.items() if not k.startswith("_")}  # no cached state (_gain)
+    return hydra.utils.instantiate({"_target_": cfg["_target_"], **settings})
