@@ -224,7 +224,8 @@ def optim_label(optim_cfg: dict | None) -> str:
     name = target.rsplit(".", 1)[-1]
     if target.startswith("torch."):
         name = "torch " + name
-    parts = [name] + [f"{k}={optim_cfg[k]:g}" for k in ("lr", "momentum") if isinstance(optim_cfg.get(k), float | int)]
+    parts = [name] + [f"{k}={optim_cfg[k]:g}" for k in ("lr", "momentum")
+                      if isinstance(optim_cfg.get(k), float | int) and (k == "lr" or optim_cfg[k])]
     return " ".join(parts)
 
 

@@ -447,9 +447,13 @@ def test_run_label_names_init_optimizer_lr_and_activation():
     assert optim_label({"_target_": "src.optim.SGDMomentum", "lr": 0.1, "momentum": 0.9}) == \
         "SGDMomentum lr=0.1 momentum=0.9"
     assert optim_label({"_target_": "torch.optim.Adam", "lr": 1e-3}) == "torch Adam lr=0.001"
-    module = ClassifierModule(model={"act_fn": "tanh", "hidden_sizes": [8]}, optim_cfg={"_target_": "src.optim.Adam",
-                              "lr": 1e-3}, init_cfg={"_target_": "src.init.Kaiming"})
+    from src.init import Kaiming
+    from src.optim import Adam
+
+    network = BaseNetwork(act_fn="tanh", hidden_sizes=[8])
+    module = ClassifierModule(network, optimizer=Adam(network.parameters(), lr=1e-3), init_scheme=Kaiming())
     assert run_label(module) == "kaiming · Adam lr=0.001 · tanh"
+    assert optim_label({"_target_": "torch.optim.sgd.SGD", "lr": 0.1, "momentum": 0}) == "torch SGD lr=0.1"
 
 
 @pytest.mark.parametrize("init, warned", [(["init=normal", "init.std=0.001"], True), ([], False)],
