@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from src.errors import Interrupted
 
@@ -44,9 +45,13 @@ class GracefulInterrupt(pl.Callback):
             raise Interrupted(self.received)
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, Interrupted) and trainer.global_step != self._saved_step:
-            # At a batch boundary: weights, optimizer and loop state agree, so a resume
-            # continues exactly from here (mid-epoch included).
+        # Ours comes at a batch boundary; Lightning's own SIGTERMException (its notifier also
+        # runs) can come during validation, where no new checkpoint is written: the last one,
+        # from before the epoch's validation, resumes to the same result.
+        stopped = isinstance(exception, (Interrupted, SIGTERMException))
+        if stopped and trainer.state.stage == "train" and trainer.global_step != self._saved_step:
+            # Weights, optimizer and loop state agree here, so a resume continues exactly from
+            # this step (mid-epoch included).
             trainer.save_checkpoint(self.dirpath / "last.ckpt")
             self._saved_step = trainer.global_step
         self._restore()

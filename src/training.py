@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.diagnostics import diagnostics_seconds
 from callbacks.divergence import Diverged
@@ -168,6 +170,9 @@ def train(cfg: DictConfig) -> float | None:
         module.drain_losses()  # the steps of the unfinished epoch, up to the non-finite one
     except Interrupted as e:
         interrupted = e
+        module.drain_losses()
+    except SIGTERMException:  # Lightning's own stop (SIGTERM during validation): exit 0 otherwise
+        interrupted = Interrupted(signal.SIGTERM)
         module.drain_losses()
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -143,3 +143,23 @@ def test_rerun_all_trains_every_job_again(tmp_path, data_dir):
     job = next(p for p in sweep.iterdir() if (p / "results.json").exists())
     assert json.loads((job / "results.json").read_text())["status"] == "ok"
     assert isinstance(Path, type)
+
+
+class SigtermInValidation(pl.Callback):
+    """Test helper: SIGTERM while the first epoch validates (Lightning's own stop path)."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.current_epoch == 0 and trainer.ckpt_path is None and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_validation_is_interrupted_too(tmp_path, data_dir):
+    run = tmp_path / "run"
+    res = run_script("train.py", *SHORT, f"hydra.run.dir={run}",
+                     "+callbacks.sig._target_=tests.test_endings.SigtermInValidation", timeout=300)
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr[-2000:]
+    r = json.loads((run / "results.json").read_text())
+    assert r["status"] == "interrupted" and r["signal"] == "SIGTERM"
+    resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run / "results.json").read_text())["status"] == "ok"
