@@ -29,7 +29,7 @@ from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
 from src.errors import ConfigError, Interrupted, in_group
 from src.hparams import log_hparams
-from src.provenance import provenance
+from src.provenance import config_hash, provenance
 from src.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,6 @@ def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def _comparable(config: dict) -> dict:
-    """A run's resolved config without what may differ between two tries of the same job."""
-    return {k: v for k, v in config.items() if k not in ("ckpt_path", "sweep", "paths")}
-
-
 def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | None]:
     """A multirun started again in the same sweep dir continues where it stopped: a job whose
     results.json is `ok` for the same config is skipped (its results returned), a job with a
@@ -116,8 +111,9 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
             old = json.loads(results.read_text())
         except ValueError:
             old = {}
-        same = _comparable(old.get("config") or {}) == _comparable(
-            json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True))))
+        # The same job: same config (paths aside, provenance's hash) and the same seed.
+        same = ((old.get("provenance") or {}).get("config_hash") == config_hash(cfg)
+                and (old.get("config") or {}).get("seed") == cfg.seed)
         if old.get("status") == "ok" and same:
             print(f"skipping {out.name}: already ok (test acc {old.get('test_acc')}); "
                   "+sweep.rerun=all reruns it", flush=True)
