@@ -107,6 +107,27 @@ def job_overrides() -> list[str]:
         return []
 
 
+def swept_keys() -> list[str]:
+    """The keys this job's multirun sweeps: comma lists and sweep functions on its command line
+    (`optim=sgd,adam`, `seed=range(1,4)`) and its preset's `hydra.sweeper.params`; [] otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not is_multirun():
+        return []
+    import yaml
+
+    hc = HydraConfig.get()
+    keys = [str(k) for k in (hc.sweeper.get("params") or {})]
+    saved = Path(str(hc.sweep.dir)) / "multirun.yaml"  # Hydra writes it before the first job
+    if saved.is_file():
+        task = ((yaml.safe_load(saved.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task") or []
+        for arg in map(str, task):
+            key, _, value = arg.partition("=")
+            if "," in value or value.startswith(("range(", "choice(", "glob(", "interval(")):
+                keys.append(key.lstrip("+~"))
+    return list(dict.fromkeys(keys))
+
+
 # ---------------------------------------------------------------------------------------------
 # Inside the Hydra app: the task
 

@@ -1,8 +1,9 @@
 """A run's row in TensorBoard's HParams tab.
 
-TensorBoard ticks the first few hyperparameters of the experiment as its default columns, so
-the ones this run's command line chose (the swept axes of a sweep: `optim`, `init`, `lr`, …)
-come first, then `status`, then the constants. Metrics are the run's real `hp/test_acc` and
+TensorBoard sorts the experiment's hyperparameters by name and ticks the first five as its
+default columns, so the experiment declares only the swept axes of the sweep (`optim`, `init`,
+`lr`, `seed`, …) and a few that always matter (`optim`, `init`, `lr`, `status`); every value
+still travels with the run. Metrics are the run's real `hp/test_acc` and
 `hp/best_val_acc`, absent when the run has none (diverged, interrupted, skip_test) — never a 0.0
 stand-in. The trial is named by the job's overrides (`init=kaiming,optim=adam`) or, for a single
 run, by its run dir.
@@ -20,7 +21,8 @@ OVERRIDE_TO_HPARAM = {"optim": "optim", "init": "init", "seed": "seed", "optim.l
                       "init.nonlinearity": "init_nonlinearity", "model.act_fn": "act_fn",
                       "model.hidden_sizes": "hidden_sizes", "data.batch_size": "batch_size",
                       "trainer.accelerator": "accelerator", "trainer.max_epochs": "max_epochs"}
-IMPORTANT_FIRST = ("optim", "lr", "init", "act_fn", "seed")
+ALWAYS = ("optim", "init", "lr", "status")
+PADDING = ("act_fn", "seed")  # when the sweep names fewer than five
 
 
 def hparams_of(cfg: DictConfig) -> dict:
@@ -48,27 +50,30 @@ def hparams_of(cfg: DictConfig) -> dict:
     }
 
 
-def ordered_hparams(hp: dict, overrides: list[str], status: str) -> dict:
-    """The command line's choices first, then status, then the important ones, then the rest."""
-    chosen = [OVERRIDE_TO_HPARAM.get(o.split("=", 1)[0].lstrip("+~")) for o in overrides]
-    order = [k for k in chosen if k in hp] + ["status"] + [k for k in IMPORTANT_FIRST if k in hp] + list(hp)
-    merged = {**hp, "status": status}
-    return {k: merged[k] for k in dict.fromkeys(order)}
+def columns(swept: list[str]) -> list[str]:
+    """The hyperparameters the HParams table shows: the swept ones, then the ones that always
+    matter, padded to five."""
+    chosen = [OVERRIDE_TO_HPARAM.get(k, k.rsplit(".", 1)[-1]) for k in swept]
+    cols = list(dict.fromkeys([*chosen, *ALWAYS]))
+    return cols + [k for k in PADDING if k not in cols][: max(0, 5 - len(cols))]
 
 
-def log_hparams(loggers, cfg: DictConfig, results: dict, overrides: list[str], trial: str) -> None:
+def log_hparams(loggers, cfg: DictConfig, results: dict, swept: list[str], trial: str) -> None:
     from tensorboard.plugins.hparams.api_pb2 import Status
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
     metrics = {f"hp/{k}": results[k] for k in ("test_acc", "best_val_acc") if results.get(k) is not None}
-    hp = ordered_hparams(hparams_of(cfg), overrides, results["status"])
+    every = {**hparams_of(cfg), "status": results["status"]}
+    hp = {k: every[k] for k in columns(swept) if k in every}
     for logger in loggers:
         writer = getattr(logger, "experiment", None)
         if not hasattr(writer, "_get_file_writer"):  # not TensorBoard: its own hyperparameter API
-            logger.log_hyperparams(hp, metrics or None)
+            logger.log_hyperparams(every, metrics or None)
             continue
-        exp, ssi, sei = hparams_summaries(hp, dict.fromkeys(METRICS, 0.0))  # names only
+        names = dict.fromkeys(METRICS, 0.0)  # the metrics' names only; their values come below
+        exp, _, _ = hparams_summaries(hp, names)       # the columns
+        _, ssi, sei = hparams_summaries(every, names)  # this run's every value
         data = HParamsPluginData.FromString(ssi.value[0].metadata.plugin_data.content)
         data.session_start_info.group_name = trial  # the "Trial ID" column
         ssi.value[0].metadata.plugin_data.content = data.SerializeToString()

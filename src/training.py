@@ -209,9 +209,9 @@ def train(cfg: DictConfig) -> float | None:
                        resume=f"python train.py ckpt_path={out}")
     results["warnings"] = run_warnings(module, callbacks, val_scores)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
-        overrides = cli.job_overrides()
-        log_hparams(trainer.loggers, cfg, results, overrides,
-                    trial=",".join(overrides) if cli.is_multirun() else out.name)
+        swept = cli.swept_keys()
+        trial = ",".join(o for o in cli.job_overrides() if o.split("=", 1)[0].lstrip("+~") in swept)
+        log_hparams(trainer.loggers, cfg, results, swept, trial=trial or out.name)
         for logger in trainer.loggers:
             logger.finalize("success" if status == "ok" else "failed")
         atomic_write_json(out / "results.json", results)
