@@ -1,5 +1,6 @@
 import gzip
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from src.data import (
     FashionMNISTDataModule,
     prepare_fashion_mnist,
     raw_dir,
+    resolve_on_device,
     split_indices,
 )
 from src.errors import DataError
@@ -67,6 +69,69 @@ def test_batches_are_seeded_and_drop_last(dm):
 def test_diagnostic_batch_is_first_1024_training_images(dm):
     x, y = dm.diagnostic_batch()
     assert torch.equal(x, dm.train_x[:1024]) and torch.equal(y, dm.train_y[:1024])
+
+
+# --- data on the accelerator (data.on_device) ------------------------------------------------
+
+def _fake_trainer(device: str):
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1)
+
+
+def test_on_device_auto_means_not_the_cpu():
+    assert resolve_on_device("auto", torch.device("cuda", 0)) is True
+    assert resolve_on_device("auto", torch.device("cpu")) is False
+    assert resolve_on_device("auto", None) is False  # no trainer: setup() by hand stays on the host
+    assert resolve_on_device(True, torch.device("cpu")) is True
+    assert resolve_on_device(False, torch.device("cuda")) is False
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"on_device": "yes"}, "data.on_device='yes' is not one of: auto, true, false"),
+    ({"on_device": True, "pipeline": "torchvision"}, "data.on_device=true needs data.pipeline=tensor"),
+])
+def test_bad_on_device_is_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FashionMNISTDataModule(**kwargs)
+
+
+def test_on_device_epoch_copies_its_order_once_and_no_batch(data_dir, monkeypatch):
+    """On an accelerator (here the `meta` device, which any machine has) the tensors move once
+    in setup(); an epoch then copies its shuffled order to the device once, never a batch."""
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), batch_size=256, train_subset=2560)
+    dm.trainer = _fake_trainer("meta")
+    dm.prepare_data()
+    dm.setup("fit")
+    assert all(getattr(dm, n).device.type == "meta" for n in ("train_x", "train_y", "val_x", "test_y"))
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if out.device != self.device:
+            copies.append((self.device.type, out.device.type, tuple(self.shape)))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 10 and all(x.device.type == "meta" and x.shape[0] == 256 for x, _ in batches)
+    assert copies == [("cpu", "meta", (2560,))]  # the epoch's order, once
+    copies.clear()
+    assert len(list(dm.val_dataloader())) == 10 and copies == []  # unshuffled: made on the device
+
+
+def test_on_device_auto_on_cpu_keeps_host_tensors(data_dir):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), train_subset=512)
+    dm.trainer = _fake_trainer("cpu")
+    dm.setup("fit")
+    assert dm.train_x.device.type == "cpu"
+
+
+def test_torchvision_pipeline_pins_memory_only_for_a_gpu(data_dir):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), pipeline="torchvision", train_subset=512)
+    dm.setup()
+    assert dm.train_dataloader().pin_memory is False
+    dm.trainer = _fake_trainer("cuda")
+    assert dm.train_dataloader().pin_memory is True and dm.val_dataloader().pin_memory is True
 
 
 # --- where the data comes from -------------------------------------------------------------
