@@ -9,8 +9,8 @@ The runs of one repetition go in a rotated order (each variant first in turn), s
 load hits them alike. From the medians:
   per extra epoch = (time(N epochs) - time(1 epoch)) / (N - 1)
   fixed cost      = time(1 epoch) - per extra epoch      (imports, data, figures, test pass, exit)
-and the ratios app/plain, app_nodiag/plain; plus the peak RSS of each (the process tree's,
-sampled every 50 ms, and the kernel's own maximum for the main process).
+and the ratios app/plain, app_nodiag/plain; plus the peak memory of each: the kernel's peak
+RSS of the process (ru_maxrss) and the process tree's PSS, sampled every 100 ms.
 
     .venv/bin/python benchmarks/end_to_end.py [--epochs 7] [--reps 3] [--threads T]
         [--variants app,app_nodiag,plain] [--train-subset N] [--json PATH] [--app-args ...]
@@ -36,32 +36,41 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` and all its descendants, from /proc (Linux), in bytes."""
+def tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of `pid` and all its descendants, from /proc (Linux), in bytes. RSS counts a
+    shared page (torch's libraries) once per process; PSS splits it among them, so PSS is what
+    the processes hold together."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        p, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(p)
-        rss[p] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [pid]
+        children.setdefault(ppid, []).append(int(entry))
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
         todo += children.get(p, [])
-    return total
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:  # gone, or a kernel without smaps_rollup
+            continue
+    return rss, pss
 
 
 def run_process(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run `cmd` to its end; wall seconds, exit status, peak RSS (sampled tree, kernel max)."""
-    peak = [0]
+    """Run `cmd` to its end; wall seconds, exit status, peak memory of its process tree (RSS and
+    PSS sums, sampled every 100 ms) and the kernel's peak RSS of the main process."""
+    peak = [0, 0]
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -69,8 +78,9 @@ def run_process(cmd: list[str], env: dict, log: Path) -> dict:
 
         def sample():
             while not done.is_set():
-                peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
-                done.wait(0.05)
+                rss, pss = tree_memory_bytes(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                done.wait(0.1)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -79,8 +89,8 @@ def run_process(cmd: list[str], env: dict, log: Path) -> dict:
         done.set()
         sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": wall, "rc": proc.returncode, "tree_peak_mb": peak[0] / 2**20,
-            "maxrss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": wall, "rc": proc.returncode, "tree_rss_peak_mb": peak[0] / 2**20,
+            "tree_pss_peak_mb": peak[1] / 2**20, "maxrss_mb": usage.ru_maxrss / 1024}
 
 
 def command(variant: str, epochs: int, out: Path, subset: int | None, app_args: list[str]) -> list[str]:
@@ -134,7 +144,7 @@ def main() -> None:
                     sys.exit(f"error: {variant} ({epochs} epochs) exited {r['rc']}:\n{log}")
                 results[(variant, epochs)].append(r)
                 print(f"rep {rep + 1}  {variant:<10} {epochs:>2} epochs  {r['seconds']:7.2f} s  "
-                      f"peak RSS {r['tree_peak_mb']:6.0f} MB", flush=True)
+                      f"peak RSS {r['maxrss_mb']:6.0f} MB", flush=True)
 
     med = {j: statistics.median(r["seconds"] for r in rs) for j, rs in results.items()}
     summary = {}
@@ -143,8 +153,9 @@ def main() -> None:
         per_epoch = (many - one) / (args.epochs - 1)
         summary[v] = {"one_epoch_s": one, f"{args.epochs}_epochs_s": many, "per_extra_epoch_s": per_epoch,
                       "fixed_s": one - per_epoch,
-                      "peak_rss_mb": max(r["tree_peak_mb"] for j in ((v, 1), (v, args.epochs)) for r in results[j]),
-                      "maxrss_mb": max(r["maxrss_mb"] for j in ((v, 1), (v, args.epochs)) for r in results[j])}
+                      "peak_rss_mb": max(r["maxrss_mb"] for j in ((v, 1), (v, args.epochs)) for r in results[j]),
+                      "peak_tree_pss_mb": max(r["tree_pss_peak_mb"] for j in ((v, 1), (v, args.epochs))
+                                              for r in results[j])}
     print(f"\nmedian seconds, process start to exit ({args.reps} reps; load average now {os.getloadavg()[0]:.2f})")
     print(f"{'':<12}{'1 epoch':>9}{f'{args.epochs} epochs':>11}{'per extra epoch':>17}{'fixed cost':>12}{'peak RSS':>11}")
     for v, s in summary.items():

@@ -18,17 +18,25 @@ an epoch's shuffled order is copied there once, and every batch is an index_sele
 device, so no batch crosses the host-device bus. The torchvision pipeline serves batches from
 pinned host memory (`pin_memory`), which Lightning copies without blocking.
 
-Decoding is a few hundred milliseconds: the uint8 images are split first and only the rows
-each split needs are converted, in place. A disk cache of the normalised tensors was measured
-(docs/performance.md) and did not pay: loading it took as long and held more memory.
+The first run decodes the IDX files (the uint8 images are split first, and only the rows each
+split keeps are converted, in place) and writes the normalised split tensors to
+`data_dir/FashionMNIST/cache/normalised-<key>.pt`, with the file's sha256 beside it. Later runs
+check that hash and map the file (`torch.load(mmap=True)`): about half the decoding time
+(benchmarks/data_load.py), and parallel sweep jobs share the mapped pages instead of holding
+one copy each. The key hashes what the content depends on (the raw files' digests, the
+normalisation, the split seed, the format), so a change of any of them makes a new file; a
+file whose hash does not match is rebuilt. `data.cache=false` skips it.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +197,52 @@ def load_split_tensors(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tenso
     return normalize(images), labels
 
 
+CACHE_FORMAT = 1  # bump when the cached tensors change meaning
+CACHED = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
+
+def cache_path(data_dir, split_seed: int) -> Path:
+    """Where the normalised tensors of this split live; the name hashes what they depend on."""
+    key = json.dumps({"raw": {n: d for n, (d, _) in sorted(RAW_FILES.items())}, "mean": MEAN, "std": STD,
+                      "split_seed": split_seed, "format": CACHE_FORMAT}, sort_keys=True)
+    return raw_dir(data_dir).parent / "cache" / f"normalised-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def decode_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
+    """The full train/val/test tensors from the raw files: uint8 split first, then normalised."""
+    train_idx, val_idx = split_indices(seed=split_seed)
+    images, labels = load_raw(data_dir, train=True)
+    out = {"train_x": normalize(images[train_idx]), "train_y": labels[train_idx],
+           "val_x": normalize(images[val_idx]), "val_y": labels[val_idx]}
+    del images
+    out["test_x"], out["test_y"] = load_split_tensors(data_dir, train=False)
+    return out
+
+
+def load_cached_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
+    """The split tensors from the cache when its sha256 checks out, else decoded and cached.
+    A cache that cannot be written (read-only data_dir, full disk) costs a warning, not the run."""
+    from src.utils import atomic_write_bytes, atomic_write_text
+
+    path = cache_path(data_dir, split_seed)
+    digest_file = path.with_suffix(".sha256")
+    if path.exists() and digest_file.exists():
+        if _sha256(path) == digest_file.read_text().strip():
+            tensors = torch.load(path, mmap=True, weights_only=True)
+            if set(tensors) == set(CACHED):
+                return tensors
+        warnings.warn(f"{path} does not match its sha256; decoding the raw files again", stacklevel=2)
+    tensors = decode_splits(data_dir, split_seed)
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    try:
+        atomic_write_bytes(path, buf.getbuffer())
+        atomic_write_text(digest_file, hashlib.sha256(buf.getbuffer()).hexdigest() + "\n")
+    except OSError as e:
+        warnings.warn(f"could not write the data cache {path} ({e.strerror}); decoding each run", stacklevel=2)
+    return tensors
+
+
 def resolve_on_device(on_device: bool | str, device: torch.device | None) -> bool:
     """`data.on_device`: true, false, or auto (= true when the trainer's device is not the CPU)."""
     if on_device == "auto":
@@ -302,7 +356,7 @@ class FashionMNISTDataModule(pl.LightningDataModule):
                  pipeline: str = "tensor", on_device: bool | str = "auto", num_workers: int = 0,
                  split_seed: int = 42, shuffle_seed: int = 42, drop_last: bool = True,
                  system_dir: str | None = SYSTEM_DIR, allow_download: bool = True,
-                 train_subset: int | None = None):
+                 train_subset: int | None = None, cache: bool = True):
         super().__init__()
         if pipeline not in ("tensor", "torchvision"):
             raise ValueError(f"data.pipeline={pipeline!r} is not one of: tensor, torchvision")
@@ -324,6 +378,7 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         self.pipeline, self.on_device, self.num_workers = pipeline, on_device, num_workers
         self.split_seed, self.shuffle_seed, self.drop_last = split_seed, shuffle_seed, drop_last
         self.system_dir, self.allow_download, self.train_subset = system_dir, allow_download, train_subset
+        self.cache = bool(cache)
         self._train_loader = None
         self.source = None
 
@@ -350,12 +405,11 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         if self.train_subset:
             self.train_idx = self.train_idx[: self.train_subset]
         if self.pipeline == "tensor":
-            # Split the uint8 images first, then convert only the rows each split keeps.
-            images, labels = load_raw(self.data_dir, train=True)
-            self.train_x, self.train_y = normalize(images[self.train_idx]), labels[self.train_idx]
-            self.val_x, self.val_y = normalize(images[self.val_idx]), labels[self.val_idx]
-            del images
-            self.test_x, self.test_y = load_split_tensors(self.data_dir, train=False)
+            load = load_cached_splits if self.cache else decode_splits
+            for name, tensor in load(self.data_dir, self.split_seed).items():
+                setattr(self, name, tensor)
+            if self.train_subset:  # the first N of the split, as self.train_idx says
+                self.train_x, self.train_y = self.train_x[: self.train_subset], self.train_y[: self.train_subset]
         else:
             from torchvision import transforms
             from torchvision.datasets import FashionMNIST

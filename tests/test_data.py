@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from src.data import (
+    CACHED,
     MEAN,
     RAW_FILES,
     STD,
     FashionMNISTDataModule,
+    cache_path,
+    decode_splits,
     prepare_fashion_mnist,
     raw_dir,
     resolve_on_device,
@@ -132,6 +135,63 @@ def test_torchvision_pipeline_pins_memory_only_for_a_gpu(data_dir):
     assert dm.train_dataloader().pin_memory is False
     dm.trainer = _fake_trainer("cuda")
     assert dm.train_dataloader().pin_memory is True and dm.val_dataloader().pin_memory is True
+
+
+# --- the cache of decoded tensors ---------------------------------------------------------
+
+@pytest.fixture
+def linked_data(tmp_path, data_dir):
+    """A data dir of our own (its cache is ours) whose raw files are the prepared ones."""
+    (tmp_path / "d" / "FashionMNIST").mkdir(parents=True)
+    (tmp_path / "d" / "FashionMNIST" / "raw").symlink_to(raw_dir(data_dir).resolve())
+    return tmp_path / "d"
+
+
+def _setup(data_dir, **kw):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), **kw)
+    dm.setup()
+    return dm
+
+
+def test_cache_is_written_once_then_mapped(linked_data, monkeypatch):
+    first = _setup(linked_data)
+    path = cache_path(linked_data, 42)
+    assert path.exists() and path.with_suffix(".sha256").exists()
+    monkeypatch.setattr("src.data.decode_splits", lambda *a: pytest.fail("decoded again despite the cache"))
+    second = _setup(linked_data)
+    for name in CACHED:
+        assert torch.equal(getattr(first, name), getattr(second, name))
+    fresh = decode_splits(linked_data, 42)
+    assert all(torch.equal(fresh[n], getattr(second, n)) for n in CACHED)
+
+
+def test_cache_that_fails_its_hash_is_rebuilt(linked_data):
+    _setup(linked_data)
+    path = cache_path(linked_data, 42)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte somewhere in the pixels
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="does not match its sha256"):
+        dm = _setup(linked_data)
+    assert torch.equal(dm.train_x, decode_splits(linked_data, 42)["train_x"])
+    assert _setup(linked_data).train_x.shape == (50000, 1, 28, 28)  # the rebuilt file checks out
+
+
+def test_cache_key_follows_the_split_and_cache_false_writes_none(linked_data):
+    assert cache_path(linked_data, 42) != cache_path(linked_data, 43)
+    dm = _setup(linked_data, cache=False, train_subset=1000)
+    assert not (linked_data / "FashionMNIST" / "cache").exists()
+    assert dm.train_x.shape[0] == 1000
+
+
+def test_unwritable_cache_is_a_warning_not_a_failure(linked_data, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("src.utils.atomic_write_bytes", no_space)
+    with pytest.warns(UserWarning, match="could not write the data cache"):
+        dm = _setup(linked_data)
+    assert dm.val_x.shape == (10000, 1, 28, 28)
 
 
 # --- where the data comes from -------------------------------------------------------------
