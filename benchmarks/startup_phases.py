@@ -44,7 +44,7 @@ def timed(what: str, fn):
 
 
 def patch(owner, name: str, what: str) -> None:
-    if hasattr(owner, name):  # the app's layout moves; a phase that is gone is left out
+    if owner is not None and hasattr(owner, name):  # the app's layout moves; what is gone is left out
         setattr(owner, name, timed(what, getattr(owner, name)))
 
 
@@ -89,10 +89,8 @@ def main() -> None:
     import src.data as data
     import src.module as module
     import src.training as training
-    import src.utils
 
     patch(training, "train", "train(cfg): everything after composing")
-    patch(training, "print_config_tree", "print the config tree")
     patch(data.FashionMNISTDataModule, "prepare_data", "data: prepare (find + hash raw files)")
     patch(data.FashionMNISTDataModule, "setup", "data: setup (decode, split, normalise)")
     patch(fit_loop._FitLoop, "on_run_start", "fit start (on_train_start: step-0 diagnostics, figures)")
@@ -101,7 +99,7 @@ def main() -> None:
     patch(fit_loop._FitLoop, "on_run_end", "fit end (on_train_end: final diagnostics, figures)")
     patch(diagnostics, "save_figures", "  of which: draw + write distribution figures")
     patch(module.ClassifierModule, "drain_losses", "  of which: loss drain into the logger")
-    patch(src.utils.AtomicCheckpointIO, "save_checkpoint", "  of which: a checkpoint write")
+    patch(getattr(training, "AtomicCheckpointIO", None), "save_checkpoint", "  of which: a checkpoint write")
     patch(pl.Trainer, "test", "test pass (best checkpoint)")
     patch(training, "atomic_write_json", "write results.json")
     sys.argv = [str(ROOT / "train.py"), *sys.argv[1:]]

@@ -213,15 +213,19 @@ def test_cpu_gpu_sweep_names_the_device_of_each_job(tmp_path, data_dir):
     base = [a for a in FAST if not a.startswith("trainer.accelerator")]
     res = run_script("train.py", "-m", *base, "trainer.accelerator=cpu,gpu", f"hydra.sweep.dir={sweep}", timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    devices = {}
+    prov = {}
     for path in sweep.glob("*/results.json"):
         r = json.loads(path.read_text())
         assert r["status"] == "ok"
-        devices[r["config"]["trainer"]["accelerator"]] = (r.get("provenance") or {}).get("device")
-    assert devices["cpu"] == "cpu", devices
-    assert devices["gpu"] == torch.cuda.get_device_name(0), devices
-    summary = (sweep / "summary.csv").read_text()
-    assert "device" in summary.splitlines()[0] and torch.cuda.get_device_name(0) in summary
+        prov[r["config"]["trainer"]["accelerator"]] = r["provenance"]
+    gpu_name = torch.cuda.get_device_name(0)
+    assert prov["cpu"]["device_type"] == "cpu" and prov["gpu"]["device_type"] == "cuda", prov
+    assert prov["gpu"]["device"] == gpu_name, prov
+    import csv
+
+    with open(sweep / "summary_groups.csv") as f:
+        devices = [row["device"] for row in csv.DictReader(f)]
+    assert len(devices) == 2 and gpu_name in devices, devices
 
 
 # --- the check script itself, on any machine ----------------------------------------------------

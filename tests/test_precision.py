@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 
 from src.data import FashionMNISTDataModule
+from src.model import BaseNetwork
 from src.module import ClassifierModule
 from src.optim import SGD, Adam, SGDMomentum
 from src.training import train
@@ -103,7 +104,8 @@ def test_16_mixed_with_grad_scaler_trains(data_dir, name, tmp_path):
     plugin = MixedPrecision("16-mixed", "cpu")
     assert isinstance(plugin.scaler, torch.amp.GradScaler)
     dm = FashionMNISTDataModule(data_dir=str(data_dir), train_subset=2560)
-    model = ClassifierModule(model={}, optimizer=OPTIMIZERS[name])
+    network = BaseNetwork()
+    model = ClassifierModule(network=network, optimizer=OPTIMIZERS[name](network.parameters()))
     w0 = model.net.layers[0].weight.detach().clone()
     trainer = pl.Trainer(accelerator="cpu", devices=1, plugins=[plugin], max_epochs=1, limit_val_batches=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
