@@ -101,9 +101,7 @@ def test_diagnostics_on_cuda_under_deterministic(tmp_path, data_dir):
     raises, and the histograms and figures are written."""
     from src.training import train
 
-    args = [a for a in GPU_FAST if a != "callbacks=none"] + ["callbacks.activation_stats.every_n_steps=5",
-                                                            "callbacks.gradient_stats.every_n_steps=5",
-                                                            "callbacks.weight_stats.every_n_steps=5"]
+    args = [a for a in GPU_FAST if a != "callbacks=none"] + ["diagnostics.every_n_steps=5"]
     cfg = compose(args, tmp_path)
     assert cfg.trainer.deterministic is True
     train(cfg)
