@@ -7,7 +7,7 @@ STAMP := .venv/.installed
 DATA_DIR ?= data
 ARGS ?=
 
-.PHONY: setup venv data train test test-slow lint bench clean-logs
+.PHONY: setup venv data train test test-slow lint bench bench-sweep gpu-check clean-logs
 
 setup: $(STAMP) data
 
@@ -39,10 +39,24 @@ test-slow: setup
 lint: $(STAMP)
 	.venv/bin/ruff check .
 
+# In-loop views (one optimizer step, one epoch) and the whole-process view (docs/performance.md).
 bench: setup
 	$(PY) benchmarks/optimizer_step.py
 	$(PY) benchmarks/epoch_time.py
 	$(PY) benchmarks/landscape_grid.py
+	$(PY) benchmarks/end_to_end.py
+
+# Sweep layouts (sequential vs parallel jobs): minutes; see docs/performance.md.
+bench-sweep: setup
+	$(PY) benchmarks/sweep_layout.py $(ARGS)
+
+# Everything GPU-specific, on a GPU machine without a network (docs/gpu.md):
+#   make gpu-check WHEELS=/path/to/wheels GPU_DATA=/path/to/fashion-mnist-gz
+# Uses the machine's python3 (PYTHON=... to change), not .venv.
+WHEELS ?=
+GPU_DATA ?=
+gpu-check:
+	bash scripts/gpu_check.sh $(if $(WHEELS),--wheels $(WHEELS)) $(if $(GPU_DATA),--data $(GPU_DATA)) $(ARGS)
 
 clean-logs:
 	rm -rf logs/train logs/probe logs/surfaces

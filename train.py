@@ -16,7 +16,19 @@ def main(cfg: DictConfig):
     print_start(cfg)  # before torch is imported: the first output comes in about a second
     from src.training import train
 
+    apply_thread_limit()
     return run_task(train, cfg)
+
+
+def apply_thread_limit() -> None:
+    """A sweep job's OMP_NUM_THREADS (an experiment preset's hydra.job.env_set, or joblib's
+    worker limit), applied to torch: torch reads the variable only when it is first imported,
+    which in a sequential sweep is once for all jobs (docs/performance.md)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 if __name__ == "__main__":

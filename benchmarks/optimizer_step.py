@@ -11,6 +11,7 @@ clock/thermal drift hits all of them alike; medians over the rounds are reported
 
 import argparse
 import copy
+import json
 import random
 import statistics
 import sys
@@ -58,7 +59,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write the medians and ratios here")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but CUDA is not available on this machine; use --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -89,14 +93,16 @@ def main():
                 run["t"].append(time.perf_counter() - t0)
 
     n_params = sum(p.numel() for p in base.parameters())
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"optimizer.step() on the 784-512-256-256-128-10 MLP ({n_params:,} params), "
-        f"device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}, "
+        f"device={device} ({device_name}), torch {torch.__version__}, threads={torch.get_num_threads()}, "
         f"{args.reps} interleaved rounds, median (IQR)"
     )
     print(
         f"{'optimizer':<9} {'implementation':<15} {'median µs':>10} {'IQR µs':>15} {'vs torch':>9}"
     )
+    rows = []
     for family in dict.fromkeys(r["family"] for r in runs):
         group = [r for r in runs if r["family"] == family]
         ref = next(statistics.median(r["t"]) for r in group if r["label"] == "torch foreach")
@@ -106,6 +112,13 @@ def main():
                 f"{family:<9} {r['label']:<15} {med * 1e6:>10.1f} "
                 f"{f'{q1 * 1e6:.1f}-{q3 * 1e6:.1f}':>15} {med / ref:>8.2f}x"
             )
+            rows.append({"optimizer": family, "implementation": r["label"], "median_us": med * 1e6,
+                         "q1_us": q1 * 1e6, "q3_us": q3 * 1e6, "vs_torch_foreach": med / ref})
+    if args.json:
+        args.json.write_text(json.dumps({
+            "benchmark": "optimizer_step", "device": str(device), "device_name": device_name,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "reps": args.reps,
+            "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
 """Stop a run the step its loss or a parameter stops being finite, and say why in one line.
 
-On in every callbacks option (conf/callbacks/divergence.yaml). After every optimizer step it checks that the step's loss
-is finite (one bool read per step: free on a CPU, one small sync on a GPU), and the parameters
-before validation and before a checkpoint is written.
+On in every callbacks option (conf/callbacks/divergence.yaml). It keeps each step's loss (a reference, no work) and
+checks them every `check_every_n_steps` steps with one stacked read; the parameters are
+checked before validation and before a checkpoint is written.
+
+How soon a run stops: on a CPU a read is free, so the loss is checked after every step and a
+run stops at the step its loss stops being finite. On a GPU every read of a device value makes
+the host wait for the GPU, so the default there is every GPU_CHECK_EVERY (50) steps, at the end
+of every epoch, and before any checkpoint or validation: a run stops at most 49 steps after the
+first non-finite loss, and `diverged_step` still names that first step exactly (the losses in
+between are kept). `callbacks.divergence.check_every_n_steps=1` restores "within one step"
+on a GPU at the price of one sync per step.
 
 On divergence it sets `trainer.should_stop` and raises `Diverged`, which `train(cfg)` catches:
 stopping by `should_stop` alone would let Lightning run validation and write `last.ckpt` with
@@ -53,41 +61,86 @@ def probable_cause(optim_cfg: dict | None, init_cfg: dict | None, first_loss: fl
     return f"{lr} is probably too high, or {init} too wide"
 
 
+GPU_CHECK_EVERY = 50  # steps between loss reads on an accelerator (check_every_n_steps=None)
+
+
 class DivergenceDetector(pl.Callback):
     """Raises `Diverged` when the loss or a parameter becomes NaN/inf.
 
-    The loss is checked after every step: a NaN/inf parameter always makes the next loss NaN/inf
-    (NaN·0 is NaN, ReLU keeps NaN), so this alone stops a run within one step. Parameters are
-    checked directly only where a non-finite one would do harm before that next loss exists:
-    before validation (which would pick a NaN model as "best") and on steps that write a
-    checkpoint. Checking all parameters every step cost ~1 ms a step here (5 % of an epoch).
+    The losses are what is checked: a NaN/inf parameter always makes the next loss NaN/inf
+    (NaN·0 is NaN, ReLU keeps NaN). Parameters are checked directly only where a non-finite one
+    would do harm before that next loss is read: before validation (which would pick a NaN
+    model as "best") and on steps that write a checkpoint. Checking all parameters every step
+    cost ~1 ms a step here (5 % of an epoch).
+
+    `check_every_n_steps`: None = 1 when the loss lives on the CPU, GPU_CHECK_EVERY otherwise.
     """
 
-    def __init__(self, check_params_every_n_steps: int = 0):
+    def __init__(self, check_every_n_steps: int | None = None, check_params_every_n_steps: int = 0):
+        if check_every_n_steps is not None and (isinstance(check_every_n_steps, bool)
+                                                or not isinstance(check_every_n_steps, int)
+                                                or check_every_n_steps < 1):
+            raise ValueError(f"check_every_n_steps={check_every_n_steps!r} must be an integer >= 1, "
+                             "or null (1 on a CPU, 50 on a GPU)")
+        self.check_every_n_steps = check_every_n_steps
         # The step checkpoint's interval (conf/callbacks/divergence.yaml): a NaN parameter must
         # not reach last.ckpt, so the parameters are checked on those steps too.
         self.check_params_every_n_steps = int(check_params_every_n_steps or 0)
         self.diverged: Diverged | None = None
+        self._losses: list[torch.Tensor] = []  # the losses since the last check, still on the device
+        self._steps: list[int] = []  # the global_step each of them ended
+
+    def on_train_start(self, trainer, pl_module):
+        self._losses, self._steps = [], []
+
+    def _every(self, loss: torch.Tensor) -> int:
+        if self.check_every_n_steps is None:
+            return 1 if loss.device.type == "cpu" else GPU_CHECK_EVERY
+        return self.check_every_n_steps
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not bool(torch.isfinite(loss.detach())):
-            self._stop(trainer, pl_module, f"loss became {float(loss):g}")
-        if self._checkpoint_due(trainer) and not _params_finite(pl_module):
-            self._stop(trainer, pl_module, "the parameters became NaN/inf")
+        if loss is not None:
+            self._losses.append(loss.detach())
+            self._steps.append(trainer.global_step)
+            if trainer.global_step % self._every(loss) == 0:
+                self._check_losses(trainer, pl_module)
+        if self._checkpoint_due(trainer):
+            self._check_losses(trainer, pl_module)
+            if not _params_finite(pl_module):
+                self._stop(trainer, pl_module, "the parameters became NaN/inf")
 
     @torch.no_grad()
     def on_validation_start(self, trainer, pl_module):
-        if trainer.training and not _params_finite(pl_module):
-            self._stop(trainer, pl_module, "the parameters became NaN/inf")
+        if trainer.training:
+            self._check_losses(trainer, pl_module)
+            if not _params_finite(pl_module):
+                self._stop(trainer, pl_module, "the parameters became NaN/inf")
+
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._check_losses(trainer, pl_module)
+
+    def _check_losses(self, trainer, pl_module) -> None:
+        """One read for all losses kept since the last check; on a non-finite one, stop and
+        name the first such step."""
+        if not self._losses:
+            return
+        losses, steps = torch.stack(self._losses), self._steps
+        self._losses, self._steps = [], []
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0, 0])
+        self._stop(trainer, pl_module, f"loss became {float(losses[first]):g}", step=steps[first])
 
     def _checkpoint_due(self, trainer) -> bool:
         n = self.check_params_every_n_steps
         return bool(n) and trainer.global_step % n == 0
 
-    def _stop(self, trainer, pl_module, what: str):
-        step, epoch = trainer.global_step, trainer.current_epoch
+    def _stop(self, trainer, pl_module, what: str, step: int | None = None):
+        step, epoch = trainer.global_step if step is None else step, trainer.current_epoch
         hp = getattr(pl_module, "hparams", {})
         num_classes = getattr(getattr(pl_module, "net", None), "config", {}).get("num_classes", 10)
         first_loss = pl_module.first_loss() if hasattr(pl_module, "first_loss") else None

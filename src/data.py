@@ -7,19 +7,36 @@ Where the raw files come from, in order:
      we check the *decompressed* content, which is the original),
   3. torchvision's download, when a network exists.
 
-The default `pipeline=tensor` decodes the IDX files into one normalised float32 tensor and
-makes each batch by indexing it: the tutorial's per-sample `ToTensor`/`Normalize` pipeline
-spends ~90 % of an epoch in Python, not in the model. `pipeline=torchvision` keeps that
-pipeline for comparison and augmentations; both share the same split and the same sampler,
-so they produce the same batches in the same order.
+The default `pipeline=tensor` decodes the IDX files into one normalised float32 tensor per
+split and makes each batch by indexing it: the tutorial's per-sample `ToTensor`/`Normalize`
+pipeline spends ~90 % of an epoch in Python, not in the model. `pipeline=torchvision` keeps
+that pipeline for comparison and augmentations; both share the same split and the same
+sampler, so they produce the same batches in the same order.
+
+On a GPU (`on_device: auto`, the default) the tensor pipeline's tensors live on the device:
+an epoch's shuffled order is copied there once, and every batch is an index_select on the
+device, so no batch crosses the host-device bus. The torchvision pipeline serves batches from
+pinned host memory (`pin_memory`), which Lightning copies without blocking.
+
+The first run decodes the IDX files (the uint8 images are split first, and only the rows each
+split keeps are converted, in place) and writes the normalised split tensors to
+`data_dir/FashionMNIST/cache/normalised-<key>.pt`, with the file's sha256 beside it. Later runs
+check that hash and map the file (`torch.load(mmap=True)`): about half the decoding time
+(benchmarks/data_load.py), and parallel sweep jobs share the mapped pages instead of holding
+one copy each. The key hashes what the content depends on (the raw files' digests, the
+normalisation, the split seed, the format), so a change of any of them makes a new file; a
+file whose hash does not match is rebuilt. `data.cache=false` skips it.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,16 +179,75 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
-    """The same arithmetic as torchvision's ToTensor() + Normalize((MEAN,), (STD,)), batched."""
-    x = images_uint8.unsqueeze(1).to(torch.float32).div(255)
-    return x.sub_(MEAN).div_(STD)
+    """The same arithmetic as torchvision's ToTensor() + Normalize((MEAN,), (STD,)), batched,
+    bit for bit; in place after the one float32 copy (no second full-size temporary)."""
+    return images_uint8.unsqueeze(1).to(torch.float32).div_(255).sub_(MEAN).div_(STD)
 
 
-def load_split_tensors(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def load_raw(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoded IDX files of one half of the dataset: uint8 images (N, 28, 28), int64 labels."""
     prefix = "train" if train else "t10k"
     images = read_idx(raw_dir(data_dir) / f"{prefix}-images-idx3-ubyte")
     labels = read_idx(raw_dir(data_dir) / f"{prefix}-labels-idx1-ubyte").long()
+    return images, labels
+
+
+def load_split_tensors(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = load_raw(data_dir, train)
     return normalize(images), labels
+
+
+CACHE_FORMAT = 1  # bump when the cached tensors change meaning
+CACHED = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
+
+def cache_path(data_dir, split_seed: int) -> Path:
+    """Where the normalised tensors of this split live; the name hashes what they depend on."""
+    key = json.dumps({"raw": {n: d for n, (d, _) in sorted(RAW_FILES.items())}, "mean": MEAN, "std": STD,
+                      "split_seed": split_seed, "format": CACHE_FORMAT}, sort_keys=True)
+    return raw_dir(data_dir).parent / "cache" / f"normalised-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def decode_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
+    """The full train/val/test tensors from the raw files: uint8 split first, then normalised."""
+    train_idx, val_idx = split_indices(seed=split_seed)
+    images, labels = load_raw(data_dir, train=True)
+    out = {"train_x": normalize(images[train_idx]), "train_y": labels[train_idx],
+           "val_x": normalize(images[val_idx]), "val_y": labels[val_idx]}
+    del images
+    out["test_x"], out["test_y"] = load_split_tensors(data_dir, train=False)
+    return out
+
+
+def load_cached_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
+    """The split tensors from the cache when its sha256 checks out, else decoded and cached.
+    A cache that cannot be written (read-only data_dir, full disk) costs a warning, not the run."""
+    from src.utils import atomic_write_bytes, atomic_write_text
+
+    path = cache_path(data_dir, split_seed)
+    digest_file = path.with_suffix(".sha256")
+    if path.exists() and digest_file.exists():
+        if _sha256(path) == digest_file.read_text().strip():
+            tensors = torch.load(path, mmap=True, weights_only=True)
+            if set(tensors) == set(CACHED):
+                return tensors
+        warnings.warn(f"{path} does not match its sha256; decoding the raw files again", stacklevel=2)
+    tensors = decode_splits(data_dir, split_seed)
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    try:
+        atomic_write_bytes(path, buf.getbuffer())
+        atomic_write_text(digest_file, hashlib.sha256(buf.getbuffer()).hexdigest() + "\n")
+    except OSError as e:
+        warnings.warn(f"could not write the data cache {path} ({e.strerror}); decoding each run", stacklevel=2)
+    return tensors
+
+
+def resolve_on_device(on_device: bool | str, device: torch.device | None) -> bool:
+    """`data.on_device`: true, false, or auto (= true when the trainer's device is not the CPU)."""
+    if on_device == "auto":
+        return device is not None and device.type != "cpu"
+    return bool(on_device)
 
 
 def split_indices(n_total: int = 60000, n_train: int = N_TRAIN, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,21 +283,25 @@ class EpochBatchSampler:
         # on the batch sampler itself: without this every epoch would get epoch 0's order.
         return self
 
-    def order(self) -> torch.Tensor:
+    def order(self, device: torch.device | str | None = None) -> torch.Tensor:
         if not self.shuffle:
-            return torch.arange(self.n)
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            return torch.arange(self.n, device=device)
+        # Drawn on the host (the same numbers on every device), then copied once.
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        return perm if device is None else perm.to(device)
 
-    def _all_batches(self) -> list[torch.Tensor]:
-        batches = list(torch.split(self.order(), self.batch_size))
+    def batches(self, device: torch.device | str | None = None) -> list[torch.Tensor]:
+        """This epoch's index batches for this rank, minus the `skip` first ones (consumed).
+        With a `device`, the epoch's order is made there once and the batches are views of it."""
+        order = self.order(device)
+        batches = list(torch.split(order, self.batch_size))
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        return batches[self.rank::self.world_size]
+        skip, self.skip = self.skip, 0
+        return batches[self.rank::self.world_size][skip:]
 
     def __iter__(self):
-        batches = self._all_batches()
-        skip, self.skip = self.skip, 0
-        yield from batches[skip:]
+        yield from self.batches()
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
@@ -246,9 +326,8 @@ class TensorLoader:
 
     def __iter__(self):
         self._served = self.batch_sampler.skip
-        device = self.images.device
-        for idx in self.batch_sampler:
-            idx = idx.to(device, non_blocking=True)
+        # The indices go to the tensors' device once per epoch, not once per batch.
+        for idx in self.batch_sampler.batches(self.images.device):
             self._served += 1
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
@@ -274,10 +353,10 @@ class _IndexedDataset(torch.utils.data.Dataset):
 
 class FashionMNISTDataModule(pl.LightningDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 256, eval_batch_size: int = 1024,
-                 pipeline: str = "tensor", on_device: bool = False, num_workers: int = 0,
+                 pipeline: str = "tensor", on_device: bool | str = "auto", num_workers: int = 0,
                  split_seed: int = 42, shuffle_seed: int = 42, drop_last: bool = True,
                  system_dir: str | None = SYSTEM_DIR, allow_download: bool = True,
-                 train_subset: int | None = None):
+                 train_subset: int | None = None, cache: bool = True):
         super().__init__()
         if pipeline not in ("tensor", "torchvision"):
             raise ValueError(f"data.pipeline={pipeline!r} is not one of: tensor, torchvision")
@@ -290,10 +369,16 @@ class FashionMNISTDataModule(pl.LightningDataModule):
             raise ValueError(f"data.batch_size={batch_size} is larger than the training split "
                              f"({n_train} images) with data.drop_last=true, so no step would be "
                              f"taken; the largest that works is {n_train}")
+        if on_device not in (True, False, "auto"):
+            raise ValueError(f"data.on_device={on_device!r} is not one of: auto, true, false")
+        if on_device is True and pipeline != "tensor":
+            raise ValueError("data.on_device=true needs data.pipeline=tensor (the torchvision pipeline "
+                             "transforms each sample on the host); use data.on_device=auto or false")
         self.data_dir, self.batch_size, self.eval_batch_size = str(data_dir), batch_size, eval_batch_size
         self.pipeline, self.on_device, self.num_workers = pipeline, on_device, num_workers
         self.split_seed, self.shuffle_seed, self.drop_last = split_seed, shuffle_seed, drop_last
         self.system_dir, self.allow_download, self.train_subset = system_dir, allow_download, train_subset
+        self.cache = bool(cache)
         self._train_loader = None
         self.source = None
 
@@ -302,23 +387,29 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         if self.source is None:
             self.source = prepare_fashion_mnist(self.data_dir, self.system_dir, self.allow_download)
 
+    def _device(self) -> torch.device | None:
+        return self.trainer.strategy.root_device if self.trainer is not None else None
+
     def setup(self, stage: str | None = None) -> None:
-        if hasattr(self, "train_x"):
-            return
+        if not hasattr(self, "train_x"):
+            self._load()
+        # Every call, not only the first: setup() may have run without a trainer (diagnostic_batch).
+        if self.pipeline == "tensor" and resolve_on_device(self.on_device, self._device()):
+            for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+                setattr(self, name, getattr(self, name).to(self._device()))
+
+    def _load(self) -> None:
         if self.source is None:  # setup() without prepare_data(): on another DDP rank, or by hand
             self.prepare_data()
         self.train_idx, self.val_idx = split_indices(seed=self.split_seed)
         if self.train_subset:
             self.train_idx = self.train_idx[: self.train_subset]
         if self.pipeline == "tensor":
-            x, y = load_split_tensors(self.data_dir, train=True)
-            self.train_x, self.train_y = x[self.train_idx], y[self.train_idx]
-            self.val_x, self.val_y = x[self.val_idx], y[self.val_idx]
-            self.test_x, self.test_y = load_split_tensors(self.data_dir, train=False)
-            if self.on_device and self.trainer is not None:
-                dev = self.trainer.strategy.root_device
-                for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
-                    setattr(self, name, getattr(self, name).to(dev))
+            load = load_cached_splits if self.cache else decode_splits
+            for name, tensor in load(self.data_dir, self.split_seed).items():
+                setattr(self, name, tensor)
+            if self.train_subset:  # the first N of the split, as self.train_idx says
+                self.train_x, self.train_y = self.train_x[: self.train_subset], self.train_y[: self.train_subset]
         else:
             from torchvision import transforms
             from torchvision.datasets import FashionMNIST
@@ -342,8 +433,11 @@ class FashionMNISTDataModule(pl.LightningDataModule):
                                     rank=rank, world_size=world)
         if self.pipeline == "tensor":
             return TensorLoader(x, y, sampler)
+        # Pinned host memory lets Lightning's copy to a GPU run without blocking the host.
+        device = self._device()
         return torch.utils.data.DataLoader(x, batch_sampler=sampler, num_workers=self.num_workers,
-                                           persistent_workers=self.num_workers > 0)
+                                           persistent_workers=self.num_workers > 0,
+                                           pin_memory=device is not None and device.type == "cuda")
 
     def train_dataloader(self):
         return self._loader(self.train_x, getattr(self, "train_y", None), self.batch_size,

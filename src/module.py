@@ -103,7 +103,9 @@ class ClassifierModule(pl.LightningModule):
         # self.log costs ~2 ms a call on a CPU (Lightning moves its whole result collection each
         # time), 15 % of a step here. The per-step loss curve goes to the logger in one batch
         # (drain_losses); self.log feeds only the progress bar, every progress_every_n_steps.
-        if batch_idx % self.progress_every_n_steps == 0:
+        # Only on the CPU: Lightning reads progress-bar values with .item() after every step,
+        # which on a GPU is a host sync per step; there the bar shows the epoch metrics.
+        if batch_idx % self.progress_every_n_steps == 0 and loss.device.type == "cpu":
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
         return loss
 

@@ -1,16 +1,21 @@
 import gzip
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from src.data import (
+    CACHED,
     MEAN,
     RAW_FILES,
     STD,
     FashionMNISTDataModule,
+    cache_path,
+    decode_splits,
     prepare_fashion_mnist,
     raw_dir,
+    resolve_on_device,
     split_indices,
 )
 from src.errors import DataError
@@ -67,6 +72,126 @@ def test_batches_are_seeded_and_drop_last(dm):
 def test_diagnostic_batch_is_first_1024_training_images(dm):
     x, y = dm.diagnostic_batch()
     assert torch.equal(x, dm.train_x[:1024]) and torch.equal(y, dm.train_y[:1024])
+
+
+# --- data on the accelerator (data.on_device) ------------------------------------------------
+
+def _fake_trainer(device: str):
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1)
+
+
+def test_on_device_auto_means_not_the_cpu():
+    assert resolve_on_device("auto", torch.device("cuda", 0)) is True
+    assert resolve_on_device("auto", torch.device("cpu")) is False
+    assert resolve_on_device("auto", None) is False  # no trainer: setup() by hand stays on the host
+    assert resolve_on_device(True, torch.device("cpu")) is True
+    assert resolve_on_device(False, torch.device("cuda")) is False
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"on_device": "yes"}, "data.on_device='yes' is not one of: auto, true, false"),
+    ({"on_device": True, "pipeline": "torchvision"}, "data.on_device=true needs data.pipeline=tensor"),
+])
+def test_bad_on_device_is_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FashionMNISTDataModule(**kwargs)
+
+
+def test_on_device_epoch_copies_its_order_once_and_no_batch(data_dir, monkeypatch):
+    """On an accelerator (here the `meta` device, which any machine has) the tensors move once
+    in setup(); an epoch then copies its shuffled order to the device once, never a batch."""
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), batch_size=256, train_subset=2560)
+    dm.trainer = _fake_trainer("meta")
+    dm.prepare_data()
+    dm.setup("fit")
+    assert all(getattr(dm, n).device.type == "meta" for n in ("train_x", "train_y", "val_x", "test_y"))
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if out.device != self.device:
+            copies.append((self.device.type, out.device.type, tuple(self.shape)))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 10 and all(x.device.type == "meta" and x.shape[0] == 256 for x, _ in batches)
+    assert copies == [("cpu", "meta", (2560,))]  # the epoch's order, once
+    copies.clear()
+    assert len(list(dm.val_dataloader())) == 10 and copies == []  # unshuffled: made on the device
+
+
+def test_on_device_auto_on_cpu_keeps_host_tensors(data_dir):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), train_subset=512)
+    dm.trainer = _fake_trainer("cpu")
+    dm.setup("fit")
+    assert dm.train_x.device.type == "cpu"
+
+
+def test_torchvision_pipeline_pins_memory_only_for_a_gpu(data_dir):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), pipeline="torchvision", train_subset=512)
+    dm.setup()
+    assert dm.train_dataloader().pin_memory is False
+    dm.trainer = _fake_trainer("cuda")
+    assert dm.train_dataloader().pin_memory is True and dm.val_dataloader().pin_memory is True
+
+
+# --- the cache of decoded tensors ---------------------------------------------------------
+
+@pytest.fixture
+def linked_data(tmp_path, data_dir):
+    """A data dir of our own (its cache is ours) whose raw files are the prepared ones."""
+    (tmp_path / "d" / "FashionMNIST").mkdir(parents=True)
+    (tmp_path / "d" / "FashionMNIST" / "raw").symlink_to(raw_dir(data_dir).resolve())
+    return tmp_path / "d"
+
+
+def _setup(data_dir, **kw):
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), **kw)
+    dm.setup()
+    return dm
+
+
+def test_cache_is_written_once_then_mapped(linked_data, monkeypatch):
+    first = _setup(linked_data)
+    path = cache_path(linked_data, 42)
+    assert path.exists() and path.with_suffix(".sha256").exists()
+    monkeypatch.setattr("src.data.decode_splits", lambda *a: pytest.fail("decoded again despite the cache"))
+    second = _setup(linked_data)
+    for name in CACHED:
+        assert torch.equal(getattr(first, name), getattr(second, name))
+    fresh = decode_splits(linked_data, 42)
+    assert all(torch.equal(fresh[n], getattr(second, n)) for n in CACHED)
+
+
+def test_cache_that_fails_its_hash_is_rebuilt(linked_data):
+    _setup(linked_data)
+    path = cache_path(linked_data, 42)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte somewhere in the pixels
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="does not match its sha256"):
+        dm = _setup(linked_data)
+    assert torch.equal(dm.train_x, decode_splits(linked_data, 42)["train_x"])
+    assert _setup(linked_data).train_x.shape == (50000, 1, 28, 28)  # the rebuilt file checks out
+
+
+def test_cache_key_follows_the_split_and_cache_false_writes_none(linked_data):
+    assert cache_path(linked_data, 42) != cache_path(linked_data, 43)
+    dm = _setup(linked_data, cache=False, train_subset=1000)
+    assert not (linked_data / "FashionMNIST" / "cache").exists()
+    assert dm.train_x.shape[0] == 1000
+
+
+def test_unwritable_cache_is_a_warning_not_a_failure(linked_data, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("src.utils.atomic_write_bytes", no_space)
+    with pytest.warns(UserWarning, match="could not write the data cache"):
+        dm = _setup(linked_data)
+    assert dm.val_x.shape == (10000, 1, 28, 28)
 
 
 # --- where the data comes from -------------------------------------------------------------

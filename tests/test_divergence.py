@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import math
 
+import torch
+
+from callbacks.divergence import GPU_CHECK_EVERY, DivergenceDetector
 from src.training import train
 from tests.conftest import compose, run_script
 
@@ -55,3 +58,76 @@ def test_sweep_goes_on_after_a_diverging_job(tmp_path, data_dir):
     summary = sweep / "summary.csv"
     if summary.exists():  # the sweep report (src/report.py) shows the row as diverged
         assert "diverged" in summary.read_text()
+
+
+# --- the GPU cadence: the loss is read every N steps, the first bad step is still exact ----------
+
+def test_bad_check_every_n_steps_is_refused():
+    import pytest
+
+    from callbacks.divergence import DivergenceDetector
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="check_every_n_steps=.* must be an integer >= 1"):
+            DivergenceDetector(check_every_n_steps=bad)
+    assert DivergenceDetector()._every(torch.zeros(())) == 1  # CPU default: every step
+    assert DivergenceDetector()._every(torch.zeros((), device="meta")) == GPU_CHECK_EVERY
+
+
+def test_checking_every_3_steps_names_the_first_bad_step(tmp_path, data_dir, monkeypatch):
+    """What a GPU run does by default (a read every GPU_CHECK_EVERY steps), here every 3 steps
+    on the CPU: the run stops at the next check, diverged_step is the first non-finite loss."""
+    monkeypatch.setattr(DivergenceDetector, "_every", lambda self, loss: 3)
+    cfg = compose([*SHORT, "optim=sgd", "optim.lr=50"], tmp_path)
+    assert math.isnan(train(cfg))
+    r = json.loads((tmp_path / "results.json").read_text())
+    losses = r["train_losses"]
+    first_bad = next(i for i, v in enumerate(losses) if v is None) + 1
+    assert r["status"] == "diverged" and r["diverged_step"] == first_bad
+    assert f"at step {first_bad} (epoch 0)" in r["error"]
+    assert first_bad <= r["global_step"] < first_bad + 3 and r["global_step"] % 3 == 0
+    assert r["global_step"] > first_bad  # this seed diverges at step 4: read at step 6
+    assert len(losses) == r["global_step"]  # every step taken is in the record
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_loss_is_read_once_per_check_not_per_step(tmp_path, data_dir, monkeypatch):
+    """The hot path's host reads: with a check every 10 steps, 50 steps make 5 reads of the
+    divergence flag (each read of a GPU tensor is a host-device sync)."""
+    import traceback
+
+    import pytorch_lightning as pl
+
+    monkeypatch.setattr(DivergenceDetector, "_every", lambda self, loss: 10)
+    reads, window = [], []
+    real_bool = torch.Tensor.__bool__
+
+    def counting_bool(self):
+        if window and traceback.extract_stack(limit=2)[0].filename.endswith("divergence.py"):
+            reads.append(1)
+        return real_bool(self)
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", counting_bool)
+
+    class Window(pl.Callback):  # steps 21..70 (after warm-up, before the epoch's end)
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 20:
+                window.append(1)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 69:
+                window.clear()
+
+    import tests.test_divergence as me
+    me._WINDOW = Window()
+    cfg = compose([*SHORT, "trainer.max_epochs=1", "data.train_subset=20480", "skip_test=true",
+                   "+callbacks._window._target_=tests.test_divergence._window"], tmp_path)
+    train(cfg)
+    assert len(reads) == 5
+
+
+_WINDOW = None
+
+
+def _window():
+    return _WINDOW

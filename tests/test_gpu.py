@@ -1,0 +1,265 @@
+"""The GPU path: run by `pytest -m gpu` (scripts/gpu_check.sh runs them), skipped without CUDA.
+
+What they establish on a real GPU:
+  - each hand-written optimizer gives the CPU's numbers on CUDA (50 steps, <= 1e-5 relative);
+  - training with every diagnostic on under `deterministic=true` (no op that raises);
+  - the same seed twice on the same GPU gives the same val_scores;
+  - a run killed after its first checkpoint resumes to the uninterrupted run's val_scores;
+  - the data lives on the GPU and steps 21..70 of an epoch make no host-device sync;
+  - bf16-mixed and 16-mixed (GradScaler) train with float32 weights and optimizer state;
+  - `trainer=gpu`, `trainer.accelerator=gpu` and `auto` pick the GPU; a cpu,gpu sweep names
+    the device of each job.
+The last test of the file checks gpu_check.sh's own logic on any machine (--dry-run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from tests.conftest import FAST, ROOT, compose, run_script
+
+CUDA = torch.cuda.is_available()
+GPU_FAST = [a for a in FAST if not a.startswith("trainer.accelerator")] + ["trainer.accelerator=gpu"]
+
+
+def _results(run) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+# --- optimizers: CUDA gives the CPU's numbers ---------------------------------------------------
+
+@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("name", ["sgd", "sgd_mom", "adam"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_optimizer_on_cuda_matches_cpu_over_50_steps(name, foreach):
+    from src.optim import SGD, Adam, SGDMomentum
+
+    make = {"sgd": lambda ps: SGD(ps, lr=0.1, foreach=foreach),
+            "sgd_mom": lambda ps: SGDMomentum(ps, lr=0.1, momentum=0.9, foreach=foreach),
+            "adam": lambda ps: Adam(ps, lr=1e-3, foreach=foreach)}[name]
+    torch.manual_seed(0)
+    shapes = [(512, 784), (512,), (256, 512), (256,), (256, 256), (256,), (128, 256), (128,), (10, 128), (10,)]
+    cpu = [torch.randn(s) * 0.05 for s in shapes]
+    cuda = [p.clone().cuda() for p in cpu]
+    opt_cpu, opt_cuda = make(cpu), make(cuda)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):  # the same gradients on both devices, made on the host
+        grads = [torch.randn(s, generator=gen) * 0.01 for s in shapes]
+        for p, g in zip(cpu, grads, strict=True):
+            p.grad = g.clone()
+        for p, g in zip(cuda, grads, strict=True):
+            p.grad = g.cuda()
+        opt_cpu.step()
+        opt_cuda.step()
+    for a, b in zip(cpu, cuda, strict=True):
+        rel = float((a - b.cpu()).abs().max() / a.abs().max())
+        assert rel <= 1e-5, f"{name} foreach={foreach}: relative difference {rel:.2e}"
+
+
+# --- training on the GPU ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", [["trainer.accelerator=gpu"], ["trainer=gpu"], ["trainer.accelerator=auto"]])
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_every_way_to_ask_for_the_gpu_trains_on_it(tmp_path, data_dir, how):
+    from src.training import train
+
+    seen = {}
+
+    class Where(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.update(model=pl_module.device.type, batch=batch[0].device.type,
+                        data=trainer.datamodule.train_x.device.type)
+
+    global _CALLBACK
+    _CALLBACK = Where()
+    base = [a for a in FAST if not a.startswith("trainer.accelerator")]
+    train(compose([*base, *how, "+callbacks._probe._target_=tests.test_gpu._callback"], tmp_path))
+    assert _results(tmp_path)["status"] == "ok"
+    assert seen == {"model": "cuda", "batch": "cuda", "data": "cuda"}  # data.on_device=auto
+
+
+_CALLBACK = None  # the callback a test hands to train(cfg) through `+callbacks._probe._target_`
+
+
+def _callback():
+    return _CALLBACK
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_diagnostics_on_cuda_under_deterministic(tmp_path, data_dir):
+    """Every diagnostic on (histograms, figures), `deterministic: true` (the default): nothing
+    raises, and the histograms and figures are written."""
+    from src.training import train
+
+    args = [a for a in GPU_FAST if a != "callbacks=none"] + ["diagnostics.every_n_steps=5"]
+    cfg = compose(args, tmp_path)
+    assert cfg.trainer.deterministic is True
+    train(cfg)
+    assert _results(tmp_path)["status"] == "ok"
+    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"histograms": 0}).Reload()
+    hist = events.Tags()["histograms"]
+    for kind in ("activations", "gradients", "weights"):
+        assert any(t.startswith(f"{kind}/") for t in hist), (kind, hist)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_same_seed_twice_on_the_gpu_gives_the_same_numbers(tmp_path, data_dir):
+    from src.training import train
+
+    runs = []
+    for i in range(2):
+        out = tmp_path / str(i)
+        train(compose([*GPU_FAST, "trainer.max_epochs=2", "trainer.limit_val_batches=null"], out))
+        runs.append(_results(out))
+    a, b = runs
+    diff = max(abs(x - y) for x, y in zip(a["train_losses"], b["train_losses"], strict=True))
+    assert a["val_scores"] == b["val_scores"], f"val_scores differ: {a['val_scores']} vs {b['val_scores']}"
+    assert a["train_losses"] == b["train_losses"], f"largest train-loss difference {diff:g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
+    """Steps 21..70 of an epoch, diagnostics on (none is due there): any synchronizing CUDA
+    call (.item(), bool(tensor), a device-to-host copy) raises under sync debug mode "error"."""
+    from src.training import train
+
+    class SyncWindow(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 20:
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 69:
+                torch.cuda.set_sync_debug_mode(0)
+
+    global _CALLBACK
+    _CALLBACK = SyncWindow()
+    args = [a for a in GPU_FAST if a not in ("callbacks=none",) and not a.startswith("trainer.limit_train")]
+    try:
+        train(compose([*args, "trainer.limit_train_batches=80", "skip_test=true",
+                       "+callbacks._probe._target_=tests.test_gpu._callback"], tmp_path))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert _results(tmp_path)["status"] == "ok"
+
+
+class KillAfterFirstCheckpoint(pl.Callback):
+    """SIGKILL this process at the first step after last.ckpt was first written, unless the run
+    was itself resumed (used as +callbacks.kill._target_=tests.test_gpu.KillAfterFirstCheckpoint)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        ckpt = os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
+        if trainer.ckpt_path is None and os.path.exists(ckpt):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_resume_on_cuda_gives_the_uninterrupted_val_scores(tmp_path, data_dir):
+    short = ["trainer.max_epochs=3", "data.train_subset=2560", "trainer.limit_val_batches=2",
+             "trainer.limit_test_batches=2", "trainer.accelerator=gpu", "callbacks=none", "print_config=false",
+             "checkpoint.every_n_train_steps=4"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    res = run_script("train.py", *short, f"hydra.run.dir={whole}", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_script("train.py", *short, f"hydra.run.dir={killed}",
+                     "+callbacks.kill._target_=tests.test_gpu.KillAfterFirstCheckpoint", timeout=600)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    res = run_script("train.py", f"ckpt_path={killed}/checkpoints/last.ckpt", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = _results(whole), _results(killed)
+    assert b["resumed_from"] and a["val_scores"] == b["val_scores"] and a["train_losses"] == b["train_losses"]
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_mixed_precision_on_cuda(tmp_path, data_dir, precision):
+    from src.training import train
+
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    train(compose([*GPU_FAST, "optim=adam", f"trainer.precision={precision}"], tmp_path))
+    r = _results(tmp_path)
+    assert r["status"] == "ok" and all(v is not None for v in r["train_losses"])
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert all(t.dtype == torch.float32 for t in ckpt["state_dict"].values() if t.is_floating_point())
+    for state in ckpt["optimizer_states"][0]["state"].values():
+        assert all(t.dtype == torch.float32 for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_cpu_gpu_sweep_names_the_device_of_each_job(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    base = [a for a in FAST if not a.startswith("trainer.accelerator")]
+    res = run_script("train.py", "-m", *base, "trainer.accelerator=cpu,gpu", f"hydra.sweep.dir={sweep}", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    prov = {}
+    for path in sweep.glob("*/results.json"):
+        r = json.loads(path.read_text())
+        assert r["status"] == "ok"
+        prov[r["config"]["trainer"]["accelerator"]] = r["provenance"]
+    gpu_name = torch.cuda.get_device_name(0)
+    assert prov["cpu"]["device_type"] == "cpu" and prov["gpu"]["device_type"] == "cuda", prov
+    assert prov["gpu"]["device"] == gpu_name, prov
+    import csv
+
+    with open(sweep / "summary_groups.csv") as f:
+        devices = [row["device"] for row in csv.DictReader(f)]
+    assert len(devices) == 2 and gpu_name in devices, devices
+
+
+# --- the check script itself, on any machine ----------------------------------------------------
+
+def test_gpu_check_dry_run_lists_every_step(tmp_path):
+    """`--dry-run` checks the arguments and prints what it would run, installing nothing."""
+    wheels, data = tmp_path / "wheels", tmp_path / "data"
+    wheels.mkdir()
+    data.mkdir()
+    for name in ("hydra_core-1.3.2-py3-none-any.whl", "omegaconf-2.3.0-py3-none-any.whl",
+                 "antlr4_python3_runtime-4.9.3-py3-none-any.whl"):
+        (wheels / name).write_bytes(b"")
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (data / name).write_bytes(b"")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--wheels", str(wheels),
+                          "--data", str(data), "--out", str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for step in ("pip install --no-index --no-deps", "pytest -q -m gpu", "train.py trainer.accelerator=gpu",
+                 "epoch_time.py --device cuda",
+                 "optimizer_step.py --device cuda"):
+        assert step in res.stdout, (step, res.stdout)
+    install = next(line for line in res.stdout.splitlines() if "pip install" in line)
+    assert install.count(".whl") == 3 and "torch" not in install  # the three wheels, nothing else
+    assert not (tmp_path / "out" / "gpu_check.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--wheels", "/nonexistent"], "--wheels /nonexistent is not a directory"),
+    (["--bogus"], "unknown argument --bogus"),
+])
+def test_gpu_check_bad_arguments_are_one_line(args, message):
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+
