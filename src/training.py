@@ -210,7 +210,8 @@ def train(cfg: DictConfig) -> float | None:
     results["warnings"] = run_warnings(module, callbacks, val_scores)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
-        trial = ",".join(o for o in cli.job_overrides() if o.split("=", 1)[0].lstrip("+~") in swept)
+        # The trial is named by its swept values ("adam · kaiming"): TensorBoard's column is narrow.
+        trial = " · ".join(o.split("=", 1)[1] for o in cli.job_overrides() if o.split("=", 1)[0].lstrip("+~") in swept)
         log_hparams(trainer.loggers, cfg, results, swept, trial=trial or out.name)
         for logger in trainer.loggers:
             logger.finalize("success" if status == "ok" else "failed")
