@@ -486,16 +486,23 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def device_column(p: dict) -> str | None:
+    """`cpu`, or the GPU's name: what the jobs table shows (a cpu,gpu sweep names each row's)."""
+    if not p:
+        return None
+    return "cpu" if p.get("device_type") == "cpu" else p.get("device") or p.get("device_type")
+
+
 def rows_of(jobs: list[Job], keys: list[str], groups: list[Group]) -> tuple[list[str], list[dict]]:
     """One row per job, as in summary.csv (accuracies as fractions)."""
     with_ref = any(tutorial_reference(j) is not None for j in jobs)
     group_of = {j.name: g.number for g in groups for j in g.jobs}
     header = ["job", "group", *keys, *METRICS[:-1]] + (["tutorial_test_acc"] if with_ref else [])
-    header += ["notes", "error"]
+    header += ["device", "notes", "error"]
     rows = []
     for j in jobs:
         row = {"job": j.name, "group": group_of.get(j.name), **{k: j.overrides.get(k, "") for k in keys},
-               "status": j.status}
+               "status": j.status, "device": device_column(j.provenance)}
         for m in ("test_acc", "best_val_acc", "best_val_epoch", "epochs", "seconds"):
             row[m] = j.get(m) if j.results else None
         if with_ref:

@@ -209,7 +209,7 @@ def test_report_statuses_and_tutorial_column(tmp_path):
     assert [j.status for j in jobs] == ["ok", "failed", "diverged", "incomplete"]
     rows = read_csv(sweep / "summary.csv")
     assert list(rows[0]) == ["job", "group", "optim", "status", "test_acc", "best_val_acc", "best_val_epoch",
-                             "epochs", "seconds", "tutorial_test_acc", "notes", "error"]
+                             "epochs", "seconds", "tutorial_test_acc", "device", "notes", "error"]
     assert float(rows[0]["tutorial_test_acc"]) == TUTORIAL_TEST_ACC["sgd"]
     assert rows[1]["error"].startswith("trainer.accelerator=gpu") and rows[1]["test_acc"] == ""
     assert "NaN" in rows[2]["error"] and rows[3]["tutorial_test_acc"] == ""
