@@ -61,8 +61,6 @@ def init_variances(init_scheme, net: nn.Module) -> list[tuple[float, float, str]
     biases (source "measured")."""
     from src import init as schemes
 
-    if type(init_scheme) is schemes.KaimingGain and not hasattr(init_scheme, "_gain"):
-        redraw(net, init_scheme, 0)  # the gain is read from the model when the scheme is first applied
     out = []
     for index, layer in enumerate(linear_layers(net).values()):
         d_in, d_out = layer.in_features, layer.out_features
@@ -77,8 +75,8 @@ def init_variances(init_scheme, net: nn.Module) -> list[tuple[float, float, str]
             w, b = 2 / (d_in + d_out), 0.0
         elif kind is schemes.Kaiming:
             w, b = (1.0 if index == 0 else 2.0) / d_in, 0.0
-        elif kind is schemes.KaimingGain and hasattr(init_scheme, "_gain"):
-            w, b = (1.0 if index == 0 else init_scheme._gain ** 2) / d_in, 0.0
+        elif kind is schemes.KaimingGain:
+            w, b = (1.0 if index == 0 else init_scheme.gain_for(net) ** 2) / d_in, 0.0
         elif kind is schemes.Default:  # torch's kaiming_uniform(a=√5): W, b ~ U[±1/√d_in]
             w = b = 1 / (3 * d_in)
         else:

@@ -159,7 +159,8 @@ class KaimingGain(InitScheme):
             _check_nonlinearity(nonlinearity)
         self.nonlinearity = nonlinearity
 
-    def __call__(self, model: nn.Module) -> nn.Module:
+    def gain_for(self, model: nn.Module) -> float:
+        """calculate_gain of this scheme's nonlinearity, or of the model's `act_fn_name`."""
         name = self.nonlinearity
         if name is None:
             name = getattr(model, "act_fn_name", None)
@@ -172,9 +173,10 @@ class KaimingGain(InitScheme):
         slope = next(
             (m.negative_slope for m in model.modules() if isinstance(m, nn.LeakyReLU)), 0.01
         )
-        self._gain = nn.init.calculate_gain(
-            _GAIN_ALIASES.get(name, name), slope if name == "leaky_relu" else None
-        )
+        return nn.init.calculate_gain(_GAIN_ALIASES.get(name, name), slope if name == "leaky_relu" else None)
+
+    def __call__(self, model: nn.Module) -> nn.Module:
+        self._gain = self.gain_for(model)
         return super().__call__(model)
 
     def init_linear(self, layer, index):
