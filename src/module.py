@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -84,6 +85,9 @@ class ClassifierModule(pl.LightningModule):
         # Per-step losses stay on the device until the epoch ends: one host sync per epoch.
         self._step_losses: list[torch.Tensor] = []
         self.history = {"train_losses": [], "train_scores": [], "val_scores": [], "val_losses": []}
+        # Wall seconds of training before this process (earlier tries of a resumed run).
+        self.seconds_before = 0.0
+        self._fit_started = time.time()
 
     def first_loss(self) -> float | None:
         """The run's first training loss (finished epochs' or the current one's), or None."""
@@ -173,16 +177,21 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         self.drain_losses()
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}
+        checkpoint["seconds_trained"] = self.seconds_before + time.time() - self._fit_started
         # Lightning does not save RNG states; a resumed run that draws random numbers (dropout,
         # augmentations) needs them to continue the same stream.
         checkpoint["rng_states"] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint):
+        # Only when resuming a fit: `trainer.test(ckpt_path=best)` loads the best epoch's
+        # checkpoint, which must neither rewind the RNG nor cut the run's history back to it.
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return
         if "history" in checkpoint:
             self.history = {k: list(v) for k, v in checkpoint["history"].items()}
             self._step_losses = []
-        # Only when resuming a fit: `trainer.test(ckpt_path=best)` must not rewind the RNG.
-        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            self.seconds_before = float(checkpoint.get("seconds_trained", 0.0))
+        if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
 
     def on_train_start(self):

@@ -462,7 +462,7 @@ def curve_sentence(curve: Curve, line: CurveLine, metric: str, tolerance_pt: flo
     where = f"its best ({best_text} at {_short(curve.x_name)} = {_fmt_x(line.x[t.best])})"
     if t.low == t.high:
         return f"{line.label} is within {tolerance_pt:g} pt of {where} only at that grid point{tail}."
-    unit = ("decade" if t.width == 1 else "decades") if curve.log else _short(curve.x_name)
+    unit = ("decade" if abs(t.width - 1) < 1e-9 else "decades") if curve.log else _short(curve.x_name)
     at_least = "at least " if (t.open_low or t.open_high) else ""
     edge = " (the range reaches the grid's edge)" if at_least else ""
     return (f"{line.label} stays within {tolerance_pt:g} pt of {where} over {at_least}{t.width:.2g} "

@@ -191,7 +191,8 @@ def train(cfg: DictConfig) -> float | None:
         "train_losses": module.history["train_losses"],
         "global_step": trainer.global_step,
         "resumed_from": ckpt_path,
-        "seconds": round(time.time() - started, 3),
+        # This process's wall time, plus the training time of earlier tries of a resumed run.
+        "seconds": round(time.time() - started + module.seconds_before, 3),
         # What the diagnostics callbacks cost: each times its own work (callbacks/diagnostics.py).
         "diagnostics_seconds": round(diagnostics_seconds(trainer), 3),
         "diagnostics_share": round(diagnostics_seconds(trainer) / max(time.time() - started, 1e-9), 4),

@@ -85,3 +85,15 @@ def test_run_dirs_have_sub_second_timestamps():
 
     hydra_cfg = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
     assert hydra_cfg["run"]["dir"].endswith("%f}") and hydra_cfg["sweep"]["dir"].endswith("%f}")
+
+
+def test_testing_an_earlier_best_checkpoint_keeps_the_whole_history(tmp_path, data_dir):
+    """trainer.test(ckpt_path=best) loads an earlier epoch's checkpoint: the run's history (and
+    its RNG) must stay the whole run's, not be cut back to that epoch."""
+    out = tmp_path / "run"
+    # monitor val/loss with mode=max: the "best" checkpoint is the worst epoch, epoch 0
+    train(compose([*FAST, "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=val/loss",
+                   "callbacks.model_checkpoint.mode=max"], out))
+    r = json.loads((out / "results.json").read_text())
+    assert "epoch=00" in r["best_checkpoint"]
+    assert len(r["train_scores"]) == 2 and len(r["val_scores"]) == 2 and len(r["train_losses"]) == 20
