@@ -982,7 +982,7 @@ def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
                     solid_capstyle="butt", transform=strips)
             ax.plot([line.x[t.best]], [y], marker="*", color="k", markersize=7, transform=strips)
             open_ = "≥ " if t.open_low or t.open_high else ""
-            unit = " decades" if curve.log else ""
+            unit = (" decade" if abs(t.width - 1) < 1e-9 else " decades") if curve.log else ""
             ax.annotate(f"{open_}{t.width:.2g}{unit}", (line.x[t.high], y), xycoords=strips,
                         textcoords="offset points", xytext=(8, 0), va="center", fontsize=8, color=color)
         for x, g in zip(line.x, line.points, strict=True):
