@@ -31,8 +31,7 @@ class SignalAtStep(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_last_ckpt_and_says_interrupted(tmp_path, signum, data_dir):
+def stop_with_a_signal(tmp_path, signum):
     run = tmp_path / "run"
     res = run_script("train.py", *SHORT, f"hydra.run.dir={run}",
                      "+callbacks.sig._target_=tests.test_endings.SignalAtStep",
@@ -49,14 +48,24 @@ def test_a_signal_saves_last_ckpt_and_says_interrupted(tmp_path, signum, data_di
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert line == [f"error: interrupted by {signal.Signals(signum).name}; resume with: "
                     f"python train.py ckpt_path={run}"]
-    if signum == signal.SIGTERM:  # and the resume ends where an uninterrupted run ends
-        resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
-        assert resumed.returncode == 0, resumed.stderr[-2000:]
-        straight = tmp_path / "straight"
-        assert run_script("train.py", *SHORT, f"hydra.run.dir={straight}", timeout=300).returncode == 0
-        a = json.loads((run / "results.json").read_text())
-        b = json.loads((straight / "results.json").read_text())
-        assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}
+    return run
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_last_ckpt_and_says_interrupted(tmp_path, signum, data_dir):
+    stop_with_a_signal(tmp_path, signum)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+    run = stop_with_a_signal(tmp_path, signal.SIGTERM)
+    resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = tmp_path / "straight"
+    assert run_script("train.py", *SHORT, f"hydra.run.dir={straight}", timeout=300).returncode == 0
+    a = json.loads((run / "results.json").read_text())
+    b = json.loads((straight / "results.json").read_text())
+    assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}
 
 
 def test_a_full_disk_is_one_line_and_a_failed_results_json(tmp_path, monkeypatch, capsys, data_dir):
@@ -134,6 +143,7 @@ def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):
     assert summary.count(",ok,") + summary.count("ok") >= 2
 
 
+@pytest.mark.slow
 def test_rerun_all_trains_every_job_again(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "optim=sgd", f"hydra.sweep.dir={sweep}"]
