@@ -117,7 +117,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", "import src.utils"], cwd=ROOT, env=env, check=True)
     utils_import = time.perf_counter() - start
     print(f"(c) python -c 'import src.utils' alone: {utils_import:.2f} s "
-          "(torch + Lightning, pulled in by AtomicCheckpointIO; gone once it moves out of src.utils)")
+          "")
     print(f"sweep dirs: {base}")
 
 
