@@ -1,5 +1,6 @@
 """Tests for the initialisation schemes in src/init.py, on the tutorial's MLP shape."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -142,7 +143,8 @@ def test_kaiming_gain_explicit_and_leaky_slope_from_model():
     model = KaimingGain()(MLP("leaky_relu", act=nn.LeakyReLU(0.2)))
     assert_var(linears(model)[1].weight, 2 / (1 + 0.2**2) / 512, "leaky 0.2")
     # no act_fn_name and no explicit nonlinearity: a clear error
-    with pytest.raises(ValueError, match="act_fn_name"):
+    with pytest.raises(ValueError, match=r"^KaimingGain\(nonlinearity=None\) needs model\.act_fn_name; "
+                                         r"or pass nonlinearity, one of \["):
         KaimingGain()(nn.Sequential(nn.Linear(4, 4)))
 
 
@@ -270,3 +272,65 @@ def test_init_configs_instantiate(path):
 
 def test_init_config_set_is_complete():
     assert {p.stem for p in (CONF / "init").glob("*.yaml")} == set(INIT_SCHEMES)
+
+
+# --- pinned by mutation testing (docs/testing.md) -------------------------------------------
+
+RANDOM_SCHEMES = ["normal", "equal_var", "xavier", "xavier_normal", "kaiming", "kaiming_gain"]
+
+
+@pytest.mark.parametrize("name", RANDOM_SCHEMES)
+def test_generator_is_the_only_source_of_randomness(name):
+    """With generator=, the weights depend on that generator alone: the global RNG is not
+    drawn from (its state is unchanged), a different global seed gives the same weights, and a
+    different generator seed gives different ones."""
+    model = fresh_model(seed=9)
+
+    def init(generator_seed, global_seed):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        out = get_init(name, generator=torch.Generator().manual_seed(generator_seed))(copy.deepcopy(model))
+        assert torch.equal(torch.get_rng_state(), before), "the global RNG was drawn from"
+        return out
+
+    a, b, c = init(5, global_seed=1), init(5, global_seed=2), init(6, global_seed=1)
+    for la, lb, lc in zip(linears(a), linears(b), linears(c), strict=True):
+        assert torch.equal(la.weight, lb.weight)
+        assert not torch.equal(la.weight, lc.weight)
+
+
+def _gain_ratios(model_a, model_b):
+    """weight(a) / weight(b) per Linear, for two models initialised from the same generator
+    seed: the normal draws are the same, only the std differs, so the ratio is std_a / std_b."""
+    return [(la.weight / lb.weight).flatten() for la, lb in zip(linears(model_a), linears(model_b), strict=True)]
+
+
+def _same_draws(scheme_a, scheme_b, model_a, model_b):
+    scheme_a.generator = torch.Generator().manual_seed(11)
+    scheme_b.generator = torch.Generator().manual_seed(11)
+    return _gain_ratios(scheme_a(model_a), scheme_b(model_b))
+
+
+@pytest.mark.parametrize("slope, model_has_leaky_module", [(0.2, True), (0.01, False)])
+def test_kaiming_gain_leaky_slope_exactly(slope, model_has_leaky_module):
+    """leaky_relu's gain is sqrt(2 / (1 + slope^2)) with the model's own slope (0.01 when it has
+    no nn.LeakyReLU): the std ratio to the ReLU gain is exact, not only within sampling error."""
+    act = nn.LeakyReLU(slope) if model_has_leaky_module else nn.ReLU()
+    ratios = _same_draws(KaimingGain(), KaimingGain("relu"), MLP("leaky_relu", act=act), fresh_model())
+    expected = math.sqrt(2 / (1 + slope**2)) / math.sqrt(2)
+    torch.testing.assert_close(ratios[0], torch.ones_like(ratios[0]))  # first layer: gain 1
+    for r in ratios[1:]:
+        torch.testing.assert_close(r, torch.full_like(r, expected), rtol=1e-6, atol=0)
+
+
+def test_const_default_fill_is_the_tutorials():
+    assert Const().fill == 0.005
+    assert all(torch.equal(p, torch.full_like(p, 0.005)) for p in Const()(fresh_model()).parameters())
+
+
+def test_repr_names_the_arguments_not_the_generator():
+    g = torch.Generator()
+    assert repr(Normal(std=0.1, generator=g)) == "Normal(std=0.1)"
+    assert repr(Const(fill=0.5)) == "Const(fill=0.5)"
+    assert repr(Kaiming(generator=g)) == "Kaiming()"
+    assert repr(KaimingGain("tanh")) == "KaimingGain(nonlinearity='tanh')"

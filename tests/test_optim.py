@@ -459,3 +459,64 @@ def test_optim_group_override_via_hydra_compose():
     assert type(opt) is SGDMomentum
     assert opt.defaults["lr"] == 0.05 and opt.defaults["momentum"] == 0.8
     assert opt.param_groups[0]["lr"] == 0.05 and opt.param_groups[0]["momentum"] == 0.8
+
+
+# -----------------------------------------------------------------------------
+# pinned by mutation testing (docs/testing.md): each test below fails on a one-token change
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("name", list(CASES))
+def test_weight_decay_of_one_is_applied(name, foreach):
+    """wd = 1 exactly: a `weight_decay != 1` guard would skip it; the float64 reference does not."""
+    cls, ref, hyper, lr = CASES[name]
+    params0, grads = make_problem(seed=3)
+    lr = lr / 10  # keep (1 - lr·wd) well inside (0, 1)
+    ours, _ = run(lambda ps: cls(ps, lr=lr, weight_decay=1.0, foreach=foreach, **hyper), params0, grads)
+    for i, (p0, p) in enumerate(zip(params0, ours, strict=True)):
+        expected = ref(p0.double(), [g[i].double() for g in grads], lr=lr, wd=1.0, **hyper)
+        without = ref(p0.double(), [g[i].double() for g in grads], lr=lr, wd=0.0, **hyper)
+        assert rel_err(expected, without) > 1e-3  # the decay changes the result here
+        assert rel_err(p, expected, start=p0) <= TOL, f"param {i}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_foreach_none_takes_the_multi_tensor_path(name):
+    """foreach=None means True (the fused path); the two paths round differently, so the bits
+    tell which one ran."""
+    cls, _, hyper, lr = CASES[name]
+    params0, grads = make_problem(seed=4)
+    results = {f: run(lambda ps, f=f: cls(ps, lr=lr, foreach=f, **hyper), params0, grads)[0]
+               for f in (None, True, False)}
+    assert all(torch.equal(a, b) for a, b in zip(results[None], results[True], strict=True))
+    if name != "sgd":  # SGD's two paths are the same arithmetic (lr·g added), bit for bit
+        assert not all(torch.equal(a, b) for a, b in zip(results[True], results[False], strict=True))
+
+
+def test_zero_momentum_and_zero_betas_are_accepted():
+    """The accepted range is [0, 1): 0 itself is valid (plain SGD / no first moment)."""
+    p = nn.Parameter(torch.ones(2))
+    SGDMomentum([p], momentum=0.0)
+    Adam([p], betas=(0.0, 0.0))
+    params0, grads = make_problem(seed=5)
+    ours, _ = run(lambda ps: SGDMomentum(ps, lr=0.1, momentum=0.0), params0, grads)
+    plain, _ = run(lambda ps: SGD(ps, lr=0.1), params0, grads)
+    for a, b in zip(ours, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_defaults_are_the_tutorials():
+    p = nn.Parameter(torch.zeros(2))
+    assert SGDMomentum([p]).defaults == {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "foreach": None}
+    assert Adam([p]).defaults == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                                  "foreach": None}
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_sparse_gradient_is_a_clear_error(name, foreach):
+    emb = nn.Embedding(5, 3, sparse=True)
+    emb(torch.tensor([1, 2])).sum().backward()
+    assert emb.weight.grad.is_sparse
+    with pytest.raises(RuntimeError, match=r"^sparse gradients are not supported by the hand-written optimizers$"):
+        OPTIMIZERS[name](emb.parameters(), foreach=foreach).step()

@@ -1,0 +1,238 @@
+"""Mutation testing: how many deliberately broken versions of the code the fast tests catch.
+
+    make mutants                              # every module below, one after the other
+    make mutants ARGS="optim init"            # some of them
+    .venv/bin/python scripts/mutants.py --list
+
+For each module, mutmut (PyPI) writes every small change it knows (`+` -> `-`, `<` -> `<=`,
+a constant changed, a call argument dropped, ...) into a copy of the repo, learns once which
+tests call each function (`mutmut run` records it), then runs each mutant against those of the
+module's fast test files that reach the mutated function. A mutant is *killed* when a test
+fails, *survived* when all pass. The score per module is written to docs/mutation-scores.md
+and printed; the survivors of each module are listed under it.
+
+Each module runs in its own copy of the repo under $MUTANTS_DIR (default /tmp/initopt-mutants),
+so a run never touches the work tree and modules never share mutmut's cache. MUTANTS_KEEP=1
+reuses a module's previous results (only changed functions are retested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("MUTANTS_DIR", "/tmp/initopt-mutants"))
+TABLE = ROOT / "docs" / "mutation-scores.md"
+
+# name: (file to mutate, functions to mutate (mutmut globs, None = all), fast test files, target %)
+MODULES: dict[str, tuple[str, str | None, list[str], int]] = {
+    "optim": ("src/optim.py", None, ["tests/test_optim.py"], 90),
+    "init": ("src/init.py", None, ["tests/test_init.py"], 90),
+    "divergence": ("callbacks/divergence.py", None,
+                   ["tests/test_divergence.py", "tests/test_truth_divergence.py"], 80),
+    "report": ("src/report.py", None, ["tests/test_report_truth.py", "tests/test_sweeps.py"], 80),
+    # The results assembly only: train() and the helpers it calls to fill results.json; the
+    # rest of training.py (config tree printing, checkpoint checks) has its own tests.
+    "training": ("src/training.py", "src.training.x_train__mutmut_*",
+                 ["tests/test_truth_training.py", "tests/test_train.py"], 80),
+}
+
+COPY = ["src", "callbacks", "conf", "tests", "train.py", "probe.py", "surfaces.py", "pyproject.toml"]
+
+
+def workspace(name: str, path: str, tests: list[str]) -> Path:
+    """A copy of the repo for one module, with mutmut's config in setup.cfg (pyproject.toml has
+    no [tool.mutmut], so mutmut reads setup.cfg)."""
+    ws = WORK / name
+    keep = os.environ.get("MUTANTS_KEEP") == "1" and (ws / "mutants").is_dir()
+    if not keep and ws.exists():
+        shutil.rmtree(ws)
+    ws.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for item in COPY:
+        src, dst = ROOT / item, ws / item
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dst)
+    tests = [t for t in tests if (ROOT / t).exists()]
+    cfg = ["[mutmut]", "source_paths =", "    src", "    callbacks", f"only_mutate = {path}",
+           "also_copy =", "    conf", "    train.py", "    probe.py", "    surfaces.py",
+           "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
+           "pytest_add_cli_args =", "    -p", "    no:cacheprovider", ""]
+    (ws / "setup.cfg").write_text("\n".join(cfg))
+    # The tests find the data at <repo>/data; mutmut runs them in <workspace>/mutants.
+    (ws / "mutants").mkdir(exist_ok=True)
+    data = ws / "mutants" / "data"
+    if not data.exists():
+        data.symlink_to((ROOT / "data").resolve())
+    return ws
+
+
+def run_mutmut(ws: Path, functions: str | None, jobs: int) -> None:
+    args = ["run", f"--max-children={jobs}"] + ([functions] if functions else [])
+    env = {**os.environ, "PROJECT_ROOT": str(ws / "mutants"), "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # mutmut draws a spinner on stdout; its full output goes to <workspace>/mutmut.log.
+    with open(ws / "mutmut.log", "w") as log:
+        subprocess.run([sys.executable, __file__, "--mutmut", *args], cwd=ws, env=env, check=False,
+                       stdout=log, stderr=subprocess.STDOUT)
+    tail = (ws / "mutmut.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-3:]
+    print("\n".join(line.split("\u280b")[-1] for line in tail), flush=True)
+
+
+def scores(ws: Path, path: str, functions: str | None) -> dict:
+    """Counts per status from mutmut's .meta file (exit codes -> status as mutmut names them)."""
+    from fnmatch import fnmatch
+
+    from mutmut.stats import status_by_exit_code
+
+    meta = json.loads((ws / "mutants" / f"{path}.meta").read_text())
+    counts: dict[str, int] = {}
+    survivors = []
+    for key, code in meta["exit_code_by_key"].items():
+        if functions and not fnmatch(key, functions):
+            continue
+        status = status_by_exit_code[code] if code is not None else "not checked"
+        counts[status] = counts.get(status, 0) + 1
+        if status in ("survived", "no tests", "not checked", "suspicious"):
+            survivors.append(f"{key}: {status}")
+    counts["survivors"] = survivors
+    return counts
+
+
+def row(name: str, c: dict, target: int, seconds: float) -> str:
+    killed = c.get("killed", 0) + c.get("timeout", 0) + c.get("segfault", 0)
+    tested = sum(v for k, v in c.items() if k not in ("survivors", "skipped", "caught by type check"))
+    score = 100 * killed / tested if tested else 0.0
+    mark = "yes" if score >= target else "NO"
+    return (f"| {name} | {MODULES[name][0]} | {tested} | {killed} | {c.get('survived', 0)} | "
+            f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {score:.1f} % | {target} % | {mark} | {seconds:.0f} |")
+
+
+def write_table(rows: dict[str, str], survivors: dict[str, list[str]]) -> None:
+    lines = ["# Mutation scores", "", "Printed by `make mutants` (scripts/mutants.py); see docs/testing.md "
+             "for what the survivors are.", "",
+             "| module | file | mutants | killed | survived | no tests | timeout | score | target | met | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [rows[n] for n in MODULES if n in rows]
+    lines += ["", "killed counts timeouts (a mutant that makes the tests hang is caught). "
+              "Timings are wall seconds on the machine that ran it.", ""]
+    for n in MODULES:
+        if survivors.get(n):
+            lines += [f"## Survivors: {n}", ""] + [f"- `{s}`" for s in survivors[n]] + [""]
+    TABLE.write_text("\n".join(lines))
+
+
+def previous_rows() -> dict[str, str]:
+    """Rows of modules not run this time are kept from the last table."""
+    if not TABLE.exists():
+        return {}
+    rows = {}
+    for line in TABLE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in MODULES:
+            rows[cells[0]] = line
+    return rows
+
+
+def previous_survivors() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current = None
+    if not TABLE.exists():
+        return out
+    for line in TABLE.read_text().splitlines():
+        if line.startswith("## Survivors: "):
+            current = line.split(": ", 1)[1]
+            out[current] = []
+        elif current and line.startswith("- `"):
+            out[current].append(line[3:-1])
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--mutmut"]:
+        return mutmut_main(argv[1:])
+    if argv[:1] == ["--list"]:
+        for n, (path, fn, tests, target) in MODULES.items():
+            print(f"{n:12s} {path:28s} >= {target} %  tests: {' '.join(tests)}")
+        return 0
+    names = argv or list(MODULES)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        print(f"error: unknown module {unknown[0]!r}; one of: {', '.join(MODULES)}", file=sys.stderr)
+        return 2
+    jobs = int(os.environ.get("MUTANTS_JOBS", "2"))
+    rows, survivors = previous_rows(), previous_survivors()
+    status = 0
+    for name in names:
+        path, functions, tests, target = MODULES[name]
+        if not (ROOT / path).exists():
+            print(f"skip {name}: {path} does not exist")
+            continue
+        started = time.time()
+        ws = workspace(name, path, tests)
+        run_mutmut(ws, functions, jobs)
+        seconds = time.time() - started
+        c = scores(ws, path, functions)
+        survivors[name] = c["survivors"]
+        rows[name] = row(name, c, target, seconds)
+        print(rows[name], flush=True)
+        if "| NO |" in rows[name]:
+            status = 1
+    write_table(rows, survivors)
+    print(TABLE.read_text())
+    return status
+
+
+def mutmut_main(args: list[str]) -> int:
+    """mutmut's CLI, told that `src` is a package here, not a src-layout directory.
+
+    mutmut 3 names a mutant after its file with a leading `src.` stripped (it assumes
+    src/<package>/...), and puts mutants/src on sys.path; this repo imports `src.optim`, so the
+    names would never match the running module and every mutant would survive untested."""
+    import mutmut.__main__ as mm
+    import mutmut.mutation.file_mutation as fm
+    import mutmut.mutation.trampoline as tr
+    import mutmut.stats as st
+    import mutmut.utils.file_utils as fu
+    import mutmut.utils.format_utils as fmt
+
+    def get_mutant_name(relative_source_path: Path, mutant_method_name: str) -> str:
+        module = str(relative_source_path)[: -len(relative_source_path.suffix)].replace(os.sep, ".")
+        return f"{module}.{mutant_method_name}".replace(".__init__.", ".")
+
+    def setup_source_paths() -> None:
+        sys.path.insert(0, str(Path("mutants").absolute()))
+        here = Path(".").resolve()
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+
+    def record_trampoline_hit(name: str, caller: str | None = None) -> None:
+        # mutmut's own asserts the name does not start with `src.`; otherwise the same.
+        st.state()._stats.add(name)
+        if caller is not None and st.config().track_dependencies:
+            st.state().function_dependencies[name].add(caller)
+
+    for module in (fmt, fm, mm):
+        module.get_mutant_name = get_mutant_name
+    for module in (st, tr):
+        module.record_trampoline_hit = record_trampoline_hit
+    for module in (fu, mm):
+        module.setup_source_paths = setup_source_paths
+    try:
+        mm.cli(args, standalone_mode=False)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
