@@ -260,3 +260,62 @@ def test_corrupt_gz_leaves_no_half_written_file(tmp_path, data_dir):
         prepare_fashion_mnist(target, system_dir=str(sysdir), allow_download=False)
     left = sorted(p.name for p in raw_dir(target).iterdir())
     assert "train-images-idx3-ubyte" not in left and not any(n.endswith(".part") for n in left)
+
+
+# --- the split the DataModule serves, against torch's random_split --------------------------
+
+def _tutorial_split(seed: int) -> tuple[list[int], list[int]]:
+    """The tutorial's own code: seed_everything(seed); random_split(train_set, [50000, 10000])."""
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    train, val = torch.utils.data.random_split(range(60000), [50000, 10000])
+    torch.set_rng_state(state)
+    return list(train.indices), list(val.indices)
+
+
+def _torchvision_train_set(data_dir):
+    """The training set decoded by torchvision (not by src.data), normalised as the tutorial does."""
+    from torchvision.datasets import FashionMNIST
+
+    ds = FashionMNIST(str(data_dir), train=True, download=False)
+    return ((ds.data.float() / 255 - MEAN) / STD).unsqueeze(1), ds.targets
+
+
+@pytest.mark.parametrize("split_seed, train_subset", [(42, None), (7, 1000)])
+def test_datamodule_serves_the_random_split_of_the_tutorial(data_dir, split_seed, train_subset):
+    """The DataModule's train/val tensors are the samples random_split picks, in its order
+    (labels for all 60,000; images for a sample of positions), for the default and another seed."""
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), split_seed=split_seed, train_subset=train_subset)
+    dm.prepare_data()
+    dm.setup()
+    train_idx, val_idx = _tutorial_split(split_seed)
+    if train_subset:
+        train_idx = train_idx[:train_subset]
+    images, labels = _torchvision_train_set(data_dir)
+    assert len(dm.train_y) == len(train_idx) and len(dm.val_y) == 10000
+    assert torch.equal(dm.train_y, labels[train_idx])
+    assert torch.equal(dm.val_y, labels[val_idx])
+    positions = torch.linspace(0, len(train_idx) - 1, 50).long().tolist()
+    for i in positions:
+        torch.testing.assert_close(dm.train_x[i], images[train_idx[i]], rtol=0, atol=1e-6)
+    for i in torch.linspace(0, 9999, 50).long().tolist():
+        torch.testing.assert_close(dm.val_x[i], images[val_idx[i]], rtol=0, atol=1e-6)
+    # the diagnostic batch is the first 1024 of that split (unshuffled)
+    x, y = dm.diagnostic_batch(1024)
+    assert torch.equal(y, labels[train_idx[:1024]])
+
+
+def test_training_batches_are_a_permutation_of_the_split(data_dir):
+    """One epoch of the train loader serves every (kept) training sample of the split once."""
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), batch_size=100, train_subset=1000, drop_last=True)
+    dm.prepare_data()
+    dm.setup()
+    train_idx, _ = _tutorial_split(42)
+    images, labels = _torchvision_train_set(data_dir)
+    batches = list(dm.train_dataloader())
+    served = torch.cat([y for _, y in batches])
+    pixel_sums = torch.cat([x.sum(dim=(1, 2, 3)) for x, _ in batches])
+    assert len(served) == 1000
+    assert torch.equal(served.sort().values, labels[train_idx[:1000]].sort().values)
+    torch.testing.assert_close(pixel_sums.sort().values, images[train_idx[:1000]].sum(dim=(1, 2, 3)).sort().values)
+    assert not torch.equal(served, labels[train_idx[:1000]])  # shuffled
