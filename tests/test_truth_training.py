@@ -1,0 +1,151 @@
+"""results.json against numbers computed here, with plain torch, on independently decoded data.
+
+The run: 3 short epochs where a test-only callback zeroes the output layer just before the
+validation of epochs 0 and 2 (the weights stay zeroed; training goes on from them). So the val
+accuracy is ~chance in epochs 0 and 2 and real in epoch 1: the best-val epoch is neither the
+first nor the last, and the last weights are a bad model. `test_acc` must then be the accuracy
+of epoch 1's checkpoint on the test split, not the last weights', and not a val accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf, open_dict
+from torch import nn
+
+from src.data import MEAN, STD
+from src.training import train
+from tests.conftest import FAST, compose
+
+EPOCHS = 3
+ZEROED_EPOCHS = (0, 2)
+EVAL_BATCH, EVAL_BATCHES = 512, 2  # val and test on the first 1024 images of their split
+SIZES = [784, 512, 256, 256, 128, 10]
+WEIGHTS_AT_VALIDATION: list[dict] = []  # filled by ZeroHeadBeforeValidation, one per epoch
+
+
+class ZeroHeadBeforeValidation(pl.Callback):
+    """Zero the output layer before validating the given epochs; record the weights validated."""
+
+    def __init__(self, epochs):
+        self.epochs = set(epochs)
+
+    @torch.no_grad()
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        if trainer.current_epoch in self.epochs:
+            last = pl_module.net.layers[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            WEIGHTS_AT_VALIDATION.append({k: v.detach().clone() for k, v in pl_module.net.state_dict().items()})
+
+
+def plain_mlp(state_dict: dict) -> nn.Sequential:
+    """The tutorial's MLP as a plain nn.Sequential, loaded from a state dict of `net`."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (d_in, d_out) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(SIZES) - 2:
+            layers.append(nn.ReLU())
+    seq = nn.Sequential(*layers)
+    linears = [m for m in seq if isinstance(m, nn.Linear)]
+    for j, lin in enumerate(linears):  # net.layers.{0,2,4,6,8} -> the j-th Linear
+        lin.weight.data.copy_(state_dict[f"layers.{2 * j}.weight"])
+        lin.bias.data.copy_(state_dict[f"layers.{2 * j}.bias"])
+    return seq.eval()
+
+
+@torch.no_grad()
+def accuracy(state_dict: dict, images: torch.Tensor, labels: torch.Tensor) -> float:
+    preds = plain_mlp(state_dict)(images).argmax(dim=1)
+    return (preds == labels).double().mean().item()
+
+
+def torchvision_split(data_dir, train: bool, n: int, split_seed: int = 42):
+    """The first n images of the val split (train=True) or of the test set, decoded by
+    torchvision and split by torch's random_split, normalised as in the tutorial."""
+    from torchvision.datasets import FashionMNIST
+
+    ds = FashionMNIST(str(data_dir), train=train, download=False)
+    x = ((ds.data.float() / 255 - MEAN) / STD).unsqueeze(1)
+    if train:
+        state = torch.get_rng_state()
+        torch.manual_seed(split_seed)
+        _, val = torch.utils.data.random_split(range(60000), [50000, 10000])
+        torch.set_rng_state(state)
+        idx = list(val.indices)[:n]
+        return x[idx], ds.targets[idx]
+    return x[:n], ds.targets[:n]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("truth")
+    cfg = compose([*FAST, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_val_batches={EVAL_BATCHES}",
+                   f"trainer.limit_test_batches={EVAL_BATCHES}", f"data.eval_batch_size={EVAL_BATCH}",
+                   "data.train_subset=2560"], out)
+    with open_dict(cfg):
+        cfg.callbacks = OmegaConf.create({"zero_head": {
+            "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": list(ZEROED_EPOCHS)}})
+    WEIGHTS_AT_VALIDATION.clear()
+    returned = train(cfg)
+    results = json.loads((out / "results.json").read_text())
+    n = EVAL_BATCH * EVAL_BATCHES
+    return {"out": out, "returned": returned, "results": results, "weights": list(WEIGHTS_AT_VALIDATION),
+            "val": torchvision_split(data_dir, True, n), "test": torchvision_split(data_dir, False, n)}
+
+
+def test_val_scores_are_the_accuracy_of_the_validated_weights(run):
+    r, weights = run["results"], run["weights"]
+    assert r["status"] == "ok" and r["epochs"] == EPOCHS and len(weights) == EPOCHS
+    independent = [accuracy(w, *run["val"]) for w in weights]
+    assert r["val_scores"] == pytest.approx(independent, abs=1e-6)
+    # the set-up did what it says: chance where the head was zeroed, a real model in epoch 1
+    assert independent[1] > 0.5 and max(independent[0], independent[2]) < 0.2
+
+
+def test_best_val_epoch_is_the_argmax_of_the_independent_accuracies(run):
+    r = run["results"]
+    independent = [accuracy(w, *run["val"]) for w in run["weights"]]
+    assert r["best_val_epoch"] == 1 == independent.index(max(independent))
+    assert r["best_val_acc"] == pytest.approx(independent[1], abs=1e-6)
+    # optimized_metric defaults to best_val_acc: train() returns that number
+    assert run["returned"] == pytest.approx(independent[1], abs=1e-6)
+
+
+def test_best_checkpoint_holds_the_best_epochs_weights(run):
+    r = run["results"]
+    ckpt = torch.load(r["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == r["best_val_epoch"]
+    net = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    for k, v in run["weights"][1].items():
+        assert torch.equal(net[k], v), k
+
+
+def test_test_acc_is_the_best_checkpoints_accuracy_on_the_test_split(run):
+    r = run["results"]
+    best = accuracy(run["weights"][r["best_val_epoch"]], *run["test"])
+    last = accuracy(run["weights"][-1], *run["test"])
+    assert r["test_acc"] == pytest.approx(best, abs=1e-6)
+    # the three wrong answers are far from it: the last weights, and the val accuracy
+    assert abs(last - best) > 0.3
+    assert abs(r["test_acc"] - r["best_val_acc"]) > 1e-4
+
+
+def test_tensorboard_hparams_metrics_are_the_results(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run["out"] / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    r = run["results"]
+    assert ea.Scalars("hp/test_acc")[-1].value == pytest.approx(r["test_acc"], abs=1e-6)
+    assert ea.Scalars("hp/best_val_acc")[-1].value == pytest.approx(r["best_val_acc"], abs=1e-6)
+    assert [e.value for e in ea.Scalars("val/acc")] == pytest.approx(r["val_scores"], abs=1e-6)
