@@ -12,6 +12,7 @@ from torch import nn
 
 from src.init import (
     INIT_SCHEMES,
+    InitScheme,
     Const,
     Default,
     EqualVar,
@@ -334,3 +335,12 @@ def test_repr_names_the_arguments_not_the_generator():
     assert repr(Const(fill=0.5)) == "Const(fill=0.5)"
     assert repr(Kaiming(generator=g)) == "Kaiming()"
     assert repr(KaimingGain("tanh")) == "KaimingGain(nonlinearity='tanh')"
+
+
+def test_repr_of_a_scheme_with_several_arguments():
+    class TwoArgs(InitScheme):  # the base class's repr, for any future scheme
+        def __init__(self, a, b, generator=None):
+            super().__init__(generator)
+            self.a, self.b = a, b
+
+    assert repr(TwoArgs(1, "x", generator=torch.Generator())) == "TwoArgs(a=1, b='x')"

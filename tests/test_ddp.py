@@ -1,0 +1,140 @@
+"""DDP on 2 CPU processes (trainer=ddp_sim, gloo), checked from inside the ranks.
+
+A recording callback saves, on each rank, the batches it trained on in the epoch, the weights
+at the start and the gradient of the first step as the optimizer sees it. Then, here, with
+plain torch on data decoded by torchvision:
+  * the ranks' batches are disjoint and together are exactly the epoch (the training split);
+  * the gradient each rank steps with is the gradient of the mean loss over both ranks'
+    batches concatenated (DDP averages), not its own batch's;
+  * val_scores and test_acc are the accuracies of the trained weights on the first images of
+    the val split and the test set (both ranks' shares together).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import run_script
+from tests.test_truth_training import accuracy, plain_mlp, torchvision_split
+
+SUBSET, BATCH, EVAL_BATCH, EVAL_BATCHES, WORLD = 2048, 256, 512, 2, 2
+
+
+class RecordRank(pl.Callback):
+    """Saves <out_dir>/rank<r>.pt: the epoch's batches, the initial weights, the first step's grads."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+        self.batches: list = []
+        self.record: dict = {}
+
+    def on_train_start(self, trainer, pl_module):
+        self.record["init"] = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            self.batches.append((batch[0].detach().clone(), batch[1].detach().clone()))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == 0:
+            self.record["grads"] = {n: p.grad.detach().clone() for n, p in pl_module.net.named_parameters()}
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            self.record["batches"] = self.batches
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(self.record, self.out_dir / f"rank{trainer.global_rank}.pt")
+
+
+def pixels(x: torch.Tensor) -> list[bytes]:
+    """Each normalised image back to its exact uint8 pixels (a fingerprint for matching)."""
+    from src.data import MEAN, STD
+
+    u8 = ((x * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8)
+    return [img.numpy().tobytes() for img in u8]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("ddp")
+    record = out / "ranks"
+    res = run_script("train.py", "trainer=ddp_sim", "optim=sgd_mom", "trainer.max_epochs=1",
+                     f"data.train_subset={SUBSET}", f"data.batch_size={BATCH}",
+                     f"data.eval_batch_size={EVAL_BATCH}", f"trainer.limit_val_batches={EVAL_BATCHES}",
+                     f"trainer.limit_test_batches={EVAL_BATCHES}", "callbacks=none", "print_config=false",
+                     "+callbacks.record._target_=tests.test_ddp.RecordRank", f"+callbacks.record.out_dir={record}",
+                     f"hydra.run.dir={out / 'run'}", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [torch.load(record / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    results = json.loads((out / "run" / "results.json").read_text())
+    return ranks, results
+
+
+def expected_epoch(data_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first SUBSET images of the tutorial's training split (torch's random_split, seed 42)."""
+    from torchvision.datasets import FashionMNIST
+
+    ds = FashionMNIST(str(data_dir), train=True, download=False)
+    state = torch.get_rng_state()
+    torch.manual_seed(42)
+    train, _ = torch.utils.data.random_split(range(60000), [50000, 10000])
+    torch.set_rng_state(state)
+    idx = list(train.indices)[:SUBSET]
+    return ds.data[idx], ds.targets[idx]
+
+
+def test_ranks_see_disjoint_batches_whose_union_is_the_epoch(ddp_run, data_dir):
+    ranks, results = ddp_run
+    assert results["status"] == "ok" and results["config"]["trainer"]["devices"] == WORLD
+    per_rank = []
+    for rank in ranks:
+        assert len(rank["batches"]) == SUBSET // BATCH // WORLD
+        assert all(x.shape[0] == BATCH for x, _ in rank["batches"])
+        per_rank.append(Counter((p, int(y)) for x, ys in rank["batches"] for p, y in zip(pixels(x), ys, strict=True)))
+    images, labels = expected_epoch(data_dir)
+    epoch = Counter((img.numpy().tobytes(), int(y)) for img, y in zip(images, labels, strict=True))
+    assert not set(per_rank[0]) & set(per_rank[1])  # no sample on both ranks
+    assert per_rank[0] + per_rank[1] == epoch  # together: every sample of the epoch, once
+
+
+def test_each_rank_steps_with_the_gradient_of_both_batches(ddp_run):
+    ranks, _ = ddp_run
+    init = ranks[0]["init"]
+    for k, v in ranks[1]["init"].items():
+        assert torch.equal(v, init[k]), k  # both ranks start from the same weights
+    x = torch.cat([r["batches"][0][0] for r in ranks])
+    y = torch.cat([r["batches"][0][1] for r in ranks])
+
+    def grads_of(xb, yb) -> dict:
+        model = plain_mlp(init).train()
+        F.cross_entropy(model(xb), yb).backward()
+        linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+        out = {}
+        for j, lin in enumerate(linears):
+            out[f"layers.{2 * j}.weight"], out[f"layers.{2 * j}.bias"] = lin.weight.grad, lin.bias.grad
+        return out
+
+    both, own = grads_of(x, y), grads_of(ranks[0]["batches"][0][0], ranks[0]["batches"][0][1])
+    for rank in ranks:
+        for name, g in rank["grads"].items():
+            torch.testing.assert_close(g, both[name], rtol=1e-4, atol=1e-6, msg=name)
+    # and that is not what rank 0 would have stepped with alone
+    assert max((own[n] - both[n]).abs().max().item() for n in both) > 1e-3
+
+
+def test_accuracies_are_those_of_the_trained_weights_on_both_ranks_shares(ddp_run, data_dir):
+    _, results = ddp_run
+    ckpt = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
+    net = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    n = EVAL_BATCH * EVAL_BATCHES * WORLD  # each rank evaluates EVAL_BATCHES batches
+    val_acc = accuracy(net, *torchvision_split(data_dir, True, n))
+    test_acc = accuracy(net, *torchvision_split(data_dir, False, n))
+    assert results["val_scores"] == pytest.approx([val_acc], abs=1e-6)
+    assert results["test_acc"] == pytest.approx(test_acc, abs=1e-6)
