@@ -103,3 +103,77 @@ def test_probable_cause_wording(what, first_loss, expected):
     from callbacks.divergence import probable_cause
 
     assert probable_cause({"lr": 0.1}, {"_target_": "src.init.Normal", "std": 10}, first_loss) == expected
+
+
+# --- the detector's message and checks, called as Lightning calls them (no training) ---------
+
+def _module(history_losses: list[float], pending: list[float]):
+    from src.module import ClassifierModule
+
+    module = ClassifierModule(model={"act_fn": "relu", "input_size": 4, "num_classes": 10, "hidden_sizes": [3]},
+                              optim_cfg={"lr": 0.1}, init_cfg={"_target_": "src.init.Normal", "std": 10})
+    module.history["train_losses"] = list(history_losses)
+    module._step_losses = [torch.tensor(v) for v in pending]
+    return module
+
+
+def _trainer(checkpoint_callbacks=()):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(global_step=7, current_epoch=1, checkpoint_callbacks=list(checkpoint_callbacks),
+                           should_stop=False, training=True, sanity_checking=False,
+                           state=SimpleNamespace(fn="fit"))
+
+
+WIDE = "the init (normal, init.std=10) is probably too wide"
+
+
+@pytest.mark.parametrize("history_losses, pending, cause", [
+    ([500.0, 2.0], [1.0], f"{WIDE} (the first loss was 500, chance is 2.3), or optim.lr=0.1 too high"),
+    ([2.0, 500.0], [900.0], "optim.lr=0.1 is probably too high, or the init (normal, init.std=10) too wide"),
+    ([], [400.0, 1.0], f"{WIDE} (the first loss was 400, chance is 2.3), or optim.lr=0.1 too high"),
+    ([], [], f"{WIDE} (the first loss was already None), or optim.lr=0.1 too high"),
+])
+def test_the_message_judges_by_the_runs_first_loss(history_losses, pending, cause):
+    """The first loss of the run: the first finished epoch's, else the current epoch's first step."""
+    from callbacks.divergence import DivergenceDetector, Diverged
+
+    detector, trainer = DivergenceDetector(), _trainer()
+    assert detector.diverged is None
+    with pytest.raises(Diverged) as e:
+        detector.on_train_batch_end(trainer, _module(history_losses, pending), torch.tensor(float("nan")), None, 0)
+    assert str(e.value) == f"loss became nan at step 7 (epoch 1): {cause}"
+    assert (e.value.step, e.value.epoch, e.value.what) == (7, 1, "loss became nan")
+    assert detector.diverged is e.value and trainer.should_stop
+
+
+def test_a_module_without_loss_history_still_gets_a_message():
+    from callbacks.divergence import DivergenceDetector, Diverged
+
+    class Bare(torch.nn.Module):  # any LightningModule: no history, no pending losses, no hparams
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+    with pytest.raises(Diverged, match=r"^loss became inf at step 7 \(epoch 1\): the init \(the init\) is "
+                                       r"probably too wide \(the first loss was already None\), or the "
+                                       r"learning rate too high$"):
+        DivergenceDetector().on_train_batch_end(_trainer(), Bare(), {"loss": torch.tensor(float("inf"))}, None, 0)
+
+
+def test_nan_weights_are_checked_on_checkpoint_steps_only():
+    """Between checkpoint steps a NaN weight is left to the next step's loss check (checking every
+    step costs ~5 % of an epoch); a checkpoint callback that saves by epoch is not due by step."""
+    from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+
+    from callbacks.divergence import DivergenceDetector, Diverged
+
+    module = _module([2.0], [])
+    with torch.no_grad():
+        next(module.parameters()).view(-1)[0] = float("nan")
+    finite_loss = torch.tensor(1.5)
+    for callbacks in ([], [Checkpoint()], [ModelCheckpoint(every_n_train_steps=5)]):
+        DivergenceDetector().on_train_batch_end(_trainer(callbacks), module, finite_loss, None, 0)  # 7 % 5 != 0
+    with pytest.raises(Diverged, match=r"^the parameters became NaN/inf at step 7 \(epoch 1\)"):
+        DivergenceDetector().on_train_batch_end(_trainer([ModelCheckpoint(every_n_train_steps=7)]), module,
+                                                finite_loss, None, 0)
