@@ -13,7 +13,7 @@ and printed; the survivors of each module are listed under it.
 
 Each module runs in its own copy of the repo under $MUTANTS_DIR (default /tmp/initopt-mutants),
 so a run never touches the work tree and modules never share mutmut's cache. MUTANTS_KEEP=1
-reuses a module's previous results (only changed functions are retested).
+reuses a module's previous results and retests only its survivors (after adding tests).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +78,17 @@ def workspace(name: str, path: str, tests: list[str]) -> Path:
     return ws
 
 
-def run_mutmut(ws: Path, functions: str | None, jobs: int) -> None:
+def run_mutmut(ws: Path, path: str, functions: str | None, jobs: int) -> None:
     args = ["run", f"--max-children={jobs}"] + ([functions] if functions else [])
+    meta = ws / "mutants" / f"{path}.meta"
+    if os.environ.get("MUTANTS_KEEP") == "1" and meta.exists():
+        # Retest the previous survivors (and untested ones) only; killed mutants stay killed.
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        again = [k for k, code in codes.items() if code in (None, 0, 33)
+                 and (not functions or fnmatch(k, functions))]
+        if not again:
+            return
+        args = ["run", f"--max-children={jobs}", *again]
     env = {**os.environ, "PROJECT_ROOT": str(ws / "mutants"), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     # mutmut draws a spinner on stdout; its full output goes to <workspace>/mutmut.log.
@@ -91,8 +101,6 @@ def run_mutmut(ws: Path, functions: str | None, jobs: int) -> None:
 
 def scores(ws: Path, path: str, functions: str | None) -> dict:
     """Counts per status from mutmut's .meta file (exit codes -> status as mutmut names them)."""
-    from fnmatch import fnmatch
-
     from mutmut.stats import status_by_exit_code
 
     meta = json.loads((ws / "mutants" / f"{path}.meta").read_text())
@@ -180,7 +188,7 @@ def main(argv: list[str]) -> int:
             continue
         started = time.time()
         ws = workspace(name, path, tests)
-        run_mutmut(ws, functions, jobs)
+        run_mutmut(ws, path, functions, jobs)
         seconds = time.time() - started
         c = scores(ws, path, functions)
         survivors[name] = c["survivors"]

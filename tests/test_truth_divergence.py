@@ -107,10 +107,11 @@ def test_probable_cause_wording(what, first_loss, expected):
 
 # --- the detector's message and checks, called as Lightning calls them (no training) ---------
 
-def _module(history_losses: list[float], pending: list[float]):
+def _module(history_losses: list[float], pending: list[float], num_classes: int = 10):
     from src.module import ClassifierModule
 
-    module = ClassifierModule(model={"act_fn": "relu", "input_size": 4, "num_classes": 10, "hidden_sizes": [3]},
+    module = ClassifierModule(model={"act_fn": "relu", "input_size": 4, "num_classes": num_classes,
+                                     "hidden_sizes": [3]},
                               optim_cfg={"lr": 0.1}, init_cfg={"_target_": "src.init.Normal", "std": 10})
     module.history["train_losses"] = list(history_losses)
     module._step_losses = [torch.tensor(v) for v in pending]
@@ -128,20 +129,24 @@ def _trainer(checkpoint_callbacks=()):
 WIDE = "the init (normal, init.std=10) is probably too wide"
 
 
-@pytest.mark.parametrize("history_losses, pending, cause", [
-    ([500.0, 2.0], [1.0], f"{WIDE} (the first loss was 500, chance is 2.3), or optim.lr=0.1 too high"),
-    ([2.0, 500.0], [900.0], "optim.lr=0.1 is probably too high, or the init (normal, init.std=10) too wide"),
-    ([], [400.0, 1.0], f"{WIDE} (the first loss was 400, chance is 2.3), or optim.lr=0.1 too high"),
-    ([], [], f"{WIDE} (the first loss was already None), or optim.lr=0.1 too high"),
+@pytest.mark.parametrize("history_losses, pending, classes, cause", [
+    ([500.0, 2.0], [1.0], 10, f"{WIDE} (the first loss was 500, chance is 2.3), or optim.lr=0.1 too high"),
+    ([2.0, 500.0], [900.0], 10, "optim.lr=0.1 is probably too high, or the init (normal, init.std=10) too wide"),
+    ([], [400.0, 1.0], 10, f"{WIDE} (the first loss was 400, chance is 2.3), or optim.lr=0.1 too high"),
+    ([], [], 10, f"{WIDE} (the first loss was already None), or optim.lr=0.1 too high"),
+    # chance is ln(classes): 15 is far above it for 3 classes (1.1), not for 10 (2.3)
+    ([15.0], [], 3, f"{WIDE} (the first loss was 15, chance is 1.1), or optim.lr=0.1 too high"),
+    ([15.0], [], 10, "optim.lr=0.1 is probably too high, or the init (normal, init.std=10) too wide"),
 ])
-def test_the_message_judges_by_the_runs_first_loss(history_losses, pending, cause):
+def test_the_message_judges_by_the_runs_first_loss(history_losses, pending, classes, cause):
     """The first loss of the run: the first finished epoch's, else the current epoch's first step."""
     from callbacks.divergence import DivergenceDetector, Diverged
 
     detector, trainer = DivergenceDetector(), _trainer()
     assert detector.diverged is None
     with pytest.raises(Diverged) as e:
-        detector.on_train_batch_end(trainer, _module(history_losses, pending), torch.tensor(float("nan")), None, 0)
+        detector.on_train_batch_end(trainer, _module(history_losses, pending, classes), torch.tensor(float("nan")),
+                                    None, 0)
     assert str(e.value) == f"loss became nan at step 7 (epoch 1): {cause}"
     assert (e.value.step, e.value.epoch, e.value.what) == (7, 1, "loss became nan")
     assert detector.diverged is e.value and trainer.should_stop
