@@ -92,17 +92,30 @@ def test_nan_weights_on_a_checkpoint_step_stop_before_the_checkpoint(tmp_path, d
     assert ckpt["global_step"] == 4  # the step-4 checkpoint stands; no step-8 one with NaN
 
 
-@pytest.mark.parametrize("what, first_loss, expected", [
-    ("init", 1e3, "the init (normal, init.std=10) is probably too wide (the first loss was 1e+03, chance is 2.3), "
-                  "or optim.lr=0.1 too high"),
-    ("lr", 2.0, "optim.lr=0.1 is probably too high, or the init (normal, init.std=10) too wide"),
-    ("nan", float("nan"), "the init (normal, init.std=10) is probably too wide (the first loss was already nan), "
-                          "or optim.lr=0.1 too high"),
+CHANCE_10 = math.log(10)  # 2.302...: the loss of a uniform guess over 10 classes
+
+
+@pytest.mark.parametrize("optim_cfg, init_cfg, first_loss, expected", [
+    ({"lr": 0.1}, {"_target_": "src.init.Normal", "std": 10.0}, 1e3,
+     "the init (normal, init.std=10) is probably too wide (the first loss was 1e+03, chance is 2.3), "
+     "or optim.lr=0.1 too high"),
+    ({"lr": 50.0}, {"_target_": "src.init.Kaiming"}, 2.0,
+     "optim.lr=50 is probably too high, or the init (kaiming) too wide"),
+    ({"lr": 1e-05}, {"_target_": "src.init.Const", "fill": 0.5}, float("nan"),
+     "the init (const, init.fill=0.5) is probably too wide (the first loss was already nan), "
+     "or optim.lr=1e-05 too high"),
+    ({}, {"_target_": "my.Init", "std": 2.0, "fill": 0.25, "gain": 3.0}, None,
+     "the init (init, init.std=2, init.fill=0.25, init.gain=3) is probably too wide (the first loss was "
+     "already None), or the learning rate too high"),
+    # the threshold: more than 10 x chance blames the init first; 10 x chance itself does not
+    ({"lr": 0.1}, {}, 10 * CHANCE_10, "optim.lr=0.1 is probably too high, or the init (the init) too wide"),
+    ({"lr": 0.1}, {}, 24.0,
+     "the init (the init) is probably too wide (the first loss was 24, chance is 2.3), or optim.lr=0.1 too high"),
 ])
-def test_probable_cause_wording(what, first_loss, expected):
+def test_probable_cause_wording(optim_cfg, init_cfg, first_loss, expected):
     from callbacks.divergence import probable_cause
 
-    assert probable_cause({"lr": 0.1}, {"_target_": "src.init.Normal", "std": 10}, first_loss) == expected
+    assert probable_cause(optim_cfg, init_cfg, first_loss) == expected
 
 
 # --- the detector's message and checks, called as Lightning calls them (no training) ---------
