@@ -12,10 +12,10 @@ from torch import nn
 
 from src.init import (
     INIT_SCHEMES,
-    InitScheme,
     Const,
     Default,
     EqualVar,
+    InitScheme,
     Kaiming,
     KaimingGain,
     Normal,

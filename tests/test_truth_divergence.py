@@ -153,7 +153,7 @@ WIDE = "the init (normal, init.std=10) is probably too wide"
 ])
 def test_the_message_judges_by_the_runs_first_loss(history_losses, pending, classes, cause):
     """The first loss of the run: the first finished epoch's, else the current epoch's first step."""
-    from callbacks.divergence import DivergenceDetector, Diverged
+    from callbacks.divergence import Diverged, DivergenceDetector
 
     detector, trainer = DivergenceDetector(), _trainer()
     assert detector.diverged is None
@@ -166,7 +166,7 @@ def test_the_message_judges_by_the_runs_first_loss(history_losses, pending, clas
 
 
 def test_a_module_without_loss_history_still_gets_a_message():
-    from callbacks.divergence import DivergenceDetector, Diverged
+    from callbacks.divergence import Diverged, DivergenceDetector
 
     class Bare(torch.nn.Module):  # any LightningModule: no history, no pending losses, no hparams
         def __init__(self):
@@ -184,7 +184,7 @@ def test_nan_weights_are_checked_on_checkpoint_steps_only():
     step costs ~5 % of an epoch); a checkpoint callback that saves by epoch is not due by step."""
     from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-    from callbacks.divergence import DivergenceDetector, Diverged
+    from callbacks.divergence import Diverged, DivergenceDetector
 
     module = _module([2.0], [])
     with torch.no_grad():
