@@ -7,7 +7,7 @@ STAMP := .venv/.installed
 DATA_DIR ?= data
 ARGS ?=
 
-.PHONY: setup venv data train test test-slow lint bench bench-sweep gpu-check clean-logs
+.PHONY: setup venv data train test test-slow lint bench bench-sweep gpu-check clean-logs mutants
 
 setup: $(STAMP) data
 
@@ -57,6 +57,11 @@ WHEELS ?=
 GPU_DATA ?=
 gpu-check:
 	bash scripts/gpu_check.sh $(if $(WHEELS),--wheels $(WHEELS)) $(if $(GPU_DATA),--data $(GPU_DATA)) $(ARGS)
+
+# Mutation testing (mutmut): score per module into docs/mutation-scores.md. Long; not part of test.
+# ARGS="optim init" runs some modules only; niced, it yields the CPU to everything else.
+mutants: setup
+	nice -n 19 $(PY) scripts/mutants.py $(ARGS)
 
 clean-logs:
 	rm -rf logs/train logs/probe logs/surfaces
