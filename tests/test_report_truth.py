@@ -78,22 +78,22 @@ def sweep(tmp_path) -> tuple[Path, dict[str, dict | None]]:
 
 @pytest.fixture
 def report(sweep, monkeypatch, capsys):
-    """Run the report command; keep the matplotlib figures it saves (to read the heatmap)."""
+    """Run the report command; keep the matplotlib figures it draws (to read the heatmap)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from src.report import main
 
     figures: list = []
-    original = Figure.savefig
+    original = FigureCanvasAgg.draw
 
-    def keep(fig, *args, **kwargs):
-        figures.append(fig)
-        return original(fig, *args, **kwargs)
+    def keep(canvas, *args, **kwargs):  # every render, by savefig or canvas.draw, goes through here
+        figures.append(canvas.figure)
+        return original(canvas, *args, **kwargs)
 
-    monkeypatch.setattr(Figure, "savefig", keep)
+    monkeypatch.setattr(FigureCanvasAgg, "draw", keep)
     sweep_dir, jobs = sweep
     assert main([str(sweep_dir)]) == 0
     printed = capsys.readouterr().out
@@ -157,32 +157,81 @@ def test_the_best_line_names_the_best_ok_job(report):
     assert line in printed  # the command prints the report it wrote
 
 
-def test_markdown_rows_show_each_jobs_percentages(report):
+def _section(md: str, title: str) -> list[str]:
+    """The lines of the markdown section headed `title` (any level)."""
+    lines, inside = [], False
+    for line in md.splitlines():
+        if line.startswith("#"):
+            inside = line.lstrip("#").strip().lower() == title.lower()
+            continue
+        if inside:
+            lines.append(line)
+    return lines
+
+
+def test_markdown_job_rows_show_each_jobs_percentages(report):
     sweep_dir, jobs, _, _ = report
-    md_rows = [line for line in (sweep_dir / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    md = (sweep_dir / "summary.md").read_text()
+    md_rows = [line for line in (_section(md, "jobs") or md.splitlines()) if line.startswith("| ")]
     for name, r in jobs.items():
         number = name.split("_", 1)[0]
         row = next(line for line in md_rows if line.split("|")[1].strip() in (number, name))
         if r and r.get("test_acc") is not None:
             assert f"{100 * r['test_acc']:.2f}" in row, name
             assert f"{100 * r['best_val_acc']:.2f}" in row, name
+        assert (r or {}).get("status", "incomplete") in row, name
+
+
+def _cells() -> dict[tuple[str, str], list[float]]:
+    """optim x init -> the ok jobs' test accuracies (the seeds of that cell)."""
+    return {(o, i): [TEST_ACC[(o, i, s)] for s in SEEDS] for o in OPTIMS for i in INITS}
+
+
+def _t_half_width(values: list[float]) -> float:
+    """95 % half-width of the mean, Student t, computed here with scipy."""
+    from scipy import stats
+
+    n = len(values)
+    return stats.t.ppf(0.975, n - 1) * stats.tstd(values) / n**0.5
+
+
+def test_group_rows_are_the_mean_over_the_ok_seeds(report):
+    """summary_groups.csv, when the report writes one: per optim x init, the mean, min and max of
+    the ok jobs' numbers (the diverged / failed / incomplete job of a cell left out) and its 95 %
+    interval."""
+    sweep_dir, jobs, _, _ = report
+    path = sweep_dir / "summary_groups.csv"
+    if not path.exists():
+        pytest.skip("this report writes no per-group table")
+    with open(path, newline="") as f:
+        rows = {(r["optim"], r["init"]): r for r in csv.DictReader(f)}
+    for (optim, init), values in _cells().items():
+        row = rows[(optim, init)]
+        mean = sum(values) / len(values)
+        assert float(row["test_acc_mean"]) == pytest.approx(mean, abs=1e-12)
+        assert (float(row["test_acc_min"]), float(row["test_acc_max"])) == (min(values), max(values))
+        half = _t_half_width(values)
+        assert float(row["test_acc_ci_low"]) == pytest.approx(mean - half, abs=1e-9)
+        assert float(row["test_acc_ci_high"]) == pytest.approx(mean + half, abs=1e-9)
+        ok_val = [r["best_val_acc"] for n, r in jobs.items() if r and r["status"] == "ok"
+                  and f"optim={optim},init={init}," in n]
+        assert float(row["best_val_acc_mean"]) == pytest.approx(sum(ok_val) / len(ok_val), abs=1e-12)
+        assert int(row["seeds"]) == len(values)
 
 
 def test_heatmap_cells_are_the_mean_over_seeds(report):
-    """The test-accuracy grid (optim x init) shows, in each cell, the mean of its ok jobs."""
+    """The optim x init grid shows, in each cell, the mean of its ok jobs (and not one seed)."""
     _, _, figures, _ = report
-    assert figures, "the report saved no figure"
+    heatmaps = [ax for fig in figures for ax in fig.axes if ax.images and ax.texts]
+    assert heatmaps, "the report drew no heatmap"
     shown = []
-    for fig in figures:
-        for ax in fig.axes:
-            for text in ax.texts:
-                m = re.match(r"\s*(\d+\.\d+)", text.get_text())
-                if m:
-                    shown.append(float(m.group(1)))
-    for optim in OPTIMS:
-        for init in INITS:
-            mean = sum(TEST_ACC[(optim, init, s)] for s in SEEDS) / len(SEEDS)
-            assert round(100 * mean, 2) in shown, (optim, init, 100 * mean, shown)
-    # and no cell shows a single seed's value instead of the mean
+    for ax in heatmaps:
+        for text in ax.texts:
+            m = re.match(r"\s*(\d+\.\d+)", text.get_text())
+            if m:
+                shown.append(float(m.group(1)))
+    for (optim, init), values in _cells().items():
+        mean = sum(values) / len(values)
+        assert round(100 * mean, 2) in shown, (optim, init, 100 * mean, shown)
     singles = {round(100 * v, 2) for v in TEST_ACC.values()}
     assert not singles & set(shown), singles & set(shown)

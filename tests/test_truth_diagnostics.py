@@ -10,8 +10,6 @@ exactly: W_{k+1} = W_k - lr * dL/dW(W_k). Step k of `weights/*` is W_k (after k 
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -21,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks.diagnostics import ActivationStats, GradientStats, WeightStats
+from src.model import BaseNetwork
 from src.module import ClassifierModule
 
 N, D_IN, HIDDEN, CLASSES = 8, 4, 5, 3
@@ -75,8 +74,8 @@ class OneBatchData(pl.LightningDataModule):
 
 
 def train_tiny(tmp_path, every_n_steps: int, steps: int) -> EventAccumulator:
-    module = ClassifierModule(model={"act_fn": "tanh", "input_size": D_IN, "num_classes": CLASSES,
-                                     "hidden_sizes": [HIDDEN]}, optimizer=partial(torch.optim.SGD, lr=LR))
+    network = BaseNetwork(act_fn="tanh", input_size=D_IN, num_classes=CLASSES, hidden_sizes=[HIDDEN])
+    module = ClassifierModule(network, optimizer=torch.optim.SGD(network.parameters(), lr=LR))
     _, _, (w1, b1, w2, b2) = known()
     with torch.no_grad():
         for layer, w, b in ((module.net.layers[0], w1, b1), (module.net.layers[2], w2, b2)):

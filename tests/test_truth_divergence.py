@@ -121,22 +121,22 @@ def test_probable_cause_wording(optim_cfg, init_cfg, first_loss, expected):
 # --- the detector's message and checks, called as Lightning calls them (no training) ---------
 
 def _module(history_losses: list[float], pending: list[float], num_classes: int = 10):
+    from src.init import Normal
+    from src.model import BaseNetwork
     from src.module import ClassifierModule
 
-    module = ClassifierModule(model={"act_fn": "relu", "input_size": 4, "num_classes": num_classes,
-                                     "hidden_sizes": [3]},
-                              optim_cfg={"lr": 0.1}, init_cfg={"_target_": "src.init.Normal", "std": 10})
+    network = BaseNetwork(act_fn="relu", input_size=4, num_classes=num_classes, hidden_sizes=[3])
+    module = ClassifierModule(network, optimizer=SGD(network.parameters(), lr=0.1), init_scheme=Normal(std=10))
     module.history["train_losses"] = list(history_losses)
     module._step_losses = [torch.tensor(v) for v in pending]
     return module
 
 
-def _trainer(checkpoint_callbacks=()):
+def _trainer():
     from types import SimpleNamespace
 
-    return SimpleNamespace(global_step=7, current_epoch=1, checkpoint_callbacks=list(checkpoint_callbacks),
-                           should_stop=False, training=True, sanity_checking=False,
-                           state=SimpleNamespace(fn="fit"))
+    return SimpleNamespace(global_step=7, current_epoch=1, should_stop=False, training=True,
+                           sanity_checking=False, state=SimpleNamespace(fn="fit"))
 
 
 WIDE = "the init (normal, init.std=10) is probably too wide"
@@ -180,18 +180,16 @@ def test_a_module_without_loss_history_still_gets_a_message():
 
 
 def test_nan_weights_are_checked_on_checkpoint_steps_only():
-    """Between checkpoint steps a NaN weight is left to the next step's loss check (checking every
-    step costs ~5 % of an epoch); a checkpoint callback that saves by epoch is not due by step."""
-    from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
-
+    """Between step-checkpoint steps a NaN weight is left to the next step's loss check (checking
+    every step costs ~5 % of an epoch); without step checkpoints, no step is a checkpoint step."""
     from callbacks.divergence import Diverged, DivergenceDetector
 
     module = _module([2.0], [])
     with torch.no_grad():
         next(module.parameters()).view(-1)[0] = float("nan")
     finite_loss = torch.tensor(1.5)
-    for callbacks in ([], [Checkpoint()], [ModelCheckpoint(every_n_train_steps=5)]):
-        DivergenceDetector().on_train_batch_end(_trainer(callbacks), module, finite_loss, None, 0)  # 7 % 5 != 0
+    for every in (0, 5, None):  # step 7: not a multiple of 5
+        DivergenceDetector(check_params_every_n_steps=every).on_train_batch_end(_trainer(), module, finite_loss,
+                                                                               None, 0)
     with pytest.raises(Diverged, match=r"^the parameters became NaN/inf at step 7 \(epoch 1\)"):
-        DivergenceDetector().on_train_batch_end(_trainer([ModelCheckpoint(every_n_train_steps=7)]), module,
-                                                finite_loss, None, 0)
+        DivergenceDetector(check_params_every_n_steps=7).on_train_batch_end(_trainer(), module, finite_loss, None, 0)

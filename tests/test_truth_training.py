@@ -92,9 +92,9 @@ def run(tmp_path_factory, data_dir):
     cfg = compose([*FAST, f"trainer.max_epochs={EPOCHS}", f"trainer.limit_val_batches={EVAL_BATCHES}",
                    f"trainer.limit_test_batches={EVAL_BATCHES}", f"data.eval_batch_size={EVAL_BATCH}",
                    "data.train_subset=2560"], out)
-    with open_dict(cfg):
-        cfg.callbacks = OmegaConf.create({"zero_head": {
-            "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": list(ZEROED_EPOCHS)}})
+    with open_dict(cfg):  # added to the run's own callbacks (checkpointing, divergence, ...)
+        cfg.callbacks.zero_head = OmegaConf.create({
+            "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": list(ZEROED_EPOCHS)})
     WEIGHTS_AT_VALIDATION.clear()
     returned = train(cfg)
     results = json.loads((out / "results.json").read_text())
