@@ -51,10 +51,10 @@ def _ok_results(test_acc: float, optim: str, init: str, seed: int, number: int) 
                                                  "trainer": {"max_epochs": 3}, "data": {"batch_size": 256}}}
 
 
-@pytest.fixture
-def sweep(tmp_path) -> tuple[Path, dict[str, dict | None]]:
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, dict[str, dict | None]]:
     """8 ok jobs (optim x init x seed), then a diverged, a failed and an incomplete job."""
-    sweep = tmp_path / "sweep"
+    sweep = tmp_path_factory.mktemp("report") / "sweep"
     jobs: dict[str, dict | None] = {}
     number = 0
     for optim in OPTIMS:
@@ -76,9 +76,12 @@ def sweep(tmp_path) -> tuple[Path, dict[str, dict | None]]:
     return sweep, jobs
 
 
-@pytest.fixture
-def report(sweep, monkeypatch, capsys):
-    """Run the report command; keep the matplotlib figures it draws (to read the heatmap)."""
+@pytest.fixture(scope="module")
+def report(sweep):
+    """Run the report command once; keep what it prints and the matplotlib figures it draws."""
+    import contextlib
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,11 +96,12 @@ def report(sweep, monkeypatch, capsys):
         figures.append(canvas.figure)
         return original(canvas, *args, **kwargs)
 
-    monkeypatch.setattr(FigureCanvasAgg, "draw", keep)
     sweep_dir, jobs = sweep
-    assert main([str(sweep_dir)]) == 0
-    printed = capsys.readouterr().out
-    return sweep_dir, jobs, figures, printed
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(FigureCanvasAgg, "draw", keep)
+        assert main([str(sweep_dir)]) == 0
+    return sweep_dir, jobs, figures, printed.getvalue()
 
 
 def _csv_rows(sweep_dir: Path) -> dict[str, dict]:
