@@ -520,3 +520,18 @@ def test_sparse_gradient_is_a_clear_error(name, foreach):
     assert emb.weight.grad.is_sparse
     with pytest.raises(RuntimeError, match=r"^sparse gradients are not supported by the hand-written optimizers$"):
         OPTIMIZERS[name](emb.parameters(), foreach=foreach).step()
+
+
+@pytest.mark.parametrize("cls, kwargs, message", [
+    (SGD, {"lr": "0.1"}, r"^Invalid lr='0\.1': must be a number$"),
+    (SGD, {"lr": True}, r"^Invalid lr=True: must be a number$"),
+    (SGD, {"weight_decay": "0"}, r"^Invalid weight_decay='0': must be a number$"),
+    (SGDMomentum, {"momentum": None}, r"^Invalid momentum=None: must be a number$"),
+    (Adam, {"betas": ("0.9", 0.999)}, r"^Invalid betas\[0\]='0\.9': must be a number$"),
+    (Adam, {"eps": "1e-8"}, r"^Invalid eps='1e-8': must be a number$"),
+])
+def test_non_numbers_are_named_in_the_error(cls, kwargs, message):
+    """A string or bool from a config (optim.lr="0.1", optim.lr=true) is refused by name, not
+    compared or silently read as 1."""
+    with pytest.raises(ValueError, match=message):
+        cls([nn.Parameter(torch.zeros(2))], **kwargs)
