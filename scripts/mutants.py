@@ -36,7 +36,8 @@ TABLE = ROOT / "docs" / "mutation-scores.md"
 MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "optim": ("src/optim.py", None, ["tests/test_optim.py"], 90),
     "init": ("src/init.py", None, ["tests/test_init.py"], 90),
-    "stats": ("src/stats.py", None, ["tests/test_report_stats.py", "tests/test_report_truth.py"], 80),
+    "stats": ("src/stats.py", None, ["tests/test_truth_stats.py", "tests/test_report_stats.py", "tests/test_lr_curves.py",
+                                     "tests/test_report_truth.py"], 80),
     # What the report says in numbers and words; not the figures' layout (sizes, colours,
     # text placement), which no assertion short of comparing pixels would pin.
     "report": ("src/report.py", ("except", ["_pyplot", "_zoom", "_color", "group_colors", "figure_means",
