@@ -113,23 +113,32 @@ def _chosen(key: str, globs: list[str]) -> bool:
 
 
 def run_mutmut(ws: Path, path: str, globs: list[str], jobs: int) -> None:
-    args = ["run", f"--max-children={jobs}", *globs]
     meta = ws / "mutants" / f"{path}.meta"
+    names = globs
     if os.environ.get("MUTANTS_KEEP") == "1" and meta.exists():
         # Retest the previous survivors (and untested ones) only; killed mutants stay killed.
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
-        again = [k for k, code in codes.items() if code in (None, 0, 33) and _chosen(k, globs)]
-        if not again:
+        names = _unsettled(meta, globs)
+        if not names:
             return
-        args = ["run", f"--max-children={jobs}", *again]
     env = {**os.environ, "PROJECT_ROOT": str(ws / "mutants"), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    # mutmut draws a spinner on stdout; its full output goes to <workspace>/mutmut.log.
-    with open(ws / "mutmut.log", "w") as log:
-        subprocess.run([sys.executable, __file__, "--mutmut", *args], cwd=ws, env=env, check=False,
-                       stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(2):  # twice: a changed test selection makes mutmut forget earlier verdicts
+        # mutmut draws a spinner on stdout; its full output goes to <workspace>/mutmut.log.
+        with open(ws / "mutmut.log", "a") as log:
+            subprocess.run([sys.executable, __file__, "--mutmut", "run", f"--max-children={jobs}", *names],
+                           cwd=ws, env=env, check=False, stdout=log, stderr=subprocess.STDOUT)
+        left = [k for k in _unsettled(meta, globs, codes=(None,))] if meta.exists() else []
+        if not left:
+            break
+        names = left
     tail = (ws / "mutmut.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-3:]
     print("\n".join(line.split("\u280b")[-1] for line in tail), flush=True)
+
+
+def _unsettled(meta: Path, globs: list[str], codes=(None, 0, 33)) -> list[str]:
+    """Mutants not (yet) killed: survived (0), no tests (33), not run (None)."""
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return [k for k, code in exit_codes.items() if code in codes and _chosen(k, globs)]
 
 
 def scores(ws: Path, path: str, globs: list[str]) -> dict:
