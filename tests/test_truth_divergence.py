@@ -101,6 +101,8 @@ CHANCE_10 = math.log(10)  # 2.302...: the loss of a uniform guess over 10 classe
      "or optim.lr=0.1 too high"),
     ({"lr": 50.0}, {"_target_": "src.init.Kaiming"}, 2.0,
      "optim.lr=50 is probably too high, or the init (kaiming) too wide"),
+    ({"lr": 2}, {"_target_": "src.init.Normal", "std": 3}, 2.0,  # integers, as a config may give them
+     "optim.lr=2 is probably too high, or the init (normal, init.std=3) too wide"),
     ({"lr": 1e-05}, {"_target_": "src.init.Const", "fill": 0.5}, float("nan"),
      "the init (const, init.fill=0.5) is probably too wide (the first loss was already nan), "
      "or optim.lr=1e-05 too high"),
@@ -188,6 +190,7 @@ def test_nan_weights_are_checked_on_checkpoint_steps_only():
     with torch.no_grad():
         next(module.parameters()).view(-1)[0] = float("nan")
     finite_loss = torch.tensor(1.5)
+    DivergenceDetector().on_train_batch_end(_trainer(), module, finite_loss, None, 0)  # default: no step check
     for every in (0, 5, None):  # step 7: not a multiple of 5
         DivergenceDetector(check_params_every_n_steps=every).on_train_batch_end(_trainer(), module, finite_loss,
                                                                                None, 0)
