@@ -47,9 +47,10 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                ["tests/test_report_truth.py", "tests/test_report_stats.py", "tests/test_lr_curves.py"], 80),
     "divergence": ("callbacks/divergence.py", None,
                    ["tests/test_divergence.py", "tests/test_truth_divergence.py"], 80),
-    # The results assembly: train() and what it calls to fill results.json (building objects from
-    # the config and the sweep-continue logic have their own tests).
-    "training": ("src/training.py", ("only", ["train", "_finite", "run_warnings"]),
+    # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
+    # (the lines before it, building objects and the sweep-continue/resume logic, have their own
+    # slower tests: test_endings.py, test_resume.py, test_determinism.py).
+    "training": ("src/training.py", ("only", ["train", "_finite", "run_warnings"], {"train": "trainer.fit("}),
                  ["tests/test_truth_training.py", "tests/test_train.py", "tests/test_truth_divergence.py"], 80),
 }
 
@@ -60,7 +61,7 @@ def function_globs(path: str, which: tuple | None) -> list[str]:
 
     if which is None:
         return []
-    mode, names = which
+    mode, names = which[:2]
     module = path[:-3].replace("/", ".")
     found = {}
     for node in ast.parse((ROOT / path).read_text()).body:
@@ -77,7 +78,7 @@ def function_globs(path: str, which: tuple | None) -> list[str]:
 COPY = ["src", "callbacks", "conf", "tests", "train.py", "probe.py", "surfaces.py", "pyproject.toml"]
 
 
-def workspace(name: str, path: str, tests: list[str]) -> Path:
+def workspace(name: str, path: str, tests: list[str], which: tuple | None = None) -> Path:
     """A copy of the repo for one module, with mutmut's config in setup.cfg (pyproject.toml has
     no [tool.mutmut], so mutmut reads setup.cfg)."""
     ws = WORK / name
@@ -94,6 +95,9 @@ def workspace(name: str, path: str, tests: list[str]) -> Path:
             shutil.copytree(src, dst, ignore=ignore)
         elif src.exists():
             shutil.copy2(src, dst)
+    if which is not None and len(which) > 2:
+        for function, marker in which[2].items():
+            skip_lines_before(ws / path, function, marker)
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
     cfg = ["[mutmut]", "source_paths =", "    src", "    callbacks", f"only_mutate = {path}",
            "also_copy =", "    conf", "    train.py", "    probe.py", "    surfaces.py",
@@ -120,6 +124,19 @@ def workspace(name: str, path: str, tests: list[str]) -> Path:
 
 def _chosen(key: str, globs: list[str]) -> bool:
     return not globs or any(fnmatch(key, g) for g in globs)
+
+
+def skip_lines_before(path: Path, function: str, marker: str) -> None:
+    """In the workspace copy only: `# pragma: no mutate` on the lines of `function` before the
+    first line containing `marker`, so mutmut leaves that part of the function alone."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {function}("))
+    end = next(i for i in range(start, len(lines)) if marker in lines[i])
+    for i in range(start + 1, end):
+        code = lines[i].strip()
+        if code and not code.startswith(("#", '"""')) and not lines[i].rstrip().endswith("\\"):
+            lines[i] += "  # pragma: no mutate"
+    path.write_text("\n".join(lines) + "\n")
 
 
 def run_mutmut(ws: Path, path: str, globs: list[str], jobs: int) -> None:
@@ -225,6 +242,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--list"]:
         for n, (path, which, tests, target) in MODULES.items():
             what = "all functions" if which is None else f"{which[0]} {', '.join(which[1])}"
+            if which is not None and len(which) > 2:
+                what += "".join(f" ({f}: from the line with {m!r} on)" for f, m in which[2].items())
             print(f"{n:11s} {path:24s} >= {target} %  {what}\n{'':11s} tests: {' '.join(tests)}")
         return 0
     names = argv or list(MODULES)
@@ -242,7 +261,7 @@ def main(argv: list[str]) -> int:
             continue
         globs = function_globs(path, which)
         started = time.time()
-        ws = workspace(name, path, tests)
+        ws = workspace(name, path, tests, which)
         run_mutmut(ws, path, globs, jobs)
         seconds = time.time() - started
         c = scores(ws, path, globs)
