@@ -127,15 +127,18 @@ def _chosen(key: str, globs: list[str]) -> bool:
 
 
 def skip_lines_before(path: Path, function: str, marker: str) -> None:
-    """In the workspace copy only: `# pragma: no mutate` on the lines of `function` before the
-    first line containing `marker`, so mutmut leaves that part of the function alone."""
+    """In the workspace copy only: mutmut's `# pragma: no mutate start/end` around the statements
+    of `function` before the one that contains `marker`, so mutmut leaves them alone."""
     lines = path.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"def {function}("))
-    end = next(i for i in range(start, len(lines)) if marker in lines[i])
-    for i in range(start + 1, end):
-        code = lines[i].strip()
-        if code and not code.startswith(("#", '"""')) and not lines[i].rstrip().endswith("\\"):
-            lines[i] += "  # pragma: no mutate"
+    body = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("    ") and
+                not lines[start:i + 1][-1].rstrip().endswith((",", "(")) and i > start
+                and lines[i - 1].rstrip().endswith(":"))
+    at = next(i for i in range(body, len(lines)) if marker in lines[i])
+    while not (lines[at].startswith("    ") and not lines[at].startswith("     ")):
+        at -= 1  # up to the statement of the function body that holds the marker
+    lines[at:at] = ["    # pragma: no mutate end"]
+    lines[body:body] = ["    # pragma: no mutate start"]
     path.write_text("\n".join(lines) + "\n")
 
 
