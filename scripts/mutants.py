@@ -306,6 +306,22 @@ def mutmut_main(args: list[str]) -> int:
         if caller is not None and st.config().track_dependencies:
             st.state().function_dependencies[name].add(caller)
 
+    collect_stats = mm.collect_or_load_stats
+
+    def collect_or_load_stats(*args, **kwargs):
+        # mutmut records a test as covering a function only if the function ran during that
+        # test; a module-scoped fixture runs in its first test only, so the other tests of the
+        # file, which assert on the fixture's result, would never be run against the mutant.
+        # Each function gets every test of the files that reach it.
+        collect_stats(*args, **kwargs)
+        by_file: dict[str, set[str]] = {}
+        for test in mm.state().duration_by_test:
+            by_file.setdefault(test.split("::")[0], set()).add(test)
+        for tests in mm.state().tests_by_mangled_function_name.values():
+            for file in {t.split("::")[0] for t in tests}:
+                tests |= by_file.get(file, set())
+
+    mm.collect_or_load_stats = collect_or_load_stats
     for module in (fmt, fm, mm):
         module.get_mutant_name = get_mutant_name
     for module in (st, tr):
