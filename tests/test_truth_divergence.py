@@ -61,8 +61,10 @@ def saved_weights_are_finite(out) -> bool:
     return True
 
 
-def assert_stopped_by_the_parameter_check(returned, r, out, step: int):
+def assert_stopped_by_the_parameter_check(returned, r, out, step: int, stderr: str):
     assert math.isnan(returned)
+    # one line on stderr says so, the same words as results.json
+    assert [line for line in stderr.splitlines() if line.startswith("diverged: ")] == [f"diverged: {r['error']}"]
     assert r["status"] == "diverged", r.get("status")
     assert r["diverged_step"] == step and r["global_step"] == step
     assert r["error"].startswith(f"the parameters became NaN/inf at step {step} (epoch {(step - 1) // STEPS_PER_EPOCH})")
@@ -77,17 +79,17 @@ def assert_stopped_by_the_parameter_check(returned, r, out, step: int):
     "validation has started, so the check never runs; the NaN model is validated and saved, the "
     "loss check stops the run one step later. Fix: `if trainer.state.fn == 'fit' and not "
     "_params_finite(pl_module):` in callbacks/divergence.py"))
-def test_nan_weights_after_the_last_step_of_an_epoch_stop_before_validation(tmp_path, data_dir):
+def test_nan_weights_after_the_last_step_of_an_epoch_stop_before_validation(tmp_path, data_dir, capsys):
     returned, r = run_with_nan_at(tmp_path, STEPS_PER_EPOCH, [])
-    assert_stopped_by_the_parameter_check(returned, r, tmp_path, STEPS_PER_EPOCH)
+    assert_stopped_by_the_parameter_check(returned, r, tmp_path, STEPS_PER_EPOCH, capsys.readouterr().err)
     assert r["val_scores"] == [] and r["epochs"] == 0  # the NaN model was never validated
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-def test_nan_weights_on_a_checkpoint_step_stop_before_the_checkpoint(tmp_path, data_dir):
+def test_nan_weights_on_a_checkpoint_step_stop_before_the_checkpoint(tmp_path, data_dir, capsys):
     # every 4 steps: steps 4 and 8 write last.ckpt (finite), step 8's update is the NaN one
     returned, r = run_with_nan_at(tmp_path, 8, ["checkpoint.every_n_train_steps=4"])
-    assert_stopped_by_the_parameter_check(returned, r, tmp_path, 8)
+    assert_stopped_by_the_parameter_check(returned, r, tmp_path, 8, capsys.readouterr().err)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4  # the step-4 checkpoint stands; no step-8 one with NaN
 
