@@ -10,6 +10,9 @@ of epoch 1's checkpoint on the test split, not the last weights', and not a val 
 from __future__ import annotations
 
 import json
+import math
+import time
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -96,10 +99,13 @@ def run(tmp_path_factory, data_dir):
         cfg.callbacks.zero_head = OmegaConf.create({
             "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": list(ZEROED_EPOCHS)})
     WEIGHTS_AT_VALIDATION.clear()
+    started = time.time()
     returned = train(cfg)
+    wall = time.time() - started
     results = json.loads((out / "results.json").read_text())
     n = EVAL_BATCH * EVAL_BATCHES
     return {"out": out, "returned": returned, "results": results, "weights": list(WEIGHTS_AT_VALIDATION),
+            "wall": wall, "cfg": OmegaConf.to_container(cfg, resolve=True),
             "val": torchvision_split(data_dir, True, n), "test": torchvision_split(data_dir, False, n)}
 
 
@@ -149,3 +155,30 @@ def test_tensorboard_hparams_metrics_are_the_results(run):
     assert ea.Scalars("hp/test_acc")[-1].value == pytest.approx(r["test_acc"], abs=1e-6)
     assert ea.Scalars("hp/best_val_acc")[-1].value == pytest.approx(r["best_val_acc"], abs=1e-6)
     assert [e.value for e in ea.Scalars("val/acc")] == pytest.approx(r["val_scores"], abs=1e-6)
+
+
+def test_the_other_results_fields_describe_this_run(run):
+    r, out = run["results"], run["out"]
+    steps = 2560 // 256  # data.train_subset / batch size: every batch of the subset, each epoch
+    assert r["global_step"] == EPOCHS * steps
+    assert r["resumed_from"] is None and r["data_source"] == "prepared"
+    assert r["output_dir"] == str(out) and r["config"] == json.loads(json.dumps(run["cfg"]))
+    assert 0 < r["seconds"] <= run["wall"] + 0.01
+    assert Path(r["best_checkpoint"]).name.startswith(f"best-epoch={r['best_val_epoch']:02d}-")
+    # the last epoch's val accuracy is the zeroed head's: at chance, and the run says so
+    independent = [accuracy(w, *run["val"]) for w in run["weights"]]
+    at_chance = independent[-1] <= 0.1 + 0.02
+    assert at_chance == any(w.startswith("did not learn") for w in r["warnings"]), (independent, r["warnings"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: trainer.test(ckpt_path=best) calls ClassifierModule.on_load_checkpoint, which replaces "
+    "`history` with the best checkpoint's; train() reads train_losses/train_scores after the test, "
+    "so they stop at the best epoch (here 20 losses, 2 scores for a 3-epoch run). Fix: restore "
+    "history only when fitting (`if 'history' in checkpoint and self.trainer.state.fn == 'fit':` in "
+    "src/module.py), or read module.history before trainer.test in src/training.py"))
+def test_train_curves_are_the_whole_runs(run):
+    r = run["results"]
+    steps = 2560 // 256
+    assert len(r["train_losses"]) == EPOCHS * steps and all(math.isfinite(x) for x in r["train_losses"])
+    assert len(r["train_scores"]) == EPOCHS and all(0 <= x <= 1 for x in r["train_scores"])
