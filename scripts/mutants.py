@@ -51,7 +51,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
     "training": ("src/training.py", ("only", ["train", "_finite", "run_warnings"], {"train": "trainer.fit("}),
-                 ["tests/test_truth_training.py", "tests/test_train.py", "tests/test_truth_divergence.py"], 80),
+                 ["tests/test_truth_training.py", "tests/test_truth_divergence.py"], 80),
 }
 
 
