@@ -90,6 +90,8 @@ def test_nan_weights_on_a_checkpoint_step_stop_before_the_checkpoint(tmp_path, d
     # every 4 steps: steps 4 and 8 write last.ckpt (finite), step 8's update is the NaN one
     returned, r = run_with_nan_at(tmp_path, 8, ["checkpoint.every_n_train_steps=4"])
     assert_stopped_by_the_parameter_check(returned, r, tmp_path, 8, capsys.readouterr().err)
+    # no epoch finished: nothing to call best
+    assert (r["val_scores"], r["epochs"], r["best_val_epoch"], r["best_val_acc"]) == ([], 0, -1, None)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4  # the step-4 checkpoint stands; no step-8 one with NaN
 

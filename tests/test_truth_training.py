@@ -182,3 +182,19 @@ def test_train_curves_are_the_whole_runs(run):
     steps = 2560 // 256
     assert len(r["train_losses"]) == EPOCHS * steps and all(math.isfinite(x) for x in r["train_losses"])
     assert len(r["train_scores"]) == EPOCHS and all(0 <= x <= 1 for x in r["train_scores"])
+
+
+def test_ties_go_to_the_first_epoch_and_skip_test_skips_it(tmp_path, data_dir):
+    """Every epoch validated with a zeroed head: all val accuracies equal. The best epoch is the
+    first of the tie, as for the checkpoint callback (it keeps the first of equals); with
+    skip_test=true no test runs and train() returns the best val accuracy."""
+    cfg = compose([*FAST, "trainer.max_epochs=2", "data.train_subset=1280", "skip_test=true",
+                   f"data.eval_batch_size={EVAL_BATCH}"], tmp_path)
+    with open_dict(cfg):
+        cfg.callbacks.zero_head = OmegaConf.create({
+            "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": [0, 1]})
+    returned = train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["val_scores"][0] == r["val_scores"][1]
+    assert r["best_val_epoch"] == 0 and Path(r["best_checkpoint"]).name.startswith("best-epoch=00-")
+    assert r["status"] == "ok" and r["test_acc"] is None and returned == r["best_val_acc"]
