@@ -67,6 +67,7 @@ def assert_stopped_by_the_parameter_check(returned, r, out, step: int, stderr: s
     assert [line for line in stderr.splitlines() if line.startswith("diverged: ")] == [f"diverged: {r['error']}"]
     assert r["status"] == "diverged", r.get("status")
     assert r["diverged_step"] == step and r["global_step"] == step
+    assert r["diverged_epoch"] == (step - 1) // STEPS_PER_EPOCH
     assert r["error"].startswith(f"the parameters became NaN/inf at step {step} (epoch {(step - 1) // STEPS_PER_EPOCH})")
     # every loss was finite (null in JSON would mean NaN): it was the weights, not the loss
     assert len(r["train_losses"]) == step and all(x is not None for x in r["train_losses"])
