@@ -205,3 +205,35 @@ def test_ties_go_to_the_first_epoch_and_skip_test_skips_it(tmp_path, data_dir):
     assert r["val_scores"][0] == r["val_scores"][1]
     assert r["best_val_epoch"] == 0 and Path(r["best_checkpoint"]).name.startswith("best-epoch=00-")
     assert r["status"] == "ok" and r["test_acc"] is None and returned == r["best_val_acc"]
+
+
+class CtrlCAtStep(pl.Callback):
+    """Sends this process a SIGINT (Ctrl-C) at the end of optimizer step `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_writes_an_interrupted_results_json(tmp_path, data_dir):
+    """Ctrl-C: the run stops at the next batch boundary, saves last.ckpt there, and results.json
+    says interrupted, by which signal, and the command that resumes it; then train() re-raises."""
+    from src.errors import Interrupted
+
+    cfg = compose([*FAST, "data.train_subset=2560"], tmp_path)
+    with open_dict(cfg):
+        cfg.callbacks.ctrl_c = OmegaConf.create({"_target_": f"{__name__}.CtrlCAtStep", "step": 3})
+    with pytest.raises(Interrupted):
+        train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert (r["status"], r["signal"], r["error"]) == ("interrupted", "SIGINT", "interrupted by SIGINT")
+    assert r["resume"] == f"python train.py ckpt_path={tmp_path}"
+    assert r["test_acc"] is None and r["global_step"] == 4 and r["val_scores"] == []
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4
