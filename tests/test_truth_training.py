@@ -166,7 +166,7 @@ def test_the_other_results_fields_describe_this_run(run):
     r, out = run["results"], run["out"]
     steps = 2560 // 256  # data.train_subset / batch size: every batch of the subset, each epoch
     assert r["global_step"] == EPOCHS * steps
-    assert r["train_scores"] and r["train_losses"]  # (their full length: the xfail test below)
+    assert r["train_scores"] and r["train_losses"]  # (their full length: the test below)
     assert r["provenance"]["torch"] == torch.__version__
     assert r["resumed_from"] is None and r["data_source"] == "prepared"
     assert r["output_dir"] == str(out) and r["config"] == json.loads(json.dumps(run["cfg"]))
@@ -179,13 +179,8 @@ def test_the_other_results_fields_describe_this_run(run):
     assert (expected in r["warnings"]) == at_chance, (independent, r["warnings"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: trainer.test(ckpt_path=best) calls ClassifierModule.on_load_checkpoint, which replaces "
-    "`history` with the best checkpoint's; train() reads train_losses/train_scores after the test, "
-    "so they stop at the best epoch (here 20 losses, 2 scores for a 3-epoch run). Fix: restore "
-    "history only when fitting (`if 'history' in checkpoint and self.trainer.state.fn == 'fit':` in "
-    "src/module.py), or read module.history before trainer.test in src/training.py"))
 def test_train_curves_are_the_whole_runs(run):
+    """Testing the best (earlier) checkpoint must not cut the run's curves back to its epoch."""
     r = run["results"]
     steps = 2560 // 256
     assert len(r["train_losses"]) == EPOCHS * steps and all(math.isfinite(x) for x in r["train_losses"])
