@@ -201,3 +201,21 @@ def test_nan_weights_are_checked_on_checkpoint_steps_only():
                                                                                None, 0)
     with pytest.raises(Diverged, match=r"^the parameters became NaN/inf at step 7 \(epoch 1\)"):
         DivergenceDetector(check_params_every_n_steps=7).on_train_batch_end(_trainer(), module, finite_loss, None, 0)
+
+
+def test_loss_checks_every_n_steps_name_the_first_bad_step():
+    """check_every_n_steps=3: a NaN loss at step 7 is read at step 9 and named as step 7; 1 is
+    accepted, 0 is one clear error."""
+    from callbacks.divergence import Diverged, DivergenceDetector
+
+    DivergenceDetector(check_every_n_steps=1)
+    with pytest.raises(ValueError, match=r"^check_every_n_steps=0 must be an integer >= 1, or null "
+                                         r"\(1 on a CPU, 50 on a GPU\)$"):
+        DivergenceDetector(check_every_n_steps=0)
+    detector, module, trainer = DivergenceDetector(check_every_n_steps=3), _module([2.0], []), _trainer()
+    for step, loss in ((7, float("nan")), (8, 1.0)):
+        trainer.global_step = step
+        detector.on_train_batch_end(trainer, module, torch.tensor(loss), None, 0)  # not read yet
+    trainer.global_step = 9
+    with pytest.raises(Diverged, match=r"^loss became nan at step 7 \(epoch 1\)"):
+        detector.on_train_batch_end(trainer, module, torch.tensor(1.0), None, 0)
