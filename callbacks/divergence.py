@@ -113,7 +113,8 @@ class DivergenceDetector(pl.Callback):
 
     @torch.no_grad()
     def on_validation_start(self, trainer, pl_module):
-        if trainer.training:
+        # `trainer.training` is already False here; the stage that matters is the fit.
+        if trainer.state.fn == "fit":
             self._check_losses(trainer, pl_module)
             if not _params_finite(pl_module):
                 self._stop(trainer, pl_module, "the parameters became NaN/inf")

@@ -306,6 +306,7 @@ def _ddp_sim(optim: str, tmp_path: Path) -> None:
     assert (out / "train_ddp_process_1.log").exists()  # the second rank really ran
 
 
+@pytest.mark.slow  # tests/test_ddp.py checks the DDP split and gradients in the fast suite
 def test_ddp_sim_trains_with_a_hand_written_optimizer(tmp_path):
     _ddp_sim("sgd_mom", tmp_path)
 

@@ -75,11 +75,6 @@ def assert_stopped_by_the_parameter_check(returned, r, out, step: int, stderr: s
     assert saved_weights_are_finite(out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: DivergenceDetector.on_validation_start checks `trainer.training`, which is False once "
-    "validation has started, so the check never runs; the NaN model is validated and saved, the "
-    "loss check stops the run one step later. Fix: in on_validation_start, `if trainer.training:` "
-    "-> `if trainer.state.fn == 'fit':` (callbacks/divergence.py)"))
 def test_nan_weights_after_the_last_step_of_an_epoch_stop_before_validation(tmp_path, data_dir, capsys):
     returned, r = run_with_nan_at(tmp_path, STEPS_PER_EPOCH, [])
     assert_stopped_by_the_parameter_check(returned, r, tmp_path, STEPS_PER_EPOCH, capsys.readouterr().err)
