@@ -21,7 +21,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from src.errors import ConfigError
+from src.utils import atomic_write_json
 
 # -----------------------------------------------------------------------------
 # surfaces: plain functions of two tensors (scalars during optimization, grids when
@@ -472,22 +472,6 @@ def plot_3d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_r
 # outputs
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write to a temp file in the same directory, then os.replace: readers never see a
-    half-written file, even if the run is killed mid-write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)  # compact: 100s of [w1, w2, loss] rows
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def final_values(points: torch.Tensor) -> dict[str, float]:
     """The last recorded row (the tutorial's end point): weights and the loss at them."""
     w1, w2, loss = points[-1].tolist()
@@ -525,7 +509,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike, optim_label: str | None = N
             for label, (settings, points) in results.items()
         },
     }
-    write_json_atomic(out_dir / "trajectories.json", record)
+    atomic_write_json(out_dir / "trajectories.json", record, indent=None)  # compact: 100s of rows
 
     settings = {label: opt for label, (opt, _) in results.items()}
     fig2d = plot_2d(spec, trajectories, x_range, y_range, settings)
