@@ -9,9 +9,11 @@ constructor; a ValueError there becomes one `error:` line in src/cli.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -103,8 +105,6 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     last.ckpt resumes from it, the others start afresh. `+sweep.rerun=all` reruns everything."""
     if not cli.is_multirun() or (cfg.get("sweep") or {}).get("rerun") == "all":
         return None, cfg.get("ckpt_path")
-    import json
-
     results = out / "results.json"
     if results.is_file():
         try:
@@ -123,8 +123,6 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
         print(f"resuming {out.name} from {last}", flush=True)
         return None, str(last)
     if (out / "tensorboard").is_dir() and not last.is_file():
-        import shutil
-
         shutil.rmtree(out / "tensorboard")  # a fresh start: no second event file of a dead try
     return None, cfg.get("ckpt_path")
 
