@@ -35,9 +35,13 @@ from __future__ import annotations
 import math
 import time
 import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -368,6 +372,34 @@ class Timed(pl.Callback):
             self.seconds += time.perf_counter() - t0
 
 
+# Figures are built, rendered and written on one background thread, so that the training does not
+# wait for matplotlib (~0.5 s per set of figures on a CPU; the measurement on the main thread is
+# what the figures show, taken before the job is handed over). One thread: matplotlib draws one
+# figure at a time (Figure objects, no pyplot), and nothing else in a training process draws.
+# The callbacks wait for their figures in `teardown` (before Lightning closes the loggers) and
+# on an exception, so a run never ends with a figure half-written or missing.
+_DRAWER: ThreadPoolExecutor | None = None
+_PENDING: list[Future] = []
+
+
+def draw_in_background(job: Callable[[], None]) -> None:
+    global _DRAWER
+    if _DRAWER is None:
+        _DRAWER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
+    _PENDING.append(_DRAWER.submit(job))
+
+
+def finish_drawing() -> None:
+    """Wait for every figure handed to draw_in_background; re-raise the first job's error (e.g.
+    a full disk) once all are done."""
+    first_error = None
+    while _PENDING:
+        error = _PENDING.pop(0).exception()
+        first_error = first_error or error
+    if first_error is not None:
+        raise first_error
+
+
 class _Diagnostics(Timed):
     """Shared plumbing: the writer, the step schedule (with an optional time budget), logging a
     dict of tensors, the per-step history for depth profiles, warnings."""
@@ -584,13 +616,18 @@ class DistributionFigures(Timed):
     name the run (init, optimizer with lr, activation) and the step/epoch.
 
     Activations and gradients are taken on the diagnostic batch (gradient of the cross-entropy
-    loss, computed with autograd.grad so the training step's `.grad` is untouched)."""
+    loss, computed with autograd.grad so the training step's `.grad` is untouched).
+
+    The values are taken on the spot; with `background=true` (default) the figures are drawn and
+    written on a background thread while the training goes on, and the callback waits for them
+    at teardown. `seconds` counts only the part on the training's path."""
 
     XLABELS = {"activations": "Activation vals", "gradients": "Grad magnitude", "weights": "Weight vals"}
 
     def __init__(self, every_n_epochs: int = 0, batch_size: int = 1024,
                  kinds: tuple[str, ...] = ("activations", "gradients", "weights"),
-                 save_png: bool = True, dirpath: str | None = None, depth_profiles: bool = True):
+                 save_png: bool = True, dirpath: str | None = None, depth_profiles: bool = True,
+                 background: bool = True):
         unknown = set(kinds) - set(self.XLABELS)
         if unknown:
             raise ValueError(f"kinds={list(kinds)}: unknown {sorted(unknown)}; use {list(self.XLABELS)}")
@@ -600,6 +637,7 @@ class DistributionFigures(Timed):
         self.save_png = bool(save_png)
         self.dirpath = dirpath
         self.depth_profiles = bool(depth_profiles)
+        self.background = bool(background)
         self.seconds = 0.0
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_step: int | None = None
@@ -632,16 +670,37 @@ class DistributionFigures(Timed):
         if writer is None:
             return
         self._last_step = step
-        with self.timed():
+        with self.timed():  # the measurement only: drawing goes on in the background
             out = Path(self.dirpath or trainer.default_root_dir) / "figures"
             title = f"{run_label(pl_module)} · {when_label(trainer)}"
-            figures = {f"distributions/{k}": f for k, f in
-                       distribution_figures(_net(pl_module), self._batch, self.kinds, title=title).items()}
-            if self.depth_profiles:
-                for cb in trainer.callbacks:
-                    if isinstance(cb, _Diagnostics) and len(cb.history) > 1:  # one step: the probe shows it
-                        figures[f"depth/{cb.kind}"] = depth_profile_figure(cb, title)
-            save_figures(figures, out if self.save_png else None, writer, step)
+            net = _net(pl_module)
+            values = distribution_values(net, self._batch, self.kinds)
+            depth = []
+            if self.depth_profiles:  # copies: the training goes on adding steps to the histories
+                depth = [(cb.kind, cb.depth_stat, dict(cb.history)) for cb in trainer.callbacks
+                         if isinstance(cb, _Diagnostics) and len(cb.history) > 1]  # one step: the probe shows it
+            job = partial(_draw_and_save, values, layer_shapes(net), depth, title,
+                          out if self.save_png else None, writer, step)
+            if self.background:
+                draw_in_background(job)
+            else:
+                job()
+
+    def teardown(self, trainer, pl_module, stage):
+        finish_drawing()
+
+    def on_exception(self, trainer, pl_module, exception):
+        try:
+            finish_drawing()
+        except Exception as e:  # the run's own exception is the one to report
+            rank_zero_warn(f"distribution figures not written: {e}")
+
+
+def _draw_and_save(values: dict, shapes: dict, depth: list, title: str, out: Path | None, writer, step: int) -> None:
+    figures = {f"distributions/{k}": f for k, f in plot_distribution_values(values, shapes, title).items()}
+    for kind, stat, history in depth:
+        figures[f"depth/{kind}"] = depth_profile_figure(kind, stat, history, title)
+    save_figures(figures, out, writer, step)
 
 
 def save_figures(figures: dict, out: Path | None, writer, step: int) -> None:
@@ -665,35 +724,49 @@ def distribution_figures(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor
                          kinds=("activations", "gradients", "weights"), title: str = "") -> dict:
     """{kind: matplotlib Figure} of the tutorial's plot_dists for `net` (activations and gradients
     need `batch`; they are skipped without one). `title` names the run and step."""
-    from callbacks.plotting import plot_dists
+    return plot_distribution_values(distribution_values(net, batch, kinds), layer_shapes(net), title)
 
-    layers = linear_layers(net)
-    shapes = {name: tuple(m.weight.shape) for name, m in layers.items()}
-    figures = {}
+
+def layer_shapes(net: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(m.weight.shape) for name, m in linear_layers(net).items()}
+
+
+def distribution_values(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | None,
+                        kinds=("activations", "gradients", "weights")) -> dict[str, dict[str, np.ndarray]]:
+    """{kind: {layer: finite values as a numpy array}}: what distribution_figures draws, taken now
+    (copies on the host, so the net may go on training)."""
+    values_by_kind = {}
     for kind in kinds:
         if kind == "activations" and batch is not None:
-            values, stat = activations_of(net, batch[0]), "density"
+            values = activations_of(net, batch[0])
         elif kind == "gradients" and batch is not None:
-            values, stat = weight_gradients_of(net, *batch), "count"
+            values = weight_gradients_of(net, *batch)
         elif kind == "weights":
-            values, stat = weights_of(net), "count"
+            values = weights_of(net)
         else:
             continue
-        arrays = {name: finite_values(v).float().cpu().numpy() for name, v in values.items()}
-        heading = {"activations": "Activations (Linear outputs, diagnostic batch)",
-                   "gradients": "Weight gradients (diagnostic batch)", "weights": "Weights"}[kind]
-        figures[kind] = plot_dists(arrays, shapes, xlabel=DistributionFigures.XLABELS[kind], stat=stat,
-                                   title=f"{heading}\n{title}" if title else heading,
-                                   color={"activations": "C0", "gradients": "C1", "weights": "C2"}[kind])
-    return figures
+        values_by_kind[kind] = {name: finite_values(v).float().cpu().numpy().copy() for name, v in values.items()}
+    return values_by_kind
+
+
+def plot_distribution_values(values_by_kind: dict, shapes: dict, title: str = "") -> dict:
+    from callbacks.plotting import plot_dists
+
+    headings = {"activations": "Activations (Linear outputs, diagnostic batch)",
+                "gradients": "Weight gradients (diagnostic batch)", "weights": "Weights"}
+    return {kind: plot_dists(arrays, shapes, xlabel=DistributionFigures.XLABELS[kind],
+                             stat="density" if kind == "activations" else "count",
+                             title=f"{headings[kind]}\n{title}" if title else headings[kind],
+                             color={"activations": "C0", "gradients": "C1", "weights": "C2"}[kind])
+            for kind, arrays in values_by_kind.items()}
 
 
 DEPTH_YLABELS = {"activations": "activation variance", "gradients": "weight-gradient variance",
                  "weights": "weight variance", "updates": "update ratio ‖Δw‖/‖w‖"}
 
 
-def depth_profile_figure(cb: _Diagnostics, title: str):
+def depth_profile_figure(kind: str, depth_stat: str, history: dict[int, dict[str, float]], title: str):
     from callbacks.plotting import plot_depth_profile
 
-    return plot_depth_profile(cb.history, ylabel=DEPTH_YLABELS.get(cb.kind, f"{cb.kind} {cb.depth_stat}"),
-                              title=f"{DEPTH_YLABELS.get(cb.kind, cb.kind)} by depth\n{title}")
+    return plot_depth_profile(history, ylabel=DEPTH_YLABELS.get(kind, f"{kind} {depth_stat}"),
+                              title=f"{DEPTH_YLABELS.get(kind, kind)} by depth\n{title}")

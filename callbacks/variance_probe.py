@@ -40,6 +40,8 @@ from callbacks.diagnostics import (
     LinearOutputs,
     Timed,
     _net,
+    draw_in_background,
+    finish_drawing,
     linear_layers,
     run_label,
     tensorboard_writer,
@@ -469,12 +471,27 @@ class VarianceProbe(Timed):
                                           draws=self.draws if init_scheme is not None else 1,
                                           seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), tolerance=self.tolerance)
             out = Path(trainer.default_root_dir)
-            figure = variance_figure(self.report, probe_title(run_label(pl_module), self.report))
-            save_probe_figure(figure, out / "probe.png" if self.save_png else None, writer)
             atomic_write_json(out / "probe.json", {"variance": self.report})
+            # The figure is drawn while the training goes on (callbacks/diagnostics.py).
+            draw_in_background(functools.partial(_draw_probe, self.report, probe_title(run_label(pl_module), self.report),
+                                       out / "probe.png" if self.save_png else None, writer))
         for line in flag_lines(self.report):
             self.warnings.append(line)
             rank_zero_warn(line)
+
+
+    def teardown(self, trainer, pl_module, stage):
+        finish_drawing()
+
+    def on_exception(self, trainer, pl_module, exception):
+        try:
+            finish_drawing()
+        except Exception as e:  # the run's own exception is the one to report
+            rank_zero_warn(f"probe figure not written: {e}")
+
+
+def _draw_probe(report: dict, title: str, path: Path | None, writer) -> None:
+    save_probe_figure(variance_figure(report, title), path, writer)
 
 
 def _init_scheme_of(pl_module: pl.LightningModule):

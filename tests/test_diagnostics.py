@@ -477,3 +477,32 @@ def test_vanishing_warning_fires_on_tiny_init_and_stays_quiet_on_the_default(tmp
         assert results["warnings"] == []
     assert 0 < results["diagnostics_seconds"] < results["seconds"]
     assert results["diagnostics_share"] == pytest.approx(results["diagnostics_seconds"] / results["seconds"], rel=0.05)
+
+
+def test_figure_values_are_taken_on_the_spot_and_drawing_errors_surface():
+    """The figures are drawn on a background thread while the training goes on: what they show
+    must be the values at the step they name (host copies, not views of the live weights), and a
+    job that fails (e.g. a full disk) must fail the run, after every other job has finished."""
+    from callbacks.diagnostics import distribution_values, draw_in_background, finish_drawing
+
+    torch.manual_seed(0)
+    net = BaseNetwork(act_fn="tanh", hidden_sizes=[8])
+    batch = (torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,)))
+    values = distribution_values(net, batch, ("activations", "gradients", "weights"))
+    before = {k: {n: v.copy() for n, v in d.items()} for k, d in values.items()}
+    assert set(values) == {"activations", "gradients", "weights"}
+    assert np.array_equal(values["weights"]["layers.0"], net.layers[0].weight.detach().numpy().reshape(-1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)  # the training moves on
+    for kind, layers in values.items():
+        for name, v in layers.items():
+            assert np.array_equal(v, before[kind][name]), (kind, name)
+
+    done = []
+    draw_in_background(lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    draw_in_background(lambda: (time.sleep(0.2), done.append(1)))
+    with pytest.raises(OSError, match="No space left"):
+        finish_drawing()
+    assert done == [1]  # the error is raised once every job has ended
+    finish_drawing()  # nothing pending any more: returns at once
