@@ -12,6 +12,11 @@ load hits them alike. From the medians:
 and the ratios app/plain, app_nodiag/plain; plus the peak memory of each: the kernel's peak
 RSS of the process (ru_maxrss) and the process tree's PSS, sampled every 100 ms.
 
+Each repetition also times two processes that only import and exit, the floor under each fixed
+cost: `import torch` (the plain script's imports) and `import torch, pytorch_lightning, hydra`
+(what any Lightning + Hydra app imports before it can read its config). The fixed cost above
+its floor is what each program does itself (data, set-up, diagnostics, test pass, exit).
+
     .venv/bin/python benchmarks/end_to_end.py [--epochs 7] [--reps 3] [--threads T]
         [--variants app,app_nodiag,plain] [--train-subset N] [--json PATH] [--app-args ...]
 
@@ -93,6 +98,10 @@ def run_process(cmd: list[str], env: dict, log: Path) -> dict:
             "tree_pss_peak_mb": peak[1] / 2**20, "maxrss_mb": usage.ru_maxrss / 1024}
 
 
+FLOORS = {"import torch": "import torch, numpy",
+          "import torch+lightning+hydra": "import torch, numpy, pytorch_lightning, hydra"}
+
+
 def command(variant: str, epochs: int, out: Path, subset: int | None, app_args: list[str]) -> list[str]:
     if variant == "plain":
         return [PY, str(ROOT / "benchmarks" / "plain_script.py"), "--epochs", str(epochs),
@@ -132,6 +141,7 @@ def main() -> None:
           flush=True)
     jobs = [(v, e) for v in variants for e in (1, args.epochs)]
     results: dict[tuple[str, int], list[dict]] = {j: [] for j in jobs}
+    floors: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="end_to_end_") as tmp:
         for rep in range(args.reps):
             order = jobs[rep % len(jobs):] + jobs[:rep % len(jobs)]
@@ -145,6 +155,9 @@ def main() -> None:
                 results[(variant, epochs)].append(r)
                 print(f"rep {rep + 1}  {variant:<10} {epochs:>2} epochs  {r['seconds']:7.2f} s  "
                       f"peak RSS {r['maxrss_mb']:6.0f} MB", flush=True)
+            for name, code in FLOORS.items():
+                r = run_process([PY, "-c", code], env, Path(tmp) / "floor.log")
+                floors.setdefault(name, []).append(r["seconds"])
 
     med = {j: statistics.median(r["seconds"] for r in rs) for j, rs in results.items()}
     summary = {}
@@ -172,8 +185,23 @@ def main() -> None:
                 ratios[v] = {"per_extra_epoch": pe, "fixed": fx}
                 print(f"  {v:<11} per extra epoch {pe:5.2f}x (goal <= {goals[v][0]})   "
                       f"fixed cost {fx:5.2f}x (goal <= {goals[v][1]})")
+    floor = {name: statistics.median(t) for name, t in floors.items()}
+    print("floors: processes that only import, median seconds")
+    for name, t in floor.items():
+        print(f"  {name:<30} {t:6.2f}")
+    own = {}
+    if "plain" in summary:
+        own["plain"] = summary["plain"]["fixed_s"] - floor["import torch"]
+        for v in ("app", "app_nodiag"):
+            if v in summary:
+                own[v] = summary[v]["fixed_s"] - floor["import torch+lightning+hydra"]
+        print("fixed cost above the floor (what the program does itself)")
+        for v, t in own.items():
+            ratio = f"   {t / own['plain']:5.2f}x plain's" if v != "plain" and own["plain"] > 0 else ""
+            print(f"  {v:<11} {t:6.2f} s{ratio}")
     if args.json:
         args.json.write_text(json.dumps({
+            "floors_s": floor, "fixed_above_floor_s": own,
             "benchmark": "end_to_end", "epochs": args.epochs, "reps": args.reps, "threads": threads,
             "train_subset": args.train_subset, "load_average_start": load, "summary": summary, "ratios": ratios,
             "runs": {f"{v}/{e}": rs for (v, e), rs in results.items()}}, indent=2) + "\n")
