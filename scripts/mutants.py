@@ -44,7 +44,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                           "status_of", "load_job", "swept_keys", "group_jobs", "_statuses",
                                           "_fmt", "rows_of", "to_csv", "group_rows", "_cell", "_md_table",
                                           "md_groups", "md_jobs", "comparison_metric"]),
-               ["tests/test_report_truth.py", "tests/test_report_stats.py", "tests/test_lr_curves.py"], 80),
+               ["tests/test_report_units.py", "tests/test_report_truth.py", "tests/test_report_stats.py",
+                "tests/test_lr_curves.py"], 80),
     "divergence": ("callbacks/divergence.py", None,
                    ["tests/test_divergence.py", "tests/test_truth_divergence.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json

@@ -1,0 +1,363 @@
+"""The sweep report's building blocks, each against the exact output it must give.
+
+test_report_truth.py checks the report's files against the jobs' results.json from the outside;
+these pin what those files are made of (job order, status rules, the override parsing, which keys
+count as swept, pooling, number formats, table cells), so that a change of one comparison, one
+format string or one default shows here. Mutation testing (docs/testing.md) found each of them
+loose before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats as sps
+
+from src.report import (
+    Group,
+    Job,
+    _cell,
+    _fmt,
+    _job_number,
+    _md_table,
+    _statuses,
+    comparison_metric,
+    find_jobs,
+    group_jobs,
+    group_rows,
+    load_job,
+    md_groups,
+    md_jobs,
+    rows_of,
+    status_of,
+    swept_keys,
+    to_csv,
+)
+from src.stats import Summary, summarize
+
+
+def ok_job(name: str, test_acc: float | None, seed=None, status: str = "ok", **results) -> Job:
+    res = {"status": status, "test_acc": test_acc, **results}
+    return Job(name=name, path=Path("/nonexistent") / name, overrides={} if seed is None else {"seed": str(seed)},
+               results=res, status=status)
+
+
+# --- finding and ordering jobs ------------------------------------------------------------------------
+
+def test_jobs_are_found_by_their_marks_and_ordered_by_number(tmp_path):
+    for name in ("10_c", "2_b", "0_a", "x_late", "b_late"):
+        (tmp_path / name).mkdir()
+    for name in ("10_c", "2_b", "0_a"):
+        (tmp_path / name / ".hydra").mkdir()
+    (tmp_path / "x_late" / "results.json").write_text("{}")
+    (tmp_path / "b_late" / "results.json").write_text("{}")
+    (tmp_path / "3_notes").mkdir()  # neither .hydra/ nor results.json: not a job
+    (tmp_path / "4_file").mkdir()
+    (tmp_path / "4_file" / ".hydra").write_text("")  # a file named .hydra is not Hydra's dir
+    (tmp_path / "5_plain").write_text("")  # not a directory
+    assert [p.name for p in find_jobs(tmp_path)] == ["0_a", "2_b", "10_c", "b_late", "x_late"]
+
+
+def test_job_number_is_the_integer_before_the_first_underscore():
+    assert _job_number(Path("/s/12_optim=sgd,seed=1_2")) == (12, "12_optim=sgd,seed=1_2")
+    assert _job_number(Path("/s/7")) == (7, "7")
+    assert _job_number(Path("/s/a_1")) == (math.inf, "a_1")
+    assert _job_number(Path("/s/1a_2")) == (math.inf, "1a_2")
+
+
+# --- one job ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("results, status", [
+    ({}, "incomplete"),
+    ({"status": None}, "incomplete"),
+    ({"status": ""}, "incomplete"),
+    ({"status": "ok"}, "ok"),
+    ({"status": "ok", "train_losses": None}, "ok"),
+    ({"status": "ok", "train_losses": [2.3, 1.1]}, "ok"),
+    ({"status": "ok", "train_losses": [2.3, None]}, "diverged"),
+    ({"status": "ok", "train_losses": [None]}, "diverged"),
+    ({"status": "failed", "train_losses": [None]}, "failed"),
+    ({"status": "interrupted"}, "interrupted"),
+])
+def test_status_of(results, status):
+    assert status_of(results) == status
+
+
+def test_job_value_is_a_finite_number_of_an_ok_job_only():
+    assert ok_job("0", 0.8125).value("test_acc") == 0.8125
+    v = ok_job("0", 1).value("test_acc")
+    assert v == 1.0 and isinstance(v, float)
+    assert ok_job("0", 0.0).value("test_acc") == 0.0  # zero is a value, not a missing one
+    assert ok_job("0", 0.8, status="diverged").value("test_acc") is None
+    assert ok_job("0", 0.8, status="failed").value("test_acc") is None
+    assert ok_job("0", None).value("test_acc") is None
+    assert ok_job("0", float("nan")).value("test_acc") is None
+    assert ok_job("0", float("inf")).value("test_acc") is None
+    assert ok_job("0", 0.8, best_val_acc=0.9).value("best_val_acc") == 0.9
+    assert ok_job("0", 0.8).value("best_val_acc") is None
+
+
+def write_job_dir(path: Path, overrides: list[str], choices: dict | None, results: dict | str | None) -> Path:
+    path.mkdir(parents=True)
+    if overrides is not None:
+        (path / ".hydra").mkdir()
+        (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if choices is not None:
+        lines = "".join(f"      {k}: {'null' if v is None else v}\n" for k, v in choices.items())
+        (path / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n" + lines)
+    if results is not None:
+        (path / "results.json").write_text(results if isinstance(results, str) else json.dumps(results))
+    return path
+
+
+def test_load_job_reads_overrides_choices_and_results(tmp_path):
+    path = write_job_dir(tmp_path / "3_x", ["optim=adam", "+seed=2", "~callbacks.weight_stats",
+                                            "optim.lr=1e-3", "+tag=a=b"],
+                         {"optim": "adam", "init": "xavier", "hydra/launcher": "basic", "logger": None},
+                         {"status": "ok", "test_acc": 0.85, "warnings": ["vanishing: layers.0"],
+                          "val_scores": [0.5, 0.8], "train_losses": [1.0, 0.5], "config": {"seed": 2}})
+    job = load_job(path)
+    assert job.name == "3_x" and job.path == path and job.number == "3"
+    assert job.overrides == {"optim": "adam", "seed": "2", "callbacks.weight_stats": "", "optim.lr": "1e-3",
+                             "tag": "a=b"}
+    assert job.choices == {"optim": "adam", "init": "xavier"}
+    assert job.status == "ok" and job.error == ""
+    assert job.notes == ["vanishing: layers.0"]
+    assert job.value("test_acc") == 0.85 and job.seed == "2"
+
+
+def test_load_job_says_what_is_missing(tmp_path):
+    job = load_job(write_job_dir(tmp_path / "0_a", ["optim=sgd"], {"optim": "sgd"}, None))
+    assert job.status == "incomplete" and job.results == {}
+    assert job.error == "no results.json (job still running, killed, or crashed before writing it)"
+    assert job.overrides == {"optim": "sgd"} and job.choices == {"optim": "sgd"}
+
+    job = load_job(write_job_dir(tmp_path / "1_b", ["optim=sgd"], None, "{not json"))
+    assert job.status == "incomplete" and job.error.startswith("unreadable results.json: ")
+
+    job = load_job(write_job_dir(tmp_path / "2_c", ["optim=sgd"], None,
+                                 {"status": "ok", "train_losses": [1.0, None], "config": {}}))
+    assert (job.status, job.error) == ("diverged", "loss became NaN/inf")
+
+    job = load_job(write_job_dir(tmp_path / "3_d", ["optim=sgd"], None,
+                                 {"status": "failed", "error": "optim.lr=-1 must be > 0"}))
+    assert (job.status, job.error) == ("failed", "optim.lr=-1 must be > 0")
+
+
+def test_a_job_without_hydra_dir_still_says_what_it_ran(tmp_path):
+    job = load_job(write_job_dir(tmp_path / "4_e", None, None,
+                                 {"status": "ok", "config": {"optim_name": "sgd_mom", "init_name": "kaiming"}}))
+    assert job.overrides == {}
+    assert job.choices == {"optim": "sgd_mom", "init": "kaiming"}
+    # a .hydra/ choice wins over the config's name
+    job = load_job(write_job_dir(tmp_path / "5_f", [], {"optim": "adam"},
+                                 {"status": "ok", "config": {"optim_name": "sgd", "init_name": "xavier"}}))
+    assert job.choices == {"optim": "adam", "init": "xavier"}
+
+
+def test_a_job_at_chance_is_noted(tmp_path):
+    job = load_job(write_job_dir(tmp_path / "0_a", [], None,
+                                 {"status": "ok", "val_scores": [0.3, 0.11], "config": {}}))
+    assert job.notes == ["did not learn (final val acc 11.0 %, chance 10 %)"]
+
+
+# --- which keys were swept ------------------------------------------------------------------------------
+
+def test_swept_keys_are_declared_sweeps_plus_keys_that_differ(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - optim=sgd,adam\n    - +extra=1,2\n    - data.batch_size=256\n"
+        "  sweeper:\n    params:\n      +init: xavier\n")
+    jobs = [Job("0", tmp_path, overrides={"data.batch_size": "256", "optim": "sgd", "init": "xavier",
+                                          "extra": "1", "seed": "1", "trainer.max_epochs": "2"}),
+            Job("1", tmp_path, overrides={"data.batch_size": "256", "optim": "adam", "init": "xavier",
+                                          "extra": "1", "seed": "1", "trainer.max_epochs": "3"})]
+    # optim and extra: swept on the command line; init: in sweeper params (one value, still an
+    # axis); trainer.max_epochs: differs; batch size and seed: the same everywhere, not declared.
+    assert swept_keys(jobs, tmp_path) == ["optim", "init", "extra", "trainer.max_epochs"]
+
+
+def test_swept_keys_without_multirun_yaml(tmp_path):
+    jobs = [Job("0", tmp_path, overrides={"seed": "1", "optim": "sgd"}),
+            Job("1", tmp_path, overrides={"seed": "2", "optim": "sgd"}),
+            Job("2", tmp_path, overrides={"seed": "3", "optim": "sgd", "init": "xavier"})]
+    assert swept_keys(jobs, tmp_path) == ["seed", "init"]
+
+
+# --- groups --------------------------------------------------------------------------------------------
+
+def prov(torch="2.14.1", device_type="cpu", config_hash="h1", **extra) -> dict:
+    return {"torch": torch, "device_type": device_type, "config_hash": config_hash, **extra}
+
+
+def test_groups_collect_jobs_that_differ_only_in_seed():
+    jobs = [Job(f"{i}", Path("."), overrides={"optim": o, "seed": str(s)}, status="ok",
+                results={"status": "ok", "provenance": prov()})
+            for i, (o, s) in enumerate([("sgd", 1), ("adam", 1), ("sgd", 2), ("adam", 2), ("sgd", 3)])]
+    groups = group_jobs(jobs, ["optim"])
+    assert [(g.number, g.factors, [j.name for j in g.jobs], g.apart) for g in groups] == [
+        (1, {"optim": "sgd"}, ["0", "2", "4"], ""), (2, {"optim": "adam"}, ["1", "3"], "")]
+    # no factor: one group of everything
+    assert [[j.name for j in g.jobs] for g in group_jobs(jobs, [])] == [["0", "1", "2", "3", "4"]]
+
+
+def test_groups_split_by_torch_device_and_config_with_the_reason():
+    jobs = [Job("0", Path("."), overrides={"optim": "sgd"}, results={"provenance": prov()}),
+            Job("1", Path("."), overrides={"optim": "sgd"}, results={"provenance": prov(torch="2.5.0")}),
+            Job("2", Path("."), overrides={"optim": "sgd"}, results={"provenance": prov()}),
+            Job("3", Path("."), overrides={"optim": "sgd"}, results={}),  # failed early: no provenance
+            Job("4", Path("."), overrides={"optim": "adam"}, results={}),
+            Job("5", Path("."), overrides={"optim": "adam"}, results={"provenance": prov(device_type="cuda",
+                                                                                        config_hash="h2")})]
+    groups = group_jobs(jobs, ["optim"])
+    assert [(g.number, [j.name for j in g.jobs], g.apart) for g in groups] == [
+        (1, ["0", "2"], "not pooled: torch 2.14.1 (vs 2.5.0)"),
+        (2, ["1"], "not pooled: torch 2.5.0 (vs 2.14.1)"),
+        (3, ["3"], "no provenance (failed or incomplete jobs)"),
+        (4, ["4", "5"], "")]  # one pool + jobs without provenance: together
+
+
+def test_group_values_are_keyed_by_seed_only_when_seeds_pair():
+    g = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=2), ok_job("c", 0.7, seed=3, status="failed"),
+                      ok_job("d", None, seed=4)])
+    assert g.values("test_acc") == {"1": 0.8, "2": 0.9}
+    g = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=1)])
+    assert g.values("test_acc") == {"a": 0.8, "b": 0.9}  # repeated seed: by job name
+    g = Group(1, {}, [ok_job("a", 0.8), ok_job("b", 0.9, seed=1)])
+    assert g.values("test_acc") == {"a": 0.8, "b": 0.9}  # a job without a seed: by job name
+    s = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=2)]).summary("test_acc")
+    assert s == summarize([0.8, 0.9]) and s.n == 2 and s.mean == pytest.approx(0.85)
+
+
+def test_statuses():
+    assert _statuses([]) == ""
+    assert _statuses([ok_job("a", 1), ok_job("b", 1)]) == "ok"
+    assert _statuses([ok_job("a", 1, status="failed")]) == "failed"
+    assert _statuses([ok_job("a", 1, status="failed"), ok_job("b", 1, status="diverged"),
+                      ok_job("c", 1, status="failed")]) == "2 failed, 1 diverged"
+
+
+def test_comparison_metric():
+    assert comparison_metric([ok_job("a", None, best_val_acc=0.8), ok_job("b", 0.7)]) == "test_acc"
+    assert comparison_metric([ok_job("a", None, best_val_acc=0.8)]) == "best_val_acc"
+    assert comparison_metric([ok_job("a", 0.9, status="diverged")]) == "best_val_acc"
+    assert comparison_metric([]) == "best_val_acc"
+
+
+# --- cells, rows, tables ---------------------------------------------------------------------------------
+
+def test_fmt():
+    assert _fmt(None) == ""
+    assert _fmt(0.0) == "0.0000"
+    assert _fmt(0.123456) == "0.1235"
+    assert _fmt(0.123456, 2) == "0.12"
+    assert _fmt(3) == "3"
+    assert _fmt("ok") == "ok"
+
+
+def test_cell_formats_per_metric():
+    s = Summary(n=3, mean=0.891234, sd=0.01, ci_low=0.880012, ci_high=0.902345, min=0.88, max=0.9)
+    assert _cell("test_acc", s) == "89.12 [88.00, 90.23]"
+    assert _cell("best_val_acc", s, with_ci=False) == "89.12"
+    e = Summary(n=2, mean=12.25, sd=1.0, ci_low=3.25, ci_high=21.25, min=11.5, max=13.0)
+    assert _cell("best_val_epoch", e) == "12.2 [3.2, 21.2]"
+    assert _cell("seconds", Summary(n=2, mean=96.6, ci_low=90.4, ci_high=102.8)) == "97 [90, 103]"
+    assert _cell("test_acc", Summary(n=1, mean=0.5, min=0.5, max=0.5)) == "50.00"
+    assert _cell("test_acc", Summary(n=0)) == "–"
+
+
+def test_md_table_escapes_pipes_and_newlines():
+    assert _md_table(["a", "b"], [["x|y", "1\n2"], [3, None]]) == [
+        "| a | b |", "|---|---|", "| x\\|y | 1 2 |", "| 3 | None |"]
+
+
+def test_rows_of_and_to_csv_give_each_jobs_numbers(tmp_path):
+    a = ok_job("0_optim=sgd", 0.8125, seed=1, best_val_acc=0.83, best_val_epoch=2, epochs=3, seconds=12.5,
+               provenance={"device_type": "cpu"})
+    a.overrides["optim"] = "sgd"
+    b = ok_job("1_optim=adam", None, seed=1, status="failed", error="boom")
+    b.overrides["optim"] = "adam"
+    b.notes, b.error = ["warned once"], "boom"
+    c = Job("2_optim=x", tmp_path, overrides={"optim": "x"}, error="no results.json")
+    groups = [Group(1, {"optim": "sgd"}, [a]), Group(2, {"optim": "adam"}, [b])]
+    header, rows = rows_of([a, b, c], ["optim"], groups)
+    assert header == ["job", "group", "optim", "status", "test_acc", "best_val_acc", "best_val_epoch", "epochs",
+                      "seconds", "device", "notes", "error"]
+    assert rows[0] == {"job": "0_optim=sgd", "group": 1, "optim": "sgd", "status": "ok", "device": "cpu",
+                       "test_acc": 0.8125, "best_val_acc": 0.83, "best_val_epoch": 2, "epochs": 3,
+                       "seconds": 12.5, "notes": "", "error": ""}
+    assert rows[1]["group"] == 2 and rows[1]["status"] == "failed" and rows[1]["test_acc"] is None
+    assert (rows[1]["notes"], rows[1]["error"], rows[1]["device"]) == ("warned once", "boom", None)
+    assert rows[2]["group"] is None and rows[2]["status"] == "incomplete" and rows[2]["seconds"] is None
+    assert to_csv(header, rows) == (
+        "job,group,optim,status,test_acc,best_val_acc,best_val_epoch,epochs,seconds,device,notes,error\n"
+        "0_optim=sgd,1,sgd,ok,0.8125,0.83,2,3,12.5,cpu,,\n"
+        "1_optim=adam,2,adam,failed,,,,,,,warned once,boom\n"
+        "2_optim=x,,x,incomplete,,,,,,,,no results.json\n")
+    assert to_csv(["a", "b"], [{"a": 0.0}]) == "a,b\n0.0,\n"
+
+
+def test_group_rows_hold_each_groups_summary():
+    g = Group(1, {"optim": "sgd"}, [
+        ok_job("a", 0.80, seed=1, best_val_acc=0.81, best_val_epoch=3, seconds=10.0,
+               provenance=prov(device="cpu")),
+        ok_job("b", 0.90, seed=2, best_val_acc=0.93, best_val_epoch=5, seconds=14.0,
+               provenance=prov(device="cpu")),
+        ok_job("c", 0.99, seed=3, status="diverged", provenance=prov(config_hash="h2", device="cpu"))])
+    header, rows = group_rows([g], ["optim"], [])
+    assert header[:5] == ["group", "optim", "seeds", "jobs", "not_ok"]
+    assert header[-4:] == ["notes", "config_hash", "torch", "device"]
+    assert header[5:11] == ["test_acc_mean", "test_acc_sd", "test_acc_ci_low", "test_acc_ci_high",
+                            "test_acc_min", "test_acc_max"]
+    row = rows[0]
+    assert (row["group"], row["optim"], row["seeds"], row["jobs"], row["not_ok"]) == (1, "sgd", 2, 3, "diverged")
+    half = sps.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)  # t(df 1) x sd / sqrt(n)
+    assert row["test_acc_mean"] == pytest.approx(0.85)
+    assert row["test_acc_sd"] == pytest.approx(math.sqrt(0.005))
+    assert row["test_acc_ci_low"] == pytest.approx(0.85 - half) and row["test_acc_ci_high"] == pytest.approx(0.85 + half)
+    assert (row["test_acc_min"], row["test_acc_max"]) == (0.80, 0.90)
+    assert row["best_val_acc_mean"] == pytest.approx(0.87) and row["best_val_epoch_mean"] == 4.0
+    assert row["seconds_mean"] == 12.0 and (row["seconds_min"], row["seconds_max"]) == (10.0, 14.0)
+    assert row["config_hash"] == "h1 | h2" and row["torch"] == "2.14.1" and row["device"] == "cpu"
+    assert row["notes"] == ""
+
+
+def test_md_groups_table():
+    g1 = Group(1, {"optim": "sgd"}, [ok_job("a", 0.80, seed=1, best_val_acc=0.81, best_val_epoch=3, seconds=10.0),
+                                     ok_job("b", 0.90, seed=2, best_val_acc=0.83, best_val_epoch=5, seconds=14.0)])
+    g2 = Group(2, {"optim": "adam"}, [ok_job("c", 0.85, seed=1, best_val_acc=0.86, best_val_epoch=1, seconds=9.0),
+                                      ok_job("d", None, seed=2, status="failed")])
+    lines = md_groups([g1, g2], ["optim"], "test_acc", [])
+    s = summarize([0.8, 0.9])
+    assert lines[4:] == [
+        "| # | optim | seeds | test accuracy | 95 % CI | sd | min – max | best val acc | "
+        "best val epoch (from 0) | seconds | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| 1 | sgd | 2 | 85.00 | [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}] | 7.07 | 80.00 – 90.00 | "
+        f"{_cell('best_val_acc', summarize([0.81, 0.83]))} | {_cell('best_val_epoch', summarize([3, 5]))} | "
+        f"{_cell('seconds', summarize([10.0, 14.0]))} |  |",
+        "| 2 | adam | 1 of 2 (failed) | 85.00 | 1 seed: no interval | – | 85.00 – 85.00 | 86.00 | 1.0 | 9 |  |"]
+    assert lines[0] == "## Groups: jobs that differ only in seed"
+
+
+def test_md_jobs_table_and_the_best_line(tmp_path):
+    jobs = [ok_job("0_optim=sgd", 0.8125, seconds=12.4), ok_job("1_optim=adam", 0.95, status="diverged"),
+            ok_job("2_optim=adam", 0.875, seconds=99.6), ok_job("3_optim=sgd", 0.5)]
+    header = ["job", "group", "status", "test_acc", "seconds", "notes"]
+    rows = [{"job": j.name, "group": 1, "status": j.status, "test_acc": j.get("test_acc"),
+             "seconds": j.get("seconds"), "notes": ""} for j in jobs]
+    for j in jobs:
+        j.path = tmp_path  # timing_note reads results.json's time when provenance has none
+    (tmp_path / "results.json").write_text("{}")
+    lines = md_jobs(jobs, header, rows, "test_acc")
+    assert lines[:8] == ["", "## Jobs", "", "| # | status | test_acc | seconds | notes |", "|---|---|---|---|---|",
+                         "| 0 | ok | 81.25 % | 12 |  |", "| 1 | diverged | 95.00 % |  |  |",
+                         "| 2 | ok | 87.50 % | 100 |  |"]
+    assert lines[9] == ""
+    assert lines[10] == ("Best single job by test accuracy: 87.50 % (`2_optim=adam`); compare groups, "
+                         "not single jobs.")
+    none_ok = md_jobs([ok_job("0_a", 0.9, status="failed")], ["job", "status"],
+                      [{"job": "0_a", "status": "failed"}], "test_acc")
+    assert not any(line.startswith("Best single job") for line in none_ok)
