@@ -361,3 +361,73 @@ def test_md_jobs_table_and_the_best_line(tmp_path):
     none_ok = md_jobs([ok_job("0_a", 0.9, status="failed")], ["job", "status"],
                       [{"job": "0_a", "status": "failed"}], "test_acc")
     assert not any(line.startswith("Best single job") for line in none_ok)
+
+
+# --- what the first mutation run left alive (docs/testing.md) ---------------------------------------------
+
+def test_a_job_without_names_anywhere_has_empty_choices(tmp_path):
+    job = load_job(write_job_dir(tmp_path / "0_a", None, None, {"status": "failed", "config": {}}))
+    assert job.choices == {"optim": "", "init": ""}
+
+
+def test_a_job_without_a_factor_key_groups_under_the_empty_value():
+    jobs = [Job("0", Path("."), overrides={"optim": "sgd"}), Job("1", Path("."), overrides={})]
+    assert [g.factors for g in group_jobs(jobs, ["optim"])] == [{"optim": "sgd"}, {"optim": ""}]
+
+
+def tutorial_job(name: str, optim: str, test_acc: float, seed: int) -> Job:
+    from src.resolvers import TUTORIAL_LR
+
+    config = {"model": {"act_fn": "relu", "hidden_sizes": [512, 256, 256, 128]}, "data": {"batch_size": 256},
+              "trainer": {"max_epochs": 40}, "optim": {"lr": TUTORIAL_LR[optim]}}
+    return Job(name, Path("."), overrides={"optim": optim, "seed": str(seed)}, choices={"optim": optim, "init": "kaiming"},
+               results={"status": "ok", "test_acc": test_acc, "config": config}, status="ok")
+
+
+def test_rows_of_adds_the_tutorials_number_and_joins_notes():
+    a = tutorial_job("0_optim=adam", "adam", 0.9, 1)
+    b = Job("1_x", Path("."), overrides={"seed": "2"}, results={"status": "ok"}, status="ok",
+            notes=["did not learn (final val acc 10.0 %, chance 10 %)", "vanishing: layers.0"])
+    header, rows = rows_of([a, b], ["optim", "seed"], [])
+    assert header[-4:] == ["tutorial_test_acc", "device", "notes", "error"]
+    assert rows[0]["tutorial_test_acc"] == 0.8946 and rows[1]["tutorial_test_acc"] is None
+    assert rows[1]["optim"] == ""  # a job without the key: an empty cell, not None
+    assert rows[1]["notes"] == "did not learn (final val acc 10.0 %, chance 10 %); vanishing: layers.0"
+    assert to_csv(header, rows).splitlines()[1].startswith("0_optim=adam,,adam,1,ok,0.9,")
+
+
+def curve_groups():
+    from src.report import Curve, CurveLine
+
+    g1 = Group(1, {"lr_decade": "-1"}, [ok_job("a", 0.80, seed=1)])
+    g2 = Group(2, {"lr_decade": "-2"}, [ok_job("b", 0.85, seed=1)], apart="not pooled: torch 2.5.0 (vs 2.14.1)")
+    g3 = Group(3, {"lr_decade": "x"}, [ok_job("c", 0.10, seed=1, status="failed"),
+                                       ok_job("d", 0.10, seed=2, status="diverged")])
+    curve = Curve("lr_decade", "optim.lr", True, [CurveLine("all", [g1, g2], [0.1, 0.01])])
+    return [g1, g2, g3], [curve]
+
+
+def test_group_tables_show_the_resolved_x_and_join_notes():
+    groups, curves = curve_groups()
+    groups[1].jobs[0].notes = ["did not learn (final val acc 10.0 %, chance 10 %)"]
+    header, rows = group_rows(groups, ["lr_decade"], curves)
+    assert header[:3] == ["group", "lr_decade", "optim.lr"]
+    assert [r["optim.lr"] for r in rows] == [0.1, 0.01, None]
+    assert rows[1]["notes"] == "not pooled: torch 2.5.0 (vs 2.14.1); did not learn"
+    lines = md_groups(groups, ["lr_decade"], "test_acc", curves)
+    assert lines[:4] == ["## Groups: jobs that differ only in seed", "",
+                         "Mean over seeds, [95 % interval of the mean] (Student t); sd = standard deviation "
+                         "across seeds. Accuracies in %. Only `ok` jobs enter the numbers.", ""]
+    assert lines[4].startswith("| # | lr_decade | optim.lr | seeds | test accuracy |")
+    assert lines[6].startswith("| 1 | -1 | 0.1 | 1 | 80.00 | 1 seed: no interval | – | 80.00 – 80.00 |")
+    assert lines[7].startswith("| 2 | -2 | 0.01 | 1 | 85.00 |")
+    assert lines[7].endswith("| not pooled: torch 2.5.0 (vs 2.14.1); did not learn |")
+    # a group with no ok job: no numbers at all
+    assert lines[8] == "| 3 | x |  | 0 of 2 (1 failed, 1 diverged) | – | – | – | – | – | – | – |  |"
+
+
+def test_md_jobs_shows_the_job_number_only(tmp_path):
+    job = ok_job("12_optim=sgd_mom,seed=1", 0.8)
+    lines = md_jobs([job], ["job", "status"], [{"job": job.name, "status": "ok"}], "test_acc")
+    assert lines[5] == "| 12 | ok |"
+    assert lines[-2] == "" and lines[-1].startswith("`seconds` is the wall time")
