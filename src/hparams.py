@@ -5,8 +5,8 @@ default columns, so the experiment declares only the swept axes of the sweep (`o
 `lr`, `seed`, …) and a few that always matter (`optim`, `init`, `lr`, `status`); every value
 still travels with the run. Metrics are the run's real `hp/test_acc` and
 `hp/best_val_acc`, absent when the run has none (diverged, interrupted, skip_test) — never a 0.0
-stand-in. The trial is named by the job's overrides (`init=kaiming,optim=adam`) or, for a single
-run, by its run dir.
+stand-in. The trial is named by the job's swept values (`adam · kaiming`) or, for a single run,
+by its run dir.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ OVERRIDE_TO_HPARAM = {"optim": "optim", "init": "init", "seed": "seed", "optim.l
                       "trainer.accelerator": "accelerator", "trainer.max_epochs": "max_epochs"}
 ALWAYS = ("optim", "init", "lr", "status")
 PADDING = ("act_fn", "seed")  # when the sweep names fewer than five
+
+
+def trial_name(overrides: list[str], swept: list[str]) -> str:
+    """A sweep job's trial in the HParams tab: its swept values in the order of its overrides
+    ("adam · kaiming"; TensorBoard's column is narrow); "" when it sweeps nothing."""
+    pairs = (o.partition("=") for o in overrides)
+    return " · ".join(value for key, _, value in pairs if key.lstrip("+~") in swept)
 
 
 def hparams_of(cfg: DictConfig) -> dict:

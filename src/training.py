@@ -30,7 +30,7 @@ from callbacks.divergence import Diverged
 from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
 from src.errors import ConfigError, Interrupted, in_group
-from src.hparams import log_hparams
+from src.hparams import log_hparams, trial_name
 from src.provenance import config_hash, provenance
 from src.utils import atomic_write_json
 
@@ -209,9 +209,7 @@ def train(cfg: DictConfig) -> float | None:
     results["warnings"] = run_warnings(module, callbacks, val_scores)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
-        # The trial is named by its swept values ("adam · kaiming"): TensorBoard's column is narrow.
-        trial = " · ".join(o.split("=", 1)[1] for o in cli.job_overrides() if o.split("=", 1)[0].lstrip("+~") in swept)
-        log_hparams(trainer.loggers, cfg, results, swept, trial=trial or out.name)
+        log_hparams(trainer.loggers, cfg, results, swept, trial=trial_name(cli.job_overrides(), swept) or out.name)
         for logger in trainer.loggers:
             logger.finalize("success" if status == "ok" else "failed")
         atomic_write_json(out / "results.json", results)

@@ -47,3 +47,14 @@ def test_a_diverged_run_has_no_test_acc_metric(tmp_path, data_dir):
     _, _, values, scalars = hparams_records(out / "tensorboard")
     assert values["status"] == "diverged"
     assert "hp/test_acc" not in scalars  # absent, never a 0.0 stand-in
+
+
+def test_trial_name_is_the_swept_values_in_override_order():
+    from src.hparams import trial_name
+
+    overrides = ["optim=adam", "+init=kaiming", "seed=3", "data.tag=a=b", "~callbacks.weight_stats"]
+    assert trial_name(overrides, ["init", "optim"]) == "adam · kaiming"
+    assert trial_name(overrides, ["seed", "data.tag"]) == "3 · a=b"
+    assert trial_name(overrides, ["callbacks.weight_stats"]) == ""  # a removal has no value
+    assert trial_name(overrides, []) == ""
+    assert trial_name([], ["optim"]) == ""

@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 
+from callbacks.diagnostics import Timed
 from src.data import MEAN, STD
 from src.training import train
 from tests.conftest import FAST, compose
@@ -29,6 +30,13 @@ ZEROED_EPOCHS = (0, 2)
 EVAL_BATCH, EVAL_BATCHES = 512, 2  # val and test on the first 1024 images of their split
 SIZES = [784, 512, 256, 256, 128, 10]
 WEIGHTS_AT_VALIDATION: list[dict] = []  # filled by ZeroHeadBeforeValidation, one per epoch
+
+
+class KnownDiagnosticsCost(Timed):
+    """A diagnostics callback whose own time is known: 0.25 s, booked at the end of training."""
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = 0.25
 
 
 class ZeroHeadBeforeValidation(pl.Callback):
@@ -99,6 +107,7 @@ def run(tmp_path_factory, data_dir):
     with open_dict(cfg):  # added to the run's own callbacks (checkpointing, divergence, ...)
         cfg.callbacks.zero_head = OmegaConf.create({
             "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": list(ZEROED_EPOCHS)})
+        cfg.callbacks.known_cost = OmegaConf.create({"_target_": f"{__name__}.KnownDiagnosticsCost"})
     WEIGHTS_AT_VALIDATION.clear()
     started = time.time()
     returned = train(cfg)
@@ -171,6 +180,11 @@ def test_the_other_results_fields_describe_this_run(run):
     assert r["resumed_from"] is None and r["data_source"] == "prepared"
     assert r["output_dir"] == str(out) and r["config"] == json.loads(json.dumps(run["cfg"]))
     assert 0 < r["seconds"] <= run["wall"] + 0.01
+    assert r["seconds"] == round(r["seconds"], 3)
+    # the diagnostics' own time (the callbacks' sum) and its share of this run's wall time
+    assert r["diagnostics_seconds"] == 0.25
+    assert r["diagnostics_share"] == round(r["diagnostics_share"], 4)
+    assert r["diagnostics_share"] == pytest.approx(0.25 / r["seconds"], abs=2e-4)
     assert Path(r["best_checkpoint"]).name.startswith(f"best-epoch={r['best_val_epoch']:02d}-")
     # the last epoch's val accuracy is the zeroed head's: at chance, and the run says so
     independent = [accuracy(w, *run["val"]) for w in run["weights"]]
