@@ -400,6 +400,20 @@ def finish_drawing() -> None:
         raise first_error
 
 
+class DrawsInBackground(Timed):
+    """A callback that hands figures to draw_in_background: it waits for them before Lightning
+    closes the loggers, and on an exception (where the run's own error is the one to report)."""
+
+    def teardown(self, trainer, pl_module, stage):
+        finish_drawing()
+
+    def on_exception(self, trainer, pl_module, exception):
+        try:
+            finish_drawing()
+        except Exception as e:
+            rank_zero_warn(f"{type(self).__name__}: figures not written: {e}")
+
+
 class _Diagnostics(Timed):
     """Shared plumbing: the writer, the step schedule (with an optional time budget), logging a
     dict of tensors, the per-step history for depth profiles, warnings."""
@@ -603,7 +617,7 @@ class WeightStats(_Diagnostics):
                 self.log_values(writer, weights_of(_net(pl_module)), trainer.global_step)
 
 
-class DistributionFigures(Timed):
+class DistributionFigures(DrawsInBackground):
     """At the start and end of training and every `every_n_epochs` epochs:
 
     - the tutorial's plot_dists figures (activations, weight gradients, weights; one panel per
@@ -685,15 +699,6 @@ class DistributionFigures(Timed):
                 draw_in_background(job)
             else:
                 job()
-
-    def teardown(self, trainer, pl_module, stage):
-        finish_drawing()
-
-    def on_exception(self, trainer, pl_module, exception):
-        try:
-            finish_drawing()
-        except Exception as e:  # the run's own exception is the one to report
-            rank_zero_warn(f"distribution figures not written: {e}")
 
 
 def _draw_and_save(values: dict, shapes: dict, depth: list, title: str, out: Path | None, writer, step: int) -> None:

@@ -37,11 +37,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from callbacks.diagnostics import (
+    DrawsInBackground,
     LinearOutputs,
-    Timed,
     _net,
     draw_in_background,
-    finish_drawing,
     linear_layers,
     run_label,
     tensorboard_writer,
@@ -434,7 +433,7 @@ def probe_title(label: str, report: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class VarianceProbe(Timed):
+class VarianceProbe(DrawsInBackground):
     """At the start of a fresh run (step 0): the probe of the model as initialised (draw 0) plus
     `draws − 1` more init draws (the run's init config; seeds seed+1, seed+2, … with `seed` the
     run's seed, as probe.py; the training's random streams untouched), on `batches` batches of
@@ -473,21 +472,12 @@ class VarianceProbe(Timed):
             out = Path(trainer.default_root_dir)
             atomic_write_json(out / "probe.json", {"variance": self.report})
             # The figure is drawn while the training goes on (callbacks/diagnostics.py).
-            draw_in_background(functools.partial(_draw_probe, self.report, probe_title(run_label(pl_module), self.report),
-                                       out / "probe.png" if self.save_png else None, writer))
+            title = probe_title(run_label(pl_module), self.report)
+            draw_in_background(functools.partial(_draw_probe, self.report, title,
+                                                 out / "probe.png" if self.save_png else None, writer))
         for line in flag_lines(self.report):
             self.warnings.append(line)
             rank_zero_warn(line)
-
-
-    def teardown(self, trainer, pl_module, stage):
-        finish_drawing()
-
-    def on_exception(self, trainer, pl_module, exception):
-        try:
-            finish_drawing()
-        except Exception as e:  # the run's own exception is the one to report
-            rank_zero_warn(f"probe figure not written: {e}")
 
 
 def _draw_probe(report: dict, title: str, path: Path | None, writer) -> None:
