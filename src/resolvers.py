@@ -5,11 +5,17 @@
 one cartesian Hydra sweep: `optim=sgd,adam lr_decade=-1,0,1` runs SGD at 0.01/0.1/1 and Adam
 at 1e-4/1e-3/1e-2 (conf/experiment/lr_sensitivity.yaml).
 
+`${cores_at_least:<n>}` is max(n, the machine's core count): a preset of n jobs runs all of
+them at once on a small machine (no core idles while a last job runs alone) and one per core
+on a big one (conf/experiment/compare_optimizers.yaml; docs/performance.md).
+
 Imported by train.py before Hydra composes, and by src/hydra_callbacks.py, which every
 launcher's job process imports, so jobs in worker processes resolve it too.
 """
 
 from __future__ import annotations
+
+import os
 
 from omegaconf import OmegaConf
 
@@ -27,3 +33,10 @@ def lr_around(optim_name: str, decade: float) -> float:
 
 
 OmegaConf.register_new_resolver("lr_around", lr_around, replace=True)
+
+
+def cores_at_least(n: int) -> int:
+    return max(int(n), os.cpu_count() or 1)
+
+
+OmegaConf.register_new_resolver("cores_at_least", cores_at_least, replace=True)

@@ -265,6 +265,9 @@ def test_optuna_presets_compose(optim):
 def test_experiment_presets_compose():
     cfg = _compose(["experiment=compare_optimizers"])
     assert cfg.hydra.sweeper.params.optim == "sgd,sgd_mom,adam"
+    # all three jobs at once on a small machine, one per core on a big one; one thread each
+    assert cfg.hydra.launcher.n_jobs == max(3, os.cpu_count())
+    assert cfg.hydra.job.env_set.OMP_NUM_THREADS == "1"
     assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.seed, cfg.model.act_fn) == (40, 256, 42, "relu")
     assert cfg.init._target_ == "src.init.Kaiming"
     cfg = _compose(["experiment=init_study"])
