@@ -240,10 +240,6 @@ def run_label(pl_module: pl.LightningModule) -> str:
     return f"{init_label(hp.get('init_cfg'))} · {optim_label(hp.get('optim_cfg'))} · {act}"
 
 
-def when_label(trainer: pl.Trainer) -> str:
-    return f"step {trainer.global_step} · epoch {trainer.current_epoch}"
-
-
 # ---------------------------------------------------------------------------------------------
 # TensorBoard plumbing
 # ---------------------------------------------------------------------------------------------
@@ -663,7 +659,7 @@ class DistributionFigures(DrawsInBackground):
         batch = diagnostic_batch(trainer, self.batch_size)
         if batch is not None:
             self._batch = (batch[0].to(pl_module.device), batch[1].to(pl_module.device))
-        self._draw(trainer, pl_module)
+        self._draw(trainer, pl_module, "before training")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._batch is None and isinstance(batch, (list, tuple)) and len(batch) == 2:
@@ -671,12 +667,12 @@ class DistributionFigures(DrawsInBackground):
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._draw(trainer, pl_module)
+            self._draw(trainer, pl_module, f"end of epoch {trainer.current_epoch}")  # 0-based, as the epoch lines
 
     def on_train_end(self, trainer, pl_module):
-        self._draw(trainer, pl_module)
+        self._draw(trainer, pl_module, "end of training")
 
-    def _draw(self, trainer, pl_module):
+    def _draw(self, trainer, pl_module, when: str):
         step = trainer.global_step
         if not trainer.is_global_zero or step == self._last_step:
             return
@@ -686,7 +682,7 @@ class DistributionFigures(DrawsInBackground):
         self._last_step = step
         with self.timed():  # the measurement only: drawing goes on in the background
             out = Path(self.dirpath or trainer.default_root_dir) / "figures"
-            title = f"{run_label(pl_module)} · {when_label(trainer)}"
+            title = f"{run_label(pl_module)} · step {step} · {when}"
             net = _net(pl_module)
             values = distribution_values(net, self._batch, self.kinds)
             depth = []

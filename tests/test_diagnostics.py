@@ -506,3 +506,22 @@ def test_figure_values_are_taken_on_the_spot_and_drawing_errors_surface():
         finish_drawing()
     assert done == [1]  # the error is raised once every job has ended
     finish_drawing()  # nothing pending any more: returns at once
+
+
+def test_figure_titles_name_the_step_and_the_moment(tmp_path, monkeypatch):
+    """Start, every 2nd epoch (one step per epoch here) and end; epochs 0-based as the epoch lines.
+    The end is "end of training", not Lightning's already-incremented epoch counter."""
+    import callbacks.diagnostics as diag
+
+    titles = {}
+
+    def record(figures, out, writer, step):
+        for key, fig in figures.items():
+            titles[(key, step)] = fig._suptitle.get_text().splitlines()[-1]
+
+    monkeypatch.setattr(diag, "save_figures", record)
+    module = tiny_module()
+    fit(tmp_path, module, [DistributionFigures(every_n_epochs=2, batch_size=N, depth_profiles=False)], max_steps=3)
+    label = diag.run_label(module)
+    assert titles == {(f"distributions/{k}", s): f"{label} · step {s} · {when}" for k in ("activations", "gradients", "weights")
+                      for s, when in ((0, "before training"), (2, "end of epoch 1"), (3, "end of training"))}
