@@ -247,3 +247,15 @@ def test_ctrl_c_writes_an_interrupted_results_json(tmp_path, data_dir):
     assert r["test_acc"] is None and r["global_step"] == 4 and r["val_scores"] == []
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
+
+    # Resumed, its `seconds` adds the earlier try's training time (recorded in the checkpoint;
+    # set to a known 1000 s here) to this process's own.
+    ckpt["seconds_trained"] = 1000.0
+    torch.save(ckpt, tmp_path / "checkpoints" / "last.ckpt")
+    started = time.time()
+    train(compose([*FAST, "data.train_subset=2560", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"],
+                  tmp_path))
+    wall = time.time() - started
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "ok" and r["resumed_from"] == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert 1000.0 < r["seconds"] <= 1000.0 + wall + 0.01
