@@ -3,6 +3,8 @@
 Runs, each as its own process (start to exit), N epochs and 1 epoch:
   app        `train.py trainer.max_epochs=E`: the default config, Adam, diagnostics on
   app_nodiag the same with `callbacks=none`
+  app_inline the default config with the figures drawn on the training thread
+             (`callbacks.distribution_figures.background=false`; not in the default set)
   plain      benchmarks/plain_script.py: in-memory tensors, torch Adam(foreach), validation each
              epoch, the test accuracy at the end, no logging
 The runs of one repetition go in a rotated order (each variant first in turn), so background
@@ -110,6 +112,8 @@ def command(variant: str, epochs: int, out: Path, subset: int | None, app_args: 
            f"hydra.run.dir={out}", *app_args]
     if variant == "app_nodiag":
         cmd.append("callbacks=none")
+    if variant == "app_inline":
+        cmd.append("callbacks.distribution_figures.background=false")
     if subset:
         cmd.append(f"data.train_subset={subset}")
     return cmd
@@ -127,9 +131,10 @@ def main() -> None:
                         help="extra train.py overrides, e.g. --app-args data.eval_batch_size=2048")
     args = parser.parse_args()
     variants = args.variants.split(",")
-    unknown = set(variants) - {"app", "app_nodiag", "plain"}
+    unknown = set(variants) - {"app", "app_nodiag", "app_inline", "plain"}
     if unknown or args.epochs < 2:
-        sys.exit(f"error: --variants takes app, app_nodiag, plain (got {sorted(unknown)}); --epochs must be >= 2")
+        sys.exit(f"error: --variants takes app, app_nodiag, app_inline, plain (got {sorted(unknown)}); "
+                 "--epochs must be >= 2")
     env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -177,8 +182,8 @@ def main() -> None:
     ratios = {}
     if "plain" in summary:
         print("ratios to the plain script")
-        goals = {"app": (1.10, 1.5), "app_nodiag": (1.05, 1.5)}
-        for v in ("app", "app_nodiag"):
+        goals = {"app": (1.10, 1.5), "app_nodiag": (1.05, 1.5), "app_inline": (1.10, 1.5)}
+        for v in ("app", "app_nodiag", "app_inline"):
             if v in summary:
                 pe = summary[v]["per_extra_epoch_s"] / summary["plain"]["per_extra_epoch_s"]
                 fx = summary[v]["fixed_s"] / summary["plain"]["fixed_s"]
@@ -189,16 +194,12 @@ def main() -> None:
     print("floors: processes that only import, median seconds")
     for name, t in floor.items():
         print(f"  {name:<30} {t:6.2f}")
-    own = {}
-    if "plain" in summary:
-        own["plain"] = summary["plain"]["fixed_s"] - floor["import torch"]
-        for v in ("app", "app_nodiag"):
-            if v in summary:
-                own[v] = summary[v]["fixed_s"] - floor["import torch+lightning+hydra"]
-        print("fixed cost above the floor (what the program does itself)")
-        for v, t in own.items():
-            ratio = f"   {t / own['plain']:5.2f}x plain's" if v != "plain" and own["plain"] > 0 else ""
-            print(f"  {v:<11} {t:6.2f} s{ratio}")
+    own = {v: s["fixed_s"] - floor["import torch" if v == "plain" else "import torch+lightning+hydra"]
+           for v, s in summary.items()}
+    print("fixed cost above the floor (what the program does itself)")
+    for v, t in own.items():
+        ratio = f"   {t / own['plain']:5.2f}x plain's" if v != "plain" and own.get("plain", 0) > 0 else ""
+        print(f"  {v:<11} {t:6.2f} s{ratio}")
     if args.json:
         args.json.write_text(json.dumps({
             "floors_s": floor, "fixed_above_floor_s": own,
