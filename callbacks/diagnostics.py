@@ -458,8 +458,13 @@ class _Diagnostics(Timed):
                 self.every_n_steps = self.base_every_n_steps * factor
         self._budget_mark = (now, self.seconds, step)
 
-    def watch(self, what: str, low: float | None, high: float | None, patience: int) -> None:
+    def watch(self, what: str, band, patience: int) -> tuple[float | None, float | None]:
+        """Warn when a layer's depth statistic leaves `band` = [low, high] (either may be None;
+        band None = no watch) for `patience` logging steps in a row. Returns (low, high)."""
+        low, high = tuple(band) if band is not None else (None, None)
+        self.patience = int(patience)
         self._watch = BandWatch(what, low, high, patience) if (low is not None or high is not None) else None
+        return low, high
 
     def log_values(self, writer, values: dict[str, torch.Tensor], step: int) -> dict[str, dict[str, float]]:
         self._last_step = step
@@ -561,10 +566,7 @@ class GradientStats(_Diagnostics):
     def __init__(self, every_n_steps: int = 200, histograms: bool = True, budget: float | None = None,
                  var_band: tuple[float | None, float | None] | None = (1e-14, 1e2), patience: int = 3):
         super().__init__(every_n_steps, histograms, budget)
-        low, high = tuple(var_band) if var_band is not None else (None, None)
-        self.var_band = (low, high)
-        self.patience = int(patience)
-        self.watch("weight-gradient variance", low, high, patience)
+        self.var_band = self.watch("weight-gradient variance", var_band, patience)
 
     def on_train_start(self, trainer, pl_module):
         self._last_step = None

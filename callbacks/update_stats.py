@@ -87,10 +87,7 @@ class UpdateStats(_Diagnostics):
     def __init__(self, every_n_steps: int = 200, histograms: bool = True, budget: float | None = None,
                  ratio_band: tuple[float | None, float | None] | None = (1e-6, 0.1), patience: int = 3):
         super().__init__(every_n_steps, histograms, budget)
-        low, high = tuple(ratio_band) if ratio_band is not None else (None, None)
-        self.ratio_band = (low, high)
-        self.patience = int(patience)
-        self.watch("update ratio ‖Δw‖/‖w‖", low, high, patience)
+        self.ratio_band = self.watch("update ratio ‖Δw‖/‖w‖", ratio_band, patience)
         self._before: dict[str, torch.Tensor] | None = None
         self._optimizer = None
         self._step: int | None = None
