@@ -26,6 +26,7 @@ MEAN, STD = 0.2861, 0.3530
 
 
 def read_idx(path: Path) -> torch.Tensor:
+    # The same decoding as src/data.py's, written out: the floor must not import the app.
     data = np.fromfile(path, dtype=np.uint8)
     ndim = int(data[3])
     dims = np.frombuffer(data[4:4 + 4 * ndim].tobytes(), dtype=">i4")
