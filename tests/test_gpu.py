@@ -10,6 +10,10 @@ What they establish on a real GPU:
   - `trainer=gpu`, `trainer.accelerator=gpu` and `auto` pick the GPU; a cpu,gpu sweep names
     the device of each job.
 The last test of the file checks gpu_check.sh's own logic on any machine (--dry-run).
+
+Rehearsal: with INITOPT_GPU_REHEARSAL=1 (`gpu_check.sh --cpu-smoke` sets it) the same tests run
+on the CPU, "gpu" read as "cpu", the CUDA-only calls (sync debug mode) left out. That proves
+nothing about a GPU; it runs every line of these tests before a GPU's minutes are spent on them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ import torch
 from tests.conftest import FAST, ROOT, compose, run_script
 
 CUDA = torch.cuda.is_available()
-GPU_FAST = [a for a in FAST if not a.startswith("trainer.accelerator")] + ["trainer.accelerator=gpu"]
+REHEARSAL = os.environ.get("INITOPT_GPU_REHEARSAL") == "1" and not CUDA
+ACCEL, DEVICE = ("cpu", "cpu") if REHEARSAL else ("gpu", "cuda")  # what the tests ask for, what they get
+needs_gpu = pytest.mark.skipif(not (CUDA or REHEARSAL), reason="needs a CUDA GPU")
+GPU_FAST = [a for a in FAST if not a.startswith("trainer.accelerator")] + [f"trainer.accelerator={ACCEL}"]
 
 
 def _results(run) -> dict:
@@ -38,7 +45,7 @@ def _results(run) -> dict:
 @pytest.mark.parametrize("foreach", [True, False])
 @pytest.mark.parametrize("name", ["sgd", "sgd_mom", "adam"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_optimizer_on_cuda_matches_cpu_over_50_steps(name, foreach):
     from src.optim import SGD, Adam, SGDMomentum
 
@@ -48,7 +55,7 @@ def test_optimizer_on_cuda_matches_cpu_over_50_steps(name, foreach):
     torch.manual_seed(0)
     shapes = [(512, 784), (512,), (256, 512), (256,), (256, 256), (256,), (128, 256), (128,), (10, 128), (10,)]
     cpu = [torch.randn(s) * 0.05 for s in shapes]
-    cuda = [p.clone().cuda() for p in cpu]
+    cuda = [p.clone().to(DEVICE) for p in cpu]
     opt_cpu, opt_cuda = make(cpu), make(cuda)
     gen = torch.Generator().manual_seed(1)
     for _ in range(50):  # the same gradients on both devices, made on the host
@@ -56,7 +63,7 @@ def test_optimizer_on_cuda_matches_cpu_over_50_steps(name, foreach):
         for p, g in zip(cpu, grads, strict=True):
             p.grad = g.clone()
         for p, g in zip(cuda, grads, strict=True):
-            p.grad = g.cuda()
+            p.grad = g.to(DEVICE)
         opt_cpu.step()
         opt_cuda.step()
     for a, b in zip(cpu, cuda, strict=True):
@@ -66,9 +73,9 @@ def test_optimizer_on_cuda_matches_cpu_over_50_steps(name, foreach):
 
 # --- training on the GPU ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("how", [["trainer.accelerator=gpu"], ["trainer=gpu"], ["trainer.accelerator=auto"]])
+@pytest.mark.parametrize("how", [[f"trainer.accelerator={ACCEL}"], [f"trainer={ACCEL}"], ["trainer.accelerator=auto"]])
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_every_way_to_ask_for_the_gpu_trains_on_it(tmp_path, data_dir, how):
     from src.training import train
 
@@ -79,12 +86,13 @@ def test_every_way_to_ask_for_the_gpu_trains_on_it(tmp_path, data_dir, how):
             seen.update(model=pl_module.device.type, batch=batch[0].device.type,
                         data=trainer.datamodule.train_x.device.type)
 
-    global _CALLBACK
-    _CALLBACK = Where()
+    import tests.test_gpu as me  # the module train() imports by name (pytest's copy is another)
+
+    me._CALLBACK = Where()
     base = [a for a in FAST if not a.startswith("trainer.accelerator")]
     train(compose([*base, *how, "+callbacks._probe._target_=tests.test_gpu._callback"], tmp_path))
     assert _results(tmp_path)["status"] == "ok"
-    assert seen == {"model": "cuda", "batch": "cuda", "data": "cuda"}  # data.on_device=auto
+    assert seen == {"model": DEVICE, "batch": DEVICE, "data": DEVICE}  # data.on_device=auto
 
 
 _CALLBACK = None  # the callback a test hands to train(cfg) through `+callbacks._probe._target_`
@@ -95,7 +103,7 @@ def _callback():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_diagnostics_on_cuda_under_deterministic(tmp_path, data_dir):
     """Every diagnostic on (histograms, figures), `deterministic: true` (the default): nothing
     raises, and the histograms and figures are written."""
@@ -116,7 +124,7 @@ def test_diagnostics_on_cuda_under_deterministic(tmp_path, data_dir):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_same_seed_twice_on_the_gpu_gives_the_same_numbers(tmp_path, data_dir):
     from src.training import train
 
@@ -132,7 +140,7 @@ def test_same_seed_twice_on_the_gpu_gives_the_same_numbers(tmp_path, data_dir):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
     """Steps 21..70 of an epoch, diagnostics on (none is due there): any synchronizing CUDA
     call (.item(), bool(tensor), a device-to-host copy) raises under sync debug mode "error"."""
@@ -140,22 +148,24 @@ def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
 
     class SyncWindow(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 20:
+            if batch_idx == 20 and not REHEARSAL:
                 torch.cuda.synchronize()
                 torch.cuda.set_sync_debug_mode("error")
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == 69:
+            if batch_idx == 69 and not REHEARSAL:
                 torch.cuda.set_sync_debug_mode(0)
 
-    global _CALLBACK
-    _CALLBACK = SyncWindow()
+    import tests.test_gpu as me  # the module train() imports by name (pytest's copy is another)
+
+    me._CALLBACK = SyncWindow()
     args = [a for a in GPU_FAST if a not in ("callbacks=none",) and not a.startswith("trainer.limit_train")]
     try:
         train(compose([*args, "trainer.limit_train_batches=80", "skip_test=true",
                        "+callbacks._probe._target_=tests.test_gpu._callback"], tmp_path))
     finally:
-        torch.cuda.set_sync_debug_mode(0)
+        if not REHEARSAL:
+            torch.cuda.set_sync_debug_mode(0)
     assert _results(tmp_path)["status"] == "ok"
 
 
@@ -170,10 +180,10 @@ class KillAfterFirstCheckpoint(pl.Callback):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_resume_on_cuda_gives_the_uninterrupted_val_scores(tmp_path, data_dir):
     short = ["trainer.max_epochs=3", "data.train_subset=2560", "trainer.limit_val_batches=2",
-             "trainer.limit_test_batches=2", "trainer.accelerator=gpu", "callbacks=none", "print_config=false",
+             "trainer.limit_test_batches=2", f"trainer.accelerator={ACCEL}", "callbacks=none", "print_config=false",
              "checkpoint.every_n_train_steps=4"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     res = run_script("train.py", *short, f"hydra.run.dir={whole}", timeout=600)
@@ -189,11 +199,11 @@ def test_resume_on_cuda_gives_the_uninterrupted_val_scores(tmp_path, data_dir):
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_mixed_precision_on_cuda(tmp_path, data_dir, precision):
     from src.training import train
 
-    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16-mixed" and not REHEARSAL and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
     train(compose([*GPU_FAST, "optim=adam", f"trainer.precision={precision}"], tmp_path))
     r = _results(tmp_path)
@@ -205,20 +215,22 @@ def test_mixed_precision_on_cuda(tmp_path, data_dir, precision):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@needs_gpu
 def test_cpu_gpu_sweep_names_the_device_of_each_job(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     base = [a for a in FAST if not a.startswith("trainer.accelerator")]
-    res = run_script("train.py", "-m", *base, "trainer.accelerator=cpu,gpu", f"hydra.sweep.dir={sweep}", timeout=600)
+    second = "auto" if REHEARSAL else "gpu"  # auto is the CPU there: two jobs, two rows all the same
+    res = run_script("train.py", "-m", *base, f"trainer.accelerator=cpu,{second}", f"hydra.sweep.dir={sweep}",
+                     timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     prov = {}
     for path in sweep.glob("*/results.json"):
         r = json.loads(path.read_text())
         assert r["status"] == "ok"
         prov[r["config"]["trainer"]["accelerator"]] = r["provenance"]
-    gpu_name = torch.cuda.get_device_name(0)
-    assert prov["cpu"]["device_type"] == "cpu" and prov["gpu"]["device_type"] == "cuda", prov
-    assert prov["gpu"]["device"] == gpu_name, prov
+    gpu_name = prov["cpu"]["device"] if REHEARSAL else torch.cuda.get_device_name(0)
+    assert prov["cpu"]["device_type"] == "cpu" and prov[second]["device_type"] == DEVICE, prov
+    assert prov[second]["device"] == gpu_name, prov
     import csv
 
     with open(sweep / "summary_groups.csv") as f:
@@ -263,3 +275,32 @@ def test_gpu_check_bad_arguments_are_one_line(args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
 
+
+
+def test_gpu_bundle_without_hydra_is_one_line_and_makes_nothing(tmp_path):
+    """gpu_bundle.sh reads the versions to bundle from the python it is given; one that lacks
+    hydra-core gets one `error:` line, exit 2, and no half-made bundle."""
+    import sys
+
+    bare = tmp_path / "bare-python"  # this python without its site-packages: no hydra
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare.chmod(0o755)
+    out = tmp_path / "bundle"
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bundle.sh"), "--python", str(bare), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == "error: hydra-core is not installed in this python (run make setup)", res.stderr
+    assert not out.exists() and not list(tmp_path.glob("bundle.tmp.*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--python", "/nonexistent/python"], "no python at /nonexistent/python"),
+    (["--bogus"], "unknown argument --bogus"),
+])
+def test_gpu_bundle_bad_arguments_are_one_line(args, message):
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bundle.sh"), *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
