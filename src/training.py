@@ -178,6 +178,7 @@ def train(cfg: DictConfig) -> float | None:
         test_acc = _finite(metrics[0]["test/acc"]) if metrics else None
 
     status = "diverged" if diverged else "interrupted" if interrupted or trainer.interrupted else "ok"
+    elapsed = time.time() - started  # one reading for `seconds` and the diagnostics' share of it
     results = {
         "status": status,
         "test_acc": test_acc,
@@ -190,10 +191,10 @@ def train(cfg: DictConfig) -> float | None:
         "global_step": trainer.global_step,
         "resumed_from": ckpt_path,
         # This process's wall time, plus the training time of earlier tries of a resumed run.
-        "seconds": round(time.time() - started + module.seconds_before, 3),
+        "seconds": round(elapsed + module.seconds_before, 3),
         # What the diagnostics callbacks cost: each times its own work (callbacks/diagnostics.py).
         "diagnostics_seconds": round(diagnostics_seconds(trainer), 3),
-        "diagnostics_share": round(diagnostics_seconds(trainer) / max(time.time() - started, 1e-9), 4),
+        "diagnostics_share": round(diagnostics_seconds(trainer) / max(elapsed, 1e-9), 4),
         "best_checkpoint": best_path,
         "data_source": datamodule.source,
         "output_dir": str(out),
