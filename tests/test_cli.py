@@ -35,7 +35,7 @@ def test_a_users_own_optimizer_config_trains(tmp_path, data_dir):
     (tmp_path / "my_pkg").mkdir()
     (tmp_path / "my_pkg" / "__init__.py").write_text(MY_SGD)
     out = tmp_path / "run"
-    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH")]))}
     res = run_script("train.py", "--config-dir", str(tmp_path / "conf"), "optim=my_sgd", *FAST,
                      f"hydra.run.dir={out}", env=env)
     assert res.returncode == 0, res.stderr[-2000:]
