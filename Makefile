@@ -7,7 +7,7 @@ STAMP := .venv/.installed
 DATA_DIR ?= data
 ARGS ?=
 
-.PHONY: setup venv data train test test-slow lint bench bench-sweep gpu-check clean-logs mutants
+.PHONY: setup venv data train test test-slow lint bench bench-sweep gpu-bundle gpu-check clean-logs mutants
 
 setup: $(STAMP) data
 
@@ -50,11 +50,16 @@ bench: setup
 bench-sweep: setup
 	$(PY) benchmarks/sweep_layout.py $(ARGS)
 
-# Everything GPU-specific, on a GPU machine without a network (docs/gpu.md):
-#   make gpu-check WHEELS=/path/to/wheels GPU_DATA=/path/to/fashion-mnist-gz
-# Uses the machine's python3 (PYTHON=... to change), not .venv.
-WHEELS ?=
-GPU_DATA ?=
+# Everything GPU-specific, on a GPU machine without a network (docs/gpu.md). Here, beforehand:
+#   make gpu-bundle      (.gpu/wheels: hydra-core, omegaconf, antlr4; .gpu/data: the four .gz)
+# then on the GPU machine, with the repository and .gpu copied there:
+#   make gpu-check       (= WHEELS=.gpu/wheels GPU_DATA=.gpu/data when .gpu exists)
+# gpu-check uses the machine's python3 (PYTHON=... to change), not .venv.
+WHEELS ?= $(wildcard .gpu/wheels)
+GPU_DATA ?= $(wildcard .gpu/data)
+gpu-bundle: setup
+	bash scripts/gpu_bundle.sh --python $(PY)
+
 gpu-check:
 	bash scripts/gpu_check.sh $(if $(WHEELS),--wheels $(WHEELS)) $(if $(GPU_DATA),--data $(GPU_DATA)) $(ARGS)
 

@@ -5,17 +5,17 @@
 #   bash scripts/gpu_check.sh --wheels DIR --data DIR [--out DIR] [--python PY]
 #
 #   --wheels DIR  hydra-core, omegaconf and antlr4-python3-runtime (and pytest, iniconfig, pluggy
-#                 for a python without pytest), made beforehand on a machine with a network:
-#                   pip wheel --no-deps -w DIR hydra-core==1.3.2 omegaconf==2.3.0 \
-#                       antlr4-python3-runtime==4.9.3 pytest iniconfig pluggy
+#                 for a python without pytest), made beforehand on a machine with a network by
+#                 `make gpu-bundle` (.gpu/wheels; scripts/gpu_bundle.sh).
 #                 Installed with pip --no-index --no-deps into <out>/site (on PYTHONPATH), never
 #                 into the system; only what does not import yet, by name; torch is never touched.
-#   --data DIR    the four FashionMNIST .gz files (Debian's dataset-fashion-mnist layout);
+#   --data DIR    the four FashionMNIST .gz files (Debian's dataset-fashion-mnist layout; .gpu/data);
 #                 decompressed and checked into data/FashionMNIST/raw. Skipped when already there.
 #   --out DIR     where gpu_check.json, the logs and the run go (default logs/gpu_check/<time>)
 #   --dry-run     check the arguments, print the steps, run nothing
-#   --cpu-smoke   run every step on the CPU at toy sizes (tests the script without a GPU; the
-#                 GPU tests then skip, and the figures mean nothing)
+#   --cpu-smoke   run every step on the CPU at toy sizes (tests the script without a GPU): the
+#                 GPU tests run as a rehearsal on the CPU (INITOPT_GPU_REHEARSAL=1, see
+#                 tests/test_gpu.py), and the figures mean nothing
 #
 # Steps (each with a time limit; all together <= 8 minutes on one GPU):
 #   1. pytest -m gpu        tests/test_gpu.py and any other test marked gpu
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --python) [ $# -ge 2 ] || die "--python needs an interpreter"; PY=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --cpu-smoke) SMOKE=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument $1 (accepted: --wheels DIR --data DIR --out DIR --python PY --dry-run --cpu-smoke)" ;;
   esac
 done
@@ -53,7 +53,7 @@ wheel_of() { ls -1 "$WHEELS"/$1.whl 2>/dev/null | head -1; }
 if [ -n "$WHEELS" ]; then
   for pattern in 'hydra_core-*' 'omegaconf-*' 'antlr4_python3_runtime-*'; do
     found=$(wheel_of "$pattern")
-    [ -n "$found" ] || die "--wheels $WHEELS has no ${pattern%-\*} wheel; make them with: pip wheel --no-deps -w $WHEELS hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 pytest iniconfig pluggy"
+    [ -n "$found" ] || die "--wheels $WHEELS has no ${pattern%-\*} wheel; make them on a machine with a network with: make gpu-bundle (then --wheels .gpu/wheels)"
     WHEEL_FILES+=("$found")
   done
   if ! "$PY" -c 'import pytest' 2>/dev/null; then
@@ -71,6 +71,7 @@ fi
 
 if [ $SMOKE = 1 ]; then
   DEVICE=cpu ACCEL=cpu
+  export INITOPT_GPU_REHEARSAL=1
   RUN_ARGS=(trainer.max_epochs=1 data.train_subset=2560 trainer.limit_val_batches=2 trainer.limit_test_batches=2)
   EPOCH_ARGS=(--reps 1 --epochs 2 --skip-tutorial --train-subset 2560)
   STEP_ARGS=(--reps 20 --warmup 2)
