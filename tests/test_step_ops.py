@@ -1,0 +1,105 @@
+"""What a training step costs on a GPU, counted on a CPU (issue 11, "remove what is ours").
+
+On a GPU this MLP's arithmetic takes microseconds, so a step's time is its kernel launches and
+host syncs. Every aten op that computes is one launch, and `_local_scalar_dense` (`.item()`,
+`bool()`) is one sync, so counting ops tells, without a GPU and without timing noise, what the
+app adds to the plain loop's step. The app runs its GPU policies here: the divergence check
+reads the losses every 50 steps, and the module logs no per-step loss to the progress bar (on a
+CPU it does every 10 steps: `loss.device.type == "cpu"` in src/module.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytorch_lightning as pl
+import torch.nn.functional as F
+
+from tests.conftest import compose
+from tests.test_deterministic_ops import OpRecorder
+
+# Ops that only make a new view of a tensor (or mark a profiler range): no kernel, no sync.
+METADATA = {"t", "detach", "view", "_unsafe_view", "alias", "as_strided", "expand", "slice", "select",
+            "squeeze", "unsqueeze", "split", "_record_function_enter_new", "_record_function_exit"}
+FIRST, LAST = 20, 69  # the window of steps counted: after warm-up, no diagnostics due (every 200)
+STEPS = LAST - FIRST + 1
+
+
+def _launches(calls) -> Counter:
+    return Counter(name for name, *_ in calls if name not in METADATA)
+
+
+def _plain_loop_ops(datamodule) -> Counter:
+    from src.model import BaseNetwork
+    from src.optim import Adam
+
+    net = BaseNetwork()
+    opt = Adam(net.parameters(), lr=1e-3, foreach=True)
+    for i, (x, y) in enumerate(datamodule.train_dataloader()):
+        if i == FIRST:
+            rec = OpRecorder().__enter__()
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i == LAST:
+            rec.__exit__(None, None, None)
+            return _launches(rec.calls)
+    raise AssertionError("too few batches")
+
+
+class StepWindow(pl.Callback):
+    """Records every op of training steps FIRST..LAST, hooks included."""
+
+    calls: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == FIRST:
+            self.rec = OpRecorder().__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == LAST:
+            self.rec.__exit__(None, None, None)
+            StepWindow.calls = self.rec.calls
+
+
+def test_a_gpu_step_launches_the_plain_loops_kernels_plus_lightnings_three(tmp_path, data_dir, monkeypatch):
+    """Per step the app (every diagnostic on) adds to the plain loop only Lightning's own three
+    ops (the loss divided by accumulate_grad_batches, that division's backward, the loss's
+    clone for the closure) and one host sync per 50 steps (the divergence check). Before this
+    test, train_acc's per-step update added 13 launches a step."""
+    from src.module import ClassifierModule
+    from src.training import train
+
+    log = ClassifierModule.log
+
+    def gpu_policy_log(self, name, *args, **kwargs):  # what loss.device.type == "cuda" does
+        if name != "train/loss":
+            log(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierModule, "log", gpu_policy_log)
+    cfg = compose(["trainer.max_epochs=1", "data.train_subset=20480", "trainer.limit_val_batches=2",
+                   "trainer.accelerator=cpu", "skip_test=true", "print_config=false",
+                   "callbacks.divergence.check_every_n_steps=50",
+                   "+callbacks._window._target_=tests.test_step_ops.StepWindow"], tmp_path)
+    assert "activation_stats" in cfg.callbacks and "update_stats" in cfg.callbacks  # the default set
+    train(cfg)
+    import tests.test_step_ops as me  # the copy Hydra instantiated the callback from
+
+    app = _launches(me.StepWindow.calls)
+
+    from src.data import FashionMNISTDataModule
+
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), train_subset=20480)
+    dm.prepare_data()
+    dm.setup()
+    plain = _plain_loop_ops(dm)
+
+    added, missing = app - plain, plain - app
+    assert not missing, f"the app's step lacks ops of the plain loop's: {dict(missing)}"
+    syncs = added.pop("_local_scalar_dense", 0)
+    assert syncs <= 1, f"{syncs} host syncs in {STEPS} steps (one divergence read is expected)"
+    lightning = Counter({"div": 2 * STEPS, "clone": STEPS})
+    divergence_read = added - lightning  # the one check in the window: a handful of ops, once
+    assert added - divergence_read == lightning, f"per {STEPS} steps the app adds {dict(added)}"
+    assert sum(divergence_read.values()) <= 8, f"per {STEPS} steps the app adds {dict(added)}"
