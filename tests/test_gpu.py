@@ -255,6 +255,8 @@ def test_gpu_check_dry_run_lists_every_step(tmp_path):
                           "--data", str(data), "--out", str(tmp_path / "out")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+    e2e = next(line for line in res.stdout.splitlines() if line.strip().startswith("e2e"))
+    assert "train.py trainer.accelerator=gpu print_config=false" in e2e  # the default 40 epochs, as is
     for step in ("pip install --no-index --no-deps", "pytest -q -m gpu", "train.py trainer.accelerator=gpu",
                  "epoch_time.py --device cuda",
                  "optimizer_step.py --device cuda"):
