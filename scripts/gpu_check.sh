@@ -92,7 +92,7 @@ STEPS=(
   "data|20|$PY -c 'from src.data import prepare_fashion_mnist; print(prepare_fashion_mnist(\"data\"$DATA_ARG, allow_download=False))'"
   "pytest|160|$PY -m pytest -q -m gpu -p no:cacheprovider --junitxml=$OUT/pytest.xml"
   "run|45|$PY train.py trainer.accelerator=$ACCEL ${RUN_ARGS[*]} print_config=false hydra.run.dir=$OUT/run"
-  "e2e|90|$PY train.py trainer.accelerator=$ACCEL ${E2E_ARGS[*]:-} print_config=false hydra.run.dir=$OUT/e2e"
+  "e2e|90|$PY train.py trainer.accelerator=$ACCEL ${E2E_ARGS[*]:+${E2E_ARGS[*]} }print_config=false hydra.run.dir=$OUT/e2e"
   "epoch_time|110|$PY benchmarks/epoch_time.py --device $DEVICE ${EPOCH_ARGS[*]} --json $OUT/epoch_time.json"
   "optimizer_step|35|$PY benchmarks/optimizer_step.py --device $DEVICE ${STEP_ARGS[*]} --json $OUT/optimizer_step.json"
 )
