@@ -9,10 +9,13 @@
 The variants alternate within each repetition, so background load hits them alike; each
 Trainer/plain run trains `--epochs` epochs and reports the median of all but the first (which
 pays for warm-up); the tutorial's loop runs one epoch.
-Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a).
+Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a), and what the Trainer adds to
+each step in microseconds. On a GPU this MLP's arithmetic takes microseconds a step, so that
+overhead decides the ratios; `--batch-size 16 --hidden 8` makes the CPU's arithmetic ~0 too, to
+see it here.
 
     .venv/bin/python benchmarks/epoch_time.py [--reps 3] [--device cpu|cuda] [--skip-tutorial]
-        [--train-subset N] [--json PATH]
+        [--train-subset N] [--batch-size N] [--hidden 8] [--json PATH]
 
 On a GPU (`--device cuda`) all four keep the data on the device except (d), whose per-sample
 pipeline is the tutorial's; the Trainer runs with `data.on_device=auto`, i.e. on the device.
@@ -49,7 +52,8 @@ def sync(device: str) -> None:
 
 # --- (a), (b): the app's Trainer --------------------------------------------------------------
 
-def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int, subset: int | None = None) -> float:
+def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int, subset: int | None = None,
+                  batch_size: int = 256, hidden: list[int] | None = None) -> float:
     import logging
 
     import pytorch_lightning as pl
@@ -60,9 +64,11 @@ def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int, subse
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     overrides = [f"trainer.max_epochs={epochs}", f"callbacks={callbacks}", "print_config=false", "skip_test=true",
                  "trainer.accelerator=" + ("gpu" if device == "cuda" else "cpu"),
-                 "trainer.enable_progress_bar=false"]
+                 "trainer.enable_progress_bar=false", f"data.batch_size={batch_size}"]
     if subset:
         overrides.append(f"data.train_subset={subset}")
+    if hidden:
+        overrides.append(f"model.hidden_sizes=[{','.join(map(str, hidden))}]")
     times: list[float] = []
 
     class EpochTimer(pl.Callback):
@@ -95,20 +101,20 @@ def _make_timer():
 # --- (c): the floor --------------------------------------------------------------------------
 
 def plain_epoch(dm: FashionMNISTDataModule, device: str, epochs: int, seed: int = 42,
-                subset: int | None = None) -> float:
+                subset: int | None = None, batch_size: int = 256, hidden: list[int] | None = None) -> float:
     torch.manual_seed(seed)
-    net = BaseNetwork().to(device)
+    net = (BaseNetwork(hidden_sizes=hidden) if hidden else BaseNetwork()).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
     x, y = dm.train_x[:subset].to(device), dm.train_y[:subset].to(device)
     vx, vy = dm.val_x.to(device), dm.val_y.to(device)
-    n_batches = len(x) // 256
+    n_batches = len(x) // batch_size
     times = []
     for epoch in range(epochs):
         sync(device)
         t0 = time.perf_counter()
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + epoch)).to(device)
         for i in range(n_batches):
-            idx = perm[i * 256:(i + 1) * 256]
+            idx = perm[i * batch_size:(i + 1) * batch_size]
             loss = F.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -201,8 +207,16 @@ def main() -> None:
     parser.add_argument("--skip-tutorial", action="store_true", help="leave out (d), the slow one")
     parser.add_argument("--train-subset", type=int, default=None,
                         help="train on the first N images only (smoke tests; not for figures)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="a small batch makes each step's arithmetic negligible, so the ratios show the "
+                             "per-step overhead, as on a fast GPU (d is left out: it is the tutorial's 256)")
+    parser.add_argument("--hidden", type=lambda v: [int(h) for h in v.split(",")], default=None,
+                        help="hidden layer sizes instead of the tutorial's, e.g. 8: with --batch-size 16 the "
+                             "arithmetic is ~0 and the times are the per-step overhead alone")
     parser.add_argument("--json", type=Path, default=None, help="also write the medians and ratios here")
     args = parser.parse_args()
+    if args.batch_size != 256 or args.hidden:
+        args.skip_tutorial = True
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but CUDA is not available on this machine; use --device cpu")
 
@@ -218,9 +232,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             sub = args.train_subset
-            results["a"].append(trainer_epoch("default", args.device, Path(tmp) / f"a{rep}", args.epochs, sub))
-            results["b"].append(trainer_epoch("none", args.device, Path(tmp) / f"b{rep}", args.epochs, sub))
-            results["c"].append(plain_epoch(dm, args.device, args.epochs, subset=sub))
+            bs, hid = args.batch_size, args.hidden
+            results["a"].append(trainer_epoch("default", args.device, Path(tmp) / f"a{rep}", args.epochs, sub, bs, hid))
+            results["b"].append(trainer_epoch("none", args.device, Path(tmp) / f"b{rep}", args.epochs, sub, bs, hid))
+            results["c"].append(plain_epoch(dm, args.device, args.epochs, subset=sub, batch_size=bs, hidden=hid))
             if not args.skip_tutorial:
                 results["d"].append(tutorial_epoch(str(ROOT / "data"), args.device))
             print(f"rep {rep + 1}: " + "  ".join(f"({k}) {v[-1]:.2f}s" for k, v in results.items() if v), flush=True)
@@ -228,7 +243,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items() if v}
     labels = {"a": "Trainer, diagnostics on", "b": "Trainer, diagnostics off",
               "c": "plain loop, torch Adam foreach", "d": "tutorial's loop"}
-    print("\nmedian seconds per epoch (train 50,000 + val 10,000, batch 256, Adam)")
+    print(f"\nmedian seconds per epoch (train {args.train_subset or 50_000:,} + val 10,000, "
+          f"batch {args.batch_size}, Adam" + (f", hidden {args.hidden})" if args.hidden else ")"))
     for k, v in med.items():
         print(f"  ({k}) {labels[k]:<32} {v:7.2f} s")
     print("ratios")
@@ -237,6 +253,11 @@ def main() -> None:
     print(f"  (a)/(b) = {med['a'] / med['b']:.3f}   goal <= 1.03 (diagnostics overhead)")
     if "d" in med:
         print(f"  (d)/(a) = {med['d'] / med['a']:.1f}    goal >= 10")
+    # What the Trainer adds to each optimizer step, beyond the plain loop's (validation included).
+    steps = (args.train_subset or 50_000) // args.batch_size
+    overhead_us = {k: (med[k] - med["c"]) / steps * 1e6 for k in ("a", "b")}
+    print(f"per step ({steps} steps of batch {args.batch_size}): plain loop {med['c'] / steps * 1e6:.0f} us; "
+          f"the Trainer adds {overhead_us['b']:.0f} us, with diagnostics {overhead_us['a']:.0f} us")
     if args.json:
         ratios = {"a/c": med["a"] / med["c"], "b/c": med["b"] / med["c"], "a/b": med["a"] / med["b"]}
         if "d" in med:
@@ -244,8 +265,9 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "benchmark": "epoch_time", "device": args.device, "device_name": device_name,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "reps": args.reps,
-            "epochs": args.epochs, "train_subset": args.train_subset, "labels": labels,
-            "median_seconds": med, "seconds": results, "ratios": ratios}, indent=2) + "\n")
+            "epochs": args.epochs, "train_subset": args.train_subset, "batch_size": args.batch_size,
+            "labels": labels, "median_seconds": med, "seconds": results, "ratios": ratios,
+            "hidden": args.hidden, "steps_per_epoch": steps, "overhead_us_per_step": overhead_us}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
