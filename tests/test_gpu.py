@@ -5,7 +5,8 @@ What they establish on a real GPU:
   - training with every diagnostic on under `deterministic=true` (no op that raises);
   - the same seed twice on the same GPU gives the same val_scores;
   - a run killed after its first checkpoint resumes to the uninterrupted run's val_scores;
-  - the data lives on the GPU and steps 21..70 of an epoch make no host-device sync;
+  - the data lives on the GPU, and the 49 steps between two divergence reads make no
+    host-device sync;
   - bf16-mixed and 16-mixed (GradScaler) train with float32 weights and optimizer state;
   - `trainer=gpu`, `trainer.accelerator=gpu` and `auto` pick the GPU; a cpu,gpu sweep names
     the device of each job.
@@ -142,18 +143,23 @@ def test_same_seed_twice_on_the_gpu_gives_the_same_numbers(tmp_path, data_dir):
 @pytest.mark.gpu
 @needs_gpu
 def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
-    """Steps 21..70 of an epoch, diagnostics on (none is due there): any synchronizing CUDA
-    call (.item(), bool(tensor), a device-to-host copy) raises under sync debug mode "error"."""
+    """The steps between two divergence reads (every 50 steps on a GPU: steps 51..99, batches
+    50..98), every diagnostic on (none is due there; they log every 200 steps), and Lightning
+    logs at step 50 and 100 only: any synchronizing CUDA call (.item(), bool(tensor), a
+    device-to-host copy) raises under sync debug mode "error"."""
+    from callbacks.divergence import GPU_CHECK_EVERY
     from src.training import train
+
+    first, last = GPU_CHECK_EVERY, 2 * GPU_CHECK_EVERY - 2  # batch indices: after one read, before the next
 
     class SyncWindow(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 20 and not REHEARSAL:
+            if batch_idx == first and not REHEARSAL:
                 torch.cuda.synchronize()
                 torch.cuda.set_sync_debug_mode("error")
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == 69 and not REHEARSAL:
+            if batch_idx == last and not REHEARSAL:
                 torch.cuda.set_sync_debug_mode(0)
 
     import tests.test_gpu as me  # the module train() imports by name (pytest's copy is another)
@@ -161,7 +167,7 @@ def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
     me._CALLBACK = SyncWindow()
     args = [a for a in GPU_FAST if a not in ("callbacks=none",) and not a.startswith("trainer.limit_train")]
     try:
-        train(compose([*args, "trainer.limit_train_batches=80", "skip_test=true",
+        train(compose([*args, "trainer.limit_train_batches=110", "skip_test=true",
                        "+callbacks._probe._target_=tests.test_gpu._callback"], tmp_path))
     finally:
         if not REHEARSAL:
