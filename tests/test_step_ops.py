@@ -103,3 +103,16 @@ def test_a_gpu_step_launches_the_plain_loops_kernels_plus_lightnings_three(tmp_p
     divergence_read = added - lightning  # the one check in the window: a handful of ops, once
     assert added - divergence_read == lightning, f"per {STEPS} steps the app adds {dict(added)}"
     assert sum(divergence_read.values()) <= 8, f"per {STEPS} steps the app adds {dict(added)}"
+
+
+def test_an_epochs_loss_curve_fits_the_tensorboard_writers_queue(tmp_path):
+    """drain_losses writes an epoch's per-step losses in one burst; with SummaryWriter's default
+    queue of 10 the burst waits on the writer thread for each point (4x longer on the training
+    thread: benchmarks/loss_curve_write.py). The default config's queue holds a whole epoch."""
+    import hydra
+
+    cfg = compose([], tmp_path)
+    logger = hydra.utils.instantiate(cfg.logger.tensorboard)
+    steps_per_epoch = 50_000 // cfg.data.batch_size
+    assert logger.experiment.max_queue >= steps_per_epoch
+    logger.experiment.close()
