@@ -67,6 +67,7 @@ def main() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     from omegaconf import open_dict
 
+    from callbacks.group import each_callback
     from src.config import compose_config
     from src.training import train
 
@@ -88,7 +89,7 @@ def main() -> None:
           f"{args.epochs} epochs of {steps_per_epoch} steps, statistics every {args.every} steps")
     print(f"\n{'callback':<22}{'seconds':>9}{'logged steps':>14}{'ms per log':>12}")
     recurring = one_off = 0.0
-    for cb in trainer.callbacks:
+    for cb in each_callback(trainer.callbacks):
         if not hasattr(cb, "seconds"):
             continue
         name = type(cb).__name__

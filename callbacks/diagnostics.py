@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from callbacks.group import each_callback
+
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def _net(pl_module: pl.LightningModule) -> nn.Module:
 
 def diagnostics_seconds(trainer: pl.Trainer) -> float:
     """Seconds the trainer's diagnostics callbacks spent on their own work (each times itself)."""
-    return sum(float(getattr(cb, "seconds", 0.0) or 0.0) for cb in trainer.callbacks
+    return sum(float(getattr(cb, "seconds", 0.0) or 0.0) for cb in each_callback(trainer.callbacks)
                if isinstance(cb, Timed))
 
 
@@ -689,7 +691,7 @@ class DistributionFigures(DrawsInBackground):
             values = distribution_values(net, self._batch, self.kinds)
             depth = []
             if self.depth_profiles:  # copies: the training goes on adding steps to the histories
-                depth = [(cb.kind, cb.depth_stat, dict(cb.history)) for cb in trainer.callbacks
+                depth = [(cb.kind, cb.depth_stat, dict(cb.history)) for cb in each_callback(trainer.callbacks)
                          if isinstance(cb, _Diagnostics) and len(cb.history) > 1]  # one step: the probe shows it
             job = partial(_draw_and_save, values, layer_shapes(net), depth, title,
                           out if self.save_png else None, writer, step)

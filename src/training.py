@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.diagnostics import diagnostics_seconds
 from callbacks.divergence import Diverged
+from callbacks.group import group_callbacks
 from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
 from src.errors import ConfigError, Interrupted, in_group
@@ -150,7 +151,8 @@ def train(cfg: DictConfig) -> float | None:
     from pytorch_lightning.callbacks import ProgressBar
 
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        callbacks=group_callbacks(callbacks) if cfg.get("group_callbacks", True) else callbacks,
         enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks))
 
     if ckpt_path:

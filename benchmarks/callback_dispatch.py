@@ -1,0 +1,149 @@
+"""What Lightning's callback dispatch costs a training step, and what grouping our callbacks saves.
+
+Lightning calls every hook of every callback at every step, whether the callback defines it or
+not. On a GPU a step of this MLP is a few hundred µs of kernel launches, so that Python time
+counts. Two measurements, each as µs per training step (the median epoch after a warm-up one,
+divided by its steps), their variants alternating within each repetition:
+
+  mechanism  a bare LightningModule (one hidden layer of 8 units, batch 16: the arithmetic is
+             ~0) with 0 callbacks, with K callbacks that define one hook each, and with the
+             same K as one CallbackGroup (callbacks/group.py)
+  app        train.py's default config (every diagnostic on) at the same tiny sizes, with
+             `group_callbacks=true` (the default) and `false`
+
+    .venv/bin/python benchmarks/callback_dispatch.py [--reps 5] [--callbacks 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+warnings.filterwarnings("ignore")
+
+import pytorch_lightning as pl  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from callbacks.group import CallbackGroup  # noqa: E402
+from src.data import FashionMNISTDataModule  # noqa: E402
+from src.model import BaseNetwork  # noqa: E402
+from src.optim import Adam  # noqa: E402
+
+SUBSET, BATCH, HIDDEN, EPOCHS = 16_000, 16, [8], 3
+STEPS = SUBSET // BATCH
+
+
+class EpochTimer(pl.Callback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.times.append(time.perf_counter() - self.t0)
+
+    def us_per_step(self) -> float:
+        return statistics.median(self.times[1:]) / STEPS * 1e6
+
+
+class Bare(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = BaseNetwork(hidden_sizes=HIDDEN)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return Adam(self.net.parameters(), lr=1e-3)
+
+
+class OneHook(pl.Callback):
+    """A callback that defines one hook and does almost nothing there, like a diagnostic
+    between its logging steps."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.last = batch_idx
+
+
+def mechanism(k: int, grouped: bool) -> float:
+    timer = EpochTimer()
+    members = [OneHook() for _ in range(k)]
+    callbacks = [timer] + ([CallbackGroup(members)] if grouped and members else members)
+    trainer = pl.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=callbacks, limit_val_batches=0,
+                         accelerator="cpu", deterministic=True)
+    trainer.fit(Bare(), datamodule=FashionMNISTDataModule(data_dir=str(ROOT / "data"), batch_size=BATCH,
+                                                          train_subset=SUBSET))
+    return timer.us_per_step()
+
+
+_TIMER: EpochTimer | None = None
+
+
+def _timer() -> EpochTimer:
+    return _TIMER
+
+
+def app(grouped: bool, out: Path) -> float:
+    from omegaconf import open_dict
+
+    from src.config import compose_config
+    from src.training import train
+
+    global _TIMER
+    _TIMER = EpochTimer()
+    cfg = compose_config([f"trainer.max_epochs={EPOCHS}", "print_config=false", "skip_test=true",
+                          "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+                          f"data.batch_size={BATCH}", f"data.train_subset={SUBSET}",
+                          f"model.hidden_sizes=[{','.join(map(str, HIDDEN))}]", "trainer.limit_val_batches=0",
+                          f"group_callbacks={str(grouped).lower()}"], out)
+    with open_dict(cfg):
+        cfg.callbacks["_epoch_timer"] = {"_target_": f"{__name__}._timer"}
+    train(cfg)
+    return _TIMER.us_per_step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--callbacks", type=int, default=10, help="K, the callbacks of the mechanism runs")
+    args = parser.parse_args()
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    k = args.callbacks
+    variants = {"bare, 0 callbacks": lambda tmp: mechanism(0, False),
+                f"bare, {k} callbacks": lambda tmp: mechanism(k, False),
+                f"bare, {k} callbacks grouped": lambda tmp: mechanism(k, True),
+                "app, group_callbacks=false": lambda tmp: app(False, tmp),
+                "app, group_callbacks=true": lambda tmp: app(True, tmp)}
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            for i, (name, run) in enumerate(variants.items()):
+                results[name].append(run(Path(tmp) / f"{rep}-{i}"))
+            print(f"rep {rep + 1}: " + "  ".join(f"{v[-1]:.0f}" for v in results.values()), flush=True)
+    med = {name: statistics.median(v) for name, v in results.items()}
+    print(f"\nus per training step (median of {args.reps}; {STEPS} steps of batch {BATCH}, hidden {HIDDEN})")
+    for name, v in med.items():
+        print(f"  {name:<32} {v:7.0f}")
+    names = list(med)
+    per_callback = (med[names[1]] - med[names[0]]) / k
+    print(f"Lightning's dispatch: {per_callback:.1f} us a step per callback; "
+          f"{k} grouped cost {med[names[2]] - med[names[0]]:.0f} us instead of {med[names[1]] - med[names[0]]:.0f}")
+    print(f"the app: grouped / not grouped = {med[names[4]] / med[names[3]]:.3f} "
+          f"({med[names[3]] - med[names[4]]:.0f} us a step less)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""callbacks/group.py: our callbacks handed to Lightning as one, with the same effect."""
+
+from __future__ import annotations
+
+import json
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+
+from callbacks.group import HOOKS, CallbackGroup, each_callback, group_callbacks
+from tests.conftest import compose
+
+
+class Records(pl.Callback):
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.log.append((self.name, "on_train_batch_end", batch_idx))
+
+    def setup(self, trainer, pl_module, stage):
+        self.log.append((self.name, "setup", stage))
+
+
+class OnlyFitStart(pl.Callback):
+    def __init__(self, log):
+        self.log = log
+
+    def on_fit_start(self, trainer, pl_module):
+        self.log.append(("fit_start", "on_fit_start", None))
+
+
+class Stateful(pl.Callback):
+    def state_dict(self):
+        return {"x": 1}
+
+
+def test_a_group_forwards_each_hook_to_the_members_that_define_it_in_order():
+    log = []
+    a, b, c = Records("a", log), OnlyFitStart(log), Records("c", log)
+    group = CallbackGroup([a, b, c])
+    assert group._by_hook["on_train_batch_end"] == [a, c] and group._by_hook["on_fit_start"] == [b]
+    assert group._by_hook["on_validation_start"] == []
+    group.setup("trainer", "module", stage="fit")
+    group.on_train_batch_end("trainer", "module", None, None, 7)
+    group.on_fit_start("trainer", "module")
+    group.on_validation_start("trainer", "module")  # nobody defines it: nothing happens
+    assert log == [("a", "setup", "fit"), ("c", "setup", "fit"), ("a", "on_train_batch_end", 7),
+                   ("c", "on_train_batch_end", 7), ("fit_start", "on_fit_start", None)]
+    assert {"on_train_batch_end", "on_exception", "setup", "teardown", "on_save_checkpoint"} <= set(HOOKS)
+
+
+def test_group_callbacks_leaves_what_lightning_finds_by_type_or_state_alone():
+    log = []
+    best, bar, stateful = ModelCheckpoint(), TQDMProgressBar(), Stateful()
+    a, b = Records("a", log), Records("b", log)
+    grouped = group_callbacks([best, a, bar, b, stateful])
+    assert grouped[0] is best and grouped[2] is bar and grouped[3] is stateful
+    assert isinstance(grouped[1], CallbackGroup) and grouped[1].members == [a, b]
+    assert list(each_callback(grouped)) == [best, a, b, bar, stateful]
+    assert group_callbacks([best, a]) == [best, a]  # one groupable: nothing to gain
+    assert grouped[1].state_key == "CallbackGroup[Records,Records]"
+
+
+def test_a_run_with_its_callbacks_grouped_writes_what_it_writes_without(tmp_path, data_dir):
+    """Every diagnostic on, logging every 5 steps: the same numbers, the same TensorBoard points
+    (every tag, every step) and the same figures either way."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from src.training import train
+
+    written = {}
+    for grouped in (True, False):
+        out = tmp_path / str(grouped)
+        train(compose(["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.train_subset=2560",
+                       "diagnostics.every_n_steps=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+                       f"group_callbacks={str(grouped).lower()}"], out))
+        r = json.loads((out / "results.json").read_text())
+        events = EventAccumulator(str(out / "tensorboard"),
+                                  size_guidance={"scalars": 0, "histograms": 0, "images": 0}).Reload()
+        points = {(kind, tag): [e.step for e in getattr(events, kind.capitalize())(tag)]
+                  for kind in ("scalars", "histograms", "images") for tag in events.Tags()[kind]}
+        figures = sorted(p.name for p in (out / "figures").iterdir())
+        written[grouped] = ({k: r[k] for k in ("status", "val_scores", "train_losses", "train_scores", "test_acc",
+                                               "warnings")}, points, figures)
+        assert r["diagnostics_seconds"] > 0  # the grouped diagnostics are counted too
+    assert written[True] == written[False]
+    assert len(written[True][1]) > 50 and written[True][2]
