@@ -30,8 +30,10 @@ data: $(STAMP)
 train: setup
 	$(PY) train.py $(ARGS)
 
+# INITOPT_GPU_REHEARSAL=1: without a GPU, the GPU tests run on the CPU as a rehearsal of
+# their own code (tests/test_gpu.py), so they do not rot between the rare GPU runs.
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	INITOPT_GPU_REHEARSAL=1 $(PY) -m pytest -q $(ARGS)
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
