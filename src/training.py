@@ -50,6 +50,9 @@ def check_run_settings(cfg: DictConfig) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         # Lightning reads -1 as "forever"; a run that never ends is never what a user meant here.
         raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1")
+    group = cfg.get("group_callbacks", True)
+    if not isinstance(group, bool):
+        raise ConfigError(f"group_callbacks={group!r} must be true or false")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator} but CUDA is not available on this machine "
@@ -181,6 +184,7 @@ def train(cfg: DictConfig) -> float | None:
 
     status = "diverged" if diverged else "interrupted" if interrupted or trainer.interrupted else "ok"
     elapsed = time.time() - started  # one reading for `seconds` and the diagnostics' share of it
+    diagnostics = diagnostics_seconds(trainer)
     results = {
         "status": status,
         "test_acc": test_acc,
@@ -195,8 +199,8 @@ def train(cfg: DictConfig) -> float | None:
         # This process's wall time, plus the training time of earlier tries of a resumed run.
         "seconds": round(elapsed + module.seconds_before, 3),
         # What the diagnostics callbacks cost: each times its own work (callbacks/diagnostics.py).
-        "diagnostics_seconds": round(diagnostics_seconds(trainer), 3),
-        "diagnostics_share": round(diagnostics_seconds(trainer) / max(elapsed, 1e-9), 4),
+        "diagnostics_seconds": round(diagnostics, 3),
+        "diagnostics_share": round(diagnostics / max(elapsed, 1e-9), 4),
         "best_checkpoint": best_path,
         "data_source": datamodule.source,
         "output_dir": str(out),

@@ -93,6 +93,7 @@ CASES = {
     "hidden_sizes_zero": (["model.hidden_sizes=[64,0]"], "[64, 0]"),
     "act_fn_unknown": (["model.act_fn=swish"], "swish"),
     "gpu_without_cuda": (["trainer.accelerator=gpu"], "trainer.accelerator=gpu"),
+    "group_callbacks_not_bool": (["group_callbacks=maybe"], "group_callbacks='maybe'"),
     # root ignores chmod: a path under a regular file can never be created, even by root
     "data_dir_unwritable": (["data.data_dir=/etc/hostname/fmnist"], "/etc/hostname/fmnist"),
     "data_missing": (["data.data_dir={tmp}/empty", "data.system_dir=null", "data.allow_download=false"],
