@@ -9,7 +9,8 @@ divided by its steps), their variants alternating within each repetition:
              ~0) with 0 callbacks, with K callbacks that define one hook each, and with the
              same K as one CallbackGroup (callbacks/group.py)
   app        train.py's default config (every diagnostic on) at the same tiny sizes, with
-             `group_callbacks=true` (the default) and `false`
+             `group_callbacks=true` (the default) and `false`: epoch_time.py's Trainer run,
+             its validation of 10,000 images included
 
     .venv/bin/python benchmarks/callback_dispatch.py [--reps 5] [--callbacks 10]
 """
@@ -28,11 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 warnings.filterwarnings("ignore")
 
 import pytorch_lightning as pl  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from epoch_time import trainer_epoch  # noqa: E402
 
 from callbacks.group import CallbackGroup  # noqa: E402
 from src.data import FashionMNISTDataModule  # noqa: E402
@@ -89,30 +92,11 @@ def mechanism(k: int, grouped: bool) -> float:
     return timer.us_per_step()
 
 
-_TIMER: EpochTimer | None = None
-
-
-def _timer() -> EpochTimer:
-    return _TIMER
-
-
 def app(grouped: bool, out: Path) -> float:
-    from omegaconf import open_dict
-
-    from src.config import compose_config
-    from src.training import train
-
-    global _TIMER
-    _TIMER = EpochTimer()
-    cfg = compose_config([f"trainer.max_epochs={EPOCHS}", "print_config=false", "skip_test=true",
-                          "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-                          f"data.batch_size={BATCH}", f"data.train_subset={SUBSET}",
-                          f"model.hidden_sizes=[{','.join(map(str, HIDDEN))}]", "trainer.limit_val_batches=0",
-                          f"group_callbacks={str(grouped).lower()}"], out)
-    with open_dict(cfg):
-        cfg.callbacks["_epoch_timer"] = {"_target_": f"{__name__}._timer"}
-    train(cfg)
-    return _TIMER.us_per_step()
+    """epoch_time.py's Trainer run (validation included), default callbacks."""
+    seconds = trainer_epoch("default", "cpu", out, EPOCHS, SUBSET, BATCH, HIDDEN,
+                            extra=(f"group_callbacks={str(grouped).lower()}",))
+    return seconds / STEPS * 1e6
 
 
 def main() -> None:

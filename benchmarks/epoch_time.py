@@ -53,7 +53,7 @@ def sync(device: str) -> None:
 # --- (a), (b): the app's Trainer --------------------------------------------------------------
 
 def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int, subset: int | None = None,
-                  batch_size: int = 256, hidden: list[int] | None = None) -> float:
+                  batch_size: int = 256, hidden: list[int] | None = None, extra: tuple[str, ...] = ()) -> float:
     import logging
 
     import pytorch_lightning as pl
@@ -69,6 +69,7 @@ def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int, subse
         overrides.append(f"data.train_subset={subset}")
     if hidden:
         overrides.append(f"model.hidden_sizes=[{','.join(map(str, hidden))}]")
+    overrides += extra
     times: list[float] = []
 
     class EpochTimer(pl.Callback):
