@@ -15,3 +15,9 @@ class StepCheckpoint(ModelCheckpoint):
                              "integer >= 0 (0 = only the per-epoch checkpoints)")
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=0,
                          every_n_train_steps=every_n_train_steps, enable_version_counter=False)
+
+    @property
+    def enabled(self) -> bool:
+        """False at 0: then train() leaves it out, since Lightning would still call each of its
+        hooks at every step (it finds checkpoints by type, so they cannot join CallbackGroup)."""
+        return self._every_n_train_steps > 0

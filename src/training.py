@@ -86,8 +86,11 @@ def build_module(cfg: DictConfig):
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values()
-            if node is not None and "_target_" in node]
+    """The configured callbacks, less those that say they are off (`enabled` False: built, so
+    their arguments are still checked, but not dispatched to at every step)."""
+    callbacks = [hydra.utils.instantiate(node) for node in (cfg.get("callbacks") or {}).values()
+                 if node is not None and "_target_" in node]
+    return [cb for cb in callbacks if getattr(cb, "enabled", True)]
 
 
 def build_loggers(cfg: DictConfig) -> list:

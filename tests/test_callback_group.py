@@ -7,7 +7,9 @@ import json
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from callbacks.checkpoint import StepCheckpoint
 from callbacks.group import HOOKS, CallbackGroup, each_callback, group_callbacks
+from src.training import build_callbacks
 from tests.conftest import compose
 
 
@@ -86,3 +88,12 @@ def test_a_run_with_its_callbacks_grouped_writes_what_it_writes_without(tmp_path
         assert r["diagnostics_seconds"] > 0  # the grouped diagnostics are counted too
     assert written[True] == written[False]
     assert len(written[True][1]) > 50 and written[True][2]
+
+
+def test_an_inert_step_checkpoint_is_left_out_and_an_active_one_kept(tmp_path):
+    # At every_n_train_steps=0 it saves nothing, yet Lightning would call its hooks every step.
+    off = build_callbacks(compose([], tmp_path))
+    assert not any(isinstance(cb, StepCheckpoint) for cb in off)
+    assert [cb.monitor for cb in off if isinstance(cb, ModelCheckpoint)] == ["val/acc"]  # the best one stays
+    on = build_callbacks(compose(["checkpoint.every_n_train_steps=3"], tmp_path))
+    assert [cb._every_n_train_steps for cb in on if isinstance(cb, StepCheckpoint)] == [3]
