@@ -7,8 +7,9 @@ divided by its steps), their variants alternating within each repetition:
 
   mechanism  a bare LightningModule (one hidden layer of 8 units, batch 16: the arithmetic is
              ~0) with 0 callbacks, with K callbacks that define one hook each, with the
-             same K as one CallbackGroup (callbacks/group.py), and with K StepCheckpoints at
-             `every_n_train_steps=0`, which save nothing (why train() leaves such a one out)
+             same K as one CallbackGroup (callbacks/group.py), with K StepCheckpoints at
+             `every_n_train_steps=0`, which save nothing (why train() leaves such a one out),
+             and with 0 callbacks but the hook name set plainly (src/module.py, CheapHookName)
   app        train.py's default config (every diagnostic on) at the same tiny sizes, with
              `group_callbacks=true` (the default) and `false`: epoch_time.py's Trainer run,
              its validation of 10,000 images included
@@ -42,6 +43,7 @@ from callbacks.checkpoint import StepCheckpoint  # noqa: E402
 from callbacks.group import CallbackGroup  # noqa: E402
 from src.data import FashionMNISTDataModule  # noqa: E402
 from src.model import BaseNetwork  # noqa: E402
+from src.module import CheapHookName  # noqa: E402
 from src.optim import Adam  # noqa: E402
 
 SUBSET, BATCH, HIDDEN, EPOCHS = 16_000, 16, [8], 3
@@ -74,6 +76,10 @@ class Bare(pl.LightningModule):
         return Adam(self.net.parameters(), lr=1e-3)
 
 
+class BareCheapHookName(CheapHookName, Bare):
+    pass
+
+
 class OneHook(pl.Callback):
     """A callback that defines one hook and does almost nothing there, like a diagnostic
     between its logging steps."""
@@ -88,7 +94,7 @@ def inert_checkpoint(i: int, out: Path) -> StepCheckpoint:
     return cb
 
 
-def mechanism(k: int, grouped: bool, inert_checkpoints_in: Path | None = None) -> float:
+def mechanism(k: int, grouped: bool, inert_checkpoints_in: Path | None = None, module=Bare) -> float:
     timer = EpochTimer()
     if inert_checkpoints_in:
         members = [inert_checkpoint(i, inert_checkpoints_in) for i in range(k)]
@@ -99,7 +105,7 @@ def mechanism(k: int, grouped: bool, inert_checkpoints_in: Path | None = None) -
                          enable_progress_bar=False,
                          enable_model_summary=False, callbacks=callbacks, limit_val_batches=0,
                          accelerator="cpu", deterministic=True)
-    trainer.fit(Bare(), datamodule=FashionMNISTDataModule(data_dir=str(ROOT / "data"), batch_size=BATCH,
+    trainer.fit(module(), datamodule=FashionMNISTDataModule(data_dir=str(ROOT / "data"), batch_size=BATCH,
                                                           train_subset=SUBSET))
     return timer.us_per_step()
 
@@ -122,6 +128,7 @@ def main() -> None:
                 f"bare, {k} callbacks": lambda tmp: mechanism(k, False),
                 f"bare, {k} callbacks grouped": lambda tmp: mechanism(k, True),
                 f"bare, {k} inert StepCheckpoints": lambda tmp: mechanism(k, False, inert_checkpoints_in=tmp),
+                "bare, 0, hook name set plainly": lambda tmp: mechanism(0, False, module=BareCheapHookName),
                 "app, group_callbacks=false": lambda tmp: app(False, tmp),
                 "app, group_callbacks=true": lambda tmp: app(True, tmp)}
     results: dict[str, list[float]] = {name: [] for name in variants}
@@ -139,8 +146,10 @@ def main() -> None:
     print(f"Lightning's dispatch: {per_callback:.1f} us a step per callback; "
           f"{k} grouped cost {med[names[2]] - med[names[0]]:.0f} us instead of {med[names[1]] - med[names[0]]:.0f}")
     print(f"an inert StepCheckpoint: {(med[names[3]] - med[names[0]]) / k:.1f} us a step")
-    print(f"the app: grouped / not grouped = {med[names[5]] / med[names[4]]:.3f} "
-          f"({med[names[4]] - med[names[5]]:.0f} us a step less)")
+    print(f"the hook name set plainly: {med[names[0]] - med[names[4]]:.0f} us a step less "
+          f"({med[names[4]] / med[names[0]]:.3f}x)")
+    print(f"the app: grouped / not grouped = {med[names[6]] / med[names[5]]:.3f} "
+          f"({med[names[5]] - med[names[6]]:.0f} us a step less)")
 
 
 if __name__ == "__main__":
