@@ -43,6 +43,8 @@ def missing_checkpoint_message(given: str) -> str:
         again = " ".join(["python train.py", *overrides]) if overrides else "python train.py"
         return (f"ckpt_path={given}: this run has no checkpoint yet; start it again with the same "
                 f"overrides: {again}")
+    if p.exists():
+        return f"ckpt_path={given} is neither a checkpoint file nor a run dir; {HINT}"
     return f"ckpt_path={given} does not exist; {HINT}"
 
 

@@ -38,6 +38,8 @@ def best_checkpoint(given: str) -> Path:
         if found:
             return found[-1]
         raise CheckpointError(f"ckpt_path={given} has no best-*.ckpt in checkpoints/; {HINT}")
+    if p.exists():
+        raise CheckpointError(f"ckpt_path={given} is neither a checkpoint file nor a run dir; {HINT}")
     raise CheckpointError(f"ckpt_path={given} does not exist; {HINT}")
 
 

@@ -104,6 +104,7 @@ CASES = {
                           ".gz"),
     "ckpt_missing": (["ckpt_path={tmp}/nope.ckpt"], "{tmp}/nope.ckpt"),
     "ckpt_not_a_checkpoint": (["ckpt_path={tmp}/notes.txt"], "{tmp}/notes.txt"),
+    "ckpt_not_a_file": (["ckpt_path=/dev/null"], "/dev/null is neither a checkpoint file nor a run dir"),
     "ckpt_other_architecture": (["ckpt_path={tmp}/small.ckpt"], "hidden_sizes=[32]"),
 }
 

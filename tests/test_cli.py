@@ -95,7 +95,8 @@ def test_bad_values_in_process_are_one_line_with_exit_2(tmp_path, capsys, overri
 @pytest.mark.parametrize("script, overrides, named", [
     ("probe.py", ["init=xyz"], "init=xyz is not an available option"),
     ("probe.py", ["init=normal", "init.std=-1"], "init.std=-1"),
-    ("eval.py", ["ckpt_path=/nonexistent"], "/nonexistent"),
+    ("eval.py", ["ckpt_path=/nonexistent"], "/nonexistent does not exist"),
+    ("eval.py", ["ckpt_path=/dev/null"], "/dev/null is neither a checkpoint file nor a run dir"),
 ])
 def test_other_entry_points_say_one_line_too(tmp_path, script, overrides, named):
     res = run_script(script, *overrides, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)

@@ -136,3 +136,23 @@ def test_optimizer_overrides_on_resume_are_applied(tmp_path, uninterrupted):
     assert _results(run)["config"]["optim"]["lr"] == 0.0005
     assert _results(run)["train_losses"][:8] == _results(uninterrupted.path())["train_losses"][:8]
     assert _results(run)["train_losses"][8:] != _results(uninterrupted.path())["train_losses"][8:]
+
+
+def test_a_checkpoint_with_an_inert_step_checkpoint_resumes_without_lightnings_warning(tmp_path, data_dir):
+    """Before train() left an inert StepCheckpoint out, checkpoints held an entry for it; resumed
+    now, Lightning would warn that the callback is missing. Nothing was in it to restore, so
+    that warning is dropped; for a step checkpoint that did save, it still shows."""
+    from callbacks.checkpoint import StepCheckpoint
+
+    one_epoch = [o for o in SHORT if not o.startswith(("trainer.max_epochs", "checkpoint."))]
+    for every, warned in ((0, False), (7, True)):
+        run = tmp_path / f"every{every}"
+        assert run_script("train.py", *one_epoch, "trainer.max_epochs=1", f"hydra.run.dir={run}").returncode == 0
+        ckpt = _last_ckpt(run)
+        key = StepCheckpoint(dirpath=str(run), every_n_train_steps=every).state_key
+        ckpt["callbacks"][key] = {"best_model_path": ""}  # as an older or other-config run left it
+        torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+        resumed = run_script("train.py", f"ckpt_path={run}", "trainer.max_epochs=2")
+        assert resumed.returncode == 0, resumed.stderr
+        assert ("Please add the following callbacks" in resumed.stdout + resumed.stderr) is warned
+        assert _results(run)["status"] == "ok" and _results(run)["epochs"] == 2
