@@ -102,11 +102,10 @@ def mechanism(k: int, grouped: bool, inert_checkpoints_in: Path | None = None, m
         members = [OneHook() for _ in range(k)]
     callbacks = [timer] + ([CallbackGroup(members)] if grouped and members else members)
     trainer = pl.Trainer(max_epochs=EPOCHS, logger=False, enable_checkpointing=bool(inert_checkpoints_in),
-                         enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=callbacks, limit_val_batches=0,
-                         accelerator="cpu", deterministic=True)
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                         limit_val_batches=0, accelerator="cpu", deterministic=True)
     trainer.fit(module(), datamodule=FashionMNISTDataModule(data_dir=str(ROOT / "data"), batch_size=BATCH,
-                                                          train_subset=SUBSET))
+                                                            train_subset=SUBSET))
     return timer.us_per_step()
 
 
