@@ -4,9 +4,10 @@
 #
 #   bash scripts/gpu_check.sh --wheels DIR --data DIR [--out DIR] [--python PY]
 #
-#   --wheels DIR  hydra-core, omegaconf and antlr4-python3-runtime (and pytest, iniconfig, pluggy
-#                 for a python without pytest), made beforehand on a machine with a network by
-#                 `make gpu-bundle` (.gpu/wheels; scripts/gpu_bundle.sh).
+#   --wheels DIR  hydra-core, omegaconf and antlr4-python3-runtime, made beforehand on a machine
+#                 with a network by `make gpu-bundle` (.gpu/wheels; scripts/gpu_bundle.sh). For a
+#                 python without pytest (the lent H200s have it) add pytest's wheels there too:
+#                 pytest, iniconfig, pluggy.
 #                 Installed with pip --no-index --no-deps into <out>/site (on PYTHONPATH), never
 #                 into the system; only what does not import yet, by name; torch is never touched.
 #   --data DIR    the four FashionMNIST .gz files (Debian's dataset-fashion-mnist layout; .gpu/data);
