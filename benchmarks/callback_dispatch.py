@@ -9,7 +9,9 @@ divided by its steps), their variants alternating within each repetition:
              ~0) with 0 callbacks, with K callbacks that define one hook each, with the
              same K as one CallbackGroup (callbacks/group.py), with K StepCheckpoints at
              `every_n_train_steps=0`, which save nothing (why train() leaves such a one out),
-             and with 0 callbacks but the hook name set plainly (src/module.py, CheapHookName)
+             with 0 callbacks but the hook name set plainly (src/module.py, CheapHookName),
+             and with 0 callbacks under manual optimization (the same zero_grad, backward and
+             step in training_step; measured, not used: docs/gpu.md says why)
   app        train.py's default config (every diagnostic on) at the same tiny sizes, with
              `group_callbacks=true` (the default) and `false`: epoch_time.py's Trainer run,
              its validation of 10,000 images included
@@ -80,6 +82,20 @@ class BareCheapHookName(CheapHookName, Bare):
     pass
 
 
+class BareManual(Bare):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        loss = F.cross_entropy(self.net(batch[0]), batch[1])
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+
 class OneHook(pl.Callback):
     """A callback that defines one hook and does almost nothing there, like a diagnostic
     between its logging steps."""
@@ -128,6 +144,7 @@ def main() -> None:
                 f"bare, {k} callbacks grouped": lambda tmp: mechanism(k, True),
                 f"bare, {k} inert StepCheckpoints": lambda tmp: mechanism(k, False, inert_checkpoints_in=tmp),
                 "bare, 0, hook name set plainly": lambda tmp: mechanism(0, False, module=BareCheapHookName),
+                "bare, 0, manual optimization": lambda tmp: mechanism(0, False, module=BareManual),
                 "app, group_callbacks=false": lambda tmp: app(False, tmp),
                 "app, group_callbacks=true": lambda tmp: app(True, tmp)}
     results: dict[str, list[float]] = {name: [] for name in variants}
@@ -147,8 +164,10 @@ def main() -> None:
     print(f"an inert StepCheckpoint: {(med[names[3]] - med[names[0]]) / k:.1f} us a step")
     print(f"the hook name set plainly: {med[names[0]] - med[names[4]]:.0f} us a step less "
           f"({med[names[4]] / med[names[0]]:.3f}x)")
-    print(f"the app: grouped / not grouped = {med[names[6]] / med[names[5]]:.3f} "
-          f"({med[names[5]] - med[names[6]]:.0f} us a step less)")
+    print(f"manual optimization: {med[names[0]] - med[names[5]]:.0f} us a step less "
+          f"({med[names[5]] / med[names[0]]:.3f}x)")
+    print(f"the app: grouped / not grouped = {med[names[7]] / med[names[6]]:.3f} "
+          f"({med[names[6]] - med[names[7]]:.0f} us a step less)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Our callbacks as one Lightning callback, for speed on a GPU.
 
 Lightning calls each of its six per-step hooks on every callback at every step (a profiler
-section and all), whether the callback defines it or not: 9-18 µs a step per callback on this
-CPU (five runs), for callbacks that do nothing (benchmarks/callback_dispatch.py). A step of
+section and all), whether the callback defines it or not: 7-18 µs a step per callback on this
+CPU (six runs), for callbacks that do nothing (benchmarks/callback_dispatch.py). A step of
 this MLP on a GPU is a few hundred µs, so the default set's ten callbacks would be a large
 part of it.
 `CallbackGroup` takes Lightning's calls once and forwards each hook only to the members whose

@@ -55,10 +55,10 @@ def describe(obj) -> dict | None:
 
 class CheapHookName:
     """Mixin for a LightningModule. Lightning sets `_current_fx_name` before and after each hook
-    it calls, ~44 times a training step. nn.Module.__setattr__ first checks the value against
-    parameters, submodules and buffers (~1.4 µs here, a plain set ~0.1 µs), and a hook's name is
+    it calls, 44 times a training step. nn.Module.__setattr__ first checks the value against
+    parameters, submodules and buffers (1.3 µs here, a plain set 0.1 µs), and a hook's name is
     none of those. Set plainly, a bare module's step took 75-119 µs less at tiny sizes
-    (benchmarks/callback_dispatch.py, two runs), where a GPU step is mostly launch time."""
+    (benchmarks/callback_dispatch.py, three runs), where a GPU step is mostly launch time."""
 
     def __setattr__(self, name, value):
         if name == "_current_fx_name":
