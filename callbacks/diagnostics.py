@@ -33,6 +33,7 @@ results.json `warnings`).
 from __future__ import annotations
 
 import math
+import os
 import time
 import weakref
 from collections.abc import Callable
@@ -378,6 +379,17 @@ class Timed(pl.Callback):
 # on an exception, so a run never ends with a figure half-written or missing.
 _DRAWER: ThreadPoolExecutor | None = None
 _PENDING: list[Future] = []
+
+
+def _forget_drawer() -> None:
+    # A forked child has no copy of the parent's drawing thread, but the executor would still
+    # count it and start none: the child's first figure would wait forever.
+    global _DRAWER
+    _DRAWER = None
+    _PENDING.clear()
+
+
+os.register_at_fork(after_in_child=_forget_drawer)
 
 
 def draw_in_background(job: Callable[[], None]) -> None:

@@ -1,5 +1,7 @@
 """Variance diagnostics callbacks: exact values on a tiny network, hooks, NaN, no-logger, config."""
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -506,6 +508,31 @@ def test_figure_values_are_taken_on_the_spot_and_drawing_errors_surface():
         finish_drawing()
     assert done == [1]  # the error is raised once every job has ended
     finish_drawing()  # nothing pending any more: returns at once
+
+
+def test_a_forked_child_of_a_process_that_drew_can_draw():
+    """A fork has no copy of the parent's drawing thread; the child's figures once waited forever
+    for it (found by the mutation run, whose workers are forks of a process that ran the tests)."""
+    from callbacks.diagnostics import draw_in_background, finish_drawing
+
+    draw_in_background(lambda: None)  # the parent's drawing thread exists from here on
+    finish_drawing()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its own figure is drawn
+        done = []
+        draw_in_background(lambda: done.append(1))
+        finish_drawing()
+        os._exit(0 if done == [1] else 1)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's figure was never drawn (it waited for the parent's thread)")
 
 
 def test_figure_titles_name_the_step_and_the_moment(tmp_path, monkeypatch):
