@@ -48,6 +48,14 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                 "tests/test_lr_curves.py"], 80),
     "divergence": ("callbacks/divergence.py", None,
                    ["tests/test_divergence.py", "tests/test_truth_divergence.py"], 80),
+    # The numbers the diagnostics write: statistics, histogram buckets, the vanishing/exploding
+    # watch, the logging schedule and its time budget (not the figures' drawing or labels).
+    "diagnostics": ("callbacks/diagnostics.py", ("only", ["_summary_rows", "tensor_stats", "histogram_counts",
+                                                          "add_histogram_fast", "finite_values", "BandWatch.direction",
+                                                          "BandWatch.update", "_Diagnostics._due",
+                                                          "_Diagnostics._adapt_interval", "_Diagnostics.log_values",
+                                                          "_Diagnostics.record"]),
+                    ["tests/test_diagnostics.py", "tests/test_truth_diagnostics.py", "tests/test_update_stats.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
