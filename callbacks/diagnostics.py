@@ -344,7 +344,8 @@ class BandWatch:
             self._run[layer] = (d, count, first)
             if count >= self.patience and (layer, d) not in self._warned:
                 self._warned.add((layer, d))
-                bound = self.low if d == "vanishing" else self.high
+                # A NaN is neither below nor above the band: no edge in its line.
+                bound = {"vanishing": self.low, "exploding": self.high}.get(d)
                 edge = f" ({'below' if d == 'vanishing' else 'above'} {bound:.0e})" if bound is not None else ""
                 lines.append(f"{d} {self.what}: {layer} = {value:.3g}{edge} for {count} logging steps in a "
                              f"row (steps {first}-{step})")

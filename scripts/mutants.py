@@ -55,7 +55,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                           "BandWatch.update", "_Diagnostics._due",
                                                           "_Diagnostics._adapt_interval", "_Diagnostics.log_values",
                                                           "_Diagnostics.record"]),
-                    ["tests/test_diagnostics.py", "tests/test_truth_diagnostics.py", "tests/test_update_stats.py"], 80),
+                    ["tests/test_diagnostics.py", "tests/test_truth_diagnostics.py", "tests/test_update_stats.py",
+                     "tests/test_fake_cuda.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

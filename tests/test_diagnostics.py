@@ -1,5 +1,6 @@
 """Variance diagnostics callbacks: exact values on a tiny network, hooks, NaN, no-logger, config."""
 
+import math
 import os
 import signal
 import socket
@@ -145,6 +146,7 @@ def test_callbacks_log_the_hand_computed_variances(tmp_path):
         assert scalar_steps(acc, f"activations/mean/{layer}")[0] == pytest.approx(value.mean(), rel=1e-5, abs=1e-7)
         hist = acc.Histograms(f"activations/{layer}")[0].histogram_value
         assert hist.num == value.size and hist.min == pytest.approx(value.min(), rel=1e-5)
+        assert {e.step for e in acc.Histograms(f"activations/{layer}")} == {0, 1, 2, 3}  # with the scalars
     for layer, value in expected["gradients"].items():
         assert scalar_steps(acc, f"gradients/norm/{layer}")[0] == pytest.approx(np.linalg.norm(value), rel=1e-5)
         assert acc.Histograms(f"gradients/{layer}")[0].histogram_value.num == value.size
@@ -412,6 +414,86 @@ def test_band_watch_warns_once_per_layer_after_patience_steps():
     assert watch.update(1000, {"a": 1.0, "b": 1e3})[0].startswith("exploding weight-gradient variance: b = 1e+03")
 
 
+def test_band_watch_edges_directions_and_messages():
+    """On the band's edge is inside; a change of direction starts a new run; each direction's
+    line names its own edge, and a NaN's line names none (it is neither below nor above)."""
+    from callbacks.diagnostics import BandWatch
+
+    watch = BandWatch("update ratio", 1e-6, 0.1, patience=2)
+    assert [watch.direction(v) for v in (1e-6, 0.1, 5e-7, 0.2, float("nan"))] == [
+        None, None, "vanishing", "exploding", "non-finite"]
+    assert watch.update(0, {"a": 1e-9}) == []
+    assert watch.update(1, {"a": 5.0}) == []  # vanishing, then exploding: a run of one each
+    assert watch.update(2, {"a": 7.0}) == ["exploding update ratio: a = 7 (above 1e-01) for 2 logging steps "
+                                           "in a row (steps 1-2)"]
+    assert watch.update(3, {"b": float("nan")}) == []
+    assert watch.update(4, {"b": float("nan")}) == ["non-finite update ratio: b = nan for 2 logging steps in a "
+                                                    "row (steps 3-4)"]
+    only_low = BandWatch("variance", 1e-3, None, patience=1)
+    assert only_low.update(9, {"c": 1e9}) == []  # no upper edge: nothing is too large
+    assert only_low.update(10, {"c": 1e-4}) == ["vanishing variance: c = 0.0001 (below 1e-03) for 1 logging "
+                                                "steps in a row (steps 10-10)"]
+
+
+def test_a_callbacks_band_warning_names_its_steps_and_is_a_python_warning():
+    cb = GradientStats(every_n_steps=1, var_band=(1e-3, None), patience=2)
+    cb.record(4, {"layers.0": 1e-9})
+    with pytest.warns(UserWarning, match=r"vanishing weight-gradient variance: layers.0 .*\(steps 4-6\)"):
+        cb.record(6, {"layers.0": 1e-9})
+    assert cb.warnings == ["vanishing weight-gradient variance: layers.0 = 1e-09 (below 1e-03) for 2 logging "
+                           "steps in a row (steps 4-6)"]
+    assert cb.history == {4: {"layers.0": 1e-9}, 6: {"layers.0": 1e-9}}
+
+
+def test_a_nonfinite_layer_warns_once_not_at_every_logging_step():
+    cb = WeightStats(every_n_steps=1, histograms=False)
+    values = {"layers.0": torch.tensor([1.0, float("nan")]), "layers.2": torch.tensor([2.0, float("inf")])}
+    writer = RecordingWriter()
+    with pytest.warns(UserWarning) as caught:
+        cb.log_values(writer, values, 0)
+        cb.log_values(writer, values, 1)
+    lines = [str(w.message) for w in caught if "NaN/inf" in str(w.message)]
+    assert len(lines) == 2 and lines[0].startswith("weights of layers.0 has 1 NaN/inf values at step 0")
+    assert writer.scalars[("weights/nonfinite/layers.2", 1)] == 1
+
+
+def test_every_n_steps_0_is_never_due():
+    cb = WeightStats(every_n_steps=0)
+    assert not any(cb._due(s) for s in (0, 1, 200))
+
+
+def test_budget_interval_from_a_later_start_and_its_edges(monkeypatch):
+    """The budget's arithmetic away from step 0 and clock 0, and the cases it must leave alone."""
+    import callbacks.diagnostics as diag
+
+    now = [5.0]
+    monkeypatch.setattr(diag.time, "perf_counter", lambda: now[0])
+    cb = WeightStats(every_n_steps=1, budget=0.01)
+    cb._adapt_interval(100)  # the first mark: step 100 at 5 s
+    now[0], cb.seconds = 6.0, 0.5  # one step later: 1 s of wall, half of it our own work
+    cb._adapt_interval(101)
+    # per step (1 - 0.5) / 1 = 0.5 s; 1 % needs >= 0.5 / (0.01 * 0.5) = 100 steps a log: 2^7
+    assert cb.every_n_steps == 128
+    now[0], cb.seconds = 6.5, 0.75
+    cb._adapt_interval(101)  # the same step again, time passed (no steps to divide by): unchanged
+    assert cb.every_n_steps == 128
+    now[0], cb.seconds = 7.0, 1.25  # all of this half second was our own work: no per-step time to weigh
+    cb._adapt_interval(102)
+    assert cb.every_n_steps == 128
+
+    cheap = WeightStats(every_n_steps=10, budget=0.5)
+    cheap._adapt_interval(0)
+    now[0], cheap.seconds = 17.0, 0.01  # 0.1 % of the time: within the budget, the interval stays
+    cheap._adapt_interval(10)
+    assert cheap.every_n_steps == 10
+
+    off = WeightStats(every_n_steps=0, budget=0.01)  # start and end only: there is no interval
+    off._adapt_interval(0)
+    now[0], off.seconds = 30.0, 5.0
+    off._adapt_interval(0)
+    assert off.every_n_steps == 0
+
+
 def test_budget_doubles_the_interval_until_the_cost_fits(monkeypatch):
     import callbacks.diagnostics as diag
 
@@ -439,6 +521,86 @@ def test_histogram_counts_match_numpy_including_the_edges():
     # A diverging run's weights span float32's whole range: v - lo overflows to inf.
     huge = torch.tensor([-3e38, 0.0, 3e38])
     assert histogram_counts(huge, -3e38, 3e38, 4).tolist() == [1, 0, 1, 1]
+
+
+class RecordingWriter:
+    """A SummaryWriter that keeps what it is given: {(tag, step): value} and histograms by tag."""
+
+    def __init__(self):
+        self.scalars, self.histograms = {}, {}
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[(tag, step)] = value
+
+    def add_histogram_raw(self, tag, **kwargs):
+        self.histograms[tag] = kwargs
+
+    def add_custom_scalars(self, layout):
+        pass
+
+
+def test_the_histogram_tensorboard_gets_is_numpys(tmp_path):
+    """What the Histograms tab shows, read back from the event file: numpy's 64 buckets over
+    [min, max], their right edges, and the count, sum and sum of squares of the values."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from callbacks.diagnostics import add_histogram_fast
+
+    torch.manual_seed(0)
+    v = torch.cat([torch.randn(10_000), torch.tensor([-3.0, 3.0])]).clamp(-3, 3)  # min -3, max 3 exactly
+    writer = SummaryWriter(str(tmp_path))
+    add_histogram_fast(writer, "by_itself", v, 7)
+    add_histogram_fast(writer, "with_summary", v.reshape(2, -1), 8, summary=tensor_stats({"v": v})["v"])
+    add_histogram_fast(writer, "constant", torch.full((50,), 0.25), 9)
+    writer.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0}).Reload()
+    counts, edges = np.histogram(v.numpy(), bins=64, range=(-3, 3))
+    v64 = v.double().numpy()
+    for tag, step in (("by_itself", 7), ("with_summary", 8)):
+        (event,) = acc.Histograms(tag)
+        h = event.histogram_value
+        assert event.step == step
+        assert (h.min, h.max, h.num) == (-3.0, 3.0, v.numel())
+        assert h.sum == pytest.approx(v64.sum(), rel=1e-12, abs=1e-9)
+        assert h.sum_squares == pytest.approx((v64**2).sum(), rel=1e-12)
+        assert list(h.bucket) == counts.tolist()
+        assert list(h.bucket_limit) == pytest.approx(edges[1:].tolist(), rel=1e-12)
+        assert h.bucket_limit[-1] == 3.0
+    (event,) = acc.Histograms("constant")  # a constant tensor (const init): one bucket at its value
+    h = event.histogram_value
+    assert (event.step, h.min, h.max, h.num, list(h.bucket), list(h.bucket_limit)) == (9, 0.25, 0.25, 50, [50.0], [0.25])
+    assert (h.sum, h.sum_squares) == pytest.approx((12.5, 50 * 0.0625))
+
+
+def test_histogram_counts_always_has_every_bucket():
+    from callbacks.diagnostics import histogram_counts
+
+    # The top buckets empty (a range wider than the values): still `bins` counts.
+    assert histogram_counts(torch.tensor([0.0, 0.1, 0.3]), 0.0, 1.0, 4).tolist() == [2, 1, 0, 0]
+
+
+def test_tensor_stats_of_edge_cases():
+    """Nothing to summarize; sums in float64 (float32 cannot hold 1e8 + 1); float32 values near
+    its limit (a diverging run's weights), whose sum and norm only float64 holds."""
+    assert tensor_stats({}) == {}
+    s = tensor_stats({"a": torch.tensor([1e8, 1.0])})["a"]
+    assert (s["sum"], s["mean"]) == (100000001.0, 50000000.5)
+    big = torch.tensor([3e38, 3e38])
+    x = float(big[0])
+    s = tensor_stats({"w": big})["w"]
+    assert s["nonfinite"] == 0 and s["sum"] == 2 * x and s["norm"] == pytest.approx(2**0.5 * x, rel=1e-15)
+    assert s["var"] == 0.0 and s["sum_sq"] == pytest.approx(2 * x * x, rel=1e-15)
+    s = tensor_stats({"e": torch.zeros(0)})["e"]
+    assert s["nonfinite"] == 0 and all(math.isnan(s[k]) for k in ("var", "mean", "norm", "min", "max"))
+
+
+def test_finite_values_keeps_a_finite_tensor_without_a_copy():
+    from callbacks.diagnostics import finite_values
+
+    t = torch.randn(4, 5)
+    assert finite_values(t).data_ptr() == t.data_ptr()
+    t[1, 2] = float("nan")
+    assert finite_values(t).numel() == 19
 
 
 def test_run_label_names_init_optimizer_lr_and_activation():

@@ -17,6 +17,7 @@ depends on the values, returns its `minlength` zeros.
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,7 +36,7 @@ from src.model import BaseNetwork
 from src.module import ClassifierModule
 from src.optim import SGD, Adam, SGDMomentum
 
-HOST_READS = ("tolist", "item", "numpy", "__bool__", "__float__", "__int__")
+HOST_READS = ("item", "numpy", "__bool__", "__float__", "__int__")
 
 
 class FakeCuda:
@@ -44,6 +45,7 @@ class FakeCuda:
 
     def __init__(self, monkeypatch):
         self.reads: list[tuple[str, str]] = []
+        self._counter = itertools.cycle(range(1, 9))
         for name in HOST_READS:
             monkeypatch.setattr(torch.Tensor, name, self._placeholder(name, getattr(torch.Tensor, name)))
         real_bincount = torch.bincount
@@ -61,13 +63,13 @@ class FakeCuda:
             if not isinstance(t, FakeTensor):
                 return real(t, *args, **kwargs)
             self.reads.append((name, t.device.type))
-            # Distinct values, so min < max and a histogram gets buckets.
-            values = np.arange(1, t.numel() + 1, dtype=np.float64).reshape(tuple(t.shape))
-            if name == "tolist":
-                return values.tolist()
+            # 1, 2, ..., 8, 1, ... (a fake tensor's tolist() reads each element with item()): a row
+            # of statistics mostly has min < max, so the histograms take their bucketing path.
             if name == "numpy":
-                return values.astype(np.float32)
-            return True if name == "__bool__" else 1 if name == "__int__" else 1.0
+                return np.arange(1, t.numel() + 1, dtype=np.float32).reshape(tuple(t.shape))
+            if name in ("__bool__", "__int__"):
+                return True if name == "__bool__" else 1
+            return float(next(self._counter))
 
         return read
 
@@ -195,6 +197,31 @@ def test_the_diagnostics_callbacks_log_a_gpu_step(fake_cuda, tmp_path):
         assert {f"{kind}/{n}" for n in layers} <= set(writer.histograms), kind
     assert all(isinstance(v, float) for v in writer.scalars.values())
     assert {d for _, d in fake_cuda.reads} == {"cpu", "cuda"}  # one transfer, then host numbers
+
+
+def test_statistics_of_gpu_tensors_come_back_in_one_transfer(fake_cuda, monkeypatch):
+    """tensor_stats: one device-to-host copy for all tensors (an empty one included: its row of
+    NaN is made on the GPU too), none more when every value is finite."""
+    from callbacks.diagnostics import tensor_stats
+
+    copies = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: (copies.append(t.device.type), real_cpu(t, *a, **k))[1])
+    with fake_cuda:
+        values = {"a": torch.randn(8, 4, device="cuda"), "empty": torch.zeros(0, device="cuda"),
+                  "b": torch.randn(3, device="cuda")}
+        stats = tensor_stats(values)
+    assert copies == ["cuda"]
+    assert set(stats) == {"a", "empty", "b"} and stats["empty"]["nonfinite"] == 0
+
+    # A logging step with histograms: that transfer, then each layer's 64 counts, nothing else
+    # (the histograms reuse the statistics' min, max and sums).
+    copies.clear()
+    writer = Writer()
+    with fake_cuda:
+        WeightStats(every_n_steps=1).log_values(writer, {"a": values["a"], "b": values["b"]}, 3)
+    assert copies == ["cuda"] * 3
+    assert [len(h["bucket_counts"]) for h in writer.histograms.values()] == [64, 64]
 
 
 def test_the_landscape_grid_evaluates_on_the_gpu(fake_cuda):
