@@ -13,7 +13,8 @@ and printed; the survivors of each module are listed under it.
 
 Each module runs in its own copy of the repo under $MUTANTS_DIR (default /tmp/initopt-mutants),
 so a run never touches the work tree and modules never share mutmut's cache. MUTANTS_KEEP=1
-reuses a module's previous results and retests only its survivors (after adding tests).
+reuses a module's previous results and retests only its survivors (after adding tests); once it
+called every survivor killed, equivalent ones too, so confirm with a fresh run (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                           "_Diagnostics.record"]),
                     ["tests/test_diagnostics.py", "tests/test_truth_diagnostics.py", "tests/test_update_stats.py",
                      "tests/test_fake_cuda.py"], 80),
+    # The update ratios ‖Δw‖/‖w‖ and Adam's effective steps (their histograms and medians).
+    "update_stats": ("callbacks/update_stats.py", None,
+                     ["tests/test_update_stats.py", "tests/test_diagnostics.py", "tests/test_fake_cuda.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

@@ -224,6 +224,29 @@ def test_statistics_of_gpu_tensors_come_back_in_one_transfer(fake_cuda, monkeypa
     assert [len(h["bucket_counts"]) for h in writer.histograms.values()] == [64, 64]
 
 
+def test_an_update_stats_logging_step_makes_its_known_transfers(fake_cuda, monkeypatch, tmp_path):
+    """UpdateStats with Adam on the GPU: one copy of every layer's two norms, one of the log-steps'
+    statistics, then per layer the median's buckets and the histogram's."""
+    copies = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: (copies.append(t.device.type), real_cpu(t, *a, **k))[1])
+    net = BaseNetwork(hidden_sizes=[32, 16])
+    writer = Writer()
+    trainer, module = trainer_at(0, writer, tmp_path), SimpleNamespace(net=None)
+    cb = UpdateStats(every_n_steps=1)
+    with fake_cuda:
+        module.net = net.to("cuda")
+        opt = Adam(module.net.parameters(), lr=1e-3)
+        for p in module.net.parameters():
+            p.grad = torch.randn_like(p)
+        cb.on_before_optimizer_step(trainer, module, opt)
+        opt.step()
+        cb.on_train_batch_end(trainer, module, None, None, 0)
+    layers = len(linear_layers(net))
+    assert copies == ["cuda"] * (2 + 2 * layers)
+    assert len([t for t in writer.histograms if t.startswith("updates/adam_log10_step/")]) == layers
+
+
 def test_the_landscape_grid_evaluates_on_the_gpu(fake_cuda):
     net = BaseNetwork(hidden_sizes=[32, 16])
     layout = landscape.Layout.of(net)
