@@ -61,6 +61,16 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # The update ratios ‖Δw‖/‖w‖ and Adam's effective steps (their histograms and medians).
     "update_stats": ("callbacks/update_stats.py", None,
                      ["tests/test_update_stats.py", "tests/test_diagnostics.py", "tests/test_fake_cuda.py"], 80),
+    # The batches: the seeded per-epoch order, drop_last, DDP's rank slices, the mid-epoch skip
+    # of a resume, the tensor loader and its state; the split and the normalisation.
+    "data": ("src/data.py", ("only", ["EpochBatchSampler.__init__", "EpochBatchSampler.set_epoch",
+                                      "EpochBatchSampler.sampler", "EpochBatchSampler.order",
+                                      "EpochBatchSampler.batches", "EpochBatchSampler.__iter__",
+                                      "EpochBatchSampler.__len__", "TensorLoader.__init__", "TensorLoader.__len__",
+                                      "TensorLoader.__iter__", "TensorLoader.state_dict",
+                                      "TensorLoader.load_state_dict", "split_indices", "resolve_on_device",
+                                      "normalize"]),
+             ["tests/test_data.py", "tests/test_pipelines.py", "tests/test_fake_cuda.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

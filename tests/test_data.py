@@ -319,3 +319,76 @@ def test_training_batches_are_a_permutation_of_the_split(data_dir):
     assert torch.equal(served.sort().values, labels[train_idx[:1000]].sort().values)
     torch.testing.assert_close(pixel_sums.sort().values, images[train_idx[:1000]].sum(dim=(1, 2, 3)).sort().values)
     assert not torch.equal(served, labels[train_idx[:1000]])  # shuffled
+
+
+# --- the batch order, on its own -------------------------------------------------------------
+
+def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
+    from src.data import EpochBatchSampler
+
+    s = EpochBatchSampler(10, 3, shuffle=True, drop_last=False, seed=5)
+    assert s.sampler is s  # where Lightning calls set_epoch
+    assert torch.equal(s.order(), torch.randperm(10, generator=torch.Generator().manual_seed(5)))
+    s.set_epoch(2)
+    assert torch.equal(s.order(), torch.randperm(10, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(s.order(), s.order())  # no hidden state: the same order again
+    assert s.order("meta").device.type == "meta"
+    plain = EpochBatchSampler(10, 3, shuffle=False, drop_last=False)
+    plain.set_epoch(4)
+    assert plain.order().tolist() == list(range(10))
+    assert [b.tolist() for b in plain] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+
+
+@pytest.mark.parametrize("n, batch, drop_last, world", [(10, 3, False, 1), (10, 3, True, 1), (9, 3, False, 1),
+                                                         (9, 3, True, 1), (10, 3, False, 2), (10, 3, True, 2),
+                                                         (11, 2, False, 3), (2, 3, True, 1)])
+def test_ranks_split_the_epochs_batches_and_len_counts_them(n, batch, drop_last, world):
+    from src.data import EpochBatchSampler
+
+    every = EpochBatchSampler(n, batch, shuffle=True, drop_last=drop_last, seed=1)
+    whole = [b.tolist() for b in every]
+    sizes = [len(b) for b in whole]
+    assert sizes == [batch] * (n // batch) + ([] if drop_last or n % batch == 0 else [n % batch])
+    assert len(every) == len(whole)
+    per_rank = []
+    for rank in range(world):
+        s = EpochBatchSampler(n, batch, shuffle=True, drop_last=drop_last, seed=1, rank=rank, world_size=world)
+        mine = [b.tolist() for b in s]
+        assert mine == whole[rank::world] and len(s) == len(mine)
+        per_rank += mine
+    assert sorted(map(tuple, per_rank)) == sorted(map(tuple, whole))
+
+
+def test_a_resumed_loader_skips_what_it_served_once():
+    """state_dict counts the batches served this epoch; loaded, the next pass starts after them,
+    and the pass after that is a whole epoch again."""
+    from src.data import EpochBatchSampler, TensorLoader
+
+    images, labels = torch.arange(10.0).reshape(10, 1), torch.arange(10)
+    loader = TensorLoader(images, labels, EpochBatchSampler(10, 3, shuffle=True, drop_last=False, seed=0))
+    loader.batch_sampler.set_epoch(1)
+    full = [y.tolist() for _, y in loader]
+    assert len(loader) == 4 and sorted(sum(full, [])) == list(range(10))
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "served": 2}
+    fresh = TensorLoader(images, labels, EpochBatchSampler(10, 3, shuffle=True, drop_last=False, seed=0))
+    fresh.batch_sampler.set_epoch(1)
+    fresh.load_state_dict(state)
+    rest = [y.tolist() for _, y in fresh]
+    assert rest == full[2:] and fresh.state_dict()["served"] == 4
+    assert [y.tolist() for _, y in fresh] == full  # the next pass: the whole epoch
+    assert all(torch.equal(x[:, 0].long(), y) for x, y in fresh)  # images and labels stay paired
+
+
+def test_normalize_is_torchvisions_to_tensor_and_normalize():
+    from torchvision import transforms
+
+    from src.data import normalize
+
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    ours = normalize(images)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    theirs = torch.stack([tf(img.numpy()) for img in images])
+    assert ours.shape == (3, 1, 28, 28) and ours.dtype == torch.float32 and torch.equal(ours, theirs)
