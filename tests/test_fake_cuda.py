@@ -147,10 +147,11 @@ def test_optimizer_state_stays_on_the_gpu_and_a_step_reads_nothing(fake_cuda, cl
 def test_the_tensor_pipeline_serves_an_epoch_on_the_gpu_without_host_reads(fake_cuda):
     with fake_cuda:
         images, labels = torch.randn(1000, 1, 28, 28, device="cuda"), torch.randint(0, 10, (1000,), device="cuda")
-        loader = TensorLoader(images, labels, EpochBatchSampler(1000, 256, shuffle=True, drop_last=False, seed=3))
-        batches = list(loader)
-        assert [len(x) for x, _ in batches] == [256, 256, 256, 232]
-        assert {t.device.type for b in batches for t in b} == {"cuda"}
+        for shuffle in (True, False):  # training; validation and test
+            loader = TensorLoader(images, labels, EpochBatchSampler(1000, 256, shuffle=shuffle, drop_last=False, seed=3))
+            batches = list(loader)
+            assert [len(x) for x, _ in batches] == [256, 256, 256, 232]
+            assert {t.device.type for b in batches for t in b} == {"cuda"}
         assert fake_cuda.reads == []
 
 
