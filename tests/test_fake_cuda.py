@@ -259,6 +259,10 @@ def test_the_landscape_grid_evaluates_on_the_gpu(fake_cuda):
         loss, acc = landscape.evaluate_family(net, layout, final, [d1, d2], torch.zeros(9, 2), x, y,
                                               batch_points=4, batch_images=64)
         assert loss.shape == acc.shape == (9,)
+        path = torch.stack([final, final + d1, final - d2])  # recorded on the host, as load_run reads it
+        loss, acc = landscape.evaluate_points(net, layout, path, x, y, batch_points=2, batch_images=64)
+        assert loss.shape == acc.shape == (3,)
+        assert landscape.evaluate_loop(net, layout, path, x, y)[0].shape == (3,)
         fake_cuda.reads.clear()
         assert isinstance(landscape.plain_loss(net, x, y), float)
         assert fake_cuda.reads == [("item", "cuda")]  # computed on the GPU, read once per 2048 images
