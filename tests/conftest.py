@@ -40,6 +40,26 @@ def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = N
                           text=True, timeout=timeout, env=full_env)
 
 
+class RecordingWriter:
+    """A SummaryWriter that keeps what it is given: {(tag, step): value} and {(tag, step): the
+    add_histogram_raw arguments}."""
+
+    def __init__(self):
+        self.scalars, self.histograms = {}, {}
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[(tag, step)] = value
+
+    def add_histogram_raw(self, tag, **kwargs):
+        self.histograms[(tag, kwargs["global_step"])] = kwargs
+
+    def add_custom_scalars(self, layout):
+        pass
+
+    def tags(self, kind: str) -> set[str]:
+        return {tag for tag, _ in getattr(self, kind)}
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The prepared FashionMNIST (make test prepares it; prepare here if a test runs alone)."""

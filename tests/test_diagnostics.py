@@ -31,6 +31,7 @@ from callbacks.update_stats import UpdateStats
 from callbacks.variance_probe import VarianceProbe
 from src.model import BaseNetwork
 from src.module import ClassifierModule
+from tests.conftest import RecordingWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 N, D_IN, HIDDEN, CLASSES = 8, 4, 5, 3
@@ -521,22 +522,6 @@ def test_histogram_counts_match_numpy_including_the_edges():
     # A diverging run's weights span float32's whole range: v - lo overflows to inf.
     huge = torch.tensor([-3e38, 0.0, 3e38])
     assert histogram_counts(huge, -3e38, 3e38, 4).tolist() == [1, 0, 1, 1]
-
-
-class RecordingWriter:
-    """A SummaryWriter that keeps what it is given: {(tag, step): value} and histograms by tag."""
-
-    def __init__(self):
-        self.scalars, self.histograms = {}, {}
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[(tag, step)] = value
-
-    def add_histogram_raw(self, tag, **kwargs):
-        self.histograms[tag] = kwargs
-
-    def add_custom_scalars(self, layout):
-        pass
 
 
 def test_the_histogram_tensorboard_gets_is_numpys(tmp_path):

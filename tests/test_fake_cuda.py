@@ -35,6 +35,7 @@ from src.data import EpochBatchSampler, TensorLoader
 from src.model import BaseNetwork
 from src.module import ClassifierModule
 from src.optim import SGD, Adam, SGDMomentum
+from tests.conftest import RecordingWriter
 
 HOST_READS = ("item", "numpy", "__bool__", "__float__", "__int__")
 
@@ -84,22 +85,6 @@ class FakeCuda:
 @pytest.fixture
 def fake_cuda(monkeypatch):
     return FakeCuda(monkeypatch)
-
-
-class Writer:
-    """A SummaryWriter that keeps what it is given."""
-
-    def __init__(self):
-        self.scalars, self.histograms = {}, {}
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[tag] = value
-
-    def add_histogram_raw(self, tag, **kwargs):
-        self.histograms[tag] = kwargs
-
-    def add_custom_scalars(self, layout):
-        pass
 
 
 def cuda_params(module: torch.nn.Module) -> list[str]:
@@ -155,7 +140,7 @@ def test_the_tensor_pipeline_serves_an_epoch_on_the_gpu_without_host_reads(fake_
         assert fake_cuda.reads == []
 
 
-def trainer_at(step: int, writer: Writer, tmp_path):
+def trainer_at(step: int, writer: RecordingWriter, tmp_path):
     logger = TensorBoardLogger(tmp_path)
     logger._experiment = writer  # `experiment` returns it as it is
     return SimpleNamespace(global_step=step, is_global_zero=True, loggers=[logger], datamodule=None,
@@ -165,7 +150,7 @@ def trainer_at(step: int, writer: Writer, tmp_path):
 def test_the_diagnostics_callbacks_log_a_gpu_step(fake_cuda, tmp_path):
     net = BaseNetwork(hidden_sizes=[32, 16])
     module = ClassifierModule(net, optimizer=None)
-    writer = Writer()
+    writer = RecordingWriter()
     callbacks = [ActivationStats(every_n_steps=200), GradientStats(every_n_steps=200),
                  WeightStats(every_n_steps=200), UpdateStats(every_n_steps=200), DivergenceDetector()]
     trainer = trainer_at(0, writer, tmp_path)
@@ -176,7 +161,7 @@ def test_the_diagnostics_callbacks_log_a_gpu_step(fake_cuda, tmp_path):
         opt = Adam(module.parameters(), lr=1e-3)
         for cb in callbacks:
             cb.on_train_start(trainer, module)
-        assert "activations/var/layers.0" in writer.scalars  # step 0: the init
+        assert "activations/var/layers.0" in writer.tags("scalars")  # step 0: the init
         fake_cuda.reads.clear()
         writer.scalars.clear()
         for step in (199, 200):  # an ordinary step, then a logging step
@@ -195,7 +180,7 @@ def test_the_diagnostics_callbacks_log_a_gpu_step(fake_cuda, tmp_path):
         assert cb_losses == []  # read at step 200 (a multiple of the GPU check interval)
     layers = list(linear_layers(module.net))
     for kind in ("activations", "gradients", "weights", "updates/adam_log10_step"):
-        assert {f"{kind}/{n}" for n in layers} <= set(writer.histograms), kind
+        assert {f"{kind}/{n}" for n in layers} <= writer.tags("histograms"), kind
     assert all(isinstance(v, float) for v in writer.scalars.values())
     assert {d for _, d in fake_cuda.reads} == {"cpu", "cuda"}  # one transfer, then host numbers
 
@@ -218,7 +203,7 @@ def test_statistics_of_gpu_tensors_come_back_in_one_transfer(fake_cuda, monkeypa
     # A logging step with histograms: that transfer, then each layer's 64 counts, nothing else
     # (the histograms reuse the statistics' min, max and sums).
     copies.clear()
-    writer = Writer()
+    writer = RecordingWriter()
     with fake_cuda:
         WeightStats(every_n_steps=1).log_values(writer, {"a": values["a"], "b": values["b"]}, 3)
     assert copies == ["cuda"] * 3
@@ -232,7 +217,7 @@ def test_an_update_stats_logging_step_makes_its_known_transfers(fake_cuda, monke
     real_cpu = torch.Tensor.cpu
     monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: (copies.append(t.device.type), real_cpu(t, *a, **k))[1])
     net = BaseNetwork(hidden_sizes=[32, 16])
-    writer = Writer()
+    writer = RecordingWriter()
     trainer, module = trainer_at(0, writer, tmp_path), SimpleNamespace(net=None)
     cb = UpdateStats(every_n_steps=1)
     with fake_cuda:
@@ -245,7 +230,7 @@ def test_an_update_stats_logging_step_makes_its_known_transfers(fake_cuda, monke
         cb.on_train_batch_end(trainer, module, None, None, 0)
     layers = len(linear_layers(net))
     assert copies == ["cuda"] * (2 + 2 * layers)
-    assert len([t for t in writer.histograms if t.startswith("updates/adam_log10_step/")]) == layers
+    assert len([t for t in writer.tags("histograms") if t.startswith("updates/adam_log10_step/")]) == layers
 
 
 def test_the_landscape_grid_evaluates_on_the_gpu(fake_cuda):

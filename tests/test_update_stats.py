@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from callbacks.update_stats import UpdateStats, adam_effective_steps
 from src import optim as ours
 from src.model import BaseNetwork
+from tests.conftest import RecordingWriter
 
 OPTIMIZERS = {
     "sgd": lambda p: ours.SGD(p, lr=0.1),
@@ -131,38 +132,14 @@ def test_band_arguments_are_checked():
 
 
 def test_adam_step_median_read_off_the_buckets_is_within_a_tenth_of_a_decade():
-    class Writer:
-        def __init__(self):
-            self.scalars = {}
-
-        def add_scalar(self, tag, value, step):
-            self.scalars[tag] = value
-
-        def add_histogram_raw(self, *args, **kwargs):
-            pass
-
     gen = torch.Generator().manual_seed(0)
     steps = [10 ** (torch.randn(300, 200, generator=gen, dtype=torch.float64) - 3.5)]  # log-normal, median 10^-3.5
-    writer = Writer()
+    writer = RecordingWriter()
     cb = UpdateStats()
     cb._step = 0
     cb._log_adam_steps(writer, ["layers.0"], steps)
-    logged = writer.scalars["updates/adam_step_median/layers.0"]
+    logged = writer.scalars[("updates/adam_step_median/layers.0", 0)]
     assert abs(math.log10(logged) - math.log10(float(steps[0].median()))) < 0.05
-
-
-class RecordingWriter:
-    def __init__(self):
-        self.scalars, self.histograms = {}, {}
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[(tag, step)] = value
-
-    def add_histogram_raw(self, tag, **kwargs):
-        self.histograms[(tag, kwargs["global_step"])] = kwargs
-
-    def add_custom_scalars(self, layout):
-        pass
 
 
 def test_the_adam_step_median_and_histogram_of_skewed_and_constant_steps():
