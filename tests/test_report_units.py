@@ -431,3 +431,21 @@ def test_md_jobs_shows_the_job_number_only(tmp_path):
     lines = md_jobs([job], ["job", "status"], [{"job": job.name, "status": "ok"}], "test_acc")
     assert lines[5] == "| 12 | ok |"
     assert lines[-2] == "" and lines[-1].startswith("`seconds` is the wall time")
+
+
+def test_on_a_gpu_machine_each_job_is_named_by_the_accelerator_it_asked_for(monkeypatch):
+    """Issue 11's cpu,gpu sweep, on a CPU: with CUDA there (faked), `cpu` stays the CPU and gpu,
+    cuda and auto name the GPU; the jobs table shows `cpu` or that name."""
+    import torch
+
+    from src.provenance import cpu_model, device_of
+    from src.report import device_column
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
+    assert device_of("cpu") == ("cpu", cpu_model())
+    assert [device_of(a) for a in ("gpu", "cuda", "auto")] == [("cuda", "NVIDIA H200")] * 3
+    assert device_column({"device_type": "cuda", "device": "NVIDIA H200"}) == "NVIDIA H200"
+    assert device_column({"device_type": "cpu", "device": cpu_model()}) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_of("auto")[0] in ("cpu", "mps") and device_of("gpu")[0] == "cpu"
