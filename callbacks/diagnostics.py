@@ -390,7 +390,8 @@ def _forget_drawer() -> None:
     _PENDING.clear()
 
 
-os.register_at_fork(after_in_child=_forget_drawer)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_drawer)
 
 
 def draw_in_background(job: Callable[[], None]) -> None:
