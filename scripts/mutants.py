@@ -99,7 +99,8 @@ def function_globs(path: str, which: tuple | None) -> list[str]:
     return [found[n] for n in chosen]
 
 
-COPY = ["src", "callbacks", "conf", "tests", "train.py", "probe.py", "surfaces.py", "pyproject.toml"]
+COPY = ["src", "callbacks", "conf", "tests", "train.py", "probe.py", "surfaces.py", "landscape.py", "eval.py",
+        "pyproject.toml"]
 
 
 def workspace(name: str, path: str, tests: list[str], which: tuple | None = None) -> Path:
@@ -124,7 +125,7 @@ def workspace(name: str, path: str, tests: list[str], which: tuple | None = None
             skip_lines_before(ws / path, function, marker)
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
     cfg = ["[mutmut]", "source_paths =", "    src", "    callbacks", f"only_mutate = {path}",
-           "also_copy =", "    conf", "    train.py", "    probe.py", "    surfaces.py",
+           "also_copy =", "    conf", "    train.py", "    probe.py", "    surfaces.py", "    landscape.py", "    eval.py",
            "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
            "pytest_add_cli_args =", "    -p", "    no:cacheprovider", ""]
     (ws / "setup.cfg").write_text("\n".join(cfg))
