@@ -524,7 +524,7 @@ def test_histogram_counts_match_numpy_including_the_edges():
     assert histogram_counts(huge, -3e38, 3e38, 4).tolist() == [1, 0, 1, 1]
 
 
-def test_the_histogram_tensorboard_gets_is_numpys(tmp_path):
+def test_the_histogram_tensorboard_shows_is_numpys(tmp_path):
     """What the Histograms tab shows, read back from the event file: numpy's 64 buckets over
     [min, max], their right edges, and the count, sum and sum of squares of the values."""
     from torch.utils.tensorboard import SummaryWriter

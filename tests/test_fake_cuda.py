@@ -27,7 +27,13 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
-from callbacks.diagnostics import ActivationStats, GradientStats, WeightStats, linear_layers
+from callbacks.diagnostics import (
+    ActivationStats,
+    GradientStats,
+    WeightStats,
+    linear_layers,
+    tensor_stats,
+)
 from callbacks.divergence import DivergenceDetector
 from callbacks.update_stats import UpdateStats
 from src import landscape
@@ -42,13 +48,23 @@ HOST_READS = ("item", "numpy", "__bool__", "__float__", "__int__")
 
 class FakeCuda:
     """While active: factory calls may say device="cuda"; host reads of fake tensors return
-    placeholders (`reads` counts them by device type); bincount returns `minlength` zeros."""
+    placeholders (`reads` lists them with the device read from), `copies` lists the devices that
+    fake tensors were copied to the host from (`.cpu()`); bincount returns `minlength` zeros."""
 
     def __init__(self, monkeypatch):
         self.reads: list[tuple[str, str]] = []
+        self.copies: list[str] = []
         self._counter = itertools.cycle(range(1, 9))
         for name in HOST_READS:
             monkeypatch.setattr(torch.Tensor, name, self._placeholder(name, getattr(torch.Tensor, name)))
+        real_cpu = torch.Tensor.cpu
+
+        def cpu(t, *args, **kwargs):
+            if isinstance(t, FakeTensor):
+                self.copies.append(t.device.type)
+            return real_cpu(t, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "cpu", cpu)
         real_bincount = torch.bincount
 
         def bincount(t, weights=None, minlength=0):
@@ -87,7 +103,8 @@ def fake_cuda(monkeypatch):
     return FakeCuda(monkeypatch)
 
 
-def cuda_params(module: torch.nn.Module) -> list[str]:
+def off_the_gpu(module: torch.nn.Module) -> list[str]:
+    """Names of the module's parameters and buffers that are not on the (fake) GPU."""
     return [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.device.type != "cuda"]
 
 
@@ -109,7 +126,7 @@ def test_a_training_step_stays_on_the_gpu_and_reads_nothing(fake_cuda):
         assert fake_cuda.reads == []  # no progress-bar value on a GPU: Lightning would .item() it
         module.flush_train_acc()  # the epoch's one update of train_acc
         acc = module.train_acc.compute()
-        assert acc.device.type == "cuda" and cuda_params(module) == []
+        assert acc.device.type == "cuda" and off_the_gpu(module) == []
 
 
 @pytest.mark.parametrize("foreach", [True, False])
@@ -125,7 +142,7 @@ def test_optimizer_state_stays_on_the_gpu_and_a_step_reads_nothing(fake_cuda, cl
             opt.step()
         state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
         assert state or cls is SGD
-        assert {t.device.type for t in state} <= {"cuda"} and cuda_params(net) == []
+        assert {t.device.type for t in state} <= {"cuda"} and off_the_gpu(net) == []
         assert fake_cuda.reads == []
 
 
@@ -176,8 +193,7 @@ def test_the_diagnostics_callbacks_log_a_gpu_step(fake_cuda, tmp_path):
                 cb.on_train_batch_end(trainer, module, loss, (x, y), step)
             if step == 199:
                 assert fake_cuda.reads == [] and writer.scalars == {}  # nothing due: no sync
-        cb_losses = callbacks[-1]._losses
-        assert cb_losses == []  # read at step 200 (a multiple of the GPU check interval)
+        assert callbacks[-1]._losses == []  # read at step 200 (a multiple of the GPU check interval)
     layers = list(linear_layers(module.net))
     for kind in ("activations", "gradients", "weights", "updates/adam_log10_step"):
         assert {f"{kind}/{n}" for n in layers} <= writer.tags("histograms"), kind
@@ -185,37 +201,29 @@ def test_the_diagnostics_callbacks_log_a_gpu_step(fake_cuda, tmp_path):
     assert {d for _, d in fake_cuda.reads} == {"cpu", "cuda"}  # one transfer, then host numbers
 
 
-def test_statistics_of_gpu_tensors_come_back_in_one_transfer(fake_cuda, monkeypatch):
+def test_statistics_of_gpu_tensors_come_back_in_one_transfer(fake_cuda):
     """tensor_stats: one device-to-host copy for all tensors (an empty one included: its row of
     NaN is made on the GPU too), none more when every value is finite."""
-    from callbacks.diagnostics import tensor_stats
-
-    copies = []
-    real_cpu = torch.Tensor.cpu
-    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: (copies.append(t.device.type), real_cpu(t, *a, **k))[1])
     with fake_cuda:
         values = {"a": torch.randn(8, 4, device="cuda"), "empty": torch.zeros(0, device="cuda"),
                   "b": torch.randn(3, device="cuda")}
         stats = tensor_stats(values)
-    assert copies == ["cuda"]
+    assert fake_cuda.copies == ["cuda"]
     assert set(stats) == {"a", "empty", "b"} and stats["empty"]["nonfinite"] == 0
 
     # A logging step with histograms: that transfer, then each layer's 64 counts, nothing else
     # (the histograms reuse the statistics' min, max and sums).
-    copies.clear()
+    fake_cuda.copies.clear()
     writer = RecordingWriter()
     with fake_cuda:
         WeightStats(every_n_steps=1).log_values(writer, {"a": values["a"], "b": values["b"]}, 3)
-    assert copies == ["cuda"] * 3
+    assert fake_cuda.copies == ["cuda"] * 3
     assert [len(h["bucket_counts"]) for h in writer.histograms.values()] == [64, 64]
 
 
-def test_an_update_stats_logging_step_makes_its_known_transfers(fake_cuda, monkeypatch, tmp_path):
+def test_an_update_stats_logging_step_makes_its_known_transfers(fake_cuda, tmp_path):
     """UpdateStats with Adam on the GPU: one copy of every layer's two norms, one of the log-steps'
     statistics, then per layer the median's buckets and the histogram's."""
-    copies = []
-    real_cpu = torch.Tensor.cpu
-    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: (copies.append(t.device.type), real_cpu(t, *a, **k))[1])
     net = BaseNetwork(hidden_sizes=[32, 16])
     writer = RecordingWriter()
     trainer, module = trainer_at(0, writer, tmp_path), SimpleNamespace(net=None)
@@ -229,7 +237,7 @@ def test_an_update_stats_logging_step_makes_its_known_transfers(fake_cuda, monke
         opt.step()
         cb.on_train_batch_end(trainer, module, None, None, 0)
     layers = len(linear_layers(net))
-    assert copies == ["cuda"] * (2 + 2 * layers)
+    assert fake_cuda.copies == ["cuda"] * (2 + 2 * layers)
     assert len([t for t in writer.tags("histograms") if t.startswith("updates/adam_log10_step/")]) == layers
 
 
