@@ -25,7 +25,9 @@ check that hash and map the file (`torch.load(mmap=True)`): about half the decod
 (benchmarks/data_load.py), and parallel sweep jobs share the mapped pages instead of holding
 one copy each. The key hashes what the content depends on (the raw files' digests, the
 normalisation, the split seed, the format), so a change of any of them makes a new file; a
-file whose hash does not match is rebuilt. `data.cache=false` skips it.
+file whose hash does not match is rebuilt. `data.cache=false` skips it. Each file is 220 MB, so
+the directory keeps the CACHE_KEEP most recently used ones and deletes older ones (other split
+seeds, earlier formats) when it writes a new one.
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ def load_split_tensors(data_dir, train: bool) -> tuple[torch.Tensor, torch.Tenso
 
 
 CACHE_FORMAT = 1  # bump when the cached tensors change meaning
+CACHE_KEEP = 3  # cache files kept per data dir, the most recently used
 CACHED = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
@@ -226,12 +229,15 @@ def load_cached_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
 
     path = cache_path(data_dir, split_seed)
     digest_file = path.with_suffix(".sha256")
-    if path.exists() and digest_file.exists():
+    try:
         if _sha256(path) == digest_file.read_text().strip():
             tensors = torch.load(path, mmap=True, weights_only=True)
             if set(tensors) == set(CACHED):
+                _touch(path)  # most recently used: the last one pruning deletes
                 return tensors
         warnings.warn(f"{path} does not match its sha256; decoding the raw files again", stacklevel=2)
+    except FileNotFoundError:  # not written yet, or pruned by a parallel job just now
+        pass
     tensors = decode_splits(data_dir, split_seed)
     buf = io.BytesIO()
     torch.save(tensors, buf)
@@ -240,7 +246,33 @@ def load_cached_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
         atomic_write_text(digest_file, hashlib.sha256(buf.getbuffer()).hexdigest() + "\n")
     except OSError as e:
         warnings.warn(f"could not write the data cache {path} ({e.strerror}); decoding each run", stacklevel=2)
+    else:
+        prune_cache(path.parent, keep=CACHE_KEEP)
     return tensors
+
+
+def prune_cache(cache_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` most recently used cache files (and their .sha256).
+    A job that has a deleted file mapped keeps reading it: the pages live until it unmaps."""
+    files = []
+    for path in cache_dir.glob("normalised-*.pt"):
+        try:
+            files.append((path.stat().st_mtime, path))
+        except OSError:  # deleted by a parallel job meanwhile
+            continue
+    for _, old in sorted(files, reverse=True)[keep:]:
+        for f in (old, old.with_suffix(".sha256")):
+            try:
+                f.unlink(missing_ok=True)
+            except OSError:  # in use where that forbids deleting (Windows): next time
+                pass
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only data dir: nothing will be pruned there either
+        pass
 
 
 def resolve_on_device(on_device: bool | str, device: torch.device | None) -> bool:

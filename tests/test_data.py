@@ -1,5 +1,7 @@
 import gzip
+import os
 import shutil
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +15,7 @@ from src.data import (
     FashionMNISTDataModule,
     cache_path,
     decode_splits,
+    load_cached_splits,
     prepare_fashion_mnist,
     raw_dir,
     resolve_on_device,
@@ -192,6 +195,47 @@ def test_unwritable_cache_is_a_warning_not_a_failure(linked_data, monkeypatch):
     with pytest.warns(UserWarning, match="could not write the data cache"):
         dm = _setup(linked_data)
     assert dm.val_x.shape == (10000, 1, 28, 28)
+
+
+def _tiny_decode(data_dir, split_seed):
+    """Stands in for decoding 70000 images: tensors that say which split seed made them."""
+    return {name: torch.full((3,), float(split_seed)) for name in CACHED}
+
+
+def test_cache_keeps_the_most_recently_used_files_and_deletes_older_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr("src.data.decode_splits", _tiny_decode)
+    monkeypatch.setattr("src.data.CACHE_KEEP", 2)
+    now = time.time()
+    for age, seed in ((300, 1), (200, 2)):
+        load_cached_splits(tmp_path, seed)
+        os.utime(cache_path(tmp_path, seed), (now - age, now - age))
+    assert load_cached_splits(tmp_path, 1)["val_x"][0] == 1  # a hit: seed 1 is now the newest
+    load_cached_splits(tmp_path, 3)  # a third file: the least recently used one goes
+    assert cache_path(tmp_path, 1).exists() and cache_path(tmp_path, 3).exists()
+    assert not cache_path(tmp_path, 2).exists() and not cache_path(tmp_path, 2).with_suffix(".sha256").exists()
+    assert sorted(p.name for p in cache_path(tmp_path, 1).parent.iterdir()) == sorted(
+        f"{cache_path(tmp_path, s).stem}{ext}" for s in (1, 3) for ext in (".pt", ".sha256"))
+
+
+def test_a_cache_hit_in_a_read_only_data_dir_is_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("src.data.decode_splits", _tiny_decode)
+    load_cached_splits(tmp_path, 5)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("src.data.decode_splits", lambda *a: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr("os.utime", read_only)
+    assert load_cached_splits(tmp_path, 5)["train_y"][0] == 5
+
+
+def test_a_cache_file_without_its_hash_is_rebuilt_quietly(tmp_path, monkeypatch):
+    """What a parallel job sees when another one pruned the file between its two reads."""
+    monkeypatch.setattr("src.data.decode_splits", _tiny_decode)
+    load_cached_splits(tmp_path, 7)
+    cache_path(tmp_path, 7).with_suffix(".sha256").unlink()
+    assert load_cached_splits(tmp_path, 7)["test_x"][0] == 7
+    assert cache_path(tmp_path, 7).with_suffix(".sha256").exists()
 
 
 # --- where the data comes from -------------------------------------------------------------
