@@ -1,7 +1,9 @@
 """probe.py: the tutorial's variance tables on the real diagnostic batch, probe.json, multirun summary."""
 
 import csv
+import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -98,7 +100,7 @@ def test_multirun_writes_one_combined_table(tmp_path):
     # Only the probe summary: no training-style sweep report with empty accuracy columns.
     assert sorted(p.name for p in sweep.iterdir() if p.is_file()) == ["multirun.yaml", "probe_summary.csv",
                                                                       "probe_summary.md"]
-    rows = list(csv.DictReader((sweep / "probe_summary.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((sweep / "probe_summary.csv").read_text())))
     assert [(r["init"], r["layer"]) for r in rows] == [("const", "layers.0"), ("const", "layers.2"),
                                                        ("equal_var", "layers.0"), ("equal_var", "layers.2")]
     assert all(float(r["activation_var"]) > 0 for r in rows)
@@ -325,3 +327,225 @@ def test_probe_summary_sets_the_exit_status_when_a_job_failed(tmp_path, capsys):
     md = (tmp_path / "probe_summary.md").read_text()
     assert "| const (fill=0.005) | identity | 2.00e+00 |" in md and "## Jobs without a result" in md
     ProbeSummary(exit_on_failure=False).on_multirun_end(config)  # no exit
+
+
+# --- the theory's pieces, each against an independent computation ----------------------------
+
+from scipy import integrate, special  # noqa: E402
+from torch import nn  # noqa: E402
+
+from callbacks.variance_probe import (  # noqa: E402
+    _moments_at,
+    activations_after,
+    mean_energy,
+    measure,
+    redraw,
+)
+
+
+def gaussian_mean(g, var):
+    """E[g(y)], y ~ N(0, var), by adaptive quadrature (breakpoints where our activations bend)."""
+    s = math.sqrt(var)
+    pdf = lambda y: np.exp(-y * y / (2 * var)) / math.sqrt(2 * math.pi * var)  # noqa: E731
+    points = [p for p in (-6.0, -1.0, 0.0, 1.0, 6.0) if abs(p) < 14 * s] or [0.0]
+    with warnings.catch_warnings():  # "roundoff error": it asked for more digits than it can give
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        return integrate.quad(lambda y: g(y) * pdf(y), -14 * s, 14 * s, points=points, limit=5000,
+                              epsabs=0, epsrel=1e-11)[0]
+
+
+def _elu(y):
+    return np.where(y > 0, y, np.expm1(np.minimum(y, 0)))
+
+
+# (activation, f, f') with f and f' written out in numpy
+ACTIVATIONS = [
+    (nn.Tanh(), np.tanh, lambda y: 1 - np.tanh(y) ** 2),
+    (nn.ELU(), _elu, lambda y: np.where(y > 0, 1.0, np.exp(np.minimum(y, 0)))),
+    (nn.GELU(), lambda y: y * special.ndtr(y), lambda y: special.ndtr(y) + y * np.exp(-y * y / 2) / math.sqrt(2 * math.pi)),
+    (nn.LeakyReLU(0.2), lambda y: np.where(y > 0, y, 0.2 * y), lambda y: np.where(y > 0, 1.0, 0.2)),
+]
+
+
+@pytest.mark.parametrize("act, f, df", ACTIVATIONS, ids=lambda a: type(a).__name__ if isinstance(a, nn.Module) else "")
+def test_moment_integrals_are_accurate_from_a_narrow_to_an_exploding_gaussian(act, f, df):
+    for v in (1e-12, 1e-4, 0.3, 1.0, 1.0001, 2.0, 40.0, 1e3, 1e6, 1e8, 1e12):
+        q, d = _moments_at(act, v)
+        assert q == pytest.approx(gaussian_mean(lambda y: f(y) ** 2, v), rel=2e-6), v
+        assert d == pytest.approx(gaussian_mean(lambda y: df(y) ** 2, v), rel=3e-6), v
+
+
+@pytest.mark.parametrize("act, f, df", ACTIVATIONS, ids=lambda a: type(a).__name__ if isinstance(a, nn.Module) else "")
+def test_gaussian_gains_inside_and_outside_the_table(act, f, df):
+    """The table covers v in [1e-8, 1e8]; below it f is linear on the Gaussian's scale, above it
+    the integrals are computed directly (tanh's E[f²] tends to 1, not to a multiple of v)."""
+    v = torch.tensor([0.0, 1e-12, 3e-5, 0.37, 7.0, 5e4, 1e9, 1e12], dtype=torch.float64)
+    q, d = gaussian_gains(act, v)
+    # v = 0: the limit v -> 0+, where a kink at 0 weighs both one-sided slopes equally
+    assert q[0] == 0 and d[0] == pytest.approx((df(np.array(-1e-9)) ** 2 + df(np.array(1e-9)) ** 2) / 2, rel=1e-5)
+    for vi, qi, di in zip(v.tolist()[1:], q.tolist()[1:], d.tolist()[1:], strict=True):
+        assert qi == pytest.approx(gaussian_mean(lambda y: f(y) ** 2, vi), rel=1e-5), vi
+        assert di == pytest.approx(gaussian_mean(lambda y: df(y) ** 2, vi), rel=1e-5), vi
+
+
+def test_softmax_gradient_outside_its_table_keeps_the_limits():
+    g = softmax_gradient_second_moment(torch.tensor([0.0, 1e-30, 1e30], dtype=torch.float64), 10).numpy()
+    np.testing.assert_allclose(g, [0.09, 0.09, 0.18], rtol=2e-3)
+
+
+def _relu_mean_energy(common, spread):
+    """E_u[(E_z relu(a + b z))²], a = √common·u, b = √spread: E_z relu(a + bz) = aΦ(a/b) + bφ(a/b)."""
+    b = math.sqrt(spread)
+
+    def inner(u):
+        a = math.sqrt(common) * u
+        return a * special.ndtr(a / b) + b * math.exp(-(a / b) ** 2 / 2) / math.sqrt(2 * math.pi)
+
+    return gaussian_mean(lambda u: np.vectorize(inner)(u) ** 2, 1.0)
+
+
+@pytest.mark.parametrize("common, spread", [(0.7, 0.3), (0.2, 1.5), (0.0, 2.0), (5.0, 0.01)])
+def test_mean_energy_against_quadrature(common, spread):
+    assert mean_energy(nn.ReLU(), common, spread) == pytest.approx(_relu_mean_energy(common, spread), rel=5e-5)
+    assert mean_energy(nn.Identity(), common, spread) == common
+    assert mean_energy(None, common, spread) == common
+
+    def tanh_inner(u):
+        return gaussian_mean(lambda z: np.tanh(math.sqrt(common) * u + z), spread)
+
+    expected = gaussian_mean(lambda u: np.vectorize(tanh_inner)(u) ** 2, 1.0)
+    assert mean_energy(nn.Tanh(), common, spread) == pytest.approx(expected, rel=5e-5)
+
+
+def test_prediction_of_a_tiny_relu_net_step_by_step():
+    """ReLU: the per-sample second moment halves, the batch mean's energy goes through
+    `mean_energy` with the shared and per-sample parts, E[f'²] = ½ on the way back."""
+    net = BaseNetwork(act_fn="relu", input_size=4, num_classes=3, hidden_sizes=[5])
+    x = torch.tensor([[1.0, -2.0, 0.5, 0.0], [3.0, 1.0, -1.0, 2.0], [0.5, 0.5, 2.0, -1.0]])
+    (s0, b0), (s1, b1) = (0.3, 0.01), (0.2, 0.05)
+    got = predict(net, x, [(s0, b0, "formula"), (s1, b1, "formula")])
+    xn = x.double().numpy()
+    v0 = 4 * s0 * (xn**2).mean(1) + b0
+    c0 = 4 * s0 * (xn.mean(0) ** 2).mean() + b0
+    assert got["forward"][0] == pytest.approx(v0.mean() - c0 / 5, rel=1e-12)
+    v1 = 5 * s1 * v0 / 2 + b1
+    c1 = 5 * s1 * _relu_mean_energy(c0, v0.mean() - c0) + b1
+    assert got["forward"][1] == pytest.approx(v1.mean() - c1 / 3, rel=1e-5)
+    g1 = softmax_gradient_second_moment(torch.from_numpy(v1), 3).numpy()
+    assert got["backward"][1] == pytest.approx(g1.mean(), rel=1e-12)
+    assert got["backward"][0] == pytest.approx((0.5 * 3 * s1 * g1).mean(), rel=1e-12)
+
+
+def test_measure_is_the_population_variance_of_outputs_and_gradients():
+    torch.manual_seed(3)
+    net = BaseNetwork(act_fn="tanh", input_size=4, num_classes=3, hidden_sizes=[2])
+    x, y = torch.randn(3, 4), torch.tensor([0, 2, 1])
+    got = measure(net, x, y)
+    # The same numbers by hand: outputs kept with retain_grad, the summed loss, then the weight
+    # gradient of the mean loss.
+    h = net.layers[0](x)
+    h.retain_grad()
+    logits = net.layers[2](net.layers[1](h))
+    logits.retain_grad()
+    torch.nn.functional.cross_entropy(logits, y, reduction="sum").backward()
+    pop = lambda t: float(np.var(t.detach().double().numpy()))  # noqa: E731
+    assert got["forward"] == pytest.approx([pop(h), pop(logits)], rel=1e-5)
+    assert got["backward"] == pytest.approx([pop(h.grad), pop(logits.grad)], rel=1e-5)
+    assert got["weight_gradient"] == pytest.approx([pop(net.layers[0].weight.grad / 3),
+                                                    pop(net.layers[2].weight.grad / 3)], rel=1e-5)
+
+
+def test_redraw_leaves_the_net_and_the_random_streams_alone():
+    torch.manual_seed(0)
+    net = BaseNetwork(act_fn="relu", input_size=6, num_classes=3, hidden_sizes=[5])
+    before = [p.detach().clone() for p in net.parameters()]
+    state = torch.get_rng_state()
+    init = get_init("xavier")
+    one, again, other = redraw(net, init, 7), redraw(net, init, 7), redraw(net, init, 8)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(one.parameters(), again.parameters(), strict=True))
+    assert not torch.equal(one.layers[0].weight, other.layers[0].weight)
+    assert not torch.equal(one.layers[0].weight, net.layers[0].weight)
+    assert torch.count_nonzero(one.layers[0].bias) == 0  # xavier's zero bias, after torch's default
+
+
+def test_init_formulas_give_the_bias_variance_too():
+    """Pooled over the network's layers (the 10 output biases alone are too few to check)."""
+    for name, kwargs, expected in (("normal", {"std": 0.1}, lambda d_in: 0.01), ("default", {}, lambda d_in: 1 / (3 * d_in)),
+                                   ("equal_var", {}, None), ("xavier", {}, None), ("xavier_normal", {}, None),
+                                   ("kaiming", {}, None), ("kaiming_gain", {}, None)):
+        torch.manual_seed(0)
+        net = BaseNetwork(act_fn="tanh")
+        init = get_init(name, **kwargs)
+        init(net)
+        layers = net.layers[::2]
+        formula = init_variances(init, net)
+        for layer, (_, b_var, _) in zip(layers, formula, strict=True):
+            if expected is None:
+                assert b_var == 0 and torch.count_nonzero(layer.bias) == 0, name
+            else:
+                assert b_var == pytest.approx(expected(layer.in_features), rel=1e-12), name
+        if expected is not None:  # the drawn biases, standardised by the formula, have variance 1
+            z = torch.cat([layer.bias.detach().double() / math.sqrt(b) for layer, (_, b, _) in zip(layers, formula, strict=True)])
+            assert float(z.pow(2).mean()) == pytest.approx(1.0, rel=0.1), name
+
+
+def test_an_init_without_a_formula_is_measured_layer_by_layer():
+    class Halves:  # a user's scheme the probe knows no formula for
+        def __call__(self, net):
+            for layer in net.layers[::2]:
+                nn.init.uniform_(layer.weight, 0, 1)
+            return net
+
+    torch.manual_seed(0)
+    net = BaseNetwork(act_fn="relu", input_size=3, num_classes=2, hidden_sizes=[4, 2])
+    Halves()(net)
+    net.layers[2].bias = None  # a Linear without a bias
+    got = init_variances(Halves(), net)
+    assert [source for *_, source in got] == ["measured"] * 3
+    for layer, (w, b, _) in zip(net.layers[::2], got, strict=True):
+        assert w == pytest.approx(np.var(layer.weight.detach().double().numpy()), rel=1e-12)
+        expected_b = 0.0 if layer.bias is None else np.var(layer.bias.detach().double().numpy())
+        assert b == pytest.approx(expected_b, rel=1e-12, abs=0)
+    assert got[1][1] == 0.0
+    assert [s for *_, s in init_variances(None, net)] == ["measured"] * 3
+
+
+def test_activations_after_each_linear_and_a_net_the_theory_cannot_read():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4), nn.Linear(4, 2), nn.GELU())
+
+    acts = activations_after(Custom())
+    assert [type(a).__name__ if a is not None else None for a in acts] == ["Tanh", None, "GELU"]
+    assert [type(a) for a in activations_after(BaseNetwork(hidden_sizes=[3]))] == [nn.ReLU, type(None)]
+    with pytest.raises(ValueError, match="alternating nn.Linear and activation"):
+        activations_after(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_probe_variances_draws_seeds_report_and_errors(monkeypatch):
+    import callbacks.variance_probe as vp
+
+    torch.manual_seed(0)
+    net = BaseNetwork(act_fn="relu", input_size=6, num_classes=3, hidden_sizes=[5])
+    init = get_init("kaiming")
+    init(net)
+    batches = [(torch.randn(8, 6), torch.randint(0, 3, (8,)))]
+    tolerances = []
+    real_summarize = vp.summarize
+    monkeypatch.setattr(vp, "summarize", lambda *a, **k: tolerances.append(a[3] if len(a) > 3 else k["tolerance"]) or real_summarize(*a, **k))
+    report = probe_variances(net, init, batches)
+    assert (report["draws"], report["seeds"], report["tolerance"], tolerances) == (10, [None, *range(1, 10)], 0.1, [0.1])
+    probe_variances(net, init, batches, draws=2, tolerance=0.3)
+    assert tolerances[-1] == 0.3
+    # draw k is the net redrawn from seed + k
+    draw_3 = measure(redraw(net, init, 3), *batches[0])["forward"][0]
+    assert report["layers"]["layers.0"]["forward"]["draws"][3] == pytest.approx(draw_3, rel=1e-6)
+    assert report["layers"]["layers.0"]["forward"]["draws"][0] == pytest.approx(measure(net, *batches[0])["forward"][0], rel=1e-6)
+    row = report["layers"]["layers.2"]
+    assert (row["fan_in"], row["fan_out"], row["weight_var"], row["bias_var"], row["variance_source"]) == (5, 3, 2 / 5, 0.0, "formula")
+    for draws, given in ((0, batches), (2, [])):
+        with pytest.raises(ValueError, match="must be >= 1 and at least one batch"):
+            probe_variances(net, init, given, draws=draws)
