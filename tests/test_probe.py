@@ -538,6 +538,7 @@ def test_probe_variances_draws_seeds_report_and_errors(monkeypatch):
     monkeypatch.setattr(vp, "summarize", lambda *a, **k: tolerances.append(a[3] if len(a) > 3 else k["tolerance"]) or real_summarize(*a, **k))
     report = probe_variances(net, init, batches)
     assert (report["draws"], report["seeds"], report["tolerance"], tolerances) == (10, [None, *range(1, 10)], 0.1, [0.1])
+    assert (report["batches"], report["batch_size"]) == (1, 8)
     probe_variances(net, init, batches, draws=2, tolerance=0.3)
     assert tolerances[-1] == 0.3
     # draw k is the net redrawn from seed + k
@@ -549,3 +550,44 @@ def test_probe_variances_draws_seeds_report_and_errors(monkeypatch):
     for draws, given in ((0, batches), (2, [])):
         with pytest.raises(ValueError, match="must be >= 1 and at least one batch"):
             probe_variances(net, init, given, draws=draws)
+
+
+def test_summarize_band_flags_and_lines_by_hand():
+    """Two layers, 4 draws x 2 batches: the band is the Student-t 95 % interval of the per-draw
+    means; a flag needs the prediction outside the band *and* more than `tolerance` away."""
+    from scipy import stats
+
+    from callbacks.variance_probe import flag_lines, summarize
+
+    per_draw = np.array([[1.0, 10.0], [1.2, 14.0], [0.9, 6.0], [1.1, 12.0]])  # (draw, layer)
+    raw = {q: np.stack([per_draw - 0.05, per_draw + 0.05], axis=1) for q in ("forward", "backward")}
+    raw["weight_gradient"] = np.arange(16.0).reshape(4, 2, 2)
+    # layers.0: band ≈ [0.84, 1.26]; predicted 1.5 is outside it and 36 % away: flagged.
+    # layers.1: band ≈ [5.1, 15.9]; predicted 13 is inside it, 19 % away: not flagged.
+    pred = {"forward": np.broadcast_to([1.5, 13.0], (4, 2, 2)).copy(),
+            "backward": np.broadcast_to([1.1, 10.5], (4, 2, 2)).copy()}
+    report = summarize(["layers.0", "layers.1"], raw, pred, tolerance=0.1)
+    for i, name in enumerate(["layers.0", "layers.1"]):
+        column = per_draw[:, i]
+        lo, hi = stats.t.interval(0.95, 3, loc=column.mean(), scale=stats.sem(column))
+        r = report["layers"][name]["forward"]
+        assert (r["lo"], r["hi"], r["mean"]) == (pytest.approx(lo, rel=1e-12), pytest.approx(hi, rel=1e-12),
+                                                 pytest.approx(column.mean(), rel=1e-12))
+        assert r["draws"] == pytest.approx(list(column), rel=1e-12)
+        assert r["ratio"] == pytest.approx(column.mean() / pred["forward"][0, 0, i], rel=1e-12)
+        assert report["layers"][name]["weight_gradient"]["mean"] == pytest.approx(raw["weight_gradient"][:, :, i].mean())
+    assert report["flags"] == {"forward": ["layers.0"], "backward": []}
+    # outside the band but within tolerance: not flagged
+    assert summarize(["layers.0", "layers.1"], raw, pred, tolerance=0.4)["flags"]["forward"] == []
+    assert flag_lines(report) == [
+        f"probe: forward variance of layers.0 measured 1.05 [95% band {report['layers']['layers.0']['forward']['lo']:.3g}, "
+        f"{report['layers']['layers.0']['forward']['hi']:.3g}] but predicted 1.5: an assumption of the theory "
+        "fails here (docs/diagnostics.md)"]
+
+    # One draw: no band, nothing flagged; a non-finite measurement: no verdict at all.
+    one = summarize(["layers.0", "layers.1"], {q: a[:1] for q, a in raw.items()}, {q: a[:1] for q, a in pred.items()})
+    assert math.isnan(one["layers"]["layers.0"]["forward"]["lo"]) and one["flags"]["forward"] == []
+    raw["forward"][2, 0, 1] = np.inf
+    broken = summarize(["layers.0", "layers.1"], raw, pred)
+    assert broken["layers"]["layers.1"]["forward"]["flag"] is None
+    assert math.isnan(broken["layers"]["layers.1"]["forward"]["lo"])
