@@ -85,11 +85,6 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                                 "redraw", "probe_variances", "summarize",
                                                                 "flag_lines"]),
                        ["tests/test_probe.py", "tests/test_diagnostics.py"], 80),
-    # The toy surfaces and the optimizers' paths on them, the plot ranges and end markers' positions
-    # (not the drawing).
-    "surfaces": ("src/surfaces.py", ("except", ["plot_2d", "plot_3d", "mark_end", "_color", "run",
-                                               "summary_table", "settings_text", "legend_label"]),
-                 ["tests/test_surfaces.py"], 80),
     "training": ("src/training.py", ("only", ["train", "_finite", "run_warnings"], {"train": "trainer.fit("}),
                  ["tests/test_truth_training.py", "tests/test_truth_divergence.py"], 80),
 }
