@@ -25,9 +25,9 @@ check that hash and map the file (`torch.load(mmap=True)`): about half the decod
 (benchmarks/data_load.py), and parallel sweep jobs share the mapped pages instead of holding
 one copy each. The key hashes what the content depends on (the raw files' digests, the
 normalisation, the split seed, the format), so a change of any of them makes a new file; a
-file whose hash does not match is rebuilt. `data.cache=false` skips it. Each file is 220 MB, so
-the directory keeps the CACHE_KEEP most recently used ones and deletes older ones (other split
-seeds, earlier formats) when it writes a new one.
+file whose hash does not match is rebuilt. `data.cache=false` skips it. Each file is 220 MB
+(70,000 float32 images), so the directory keeps the CACHE_KEEP most recently used ones and
+deletes older ones (other split seeds, earlier formats) when it writes a new one.
 """
 
 from __future__ import annotations
