@@ -533,9 +533,14 @@ def test_probe_variances_draws_seeds_report_and_errors(monkeypatch):
     init = get_init("kaiming")
     init(net)
     batches = [(torch.randn(8, 6), torch.randint(0, 3, (8,)))]
-    tolerances = []
+    tolerances = []  # what probe_variances hands to summarize
     real_summarize = vp.summarize
-    monkeypatch.setattr(vp, "summarize", lambda *a, **k: tolerances.append(a[3] if len(a) > 3 else k["tolerance"]) or real_summarize(*a, **k))
+
+    def summarize(names, raw, pred, tolerance=None):
+        tolerances.append(tolerance)
+        return real_summarize(names, raw, pred, tolerance)
+
+    monkeypatch.setattr(vp, "summarize", summarize)
     report = probe_variances(net, init, batches)
     assert (report["draws"], report["seeds"], report["tolerance"], tolerances) == (10, [None, *range(1, 10)], 0.1, [0.1])
     assert (report["batches"], report["batch_size"]) == (1, 8)
