@@ -596,3 +596,59 @@ def test_summarize_band_flags_and_lines_by_hand():
     broken = summarize(["layers.0", "layers.1"], raw, pred)
     assert broken["layers"]["layers.1"]["forward"]["flag"] is None
     assert math.isnan(broken["layers"]["layers.1"]["forward"]["lo"])
+
+
+# --- the sentences under the tables: what a reader takes away ----------------------------------
+
+def test_trend_sentence_verdicts_and_their_edges():
+    from src.probe import trend_sentence
+
+    names = ["layers.0", "layers.2", "layers.4", "layers.6"]
+    assert trend_sentence([1.01, 0.998, 1.04, 1.0], names, "Forward variance") == \
+        "Forward variance stays within ×1.04 from layers.0 to layers.6: stable."
+    # the tutorial's tanh + Xavier: each step under ×2, but they add up
+    assert trend_sentence([1.24, 0.559, 0.288, 0.255], names, "Forward variance") == \
+        "Forward variance shrinks ×1.69 per layer with depth (×4.86 from layers.0 to layers.6): mild decay."
+    assert trend_sentence([1.0, 1.3, 1.7, 2.2], names, "Forward variance") == \
+        "Forward variance grows ×1.3 per layer with depth (×2.2 from layers.0 to layers.6): mild growth."
+    assert trend_sentence([7.9e-2, 4.1e-3, 2.0e-4, 1.0e-5], names, "Forward variance") == \
+        "Forward variance shrinks ×19.9 per layer with depth (×7.9e+03 from layers.0 to layers.6): vanishing."
+    assert trend_sentence([0.15, 0.6, 2.4, 9.6], list(reversed(names)), "Backward variance", "towards the input") == \
+        "Backward variance grows ×4 per layer towards the input (×64 from layers.6 to layers.0): exploding."
+    # ×2 per layer exactly is still "mild"; the first value over it is not
+    assert trend_sentence([1.0, 2.0, 4.0], names[:3], "v").endswith(": mild growth.")
+    assert trend_sentence([1.0, 2.0, 4.01], names[:3], "v").endswith(": exploding.")
+    # a bump under ×2 that comes back down is stable; ×2 itself is not
+    assert trend_sentence([1.0, 1.9, 1.0], names[:3], "v").endswith(": stable.")
+    assert not trend_sentence([1.0, 2.0, 1.0], names[:3], "v").endswith(": stable.")
+    for values in ([0.0, 0.0, 0.0], [float("nan"), 1.0], [None, None], [2.0]):
+        assert trend_sentence(values, names[: len(values)], "v") == "v: no positive values to compare."
+    # a NaN in the middle is skipped, not compared
+    assert trend_sentence([1.0, float("nan"), 1.1], names[:3], "v") == "v stays within ×1.1 from layers.0 to layers.4: stable."
+
+
+def test_flag_and_gradient_sentences():
+    from src.probe import flag_sentence, gradient_sentence
+
+    report = {"draws": 10, "flags": {"forward": [], "backward": ["layers.6", "layers.8"]}}
+    assert flag_sentence(report, "forward").startswith("The prediction lies inside the band")
+    assert flag_sentence(report, "backward") == (
+        "Flagged (layers.6, layers.8): measurement and prediction differ by more than 10 draws and the "
+        "theory's tolerance explain; an assumption fails there (docs/diagnostics.md).")
+
+    def result(gradients, means=None):
+        return {"gradients": gradients, "meta": {"gradient_means": means or {}}}
+
+    assert gradient_sentence(result({"layers.0": 3.6e-5, "layers.2": 4.6e-5, "layers.8": 1.7e-3})) == (
+        "Weight-gradient variance spans ×47.2 across layers: one learning rate suits every layer only when "
+        "this is small (the tutorial's reason to balance gradients).")
+    # zero relative to the gradient's own size: 1e-20 next to a mean of 1e-3 is "all equal" ...
+    symmetric = result({"layers.0": 2e-4, "layers.2": 1e-20, "layers.4": 0.0}, {"layers.2": 1e-3})
+    assert gradient_sentence(symmetric).startswith("Weight-gradient variance ≈ 0 in layers.2, layers.4: every unit")
+    # ... but a tiny gradient that varies on its own scale is not
+    tiny = result({"layers.0": 1e-20, "layers.2": 2e-20}, {"layers.0": 1e-12, "layers.2": 1e-12})
+    assert gradient_sentence(tiny).startswith("Weight-gradient variance spans ×2 across layers")
+    # without a known mean only an exact 0 counts as "all equal"
+    assert gradient_sentence(result({"layers.0": 1e-20, "layers.2": 3e-20})).startswith("Weight-gradient variance spans ×3")
+    assert gradient_sentence(result({"layers.0": 1e-3, "layers.2": float("nan")})) == \
+        "Weight-gradient variance: too few layers to compare."
