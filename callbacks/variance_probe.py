@@ -114,48 +114,71 @@ def _gauss_hermite() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(z), torch.from_numpy(w / w.sum())
 
 
-def _moments_at(act: nn.Module, v: float) -> tuple[float, float]:
-    """(E[f(y)²], E[f'(y)²]) for y ~ N(0, v), within 2e-6 of adaptive quadrature for v in
-    [1e-12, 1e12] (tested).
+def _trapezoid(lo: float, hi: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n equally spaced nodes on [lo, hi] and their trapezoid weights."""
+    x = torch.linspace(lo, hi, n, dtype=torch.float64)
+    w = torch.full_like(x, (hi - lo) / (n - 1))
+    w[[0, -1]] /= 2
+    return x, w
 
-    v <= 1: a trapezoid in z = y/√v on |z| <= 12, with no node at the kink at 0 (Gauss-Hermite,
-    used before, converges slowly across a kink: E[f'²] of ELU was 0.5 % off at v = 1). v > 1: the
-    Gaussian is wider than the activation's features (tanh bends within |y| < 3), so trapezoids in
-    y on |y| <= 6 and in ln|y| beyond, out to 12 standard deviations. (A trapezoid in y on those
-    geometric points overweights the tail by (ln r)²/6: 5e-5 of E[f²] at v = 1e8.)"""
-    if v <= 1:
-        z = torch.linspace(-12.0, 12.0, 4800, dtype=torch.float64)  # even: no node at the kink
-        weights = torch.full_like(z, 24.0 / 4799)
-        weights[[0, -1]] /= 2
-        weights = weights * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
-        y = (math.sqrt(v) * z).requires_grad_(True)
-    else:
-        # An even count: no node at y = 0, where a leaky ReLU's f'² jumps (a node there puts
-        # weight on torch's one-sided slope: 0.2 % off E[f'²] at v = 1).
-        inner = torch.linspace(-6.0, 6.0, 2400, dtype=torch.float64)
-        w_inner = torch.full_like(inner, 12.0 / 2399)
-        w_inner[[0, -1]] /= 2
-        t = torch.linspace(math.log(6.0), math.log(12 * math.sqrt(v)), 600, dtype=torch.float64)
-        outer = t.exp()
-        w_outer = (t[1] - t[0]) * outer  # dy = y·dt
-        w_outer[[0, -1]] /= 2
-        w_inner[[0, -1]] += w_outer[0]  # y = ±6 ends both pieces
-        y = torch.cat([-outer[1:].flip(0), inner, outer[1:]])
-        weights = torch.cat([w_outer[1:].flip(0), w_inner, w_outer[1:]])
-        weights = weights * torch.exp(-y * y / (2 * v)) / math.sqrt(2 * math.pi * v)
-        y = y.clone().requires_grad_(True)
-    with torch.enable_grad():
-        out = act(y)
-        (slope,) = torch.autograd.grad(out.sum(), y)
-    return float((out.detach() ** 2 * weights).sum()), float((slope**2 * weights).sum())
+
+@functools.lru_cache(maxsize=2)
+def _standard_normal_trapezoid(half_width: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes z on [-half_width, half_width] and weights for E[g(z)], z ~ N(0, 1)."""
+    z, w = _trapezoid(-half_width, half_width, n)
+    return z, w * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+
+def _gaussian_nodes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes y and weights, one row per v (all <= 1 or all > 1), for E[g(y)], y ~ N(0, v), when
+    g may bend at 0 (see gaussian_moments).
+
+    v <= 1: a trapezoid in z = y/√v on |z| <= 12. v > 1: the Gaussian is wider than the
+    activation's features (tanh bends within |y| < 3), so trapezoids in y on |y| <= 6 and in ln|y|
+    beyond, out to 12 standard deviations (a trapezoid in y on those geometric points overweights
+    the tail by (ln r)²/6: 5e-5 of E[f²] at v = 1e8). Even node counts put no node at y = 0, where
+    a kinked f' jumps (a node there weighs torch's one-sided slope: a leaky ReLU's E[f'²] was 0.2 %
+    off at v = 1)."""
+    v = v[:, None]
+    if bool((v <= 1).all()):
+        z, w = _standard_normal_trapezoid(12.0, 4800)
+        return v.sqrt() * z, w.expand(len(v), -1)
+    inner, w_inner = _trapezoid(-6.0, 6.0, 2400)
+    s, w_s = _trapezoid(0.0, 1.0, 600)
+    span = torch.log(12 * v.sqrt()) - math.log(6.0)  # of ln|y| beyond 6
+    outer = torch.exp(math.log(6.0) + span * s)
+    w_outer = w_s * span * outer  # dy = y·d(ln y)
+    w_inner = w_inner.expand(len(v), -1).clone()
+    w_inner[:, [0, -1]] += w_outer[:, :1]  # y = ±6 ends both pieces
+    y = torch.cat([-outer[:, 1:].flip(1), inner.expand(len(v), -1), outer[:, 1:]], dim=1)
+    w = torch.cat([w_outer[:, 1:].flip(1), w_inner, w_outer[:, 1:]], dim=1)
+    return y, w * torch.exp(-y * y / (2 * v)) / torch.sqrt(2 * math.pi * v)
+
+
+def gaussian_moments(act: nn.Module, v, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(E[f(y)²], E[f'(y)²]) for y ~ N(0, v_i), for each v_i > 0; within 2e-6 of adaptive
+    quadrature for v in [1e-12, 1e12] (tested). Gauss-Hermite, used before, converges slowly
+    across a kink at 0 (ELU's E[f'²] was 0.5 % off at v = 1), hence trapezoids (`_gaussian_nodes`),
+    up to `chunk` values of v through the activation at once."""
+    v = torch.as_tensor(np.asarray(v, dtype=np.float64))
+    q, d = torch.empty_like(v), torch.empty_like(v)
+    for part in (torch.nonzero(v <= 1).flatten(), torch.nonzero(v > 1).flatten()):
+        for rows in part.split(chunk):
+            y, w = _gaussian_nodes(v[rows])
+            with torch.enable_grad():
+                y.requires_grad_(True)
+                out = act(y)
+                (slope,) = torch.autograd.grad(out.sum(), y)
+            q[rows], d[rows] = (out.detach() ** 2 * w).sum(1), (slope**2 * w).sum(1)
+    return q.numpy(), d.numpy()
 
 
 @functools.lru_cache(maxsize=16)
 def _moment_table(act_key: str, act: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ln v grid, E[f²]/v and E[f'²] on it (both smooth in ln v), for cubic interpolation."""
     log_v = np.linspace(math.log(1e-8), math.log(1e8), 161)
-    q, d = zip(*(_moments_at(act, math.exp(lv)) for lv in log_v), strict=True)
-    return log_v, np.array(q) / np.exp(log_v), np.array(d)
+    q, d = gaussian_moments(act, np.exp(log_v))
+    return log_v, q / np.exp(log_v), d
 
 
 def gaussian_gains(act: nn.Module | None, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,10 +198,11 @@ def gaussian_gains(act: nn.Module | None, v: torch.Tensor) -> tuple[torch.Tensor
     # Outside the table the ratios are not flat (tanh: E[f²] -> 1 as v grows; ELU: E[f'²] =
     # 1 - O(√v) as v shrinks), so a vanishing or exploding layer gets the integrals themselves;
     # v = 0 gets their limit.
-    for i in np.flatnonzero((v < 1e-8) | (v > 1e8)):
-        at = max(float(v[i]), 1e-300)
-        q_at, d[i] = _moments_at(act, at)
-        q[i] = q_at / at * v[i]
+    outside = np.flatnonzero((v < 1e-8) | (v > 1e8))
+    if len(outside):
+        at = np.maximum(v[outside], 1e-300)
+        q_at, d[outside] = gaussian_moments(act, at)
+        q[outside] = q_at / at * v[outside]
     return torch.from_numpy(q), torch.from_numpy(d)
 
 
@@ -214,19 +238,11 @@ def mean_energy(act: nn.Module | None, common: float, spread: float) -> float:
     if act is None or isinstance(act, nn.Identity):
         return common
     u, w_u = _gauss_hermite()
-    z, w_z = _standard_normal_trapezoid()
+    z, w_z = _standard_normal_trapezoid(8.0, 1601)
     grid = math.sqrt(max(common, 0.0)) * u[:, None] + math.sqrt(max(spread, 0.0)) * z[None, :]
     with torch.no_grad():
         inner = (act(grid) * w_z[None, :]).sum(1)
     return float((inner**2 * w_u).sum())
-
-
-@functools.lru_cache(maxsize=1)
-def _standard_normal_trapezoid() -> tuple[torch.Tensor, torch.Tensor]:
-    z = torch.linspace(-8.0, 8.0, 1601, dtype=torch.float64)
-    w = torch.full_like(z, 16.0 / 1600)
-    w[[0, -1]] /= 2
-    return z, w * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
 
 
 def predict(net: nn.Module, x: torch.Tensor, variances: list[tuple[float, float, str]]) -> dict[str, list[float]]:
