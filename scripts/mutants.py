@@ -71,20 +71,21 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                       "TensorLoader.load_state_dict", "split_indices", "resolve_on_device",
                                       "normalize"]),
              ["tests/test_data.py", "tests/test_pipelines.py", "tests/test_fake_cuda.py"], 80),
-    # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
-    # (the lines before it, building objects and the sweep-continue/resume logic, have their own
-    # slower tests: test_endings.py, test_resume.py, test_determinism.py).
     # The theory beside the measurement: variances each init promises, the Gaussian gains of the
     # activations, the predicted and measured variance by depth, the flags (not the figure, nor
     # the callback's plumbing, which trains: test_probe.py's step-0 test covers it).
-    "variance_probe": ("callbacks/variance_probe.py", ("only", ["init_variances", "activations_after", "_moments_at",
-                                                                "_moment_table", "gaussian_gains",
+    "variance_probe": ("callbacks/variance_probe.py", ("only", ["init_variances", "activations_after", "_trapezoid",
+                                                                "_standard_normal_trapezoid", "_gaussian_nodes",
+                                                                "gaussian_moments", "_moment_table", "gaussian_gains",
                                                                 "_softmax_gradient_table",
                                                                 "softmax_gradient_second_moment", "mean_energy",
-                                                                "_standard_normal_trapezoid", "predict", "measure",
+                                                                "predict", "measure",
                                                                 "redraw", "probe_variances", "summarize",
                                                                 "flag_lines"]),
                        ["tests/test_probe.py", "tests/test_diagnostics.py"], 80),
+    # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
+    # (the lines before it, building objects and the sweep-continue/resume logic, have their own
+    # slower tests: test_endings.py, test_resume.py, test_determinism.py).
     "training": ("src/training.py", ("only", ["train", "_finite", "run_warnings"], {"train": "trainer.fit("}),
                  ["tests/test_truth_training.py", "tests/test_truth_divergence.py"], 80),
 }
