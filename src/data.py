@@ -32,6 +32,7 @@ deletes older ones (other split seeds, earlier formats) when it writes a new one
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -233,7 +234,8 @@ def load_cached_splits(data_dir, split_seed: int) -> dict[str, torch.Tensor]:
         if _sha256(path) == digest_file.read_text().strip():
             tensors = torch.load(path, mmap=True, weights_only=True)
             if set(tensors) == set(CACHED):
-                _touch(path)  # most recently used: the last one pruning deletes
+                with contextlib.suppress(OSError):  # a read-only data dir prunes nothing either
+                    os.utime(path)  # most recently used: the last one pruning deletes
                 return tensors
         warnings.warn(f"{path} does not match its sha256; decoding the raw files again", stacklevel=2)
     except FileNotFoundError:  # not written yet, or pruned by a parallel job just now
@@ -262,17 +264,8 @@ def prune_cache(cache_dir: Path, keep: int) -> None:
             continue
     for _, old in sorted(files, reverse=True)[keep:]:
         for f in (old, old.with_suffix(".sha256")):
-            try:
+            with contextlib.suppress(OSError):  # in use where that forbids deleting (Windows): next time
                 f.unlink(missing_ok=True)
-            except OSError:  # in use where that forbids deleting (Windows): next time
-                pass
-
-
-def _touch(path: Path) -> None:
-    try:
-        os.utime(path)
-    except OSError:  # a read-only data dir: nothing will be pruned there either
-        pass
 
 
 def resolve_on_device(on_device: bool | str, device: torch.device | None) -> bool:
