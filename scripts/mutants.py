@@ -83,6 +83,17 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                                 "redraw", "probe_variances", "summarize",
                                                                 "flag_lines"]),
                        ["tests/test_probe.py", "tests/test_diagnostics.py"], 80),
+    # The loss landscape's numbers: flat vectors, directions, PCA of the path, the batched grid,
+    # the memory plan, the settings, the grid's window, what the figures print (not the run
+    # loading, the drawing, nor landscape_of_run: test_landscape.py trains for those).
+    "landscape": ("src/landscape.py", ("only", ["Layout.of", "Layout.numel", "Layout.split", "Layout.flatten",
+                                                "_epochs_done", "random_directions", "pca_of_path",
+                                                "linear_and_activations", "_linear_params", "per_point_bytes",
+                                                "evaluate_family", "evaluate_points", "evaluate_loop", "plain_loss",
+                                                "fixed_subset", "memory_plan", "_int", "_pair", "read_settings",
+                                                "grid_axis", "_window", "_rel", "_fmt_loss", "_loss_norm",
+                                                "_loss_ticks", "short_name", "path_faithfulness"]),
+                  ["tests/test_landscape_math.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

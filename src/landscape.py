@@ -335,7 +335,8 @@ def pca_of_path(points: torch.Tensor, final: torch.Tensor, chunk: int = 1 << 16)
     order = torch.argsort(evals, descending=True)
     evals, evecs = evals[order].clamp_min(0), evecs[:, order]
     s = evals.sqrt()
-    if s[1] <= 1e-12 * max(float(s[0]), 1e-300):
+    # The points are float32: a straight path's rounding alone leaves s_2 / s_1 ~ 1e-7, not 0.
+    if s[1] <= 1e-6 * max(float(s[0]), 1e-300):
         log.warning("the path is (numerically) a straight line: the second PCA direction is arbitrary")
     dirs = torch.zeros(2, P, dtype=torch.float64)
     for j in range(0, P, chunk):

@@ -1,5 +1,7 @@
 """landscape.py and the weight-path recorder: the numbers against formulas and a plain loop, the
-honesty checks, the recorded path through a SIGKILL + resume, bad input as one line.
+honesty checks, the recorded path through a SIGKILL + resume, bad input as one line. The pieces
+that need no training (directions, PCA, the batched grid, memory, settings) are in
+test_landscape_math.py.
 
 One module fixture trains a tiny run with the path recorded every step, kills it after its first
 checkpoints and resumes it (two train.py subprocesses); the landscape tests use that run dir."""
@@ -17,20 +19,12 @@ import pytest
 import torch
 
 from callbacks.weight_path import load_path, point_file
-from src.errors import CheckpointError, ConfigError
+from src.errors import CheckpointError
 from src.landscape import (
-    Layout,
-    evaluate_family,
-    evaluate_loop,
     landscape,
     load_run,
-    memory_plan,
-    pca_of_path,
-    plain_loss,
-    random_directions,
     recreate_init,
 )
-from src.model import BaseNetwork
 from tests.conftest import ROOT, compose, run_script
 
 # 2 epochs of 5 steps (1280 images, batch 256); last.ckpt every 2 steps and after each epoch;
@@ -137,81 +131,6 @@ def test_several_runs_and_random_directions(killed_and_resumed, tmp_path):
     assert a["grid"]["loss"] == b["grid"]["loss"]  # same run, same seed: same directions, same grid
     assert a["grid"]["x"][0] == -1 and a["grid"]["x"][-1] == 1
     assert (tmp_path / "runs" / "run" / "landscape_2d.png").exists()  # each run's own, for its TensorBoard
-
-
-# ---------------------------------------------------------------------------------------------
-# the pieces, without training
-
-
-def _net(seed=0) -> BaseNetwork:
-    torch.manual_seed(seed)
-    return BaseNetwork(hidden_sizes=[32, 16]).eval()
-
-
-def test_random_directions_are_filter_normalised_and_seeded():
-    net = _net()
-    layout = Layout.of(net)
-    w = layout.flatten(dict(net.named_parameters()))
-    d1, d2 = random_directions(layout, w, seed=3)
-    for name, wt, a, b in zip(layout.names, layout.split(w), layout.split(d1), layout.split(d2), strict=True):
-        if wt.dim() == 1:
-            assert not a.any() and not b.any(), name  # biases: zero in the direction
-        else:
-            torch.testing.assert_close(a.norm(dim=1), wt.norm(dim=1), rtol=1e-5, atol=0)
-            torch.testing.assert_close(b.norm(dim=1), wt.norm(dim=1), rtol=1e-5, atol=0)
-    assert not torch.equal(d1, d2)
-    again = random_directions(layout, w, seed=3)
-    assert torch.equal(again[0], d1) and torch.equal(again[1], d2)
-    assert not torch.equal(random_directions(layout, w, seed=4)[0], d1)
-
-
-def test_pca_of_a_straight_line_path_explains_everything():
-    gen = torch.Generator().manual_seed(0)
-    final, v = torch.randn(5000, generator=gen), torch.randn(5000, generator=gen)
-    points = final + torch.linspace(3, 0, 12)[:, None] * v  # init far away, straight to the final weights
-    pca = pca_of_path(points, final)
-    assert pca.explained[0] == pytest.approx(1, abs=1e-6) and pca.explained[1] == pytest.approx(0, abs=1e-6)
-    assert np.abs(pca.residual).max() < 1e-5
-    assert abs(float(pca.d1 @ v / v.norm())) == pytest.approx(1, abs=1e-6)
-    # coordinates along d1: the distances to the final weights
-    np.testing.assert_allclose(np.abs(pca.coords[:, 0]), np.linspace(3, 0, 12) * float(v.norm()), rtol=1e-5)
-
-
-def test_pca_residual_and_explained_variance_formulas():
-    # a path in 3 orthogonal directions with known extents: the plane holds the first two
-    e = torch.eye(3, 600)
-    coords = torch.tensor([[4.0, 0, 0], [0, 2, 0], [0, 0, 1], [0, 0, 0]])
-    pca = pca_of_path(coords @ e, torch.zeros(600))
-    assert sum(pca.explained) == pytest.approx((16 + 4) / 21, rel=1e-6)
-    np.testing.assert_allclose(pca.residual, [0, 0, 1, 0], atol=1e-6)  # the third point is off-plane
-
-
-def test_vectorised_grid_equals_a_plain_loop():
-    net = _net()
-    layout = Layout.of(net)
-    w = layout.flatten(dict(net.named_parameters()))
-    d1, d2 = random_directions(layout, w, seed=1)
-    x, y = torch.randn(300, 784), torch.randint(0, 10, (300,))
-    ticks = torch.tensor([-1.0, 0.0, 1.0])
-    a, b = torch.meshgrid(ticks, ticks, indexing="xy")
-    coefs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-    # small chunks on purpose: several chunks of parameter sets and of images
-    loss, acc = evaluate_family(net, layout, w, [d1, d2], coefs, x, y, batch_points=4, batch_images=128)
-    ref_loss, ref_acc = evaluate_loop(net, layout, w + coefs[:, :1] * d1 + coefs[:, 1:] * d2, x, y)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    np.testing.assert_array_equal(acc, ref_acc)
-    assert loss[4] == pytest.approx(plain_loss(net, x, y), rel=1e-6)  # the centre: the net itself
-
-
-def test_memory_limits_are_one_line_with_what_fits():
-    net = _net()
-    layout = Layout.of(net)
-    cpu = torch.device("cpu")
-    with pytest.raises(ConfigError, match=r"the largest grid that fits is landscape.resolution=\d+"):
-        memory_plan(net, layout, 4000 ** 2, 4000, 256, "auto", 4096, cpu, available=200 << 20)
-    with pytest.raises(ConfigError, match=r"the largest that fits is landscape.batch_points=\d+"):
-        memory_plan(net, layout, 961, 31, 2048, 100_000, 4096, cpu, available=200 << 20)
-    assert memory_plan(net, layout, 961, 31, 2048, "auto", 4096, cpu, available=16 << 30) == 32
 
 
 def test_bad_input_names_the_callback_to_turn_on(tmp_path, killed_and_resumed):
