@@ -94,6 +94,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                 "grid_axis", "_window", "_rel", "_fmt_loss", "_loss_norm",
                                                 "_loss_ticks", "short_name", "path_faithfulness"]),
                   ["tests/test_landscape_math.py"], 80),
+    # The training path's recorder: which steps, the weights of each, the files, the resume's clean-up.
+    "weight_path": ("callbacks/weight_path.py", None, ["tests/test_weight_path.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
