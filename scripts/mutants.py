@@ -94,6 +94,11 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                 "grid_axis", "_window", "_rel", "_fmt_loss", "_loss_norm",
                                                 "_loss_ticks", "short_name", "path_faithfulness"]),
                   ["tests/test_landscape_math.py"], 80),
+    # The loss-surface playground: the surfaces, the config checks, the optimizers it builds, the
+    # loop, the plot window, where the arrow for an end outside goes, the labels and the table (not
+    # the drawing: plot_2d, plot_3d, mark_end's styles, run's files).
+    "surfaces": ("src/surfaces.py", ("except", ["plot_2d", "plot_3d", "mark_end", "run"]),
+                 ["tests/test_surfaces_math.py"], 80),
     # The training path's recorder: which steps, the weights of each, the files, the resume's clean-up.
     "weight_path": ("callbacks/weight_path.py", None, ["tests/test_weight_path.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json

@@ -359,16 +359,11 @@ def _is_inside(point: np.ndarray, x_range, y_range) -> bool:
     return bool(x_range[0] <= point[0] <= x_range[1] and y_range[0] <= point[1] <= y_range[1])
 
 
-def mark_end(ax, path: np.ndarray, color: str, label: str, x_range, y_range) -> str:
-    """Mark where a path ends: a cross on the end point, or, when it ends outside the window, an
-    arrow on the border pointing at it, labelled with its coordinates. Returns "inside"/"outside"."""
+def end_arrow(path: np.ndarray, x_range, y_range):
+    """For a path that ends outside the window: the arrow's head (on the border, where the path
+    last leaves the window, or on the way from the window's centre if it never was inside), its
+    tail (inside), and where and how its label sits: (head, tail, label_xy, ha, va)."""
     end = path[-1, :2]
-    if not np.isfinite(end).all():
-        return "outside"
-    if _is_inside(end, x_range, y_range):
-        ax.plot(*end, marker="X", color=color, markeredgecolor="black", markersize=11, linestyle="none",
-                zorder=11)
-        return "inside"
     flags = [_is_inside(p, x_range, y_range) for p in path[:, :2]]
     last_in = max((i for i, f in enumerate(flags) if f), default=None)
     centre = np.array([np.mean(x_range), np.mean(y_range)])
@@ -379,13 +374,27 @@ def mark_end(ax, path: np.ndarray, color: str, label: str, x_range, y_range) -> 
     direction = (end - border) / span
     direction /= max(np.linalg.norm(direction), 1e-12)
     tail = border - 0.09 * direction * span  # arrow inside the window, its head on the border
+    offset = tail - 0.06 * direction * span  # the label beyond the tail, away from the border
+    ha = "left" if direction[0] < -0.3 else "right" if direction[0] > 0.3 else "center"
+    va = "bottom" if direction[1] < -0.3 else "top" if direction[1] > 0.3 else "center"
+    return border, tail, offset, ha, va
+
+
+def mark_end(ax, path: np.ndarray, color: str, label: str, x_range, y_range) -> str:
+    """Mark where a path ends: a cross on the end point, or, when it ends outside the window, an
+    arrow on the border pointing at it, labelled with its coordinates. Returns "inside"/"outside"."""
+    end = path[-1, :2]
+    if not np.isfinite(end).all():
+        return "outside"
+    if _is_inside(end, x_range, y_range):
+        ax.plot(*end, marker="X", color=color, markeredgecolor="black", markersize=11, linestyle="none",
+                zorder=11)
+        return "inside"
+    border, tail, offset, ha, va = end_arrow(path, x_range, y_range)
     ax.annotate("", xy=border, xytext=tail, zorder=12,
                 arrowprops=dict(arrowstyle="-|>,head_width=0.5,head_length=0.9", color=color, lw=2.5,
                                 shrinkA=0, shrinkB=0))
     text = f"{label} ends outside\nat ({fmt_number(end[0])}, {fmt_number(end[1])})"
-    offset = tail - 0.06 * direction * span
-    ha = "left" if direction[0] < -0.3 else "right" if direction[0] > 0.3 else "center"
-    va = "bottom" if direction[1] < -0.3 else "top" if direction[1] > 0.3 else "center"
     ax.text(*offset, text, color="black", fontsize=8, ha=ha, va=va, zorder=12,
             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, alpha=0.85))
     return "outside"

@@ -2,7 +2,9 @@
 tutorial's, bit for bit; the tutorial's conclusions hold; the CLI writes what it should.
 
 One `surfaces.py -m surface=pathological,steep` subprocess (module fixture) serves the
-float32 checks, the figures and the TensorBoard files; float64 runs in-process."""
+float32 checks, the figures and the TensorBoard files; float64 runs in-process. The pieces
+(formulas, config checks and their messages, the plot window, the arrows, the labels) are
+tested on their own in test_surfaces_math.py."""
 
 import json
 import runpy
@@ -24,7 +26,6 @@ from src.surfaces import (
     plot_2d,
     run_trajectories,
     summary_table,
-    validate_surface,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,22 +336,6 @@ def test_cli_bad_override_is_one_line(tmp_path, monkeypatch, capsys):
 
 # -----------------------------------------------------------------------------
 # validation and user surfaces (in-process)
-
-
-def test_validation_messages():
-    def err(overrides):
-        with pytest.raises(ValueError) as e:
-            validate_surface(load_cfg(overrides).surface)
-        return str(e.value)
-
-    assert "surface.steps" in err(["surface.steps=0"])
-    assert "surface.steps" in err(["surface.steps=-3"])
-    assert "surface.init" in err(["surface.init=[1]"])
-    assert "surface.init" in err(["surface.init=[1,2,3]"])
-    assert "surface.init" in err(["surface.init=[a,b]"])
-    assert "surface.dtype" in err(["surface.dtype=float16"])
-    assert "surface.x_range" in err(["surface.x_range=[2,1]"])
-    assert "\n" not in err(["surface._target_=src.surfaces.nope"])
 
 
 def test_user_surface_with_params():
