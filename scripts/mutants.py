@@ -101,6 +101,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                  ["tests/test_surfaces_math.py"], 80),
     # The training path's recorder: which steps, the weights of each, the files, the resume's clean-up.
     "weight_path": ("callbacks/weight_path.py", None, ["tests/test_weight_path.py"], 80),
+    # Resuming: which checkpoint, its checks and messages, the atomic writer, the RNG states.
+    "checkpointing": ("src/checkpointing.py", None, ["tests/test_checkpointing.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

@@ -1,0 +1,210 @@
+"""src/checkpointing.py in-process: which checkpoint a `ckpt_path` names, the one-line messages for
+each wrong one, the atomic writer (a failed save keeps the old file; a full disk says so), the
+stale temp files a kill leaves, and the RNG states a resume restores. The same paths through a
+real train.py are in test_resume.py, test_endings.py and test_bad_input.py (subprocesses)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from src.checkpointing import (
+    HINT,
+    AtomicCheckpointIO,
+    check_checkpoint,
+    collect_rng_states,
+    missing_checkpoint_message,
+    remove_stale_temp_files,
+    resolve_ckpt_path,
+    set_rng_states,
+)
+from src.errors import CheckpointError
+
+MODEL = {"act_fn": "relu", "input_size": 784, "num_classes": 10, "hidden_sizes": [512, 256, 256, 128]}
+
+
+def save(path: Path, **hp) -> Path:
+    """The parts of a Lightning checkpoint that check_checkpoint reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.ones(2)}, "loops": {}, "hyper_parameters": hp}, path)
+    return path
+
+
+class NotWeights:
+    """Pickled code, not weights: what `torch.load(weights_only=True)` refuses to run."""
+
+
+def test_ckpt_path_names_the_file_or_the_run_dir(tmp_path):
+    run = tmp_path / "run"
+    assert resolve_ckpt_path(run) == run  # nothing there: as given (the caller says so)
+    flat = save(run / "last.ckpt")
+    assert resolve_ckpt_path(run) == flat  # a checkpoints dir itself
+    nested = save(run / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path(run) == nested and resolve_ckpt_path(str(run)) == nested  # the run dir first
+    assert resolve_ckpt_path(nested) == nested
+    (tmp_path / "d" / "checkpoints" / "last.ckpt").mkdir(parents=True)  # a directory is not a checkpoint
+    assert resolve_ckpt_path(tmp_path / "d") == tmp_path / "d"
+
+
+def test_missing_checkpoint_messages(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    assert missing_checkpoint_message(str(run)) == (
+        f"ckpt_path={run}: this run has no checkpoint yet; start it again with the same overrides: python train.py")
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "- optim=adam\n- seed=3\n- ckpt_path=/x\n- hydra.run.dir=/y\n- trainer.max_epochs=2\n")
+    assert missing_checkpoint_message(str(run)).endswith(
+        "same overrides: python train.py optim=adam seed=3 trainer.max_epochs=2")
+    (run / ".hydra" / "overrides.yaml").write_text("")
+    assert missing_checkpoint_message(str(run)).endswith("same overrides: python train.py")
+    only_ckpts = tmp_path / "only"
+    (only_ckpts / "checkpoints").mkdir(parents=True)
+    assert missing_checkpoint_message(str(only_ckpts)).startswith(f"ckpt_path={only_ckpts}: this run has no")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert missing_checkpoint_message(str(plain)) == f"ckpt_path={plain} is neither a checkpoint file nor a run dir; {HINT}"
+    file = tmp_path / "f.txt"
+    file.write_text("x")
+    assert missing_checkpoint_message(str(file)) == f"ckpt_path={file} is neither a checkpoint file nor a run dir; {HINT}"
+    assert missing_checkpoint_message(str(tmp_path / "nope")) == f"ckpt_path={tmp_path / 'nope'} does not exist; {HINT}"
+    assert HINT == "pass a run's checkpoints/last.ckpt (or the run dir)"
+
+
+def test_check_checkpoint_accepts_the_same_model_and_optimizer(tmp_path):
+    assert check_checkpoint(None, MODEL, "src.optim.Adam") is None and check_checkpoint("", MODEL, None) is None
+    path = save(tmp_path / "run" / "checkpoints" / "last.ckpt", model=MODEL, optim_cfg={"_target_": "src.optim.Adam"})
+    assert check_checkpoint(str(tmp_path / "run"), MODEL, "src.optim.Adam") == str(path)
+    assert check_checkpoint(str(path), {**MODEL, "extra": 1}, None) == str(path)  # no optimizer asked: any
+    bare = save(tmp_path / "bare.ckpt")  # no hyperparameters saved: nothing to compare
+    assert check_checkpoint(str(bare), MODEL, "src.optim.SGD") == str(bare)
+    partial = save(tmp_path / "partial.ckpt", model={"act_fn": "relu"}, optim_cfg={})
+    assert check_checkpoint(str(partial), {"hidden_sizes": [3]}, "src.optim.SGD") == str(partial)
+
+
+def test_check_checkpoint_messages(tmp_path):
+    def err(path, model=MODEL, optim="src.optim.Adam"):
+        with pytest.raises(CheckpointError) as e:
+            check_checkpoint(str(path), model, optim)
+        return str(e.value)
+
+    assert err(tmp_path / "nope") == f"ckpt_path={tmp_path / 'nope'} does not exist; {HINT}"
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a zip")
+    assert err(junk) == f"ckpt_path={junk} is not a checkpoint (UnpicklingError); {HINT}"
+    torch.save({"state_dict": {}, "loops": {}, "hyper_parameters": NotWeights()}, tmp_path / "code.ckpt")
+    assert err(tmp_path / "code.ckpt") == f"ckpt_path={tmp_path / 'code.ckpt'} is not a checkpoint (UnpicklingError); {HINT}"
+    for content in ({"state_dict": {}}, {"loops": {}}, [1, 2]):
+        torch.save(content, tmp_path / "x.ckpt")
+        assert err(tmp_path / "x.ckpt") == \
+            f"ckpt_path={tmp_path / 'x.ckpt'} is not a training checkpoint (no weights/loop state); {HINT}"
+    for key, other in (("hidden_sizes", [64]), ("act_fn", "tanh"), ("input_size", 10), ("num_classes", 2)):
+        path = save(tmp_path / f"{key}.ckpt", model={**MODEL, key: other})
+        assert err(path) == (f"ckpt_path={path} holds a model with model.{key}={other}, but this run has "
+                             f"model.{key}={MODEL[key]}; resume with the checkpoint's model")
+    path = save(tmp_path / "sgd.ckpt", model=MODEL, optim_cfg={"_target_": "src.optim.SGD"})
+    assert err(path) == (f"ckpt_path={path} was trained with optimizer src.optim.SGD, but this run asks for "
+                         "src.optim.Adam; resume with the same optim= (its hyperparameters, e.g. optim.lr, may change)")
+
+
+def test_stale_temp_files_of_our_naming_only(tmp_path):
+    assert remove_stale_temp_files(tmp_path / "missing") == []
+    ours = [tmp_path / ".last.ckpt.abc123.tmp", tmp_path / ".best-1.ckpt.x.tmp"]
+    theirs = [tmp_path / "last.ckpt", tmp_path / "notes.tmp", tmp_path / ".hidden"]
+    for p in ours + theirs:
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(ours)
+    assert not any(p.exists() for p in ours) and all(p.exists() for p in theirs)
+
+
+def test_atomic_save_writes_and_replaces(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "new" / "dir" / "last.ckpt"  # the directory is made
+    io.save_checkpoint({"a": torch.ones(2)}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))
+    io.save_checkpoint({"a": torch.zeros(2)}, str(target))
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.zeros(2))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temp file left
+    # written under a temp name of our own (what remove_stale_temp_files removes), beside the target
+    seen = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, tmp: seen.append(Path(tmp)) or real_save(obj, tmp))
+    io.save_checkpoint({"a": torch.ones(1)}, target)
+    assert len(seen) == 1 and seen[0].parent == target.parent and seen[0] != target
+    assert seen[0].name.startswith(".last.ckpt.") and seen[0].name.endswith(".tmp")
+    old = os.umask(0o022)
+    os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~old  # as a plain open() would make it
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_says_what_failed(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"a": torch.ones(2)}, target)
+    before = target.read_bytes()
+
+    def failing(message):
+        def save(obj, path):
+            Path(path).write_bytes(b"half a checkp")  # what a kill or a full disk leaves
+            raise RuntimeError(message)
+        return save
+
+    free = {"bytes": 0}
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: SimpleNamespace(free=free["bytes"] if p == tmp_path else None))
+    for message, free_bytes, code in (("basic_ios::clear: iostream error", 0, errno.ENOSPC),
+                                      ("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing "
+                                       "file data/0: file write failed", 1 << 30, errno.EIO),
+                                      ("PytorchStreamWriter failed writing file", (1 << 20) - 1, errno.ENOSPC),
+                                      ("PytorchStreamWriter failed writing file", 1 << 20, errno.EIO)):
+        free["bytes"] = free_bytes
+        monkeypatch.setattr(torch, "save", failing(message))
+        with pytest.raises(OSError) as e:
+            io.save_checkpoint({"a": torch.zeros(2)}, target)
+        assert (e.value.errno, e.value.filename, e.value.strerror) == (code, str(target), os.strerror(code))
+        assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    monkeypatch.setattr(torch, "save", failing("some other error"))
+    with pytest.raises(RuntimeError, match="^some other error$"):
+        io.save_checkpoint({"a": torch.zeros(2)}, target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_rng_states_restore_every_stream_and_load_weights_only(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.standard_normal()  # numpy's cached Gaussian is part of its state
+    states = collect_rng_states()
+    assert states["cuda"] == [] or torch.cuda.is_available()
+    torch.save(states, tmp_path / "rng.pt")
+    loaded = torch.load(tmp_path / "rng.pt", weights_only=True)  # plain tensors, lists and tuples
+    first = (torch.rand(3), np.random.standard_normal(3), np.random.randint(0, 1 << 30), random.random())
+    set_rng_states(loaded)
+    again = (torch.rand(3), np.random.standard_normal(3), np.random.randint(0, 1 << 30), random.random())
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert first[2:] == again[2:]
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    assert kind == "MT19937" and keys.dtype == np.uint32 and states["numpy"][1].dtype == torch.int64
+
+
+def test_cuda_rng_states_restored_only_onto_as_many_gpus(monkeypatch):
+    states = collect_rng_states()
+    states["cuda"] = [torch.zeros(8, dtype=torch.uint8)]
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", calls.append)
+    for available, count, restored in ((False, 1, False), (True, 2, False), (True, 1, True)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda c=count: c)
+        calls.clear()
+        set_rng_states(states)
+        assert calls == ([states["cuda"]] if restored else []), (available, count)
+    calls.clear()
+    set_rng_states({**states, "cuda": []})  # saved on a machine without a GPU
+    assert calls == []
