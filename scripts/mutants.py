@@ -103,6 +103,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "weight_path": ("callbacks/weight_path.py", None, ["tests/test_weight_path.py"], 80),
     # Resuming: which checkpoint, its checks and messages, the atomic writer, the RNG states.
     "checkpointing": ("src/checkpointing.py", None, ["tests/test_checkpointing.py"], 80),
+    # TensorBoard's HParams tab: the trial's name, the columns, the values, the real metrics.
+    "hparams": ("src/hparams.py", None, ["tests/test_hparams.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

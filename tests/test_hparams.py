@@ -58,3 +58,93 @@ def test_trial_name_is_the_swept_values_in_override_order():
     assert trial_name(overrides, ["callbacks.weight_stats"]) == ""  # a removal has no value
     assert trial_name(overrides, []) == ""
     assert trial_name([], ["optim"]) == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the values and the writer, without training
+
+
+def _cfg(optim: dict, init: dict, **top):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"optim": optim, "init": init, "base_lr": 0.25, "seed": 3,
+                             "model": {"act_fn": "tanh", "hidden_sizes": [8, 4]}, "data": {"batch_size": 64},
+                             "trainer": {"accelerator": "cpu", "max_epochs": 2}, **top})
+
+
+def test_hparams_of_every_key_with_its_stand_in_for_not_used():
+    from src.hparams import hparams_of
+
+    adam = _cfg({"_target_": "src.optim.Adam", "lr": "${base_lr}", "betas": [0.8, 0.99], "weight_decay": 0.01},
+                {"_target_": "src.init.KaimingNormal", "nonlinearity": "relu"})
+    assert hparams_of(adam) == {
+        "optim": "Adam", "lr": 0.25, "momentum": 0.0, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.01,
+        "init": "KaimingNormal", "init_fill": 0.0, "init_std": 0.0, "init_nonlinearity": "relu", "act_fn": "tanh",
+        "hidden_sizes": "[8, 4]", "batch_size": 64, "seed": 3, "accelerator": "cpu", "max_epochs": 2}
+    sgd = _cfg({"_target_": "src.optim.SGDMomentum", "lr": 0.1, "momentum": 0.9, "weight_decay": None},
+               {"_target_": "src.init.Normal", "std": "${base_lr}", "fill": 0.5}, optim_name="sgd_mom",
+               init_name="normal")
+    values = hparams_of(sgd)
+    assert (values["optim"], values["init"], values["momentum"], values["weight_decay"]) == ("sgd_mom", "normal", 0.9, 0.0)
+    assert (values["beta1"], values["beta2"], values["init_std"], values["init_fill"]) == (0.0, 0.0, 0.25, 0.5)
+    assert values["init_nonlinearity"] == ""
+    bare = hparams_of(_cfg({"momentum": None}, {}))
+    assert bare["optim"] == "" and bare["init"] == "" and math.isnan(bare["lr"])
+    assert bare["momentum"] == bare["weight_decay"] == bare["beta1"] == bare["init_std"] == 0.0
+    assert all(type(v) in (str, int, float) for v in bare.values())  # what TensorBoard accepts
+
+
+def test_columns_of_unknown_keys_and_without_padding_past_five():
+    assert columns(["model.foo.bar"]) == ["bar", "optim", "init", "lr", "status"]
+    assert columns(["optim.momentum", "data.batch_size"]) == ["momentum", "batch_size", "optim", "init", "lr", "status"]
+    assert columns(["optim.betas", "init.std"]) == ["beta1", "init_std", "optim", "init", "lr", "status"]
+
+
+class _Plain:
+    """A logger without TensorBoard's writer (CSV, W&B...): its own log_hyperparams."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log_hyperparams(self, params, metrics=None):
+        self.calls.append((params, metrics))
+
+
+def test_log_hparams_to_loggers_without_tensorboard():
+    from src.hparams import hparams_of, log_hparams
+
+    cfg = _cfg({"_target_": "src.optim.SGD", "lr": 0.1}, {"_target_": "src.init.Xavier"})
+    first, second = _Plain(), _Plain()
+    log_hparams([first, second], cfg, {"status": "ok", "test_acc": 0.5, "best_val_acc": 0.6, "global_step": 9},
+                ["optim"], "t")
+    expected = ({**hparams_of(cfg), "status": "ok"}, {"hp/test_acc": 0.5, "hp/best_val_acc": 0.6})
+    assert first.calls == second.calls == [expected]
+    log_hparams([first], cfg, {"status": "diverged", "test_acc": None, "global_step": 3}, [], "t")
+    assert first.calls[-1] == ({**hparams_of(cfg), "status": "diverged"}, None)
+
+
+def test_log_hparams_to_tensorboard_status_and_metrics_at_the_step(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from src.hparams import log_hparams
+
+    cfg = _cfg({"_target_": "src.optim.SGD", "lr": 0.1}, {"_target_": "src.init.Xavier"})
+    for status, results, expected in (
+            ("ok", {"test_acc": 0.75, "best_val_acc": 0.5, "global_step": 7}, "STATUS_SUCCESS"),
+            ("diverged", {"best_val_acc": 0.25, "global_step": 4}, "STATUS_FAILURE")):
+        logger = TensorBoardLogger(str(tmp_path / status), name="", version="")
+        log_hparams([logger], cfg, {"status": status, **results}, ["optim.lr"], f"trial {status}")
+        logger.finalize("success")
+        cols, trial, values, scalars = hparams_records(tmp_path / status)
+        assert cols == ["lr", "optim", "init", "status", "act_fn"] and trial == f"trial {status}"
+        assert values["status"] == status and values["hidden_sizes"] == "[8, 4]"
+        ea = EventAccumulator(str(tmp_path / status), size_guidance={"scalars": 0})
+        ea.Reload()
+        end = HParamsPluginData.FromString(ea.PluginTagToContent("hparams")["_hparams_/session_end_info"])
+        assert Status.Name(end.session_end_info.status) == expected
+        written = {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+        step = results["global_step"]
+        assert written == {f"hp/{k}": [(step, results[k])] for k in ("test_acc", "best_val_acc") if k in results}
