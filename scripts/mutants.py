@@ -105,6 +105,9 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "checkpointing": ("src/checkpointing.py", None, ["tests/test_checkpointing.py"], 80),
     # TensorBoard's HParams tab: the trial's name, the columns, the values, the real metrics.
     "hparams": ("src/hparams.py", None, ["tests/test_hparams.py"], 80),
+    # The LightningModule: the losses and accuracies it keeps and logs, checkpoint contents,
+    # the config's optimizer settings over a resumed state, the records of optimizer and init.
+    "module": ("src/module.py", None, ["tests/test_module.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

@@ -1,0 +1,269 @@
+"""src/module.py in-process, on a 4-5-3 MLP and 24 training images: the numbers the module keeps
+(per-step losses, the epoch's train and val accuracy, test accuracy) against a plain loop with the
+same weights, batches and optimizer; what reaches the loggers at which step; what a checkpoint
+carries and when loading one restores it; the config's optimizer settings over a resumed state;
+the records of the optimizer and init scheme. test_truth_training.py checks the same numbers
+through train() on FashionMNIST (slower)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers.logger import Logger
+from torch.utils.data import DataLoader, TensorDataset
+
+from src.init import Normal
+from src.model import BaseNetwork
+from src.module import ClassifierModule, apply_optim_hparams, describe, target_of
+from src.optim import SGD, Adam
+
+
+class Recorder(Logger):
+    """Every metric a logger is given: {name: [(step, value), ...]}."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics: dict[str, list] = {}
+
+    @property
+    def name(self):
+        return "recorder"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        for k, v in metrics.items():
+            self.metrics.setdefault(k, []).append((step, float(v)))
+
+
+def _net():
+    torch.manual_seed(0)
+    return BaseNetwork(input_size=4, hidden_sizes=[5], num_classes=3)
+
+
+def _data(n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+TRAIN, VAL, TEST = _data(24, 1), _data(12, 2), _data(9, 3)
+
+
+def loader(data, batch=6):
+    return DataLoader(TensorDataset(*data), batch_size=batch)
+
+
+def plain_loop(epochs=2, lr=0.5):
+    """The same training by hand: per-step losses, each epoch's train accuracy (logits before
+    each step's update) and val accuracy (after the epoch), then the test accuracy."""
+    net = _net()
+    opt = SGD(net.parameters(), lr=lr)
+    losses, train_acc, val_acc = [], [], []
+    for _ in range(epochs):
+        correct = 0
+        for x, y in loader(TRAIN):
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            losses.append(loss.item())
+            correct += (logits.argmax(1) == y).sum().item()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        train_acc.append(correct / 24)
+        with torch.no_grad():
+            val_acc.append((net(VAL[0]).argmax(1) == VAL[1]).float().mean().item())
+    with torch.no_grad():
+        test_acc = (net(TEST[0]).argmax(1) == TEST[1]).float().mean().item()
+    return losses, train_acc, val_acc, test_acc
+
+
+def fit(tmp_path, epochs=2, lr=0.5, **kwargs):
+    net = _net()
+    module = ClassifierModule(net, SGD(net.parameters(), lr=lr), **kwargs)
+    recorder = Recorder()
+    # log_every_n_steps=1: whatever self.log sends to the loggers arrives at once
+    trainer = pl.Trainer(max_epochs=epochs, default_root_dir=tmp_path, logger=recorder, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=1)
+    trainer.fit(module, loader(TRAIN), loader(VAL, 12))
+    return module, trainer, recorder
+
+
+def test_the_numbers_the_module_keeps_equal_a_plain_loop(tmp_path):
+    losses, train_acc, val_acc, test_acc = plain_loop()
+    module, trainer, recorder = fit(tmp_path)
+    assert module.history["train_losses"] == pytest.approx(losses, rel=1e-6, abs=0)
+    assert module.history["train_scores"] == pytest.approx(train_acc, abs=1e-7)
+    assert module.history["val_scores"] == pytest.approx(val_acc, abs=1e-7)  # no sanity-check entry
+    assert module.first_loss() == module.history["train_losses"][0]
+    # the loggers: one train/loss point per optimizer step, the epoch's mean loss, the accuracies
+    assert recorder.metrics["train/loss"] == [(i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(losses)]
+    epoch_loss = [v for _, v in recorder.metrics["train/epoch_loss"]]
+    assert epoch_loss == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-6)
+    assert [v for _, v in recorder.metrics["train/acc"]] == pytest.approx(train_acc, abs=1e-7)
+    assert [v for _, v in recorder.metrics["val/acc"]] == pytest.approx(val_acc, abs=1e-7)
+    assert [s for s, _ in recorder.metrics["val/acc"]] == [3, 7]  # after each epoch's last step
+    assert "val/loss" in recorder.metrics
+    assert sorted(trainer.progress_bar_metrics) == ["train/acc", "train/loss", "val/acc"]
+    assert set(module.history) == {"train_losses", "train_scores", "val_scores", "val_losses"}
+    assert not module._step_losses and not module._step_outputs  # nothing held after the epoch
+    trainer.test(module, loader(TEST, 5), verbose=False)
+    assert recorder.metrics["test/acc"][-1][1] == pytest.approx(test_acc, abs=1e-7)
+    with torch.no_grad():
+        loss = F.cross_entropy(module(TEST[0]), TEST[1]).item()
+    assert recorder.metrics["test/loss"][-1][1] == pytest.approx(loss, rel=1e-6)
+
+
+def test_progress_bar_loss_every_n_steps(tmp_path):
+    """The bar's train/loss is set every progress_every_n_steps steps (a self.log call costs ~2 ms)
+    and shows that step's loss until the next."""
+    shown = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            shown.append(trainer.progress_bar_metrics.get("train/loss"))
+
+    net = _net()
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5), progress_every_n_steps="3")
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", callbacks=[Watch()],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(module, loader(TRAIN, 3))  # 8 steps: the bar's loss set at steps 0, 3, 6
+    losses = module.history["train_losses"]
+    assert shown == pytest.approx([losses[0]] * 3 + [losses[3]] * 3 + [losses[6]] * 2, rel=1e-6)
+    assert module.progress_every_n_steps == 3 and ClassifierModule(_net()).progress_every_n_steps == 10
+
+
+def test_losses_without_a_trainer_go_to_history_only():
+    module = ClassifierModule(_net(), None, progress_every_n_steps=100)
+    assert module.first_loss() is None
+    for i in (1, 2):
+        module.training_step((TRAIN[0][6 * i:6 * i + 6], TRAIN[1][6 * i:6 * i + 6]), i)  # no progress-bar step
+    assert module.first_loss() == pytest.approx(F.cross_entropy(module(TRAIN[0][6:12]), TRAIN[1][6:12]).item())
+    module.drain_losses()
+    assert len(module.history["train_losses"]) == 2 and not module._step_losses
+    module.drain_losses()  # nothing held: nothing added
+    assert len(module.history["train_losses"]) == 2
+
+
+def test_a_mid_epoch_state_dict_holds_the_steps_so_far():
+    module = ClassifierModule(_net(), None, progress_every_n_steps=100)
+    x, y = TRAIN[0][:12], TRAIN[1][:12]
+    module.training_step((x[:6], y[:6]), 1)
+    module.training_step((x[6:], y[6:]), 2)
+    state = module.state_dict()
+    correct = (module(x).argmax(1) == y).sum().item()
+    assert state["train_acc.tp"].sum().item() == correct and state["train_acc.fn"].sum().item() == 12 - correct
+    assert not module._step_outputs
+    module.flush_train_acc()  # nothing held: the counts stay
+    assert module.train_acc.tp.sum().item() == correct
+
+
+def test_no_optimizer_is_an_error_when_training():
+    with pytest.raises(RuntimeError, match="^ClassifierModule needs an optimizer to train$"):
+        ClassifierModule(_net(), None).configure_optimizers()
+    net = _net()
+    opt = SGD(net.parameters(), lr=0.1)
+    assert ClassifierModule(net, opt).configure_optimizers() is opt
+
+
+def test_the_init_scheme_runs_and_both_are_recorded():
+    net = _net()
+    scheme = Normal(std=0.5, generator=torch.Generator().manual_seed(3))
+    module = ClassifierModule(net, Adam(net.parameters(), lr=0.01), init_scheme=scheme)
+    assert module.net is net and float(net.layers[0].weight.std()) == pytest.approx(0.5, rel=0.5)
+    assert module.hparams["model"] == net.config
+    assert module.hparams["optim_cfg"] == {"_target_": "src.optim.Adam", "lr": 0.01, "betas": [0.9, 0.999],
+                                           "eps": 1e-8, "weight_decay": 0.0, "foreach": None}
+    assert module.hparams["init_cfg"] == {"_target_": "src.init.Normal", "std": 0.5}
+    assert describe(None) is None and target_of(net) == "src.model.BaseNetwork"
+    # three classes; no argument checks on update (each is a host sync on a GPU)
+    for metric in (module.train_acc, module.val_acc, module.test_acc):
+        assert (metric.num_classes, metric.average, metric.validate_args) == (3, "micro", False)
+    bare = ClassifierModule(_net())
+    assert bare.hparams["optim_cfg"] is None and bare.hparams["init_cfg"] is None
+    assert torch.equal(bare.net.layers[0].weight, _net().layers[0].weight)  # no scheme: untouched
+
+
+def test_a_checkpoint_carries_history_time_and_rng_and_only_a_fit_restores_them(monkeypatch):
+    module = ClassifierModule(_net(), None, progress_every_n_steps=100)
+    module.history["val_scores"] = [0.5]
+    module.training_step((TRAIN[0][:6], TRAIN[1][:6]), 1)  # held, drained into the checkpoint
+    module.seconds_before = 100.0
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["history"]["val_scores"] == [0.5] and len(checkpoint["history"]["train_losses"]) == 1
+    assert 100.0 <= checkpoint["seconds_trained"] < 200.0
+    assert set(checkpoint["rng_states"]) == {"torch", "cuda", "numpy", "python"}
+    checkpoint["history"]["val_scores"].append(0.75)  # a copy, not the module's lists
+    assert module.history["val_scores"] == [0.5]
+
+    restored = []
+    monkeypatch.setattr("src.module.set_rng_states", restored.append)
+    other = ClassifierModule(_net(), None)
+    other.on_load_checkpoint(checkpoint)  # no trainer: evaluation only
+    other._trainer = SimpleNamespace(state=SimpleNamespace(fn="test"))
+    other.on_load_checkpoint(checkpoint)  # trainer.test(ckpt_path=best): neither history nor RNG
+    assert other.history["val_scores"] == [] and other.seconds_before == 0.0 and restored == []
+    other._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    other._step_losses.append(torch.tensor(9.0))
+    other.on_load_checkpoint(checkpoint)
+    assert other.history["val_scores"] == [0.5, 0.75] and other.seconds_before == checkpoint["seconds_trained"]
+    assert other._step_losses == [] and other._step_outputs == []
+    assert restored == [checkpoint["rng_states"]]
+    other.history["val_scores"].append(1.0)
+    assert checkpoint["history"]["val_scores"] == [0.5, 0.75]
+    restored.clear()
+    old = ClassifierModule(_net(), None)  # a checkpoint from before the history was saved
+    old._trainer = other._trainer
+    old.on_load_checkpoint({"state_dict": {}})
+    assert old.history["val_scores"] == [] and restored == []
+    old.on_load_checkpoint({"history": {"val_scores": [0.25]}})
+    assert old.seconds_before == 0.0 and old.history == {"val_scores": [0.25]}
+
+
+def test_the_configs_optimizer_settings_win_over_a_resumed_state(caplog):
+    net = _net()
+    adam = Adam(net.parameters(), lr=0.1)
+    sgd = SGD([torch.nn.Parameter(torch.zeros(2))], lr=1)
+    sgd.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 3.0})
+    changed = apply_optim_hparams([adam, sgd], {"lr": 1, "betas": [0.8, 0.99], "eps": 1e-8, "momentum": 0.9,
+                                                "weight_decay": None})
+    assert changed == {"lr": (3.0, 1), "betas": ((0.9, 0.999), (0.8, 0.99))}  # the last group that changed
+    assert adam.param_groups[0]["lr"] == 1.0 and type(adam.param_groups[0]["lr"]) is float
+    assert adam.param_groups[0]["betas"] == (0.8, 0.99) and type(adam.param_groups[0]["betas"]) is tuple
+    apply_optim_hparams([adam], {"betas": [1, 0]})
+    assert [type(b) for b in adam.param_groups[0]["betas"]] == [float, float]
+    assert [g["lr"] for g in sgd.param_groups] == [1, 1.0] and "momentum" not in sgd.param_groups[0]
+    assert adam.param_groups[0]["weight_decay"] == 0.0  # None in the config: left as it was
+    assert apply_optim_hparams([adam], {"lr": 1.0}) == {}  # nothing to change
+
+    adam = Adam(net.parameters(), lr=0.1)
+    module = ClassifierModule(net, adam)
+    adam.param_groups[0]["lr"] = 0.5  # as a checkpoint restored it
+    module._trainer = SimpleNamespace(optimizers=[adam])
+    with caplog.at_level(logging.WARNING, logger="src.module"):
+        module.on_train_start()
+    assert adam.param_groups[0]["lr"] == 0.1
+    assert caplog.messages == ["resume: optim.lr=0.1 applied (the checkpoint had 0.5)"]
+
+
+def test_the_hook_name_is_set_plainly_and_everything_else_as_a_module():
+    module = ClassifierModule(_net(), None)
+    module._current_fx_name = "training_step"
+    assert module._current_fx_name == "training_step" and "_current_fx_name" in vars(module)
+    module.extra = torch.nn.Linear(2, 2)  # still a submodule
+    assert "extra" in dict(module.named_children())
+    twin = copy.deepcopy(module)
+    assert twin._current_fx_name == "training_step"
