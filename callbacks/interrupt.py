@@ -54,6 +54,13 @@ class GracefulInterrupt(pl.Callback):
             # this step (mid-epoch included).
             trainer.save_checkpoint(self.dirpath / "last.ckpt")
             self._saved_step = trainer.global_step
+        # After this hook Lightning's teardown re-installs the handlers it found when it set up
+        # its own, after on_fit_start: ours. Left there, they would swallow every later Ctrl-C
+        # and SIGTERM of the process (a sweep's next jobs, its report). Hand it the ones we
+        # replaced instead (no such dict in some Lightning version: restored here only).
+        saved = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", None)
+        if isinstance(saved, dict):
+            saved.update({s: h for s, h in self._previous.items() if s in saved and h is not None})
         self._restore()
 
     def on_fit_end(self, trainer, pl_module):

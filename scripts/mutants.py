@@ -108,6 +108,12 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # The LightningModule: the losses and accuracies it keeps and logs, checkpoint contents,
     # the config's optimizer settings over a resumed state, the records of optimizer and init.
     "module": ("src/module.py", None, ["tests/test_module.py"], 80),
+    # The small modules every run goes through: atomic writes, resolvers, the epoch line, the
+    # graceful stop on SIGTERM / Ctrl-C (real signals during a tiny in-process fit).
+    "utils": ("src/utils.py", None, ["tests/test_plumbing.py"], 80),
+    "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py"], 80),
+    "progress": ("callbacks/progress.py", None, ["tests/test_plumbing.py"], 80),
+    "interrupt": ("callbacks/interrupt.py", None, ["tests/test_plumbing.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).

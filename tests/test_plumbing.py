@@ -1,0 +1,296 @@
+"""The small modules every run goes through, in-process: atomic writes (src/utils.py), the config
+resolvers (src/resolvers.py), the plain epoch line (callbacks/progress.py) and the graceful stop on
+SIGTERM / Ctrl-C (callbacks/interrupt.py, with real signals sent to this process during a tiny
+fit). test_endings.py checks the same endings through train.py subprocesses."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+import src.utils as utils
+from callbacks.interrupt import GracefulInterrupt
+from callbacks.progress import EpochLinePrinter, progress_display
+from src.errors import Interrupted
+from src.resolvers import TUTORIAL_LR, cores_at_least, lr_around
+from src.utils import (
+    _json_safe,
+    atomic_savefig,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def test_atomic_writes_replace_whole_files_with_an_ordinary_mode(tmp_path):
+    target = tmp_path / "new" / "dir" / "f.bin"  # the directories are made
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(str(target), b"two")
+    assert target.read_bytes() == b"two" and sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]
+    mask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "t.txt", "héllo")
+        assert utils.umask_mode() == 0o640
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "t.txt").read_text() == "héllo"
+    assert stat.S_IMODE((tmp_path / "t.txt").stat().st_mode) == 0o640  # as open() makes it, not mkstemp's 0600
+    mask = os.umask(0o022)
+    try:
+        assert utils.umask_mode() == 0o644 and os.umask(0o022) == 0o022  # and the mask is left as it was
+    finally:
+        os.umask(mask)
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    atomic_write_text(target, "old")
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append(Path(src)) or real_replace(src, dst))
+    atomic_write_text(target, "mid")
+    # a temp name of our own beside the target (a kill leaves it where remove_stale_temp_files looks)
+    assert len(renamed) == 1 and renamed[0].parent == tmp_path
+    assert renamed[0].name.startswith(".results.json.") and renamed[0].name.endswith(".tmp")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and len(synced) == 1  # on disk before the rename
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(target, "newer")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_json_is_strict_nan_and_inf_become_null(tmp_path):
+    data = {"a": math.nan, "b": [1.5, math.inf, (-math.inf, 2)], 3: {"c": "x", "d": None}, "e": True}
+    assert _json_safe(data) == {"a": None, "b": [1.5, None, [None, 2]], "3": {"c": "x", "d": None}, "e": True}
+    atomic_write_json(tmp_path / "r.json", data)
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text) == {"a": None, "b": [1.5, None, [None, 2]], "3": {"c": "x", "d": None}, "e": True}
+    assert text.endswith("}\n") and '\n  "a": null' in text  # indented by 2, one newline at the end
+    atomic_write_json(tmp_path / "c.json", [1, 2], indent=None)
+    assert (tmp_path / "c.json").read_text() == "[1, 2]\n"
+
+
+def test_figures_are_written_in_the_format_their_name_says(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    FigureCanvasAgg(fig)
+    atomic_savefig(fig, tmp_path / "a.png", dpi=20)
+    atomic_savefig(fig, tmp_path / "a.svg")
+    atomic_savefig(fig, tmp_path / "plain")  # no suffix: PNG
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "plain").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:500]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "a.png").size == (20, 20)  # keyword arguments reach savefig
+
+
+# ---------------------------------------------------------------------------------------------
+# resolvers
+
+
+def test_lr_around_is_the_tutorials_rate_times_ten_to_the_decade():
+    assert lr_around("sgd", 0) == 0.1 and lr_around("adam", 0) == 1e-3
+    assert lr_around("sgd_mom", -1) == 0.01 and lr_around("adam", 1) == 0.01
+    assert lr_around("torch_adam", 0.5) == 0.003162  # 4 significant digits
+    assert lr_around("sgd", "-2") == 0.001
+    assert set(TUTORIAL_LR) == {"sgd", "sgd_mom", "adam", "torch_sgd", "torch_sgd_mom", "torch_adam"}
+    with pytest.raises(ValueError, match=r"^lr_around: no tutorial learning rate for optim=rmsprop; known: sgd, "
+                                         r"sgd_mom, adam, torch_sgd, torch_sgd_mom, torch_adam$"):
+        lr_around("rmsprop", 0)
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"lr": "${lr_around:adam,-1}", "jobs": "${cores_at_least:1}"})
+    assert cfg.lr == 1e-4 and cfg.jobs == (os.cpu_count() or 1)
+
+
+def test_cores_at_least(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert cores_at_least(4) == 16 and cores_at_least("20") == 20
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one
+    assert cores_at_least(0) == 1 and cores_at_least(3) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# the epoch line
+
+
+def test_the_epoch_line(monkeypatch, capsys):
+    clock = iter([10.0, 12.25, 99.0])
+    monkeypatch.setattr("callbacks.progress.time.perf_counter", lambda: next(clock))
+    printer = EpochLinePrinter()  # 10.0
+    metrics = {"train/epoch_loss": torch.tensor(0.123456), "val/loss": torch.tensor(1.5), "train/acc": torch.tensor(0.5),
+               "val/acc": torch.tensor(0.87654), "other": torch.tensor(3.0)}
+    trainer = SimpleNamespace(is_global_zero=True, callback_metrics=metrics, current_epoch=2, max_epochs=40)
+    printer.on_train_epoch_start(trainer, None)  # 12.25
+    printer.on_train_epoch_end(trainer, None)  # 99.0
+    assert capsys.readouterr().out == ("epoch 2/39  train loss 0.1235  val loss 1.5000  train acc 50.00 %  "
+                                       "val acc 87.65 %  86.8 s\n")
+    trainer.callback_metrics = {"train/acc": torch.tensor(1.0)}  # no validation, no epoch loss
+    clock = iter([200.0, 201.04])
+    printer.on_train_epoch_start(trainer, None)
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == "epoch 2/39  train acc 100.00 %  1.0 s\n"
+    trainer.is_global_zero = False  # other DDP ranks print nothing
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_terminal_gets_a_live_bar_a_pipe_gets_lines(monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    bar = progress_display(refresh_rate=7)
+    assert isinstance(bar, RichProgressBar) and bar.refresh_rate == 7
+    assert progress_display().refresh_rate == 10
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(progress_display(), EpochLinePrinter)
+
+
+# ---------------------------------------------------------------------------------------------
+# the graceful stop, with real signals
+
+
+class Line(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class SendAt(pl.Callback):
+    """Sends `signals` to this process when the step `at` starts."""
+
+    def __init__(self, at: int, *signals):
+        self.at, self.signals = at, signals
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at:
+            for s in self.signals:
+                os.kill(os.getpid(), s)
+
+
+def fit(tmp_path, *callbacks):
+    gen = torch.Generator().manual_seed(1)
+    data = torch.utils.data.TensorDataset(torch.randn(40, 4, generator=gen), torch.randint(0, 2, (40,), generator=gen))
+    trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         callbacks=list(callbacks))
+    trainer.fit(Line(), torch.utils.data.DataLoader(data, batch_size=4))
+    return trainer
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_the_next_batch_boundary_with_a_checkpoint_there(tmp_path, signum):
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = GracefulInterrupt(str(tmp_path / "ckpts"))
+    with pytest.raises(Interrupted) as e:
+        fit(tmp_path, stop, SendAt(3, signum))
+    assert e.value.signum == signum and stop.received == signum
+    ckpt = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # the step it was in finished; saved right after it
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers given back
+
+
+class Crash(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        raise ValueError("a bug")
+
+
+def test_handlers_are_given_back_however_a_fit_ends(tmp_path):
+    """Lightning's teardown, after on_exception, re-installs what it found: it must find the
+    process's own handlers, not ours (else a later Ctrl-C is swallowed)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    fit(tmp_path / "ok", GracefulInterrupt(str(tmp_path / "ok")))
+    assert {s: signal.getsignal(s) for s in before} == before
+    with pytest.raises(ValueError, match="a bug"):
+        fit(tmp_path / "crash", GracefulInterrupt(str(tmp_path / "crash")), Crash())
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert not (tmp_path / "crash" / "last.ckpt").exists()  # a crash is not a stop: no checkpoint
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    stop = GracefulInterrupt(str(tmp_path / "ckpts"))
+    with pytest.raises(KeyboardInterrupt):
+        stop.on_fit_start(None, None)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: noted
+            assert stop.received == signal.SIGINT
+            os.kill(os.getpid(), signal.SIGINT)  # the second: now
+        finally:
+            stop.on_fit_end(None, None)
+    stop.on_fit_start(None, None)  # a new fit forgets the old signal
+    try:
+        assert stop.received is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C after a SIGTERM is only noted
+        assert stop.received == signal.SIGINT
+    finally:
+        stop.on_fit_end(None, None)
+
+
+def test_sigterm_still_reaches_the_handler_before_ours(tmp_path):
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+    try:
+        stop = GracefulInterrupt(str(tmp_path))
+        stop.on_fit_start(None, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: not passed on
+        stop.on_fit_end(None, None)
+        assert seen == [signal.SIGTERM]
+        os.kill(os.getpid(), signal.SIGTERM)  # given back: the old handler alone
+        assert seen == [signal.SIGTERM, signal.SIGTERM] and stop.received == signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_when_a_checkpoint_is_written_on_a_stop(tmp_path):
+    saved = []
+    trainer = SimpleNamespace(state=SimpleNamespace(stage="train"), global_step=5,
+                              save_checkpoint=lambda path: saved.append((str(path), trainer.global_step)))
+    stop = GracefulInterrupt(str(tmp_path))
+    stop.on_exception(trainer, None, Interrupted(signal.SIGTERM))
+    stop.on_exception(trainer, None, SIGTERMException())  # the same step again: once is enough
+    assert saved == [(str(tmp_path / "last.ckpt"), 5)]
+    trainer.global_step = 6
+    stop.on_exception(trainer, None, SIGTERMException())  # Lightning's own SIGTERM path
+    trainer.state.stage = "validate"
+    trainer.global_step = 7
+    stop.on_exception(trainer, None, Interrupted(signal.SIGINT))  # during validation: the last one stands
+    trainer.state.stage = "train"
+    stop.on_exception(trainer, None, ValueError("a bug"))  # not a stop: no checkpoint
+    assert saved == [(str(tmp_path / "last.ckpt"), 5), (str(tmp_path / "last.ckpt"), 6)]
+    for step in (0, 1):  # a stop in the first steps is saved too
+        saved.clear()
+        trainer.global_step = step
+        GracefulInterrupt(str(tmp_path)).on_exception(trainer, None, Interrupted(signal.SIGTERM))
+        assert saved == [(str(tmp_path / "last.ckpt"), step)]
