@@ -114,6 +114,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py"], 80),
     "progress": ("callbacks/progress.py", None, ["tests/test_plumbing.py"], 80),
     "interrupt": ("callbacks/interrupt.py", None, ["tests/test_plumbing.py"], 80),
+    # Where a number came from, and the config hash the sweep report groups jobs by.
+    "provenance": ("src/provenance.py", None, ["tests/test_provenance.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
