@@ -47,6 +47,12 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                           "md_groups", "md_jobs", "comparison_metric"]),
                ["tests/test_report_units.py", "tests/test_report_truth.py", "tests/test_report_stats.py",
                 "tests/test_lr_curves.py"], 80),
+    # What the report concludes in words: the group labels, the verdict between two groups, the
+    # lr-curve sentence (the other text parts, the notes, tutorial and timing lines: see
+    # docs/testing.md; with all four report test files a mutant took ~20 s, too slow to finish).
+    "report_words": ("src/report.py", ("only", ["Group.label", "_plural", "_short", "_why_apart", "Verdict.sentence",
+                                                "_number", "_config_value", "curve_sentence", "_fmt_x"]),
+                     ["tests/test_report_units.py"], 80),
     "divergence": ("callbacks/divergence.py", None,
                    ["tests/test_divergence.py", "tests/test_truth_divergence.py"], 80),
     # The numbers the diagnostics write: statistics, histogram buckets, the vanishing/exploding
@@ -114,6 +120,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py"], 80),
     "progress": ("callbacks/progress.py", None, ["tests/test_plumbing.py"], 80),
     "interrupt": ("callbacks/interrupt.py", None, ["tests/test_plumbing.py"], 80),
+    "hydra_callbacks": ("src/hydra_callbacks.py", None, ["tests/test_plumbing.py"], 80),
+    "step_checkpoint": ("callbacks/checkpoint.py", None, ["tests/test_plumbing.py"], 80),
     # Where a number came from, and the config hash the sweep report groups jobs by.
     "provenance": ("src/provenance.py", None, ["tests/test_provenance.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json

@@ -35,7 +35,7 @@ import yaml
 
 from src.resolvers import TUTORIAL_LR
 from src.stats import (
-    CONFIDENCE,
+    ALPHA,
     Difference,
     Summary,
     Tolerance,
@@ -331,7 +331,7 @@ class Verdict:
         if self.p_holm is None:
             return f"{text}, {seeds}: {self.d.test}"
         how = "paired by seed" if self.d.test == "paired t" else "Welch (seeds not paired)"
-        if self.p_holm < 1 - CONFIDENCE:
+        if self.p_holm < ALPHA:
             higher = self.b if self.d.diff > 0 else self.a
             verdict = f"{higher.factors[self.key]} higher at 95 %"
         else:

@@ -294,3 +294,53 @@ def test_when_a_checkpoint_is_written_on_a_stop(tmp_path):
         trainer.global_step = step
         GracefulInterrupt(str(tmp_path)).on_exception(trainer, None, Interrupted(signal.SIGTERM))
         assert saved == [(str(tmp_path / "last.ckpt"), step)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep's exit status (src/hydra_callbacks.py) and the step checkpoint's argument
+
+
+def test_the_sweep_report_sets_the_exit_status(tmp_path, monkeypatch, capsys, caplog):
+    from omegaconf import OmegaConf
+
+    import src.report
+    from src.hydra_callbacks import EXIT_SWEEP_HAD_FAILURES, SweepReport
+
+    written = []
+    jobs = [SimpleNamespace(name="0_lr=0.1", status="ok", error=None),
+            SimpleNamespace(name="1_lr=50", status="diverged", error="loss is nan at step 3"),
+            SimpleNamespace(name="2_lr=1", status="failed", error="ValueError: x")]
+    monkeypatch.setattr(src.report, "write_report", lambda d, tol: written.append((d, tol)) or jobs)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as e:
+        SweepReport(tolerance_pt=0.5).on_multirun_end(config)
+    assert e.value.code == EXIT_SWEEP_HAD_FAILURES == 1 and written == [(tmp_path, 0.5)]
+    assert capsys.readouterr().err.splitlines() == ["error: job 1_lr=50: diverged: loss is nan at step 3",
+                                                   "error: job 2_lr=1: failed: ValueError: x"]
+    with pytest.raises(SystemExit):  # a learning-rate search expects divergence: only the failure counts
+        SweepReport(fail_on=["failed"]).on_multirun_end(config)
+    assert capsys.readouterr().err.splitlines() == ["error: job 2_lr=1: failed: ValueError: x"]
+    SweepReport(exit_on_failure=False).on_multirun_end(config)  # said, but the exit status stays 0
+    assert len(capsys.readouterr().err.splitlines()) == 2
+    jobs[1:] = []
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="src.hydra_callbacks"):
+        SweepReport().on_multirun_end(config)  # all ok: no error line, no exit
+    assert caplog.messages == [f"Sweep report: {tmp_path / 'summary.md'} (1 jobs, 1 ok)"]
+    assert capsys.readouterr().err == "" and written[-1] == (tmp_path, 1.0)
+    written.clear()
+    SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}}}))
+    assert written == []  # a sweep that launched nothing: no report
+
+
+def test_step_checkpoint_argument():
+    from callbacks.checkpoint import StepCheckpoint
+
+    for bad in (-1, True, 1.5, "3", None):
+        with pytest.raises(ValueError, match=rf"^checkpoint.every_n_train_steps={bad!r} must be an integer >= 0 "
+                                             r"\(0 = only the per-epoch checkpoints\)$"):
+            StepCheckpoint("/tmp/x", bad)
+    on, off = StepCheckpoint("/tmp/x", 3), StepCheckpoint("/tmp/x")
+    assert on.enabled and not off.enabled and on._every_n_train_steps == 3 and on.dirpath == "/tmp/x"
+    assert (on.save_top_k, on.save_last, on._every_n_epochs, on._enable_version_counter) == (0, True, 0, False)

@@ -449,3 +449,101 @@ def test_on_a_gpu_machine_each_job_is_named_by_the_accelerator_it_asked_for(monk
     assert device_column({"device_type": "cpu", "device": cpu_model()}) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_of("auto")[0] in ("cpu", "mps") and device_of("gpu")[0] == "cpu"
+
+
+# --- the report's words, sentence by sentence ------------------------------------------------------
+
+def test_group_labels():
+    from src.report import Group
+
+    g = Group(1, {"optim": "adam", "model.act_fn": "tanh"}, [])
+    assert g.label() == "optim=adam,act_fn=tanh" and g.label(["model.act_fn"]) == "tanh"
+    assert g.label(["optim", "model.act_fn"]) == "optim=adam,act_fn=tanh"
+    assert Group(2, {}, []).label() == "all jobs" and Group(3, {"seed": "1"}, []).label() == "1"
+
+
+def _verdict(n_a, n_b, test="paired t", p=0.01, p_holm=0.03, diff=0.0123, ci=(0.004, 0.0206), context=""):
+    from src.report import Group, Verdict
+    from src.stats import Difference
+
+    a, b = Group(1, {"optim": "sgd"}, []), Group(2, {"optim": "adam"}, [])
+    d = Difference(diff, *(ci if ci else (None, None)), p, test, n_a, n_b)
+    return Verdict("optim", a, b, d, context, p_holm, 4 if p_holm is not None else 0)
+
+
+def test_verdict_sentences():
+    assert _verdict(3, 3, context="init=xavier").sentence() == (
+        "optim: adam − sgd (init=xavier): +1.23 pt [+0.40, +2.06], 3 seeds each, paired by seed, p = 0.01, "
+        "Holm-adjusted 0.03 (of 4): adam higher at 95 %")
+    assert _verdict(3, 2, test="Welch t", diff=-0.05, ci=(-0.08, -0.02), p=0.002, p_holm=0.008).sentence() == (
+        "optim: adam − sgd: -5.00 pt [-8.00, -2.00], 3 vs 2 seeds, Welch (seeds not paired), p = 0.002, "
+        "Holm-adjusted 0.008 (of 4): sgd higher at 95 %")
+    assert _verdict(1, 2, test="Welch t", p_holm=0.2).sentence().endswith(
+        "1 vs 2 seeds, Welch (seeds not paired), p = 0.01, Holm-adjusted 0.2 (of 4): not distinguishable at 95 %")
+    assert _verdict(2, 2, p_holm=0.05).sentence().endswith(": not distinguishable at 95 %")  # 0.05 is not < 0.05
+    assert _verdict(1, 1, test="1 seed a side: no test", p=None, p_holm=None, ci=None).sentence() == \
+        "optim: adam − sgd: +1.23 pt, 1 seed each: 1 seed a side: no test"
+    for n_a, n_b in ((0, 3), (3, 0), (0, 0)):
+        assert _verdict(n_a, n_b).sentence() == "optim: adam − sgd: not compared, no finished job on one side"
+
+
+def _curve_line(points, x, tolerance, log=True):
+    from src.report import Curve, CurveLine, Group
+
+    groups = [Group(i + 1, {"lr_decade": str(v)}, jobs) for i, (v, jobs) in enumerate(zip(x, points, strict=True))]
+    line = CurveLine("adam", groups, list(x), tolerance)
+    return Curve("lr_decade", "optim.lr", log, [line]), line
+
+
+def _ok(acc, seed):
+    return ok_job(f"j{seed}", acc, seed=seed)
+
+
+def test_curve_sentences():
+    from src.report import curve_sentence
+    from src.stats import Tolerance
+
+    x = [1e-4, 1e-3, 1e-2, 1e-1]
+    points = [[_ok(0.80, 1), _ok(0.82, 2)], [_ok(0.85, 1), _ok(0.87, 2)], [_ok(0.855, 1), _ok(0.865, 2)],
+              [ok_job("j9", None, seed=1, status="diverged"), _ok(0.5, 2)]]
+    curve, line = _curve_line(points, x, Tolerance(best=1, low=1, high=2, width=1.0, open_low=False, open_high=False))
+    assert curve_sentence(curve, line, "test_acc", 1.0) == (
+        "adam stays within 1 pt of its best (86.00 % [73.29, 98.71] at lr = 0.001) over 1 decade, 0.001 to 0.01; "
+        "not ok at 0.1 (1 of 2 diverged).")
+    curve, line = _curve_line(points, x, Tolerance(best=1, low=0, high=2, width=2.0, open_low=True, open_high=False))
+    assert curve_sentence(curve, line, "test_acc", 0.5) == (
+        "adam stays within 0.5 pt of its best (86.00 % [73.29, 98.71] at lr = 0.001) over at least 2 decades, "
+        "0.0001 to 0.01 (the range reaches the grid's edge); not ok at 0.1 (1 of 2 diverged).")
+    curve, line = _curve_line(points[:3], [1, 2, 3], Tolerance(best=1, low=1, high=2, width=1.0, open_low=False,
+                                                                open_high=True), log=False)
+    assert curve_sentence(curve, line, "test_acc", 1.0) == (
+        "adam stays within 1 pt of its best (86.00 % [73.29, 98.71] at lr = 2) over at least 1 lr, 2 to 3 "
+        "(the range reaches the grid's edge).")
+    one_seed = [[_ok(0.8, 1)], [_ok(0.9, 1)], [_ok(0.7, 1)]]
+    curve, line = _curve_line(one_seed, x[:3], Tolerance(best=1, low=1, high=1, width=0.0, open_low=False,
+                                                         open_high=False))
+    assert curve_sentence(curve, line, "test_acc", 1.0) == \
+        "adam is within 1 pt of its best (90.00 % (1 seed: no interval) at lr = 0.001) only at that grid point."
+    curve, line = _curve_line([[ok_job("f", None, seed=1, status="failed")]], [0.1], None)
+    assert curve_sentence(curve, line, "test_acc", 1.0) == \
+        "adam: no point with a finished job; not ok at 0.1 (1 of 1 failed)."
+
+
+def test_the_small_readers_and_joiners_of_the_words():
+    from src.report import Group, _config_value, _number, _why_apart, curve_sentence
+    from src.stats import Tolerance
+
+    assert Group(1, {"model.net.act_fn": "tanh", "optim": "sgd"}, []).label() == "act_fn=tanh,optim=sgd"
+    assert [_number(v) for v in ("1e-3", 2, "-0.5", "nan", "inf", None, "abc", [1])] == \
+        [0.001, 2.0, -0.5, None, None, None, None, None]
+    config = {"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": 3}
+    assert _config_value(config, "optim.lr") == 0.1 and _config_value(config, "seed") == 3
+    assert _config_value(config, "optim.momentum") is None and _config_value(config, "seed.x") is None
+    assert _config_value(config, "optim.betas.0") is None and _config_value({}, "a") is None
+    keys = [("2.14.1", "cpu", "h1"), ("2.11.0", "cuda", "h1"), ("2.13.0", "cuda", "h1")]
+    assert _why_apart(keys[0], keys) == "not pooled: torch 2.14.1 (vs 2.11.0, 2.13.0); device cpu (vs cuda)"
+    x = [1e-3, 1e-2, 1e-1]
+    points = [[_ok(0.9, 1)], [ok_job("a", None, seed=1, status="diverged")], [ok_job("b", None, seed=1, status="failed")]]
+    curve, line = _curve_line(points, x, Tolerance(best=0, low=0, high=0, width=0.0, open_low=True, open_high=False))
+    assert curve_sentence(curve, line, "test_acc", 1.0).endswith(
+        "only at that grid point; not ok at 0.01 (1 of 1 diverged), 0.1 (1 of 1 failed).")
