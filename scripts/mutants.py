@@ -120,6 +120,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py"], 80),
     "progress": ("callbacks/progress.py", None, ["tests/test_plumbing.py"], 80),
     "interrupt": ("callbacks/interrupt.py", None, ["tests/test_plumbing.py"], 80),
+    # One Lightning callback for ours: each hook forwarded to the members that define it.
+    "group": ("callbacks/group.py", None, ["tests/test_callback_group.py"], 80),
     "hydra_callbacks": ("src/hydra_callbacks.py", None, ["tests/test_plumbing.py"], 80),
     "step_checkpoint": ("callbacks/checkpoint.py", None, ["tests/test_plumbing.py"], 80),
     # Where a number came from, and the config hash the sweep report groups jobs by.
