@@ -77,6 +77,12 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                       "TensorLoader.load_state_dict", "split_indices", "resolve_on_device",
                                       "normalize"]),
              ["tests/test_data.py", "tests/test_pipelines.py", "tests/test_fake_cuda.py"], 80),
+    # Where the files come from: verified raw files, Debian's .gz, corrupt or truncated ones, the
+    # download, nothing; the IDX decoding (tiny stand-in files, test_data_files.py).
+    "data_files": ("src/data.py", ("only", ["_sha256", "_check_raw_file", "_prepared", "_corrupt_files",
+                                            "_writable_dir", "_decompress_system_files", "prepare_fashion_mnist",
+                                            "read_idx", "load_raw", "load_split_tensors"]),
+                   ["tests/test_data_files.py"], 80),
     # The theory beside the measurement: variances each init promises, the Gaussian gains of the
     # activations, the predicted and measured variance by depth, the flags (not the figure, nor
     # the callback's plumbing, which trains: test_probe.py's step-0 test covers it).
