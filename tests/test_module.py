@@ -182,7 +182,7 @@ def test_the_init_scheme_runs_and_both_are_recorded():
     net = _net()
     scheme = Normal(std=0.5, generator=torch.Generator().manual_seed(3))
     module = ClassifierModule(net, Adam(net.parameters(), lr=0.01), init_scheme=scheme)
-    assert module.net is net and float(net.layers[0].weight.std()) == pytest.approx(0.5, rel=0.5)
+    assert module.net is net and float(net.layers[0].weight.detach().std()) == pytest.approx(0.5, rel=0.5)
     assert module.hparams["model"] == net.config
     assert module.hparams["optim_cfg"] == {"_target_": "src.optim.Adam", "lr": 0.01, "betas": [0.9, 0.999],
                                            "eps": 1e-8, "weight_decay": 0.0, "foreach": None}
