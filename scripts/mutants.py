@@ -130,6 +130,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     "group": ("callbacks/group.py", None, ["tests/test_callback_group.py"], 80),
     "hydra_callbacks": ("src/hydra_callbacks.py", None, ["tests/test_plumbing.py"], 80),
     "step_checkpoint": ("callbacks/checkpoint.py", None, ["tests/test_plumbing.py"], 80),
+    # eval.py: which checkpoint a run dir means, its messages, accuracy and loss of a split.
+    "evaluation": ("src/evaluation.py", None, ["tests/test_evaluation.py"], 80),
     # Where a number came from, and the config hash the sweep report groups jobs by.
     "provenance": ("src/provenance.py", None, ["tests/test_provenance.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json

@@ -1,0 +1,114 @@
+"""src/evaluation.py (eval.py) in-process: which checkpoint a run dir means, each wrong input as
+one line, and the accuracy and loss it reports against a plain forward pass over the same split
+with the same weights. test_cli.py runs eval.py on a trained run against its own test_acc."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.checkpointing import HINT
+from src.data import load_split_tensors, split_indices
+from src.errors import CheckpointError, ConfigError
+from src.evaluation import best_checkpoint, evaluate
+from src.model import BaseNetwork
+from src.module import ClassifierModule
+from tests.conftest import compose
+
+
+def test_best_checkpoint_of_a_run_dir(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError) as e:
+        best_checkpoint(str(run))
+    assert str(e.value) == f"ckpt_path={run} has no best-*.ckpt in checkpoints/; {HINT}"
+    for name in ("best-epoch=02.ckpt", "best-epoch=10.ckpt", "best-epoch=05.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"x")
+    assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=10.ckpt"  # the last by name
+    chosen = run / "checkpoints" / "best-epoch=02.ckpt"
+    (run / "results.json").write_text(json.dumps({"best_checkpoint": str(chosen)}))
+    assert best_checkpoint(str(run)) == chosen  # the one results.json names
+    (run / "results.json").write_text(json.dumps({"best_checkpoint": str(run / "gone.ckpt")}))
+    assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=10.ckpt"
+    (run / "results.json").write_text(json.dumps({"status": "failed"}))
+    assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=10.ckpt"
+    assert best_checkpoint(str(chosen)) == chosen  # a file as given
+
+
+def test_paths_that_are_no_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError) as e:
+        best_checkpoint(str(tmp_path / "nope"))
+    assert str(e.value) == f"ckpt_path={tmp_path / 'nope'} does not exist; {HINT}"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # exists, but neither a file nor a directory
+    with pytest.raises(CheckpointError) as e:
+        best_checkpoint(str(fifo))
+    assert str(e.value) == f"ckpt_path={fifo} is neither a checkpoint file nor a run dir; {HINT}"
+
+
+def _checkpoint(path):
+    torch.manual_seed(5)
+    net = BaseNetwork(hidden_sizes=[32, 16])
+    torch.save({"hyper_parameters": {"model": net.config}, "state_dict": ClassifierModule(net).state_dict()}, path)
+    return net
+
+
+def _cfg(tmp_path, *overrides, out="out"):
+    return compose(["accelerator=cpu", "data.eval_batch_size=4096", *overrides], tmp_path / out, config_name="eval")
+
+
+class NotWeights:
+    """Pickled code, not weights."""
+
+
+def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path}", "split=train"))
+    assert str(e.value) == "split='train' is not one of: test, val"
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as e:
+        evaluate(_cfg(tmp_path, f"ckpt_path={junk}"))
+    assert str(e.value) == f"ckpt_path={junk}: {junk} is not a checkpoint of this app (UnpicklingError); {HINT}"
+    torch.save({"hyper_parameters": {"model": {}}, "state_dict": {}, "x": NotWeights()}, tmp_path / "code.ckpt")
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint of this app \(UnpicklingError\)"):
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'code.ckpt'}"))  # refused, not run
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")  # no hyperparameters: another app's
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint of this app \(KeyError\)"):
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'other.ckpt'}"))
+    assert not (tmp_path / "out" / "eval.json").exists()
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_accuracy_and_loss_equal_a_plain_forward_pass(tmp_path, data_dir, capsys, monkeypatch, split):
+    ckpt = tmp_path / "model.ckpt"
+    net = _checkpoint(ckpt)
+    cfg = _cfg(tmp_path, f"ckpt_path={ckpt}", f"split={split}", out="runs/eval")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    acc = evaluate(cfg)  # its run dir made, parents included
+    assert list(work.iterdir()) == []  # no logger, no lightning_logs/ wherever it was started
+    assert [p.name for p in (tmp_path / "runs" / "eval").iterdir()] == ["eval.json"]
+    evaluate(cfg)  # the run dir already there (Hydra makes it first): fine
+    capsys.readouterr()
+    acc = evaluate(cfg)
+    if split == "test":
+        x, y = load_split_tensors(data_dir, train=False)
+    else:  # the validation split the run chose its best checkpoint on (split seed 42)
+        x, y = load_split_tensors(data_dir, train=True)
+        _, val = split_indices(seed=42)
+        x, y = x[val], y[val]
+    with torch.no_grad():
+        logits = net(x)
+    expected_acc = (logits.argmax(1) == y).double().mean().item()
+    expected_loss = F.cross_entropy(logits, y).item()
+    assert acc == pytest.approx(expected_acc, abs=1e-6)
+    record = json.loads((tmp_path / "runs" / "eval" / "eval.json").read_text())
+    assert record["status"] == "ok" and record["split"] == split and record["checkpoint"] == str(ckpt)
+    assert record["acc"] == acc and record["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert capsys.readouterr().out.strip() == f"{split} acc {100 * acc:.2f} %  (loss {record['loss']:.4f})  {ckpt}"
