@@ -547,3 +547,107 @@ def test_the_small_readers_and_joiners_of_the_words():
     curve, line = _curve_line(points, x, Tolerance(best=0, low=0, high=0, width=0.0, open_low=True, open_high=False))
     assert curve_sentence(curve, line, "test_acc", 1.0).endswith(
         "only at that grid point; not ok at 0.01 (1 of 1 diverged), 0.1 (1 of 1 failed).")
+
+
+def test_notes_did_not_learn_at_chance_and_the_runs_own_warnings():
+    from src.report import notes_of
+
+    def job(val, status="ok", warnings=None, classes=None):
+        config = {"model": {"num_classes": classes}} if classes else {}
+        return Job("0", Path("."), results={"val_scores": val, "warnings": warnings, "config": config}, status=status)
+
+    assert notes_of(job([0.5, 0.12])) == ["did not learn (final val acc 12.0 %, chance 10 %)"]  # 0.12 <= 0.1 + 0.02
+    assert notes_of(job([0.1, 0.1201])) == []
+    assert notes_of(job([0.2, 0.22], classes=5)) == ["did not learn (final val acc 22.0 %, chance 20 %)"]
+    assert notes_of(job([0.5, 0.1], status="diverged")) == []  # only a finished run is judged
+    assert notes_of(job([None, None])) == [] and notes_of(job([])) == []
+    own = ["did not learn: the loss never fell", "x"]
+    assert notes_of(job([0.1], warnings=own)) == own  # the run said it already: not twice
+    assert notes_of(job([0.9], warnings=["slow"])) == ["slow"]
+    assert notes_of(job([0.1], warnings=["slow"])) == ["did not learn (final val acc 10.0 %, chance 10 %)", "slow"]
+    assert notes_of(job([0.9, 0.5, 0.35], classes=3)) == ["did not learn (final val acc 35.0 %, chance 33 %)"]
+
+
+def _tutorial_job(optim="adam", init="kaiming", **change):
+    config = {"model": {"act_fn": "relu", "hidden_sizes": [512, 256, 256, 128]}, "data": {"batch_size": 256},
+              "trainer": {"max_epochs": 40}, "optim": {"lr": {"sgd": 0.1, "sgd_mom": 0.1, "adam": 1e-3}[optim]}}
+    for dotted, value in change.items():
+        group, key = dotted.split("__")
+        config[group][key] = value
+    return Job("0", Path("."), choices={"optim": optim, "init": init}, results={"config": config}, status="ok")
+
+
+def test_the_tutorials_number_only_for_the_tutorials_setting():
+    from src.report import tutorial_reference
+
+    assert [tutorial_reference(_tutorial_job(o)) for o in ("sgd", "sgd_mom", "adam")] == [0.8909, 0.8883, 0.8946]
+    assert tutorial_reference(_tutorial_job("adam", optim__lr=1.0000000001e-3)) == 0.8946  # the same lr
+    for change in ({"init": "xavier"}, {"model__act_fn": "tanh"}, {"model__hidden_sizes": [512, 256]},
+                   {"data__batch_size": 128}, {"trainer__max_epochs": 3}, {"trainer__limit_train_batches": 10},
+                   {"data__train_subset": 1000}, {"optim__lr": 0.01}, {"optim__lr": "${oops}"}):
+        assert tutorial_reference(_tutorial_job(**change)) is None, change
+    assert tutorial_reference(Job("0", Path("."), choices={"optim": "adam"}, results={}, status="ok")) is None
+    full = _tutorial_job().config
+    for partial in ({"optim": {"lr": 1e-3}}, {"model": {"act_fn": "relu"}},  # a failed job's partial config
+                    {"model": full["model"], "optim": full["optim"], "trainer": full["trainer"]},
+                    {"model": full["model"], "optim": full["optim"], "data": full["data"]}):
+        job = Job("0", Path("."), choices={"optim": "adam", "init": "kaiming"}, results={"config": partial})
+        assert tutorial_reference(job) is None
+    job = _tutorial_job()
+    job.choices["optim"] = "rmsprop"
+    assert tutorial_reference(job) is None
+
+
+def test_group_notes_and_the_provenance_line():
+    from src.report import Group, _group_notes, provenance_lines
+
+    def job(commit, dirty, val=0.9, **p):
+        return Job("0", Path("."), status="ok", notes=["did not learn (x)"] if val < 0.2 else [],
+                   results={"provenance": {"git_commit": commit, "git_dirty": dirty, **p}})
+
+    assert _group_notes(Group(1, {}, [job("a", False), job("a", False)])) == []
+    assert _group_notes(Group(1, {}, [job("a", False), job("a", True), job("b", False)], apart="not pooled: x")) == \
+        ["not pooled: x", "ran on 3 code versions (git commit/dirty)"]
+    assert _group_notes(Group(1, {}, [job("a", False, val=0.1)])) == ["did not learn"]
+    assert _group_notes(Group(1, {}, [job("a", False), job("a", True)])) == ["ran on 2 code versions (git commit/dirty)"]
+    assert provenance_lines([Job("0", Path("."))]) == \
+        ["Provenance: none recorded (results.json without a `provenance` entry)."]
+    p = dict(python="3.11.2", torch="2.14.1", lightning="2.6.0", hydra="1.3.2", device_type="cpu", device="Xeon")
+    jobs = [job("0123456789abcdef", False, **p), job("0123456789abcdef", True, **p), job("fedcba9876", False, **p),
+            Job("3", Path("."))]
+    assert provenance_lines([job("c", False, **{**p, "python": "3.12.1"}), *jobs])[0].startswith(
+        "Provenance (4 of 5 jobs): Python 3.12.1, 3.11.2, torch 2.14.1,")
+    assert provenance_lines(jobs) == [
+        "Provenance (3 of 4 jobs): Python 3.11.2, torch 2.14.1, Lightning 2.6.0, Hydra 1.3.2; device cpu (Xeon); "
+        "commit 0123456789, 0123456789 (dirty), fedcba9876."]
+
+
+def test_timing_note_says_whether_jobs_shared_the_machine(tmp_path):
+    from src.report import timing_note
+
+    def job(end, seconds, load=None, cores=2, name="j"):  # end: minutes.seconds past 10:00
+        prov = {"finished_at": f"2026-11-29T10:{end:05.2f}+00:00".replace(".", ":", 1) if end is not None else None,
+                "load_avg_1min": load, "cpu_count": cores}
+        return Job(name, tmp_path / name, results={"seconds": seconds, "provenance": prov}, status="ok")
+
+    head = ("`seconds` is the wall time of `train(cfg)` inside the job: data loading, model build, training, "
+            "validation and the test pass; not the interpreter start and imports. ")
+    one_after_another = [job(1, 60), job(2, 60), job(3, 60)]  # each ended a minute after the last: no overlap
+    assert timing_note(one_after_another) == head + "Jobs ran one after another."
+    together = [Job("x", tmp_path, results={}, status="failed"), job(1, 60), job(1, 50), job(2, 100)]
+    assert timing_note(together) == head + "Up to 3 jobs ran at the same time, so their times include waiting " \
+                                           "for shared cores."
+    # 1.2 s of overlap counts (only half a second on each side is forgiven as rounding)
+    assert timing_note([job(1, 60), job(2, 61.2)]).endswith("Up to 2 jobs ran at the same time, so their times "
+                                                            "include waiting for shared cores.")
+    assert timing_note([job(1, 60), job(2, 60.8)]).endswith("Jobs ran one after another.")
+    # (end is minutes.seconds) three at once only after one of four ended: each end counts one down
+    assert "Up to 3 jobs" in timing_note([job(1.40, 100), job(0.20, 10), job(0.40, 10), job(0.45, 10)])
+    assert timing_note([job(1, 60, load=2.0, cores=2)]).endswith("one after another.")  # at the core count: fine
+    busy = [job(1, 60, load=3.25), job(2, 60, load=5.0, cores=4), job(3, 60, load=1.0)]
+    assert timing_note(busy) == head + ("Jobs ran one after another. Load average up to 5.0 on 4 cores: the machine "
+                                        "was shared; times are upper bounds.")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "results.json").write_text("{}")  # no finished_at: the file's time is the end
+    assert timing_note([job(None, 60, name="m"), job(None, 60, name="m")]) == head + \
+        "Up to 2 jobs ran at the same time, so their times include waiting for shared cores."
