@@ -122,16 +122,15 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # The LightningModule: the losses and accuracies it keeps and logs, checkpoint contents,
     # the config's optimizer settings over a resumed state, the records of optimizer and init.
     "module": ("src/module.py", None, ["tests/test_module.py"], 80),
-    # The small modules every run goes through: atomic writes, resolvers, the epoch line, the
-    # graceful stop on SIGTERM / Ctrl-C (real signals during a tiny in-process fit).
-    "utils": ("src/utils.py", None, ["tests/test_plumbing.py"], 80),
-    "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py"], 80),
-    "progress": ("callbacks/progress.py", None, ["tests/test_plumbing.py"], 80),
-    "interrupt": ("callbacks/interrupt.py", None, ["tests/test_plumbing.py"], 80),
     # One Lightning callback for ours: each hook forwarded to the members that define it.
     "group": ("callbacks/group.py", None, ["tests/test_callback_group.py"], 80),
-    "hydra_callbacks": ("src/hydra_callbacks.py", None, ["tests/test_plumbing.py"], 80),
-    "step_checkpoint": ("callbacks/checkpoint.py", None, ["tests/test_plumbing.py"], 80),
+    # The small modules every run goes through: atomic writes, resolvers, the epoch line, the
+    # graceful stop on SIGTERM / Ctrl-C (real signals during a tiny in-process fit), the sweep's
+    # exit status, the step checkpoint's argument. All of each file, against test_plumbing.py.
+    **{name: (path, None, ["tests/test_plumbing.py"], 80) for name, path in (
+        ("utils", "src/utils.py"), ("resolvers", "src/resolvers.py"), ("progress", "callbacks/progress.py"),
+        ("interrupt", "callbacks/interrupt.py"), ("hydra_callbacks", "src/hydra_callbacks.py"),
+        ("step_checkpoint", "callbacks/checkpoint.py"))},
     # eval.py: which checkpoint a run dir means, its messages, accuracy and loss of a split.
     "evaluation": ("src/evaluation.py", None, ["tests/test_evaluation.py"], 80),
     # Where a number came from, and the config hash the sweep report groups jobs by.
