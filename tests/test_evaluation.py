@@ -18,6 +18,7 @@ from src.evaluation import best_checkpoint, evaluate
 from src.model import BaseNetwork
 from src.module import ClassifierModule
 from tests.conftest import compose
+from tests.test_checkpointing import NotWeights
 
 
 def test_best_checkpoint_of_a_run_dir(tmp_path):
@@ -59,10 +60,6 @@ def _checkpoint(path):
 
 def _cfg(tmp_path, *overrides, out="out"):
     return compose(["accelerator=cpu", "data.eval_batch_size=4096", *overrides], tmp_path / out, config_name="eval")
-
-
-class NotWeights:
-    """Pickled code, not weights."""
 
 
 def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):

@@ -32,6 +32,7 @@ from src.utils import (
     atomic_write_json,
     atomic_write_text,
 )
+from tests.test_weight_path import Line  # a 4 -> 3 linear model
 
 # ---------------------------------------------------------------------------------------------
 # atomic writes
@@ -171,19 +172,6 @@ def test_a_terminal_gets_a_live_bar_a_pipe_gets_lines(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------
 # the graceful stop, with real signals
-
-
-class Line(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = torch.nn.Linear(4, 2)
-
-    def training_step(self, batch, batch_idx):
-        return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 class SendAt(pl.Callback):
