@@ -13,11 +13,15 @@ from src.cli import print_start, run_app, run_task  # noqa: E402
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig):
+    return run_task(start_and_train, cfg)
+
+
+def start_and_train(cfg: DictConfig):
     print_start(cfg)  # before torch is imported: the first output comes in about a second
     from src.training import train
 
     apply_thread_limit()
-    return run_task(train, cfg)
+    return train(cfg)
 
 
 def apply_thread_limit() -> None:

@@ -4,7 +4,7 @@ Hydra composes the config (options, keys, `--config-dir`, `hydra.searchpath`, `+
 presets: all as Hydra documents); we only change how a failure reads. Any bad input — a
 composition error, a constructor's ValueError, a missing file — becomes one `error: …` line and
 exit status 2, and a run dir that exists gets a results.json with `status: failed`. A crash
-(a bug) keeps its traceback, is marked failed too, and exits 1. In a multirun a failed job is
+(a bug) keeps its traceback, is marked failed too, and exits 1 after its traceback. In a multirun a failed job is
 marked and the sweep goes on (the sweep report sets the exit status, src/hydra_callbacks.py).
 
 This module imports neither torch nor Lightning: a typo fails in about a second.
@@ -12,8 +12,10 @@ This module imports neither torch nor Lightning: a typo fails in about a second.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,20 +49,30 @@ def one_line(e: BaseException) -> str:
         ConfigCompositionException,
         InstantiationException,
         MissingConfigException,
+        OverrideParseException,
     )
+    from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(e, MissingConfigException) and e.options and e.missing_cfg_file:
-        group, _, option = str(e.missing_cfg_file).rpartition("/")
-        return f"{group}={option} is not an available option; available: {', '.join(e.options)}"
+        missing = str(e.missing_cfg_file)
+        listed = re.search(r"Available options in '([^']+)'", str(e))  # `trainer=a/b`: group trainer
+        group = listed[1] if listed and missing.startswith(f"{listed[1]}/") else missing.rpartition("/")[0]
+        return f"{group}={missing[len(group) + 1:]} is not an available option; available: {', '.join(e.options)}"
     if isinstance(e, ConfigCompositionException):
         cause = e.__cause__
         parent, key = getattr(cause, "parent_node", None), getattr(cause, "full_key", None)
         if parent is not None and key and hasattr(parent, "keys"):
-            group = key.rsplit(".", 1)[0]
-            keys = ", ".join(sorted(str(k) for k in parent.keys() if not str(k).startswith("_")))
-            return f"{key} is not a key of {group}; its keys: {keys} (add a new one with +{key}=…)"
-        return " ".join(line.strip() for line in str(e).splitlines()
-                        if line.strip() and not line.startswith("See https://"))
+            return unknown_key(key, parent)
+    if isinstance(e, OverrideParseException):
+        lines = _lines(e)
+        if lines and lines[0].startswith("Error parsing override "):
+            lines[0] = f"cannot parse the override {lines[0].removeprefix('Error parsing override ')}:"
+        else:
+            lines.insert(0, "cannot parse an override:")
+        return " ".join([*lines, "(overrides are key=value; quote a value with special characters: "
+                                 "key='a,b')"])
+    if isinstance(e, ConfigCompositionException):
+        return " ".join(_lines(e))
     if isinstance(e, InstantiationException):
         text = str(e)
         group = text.rsplit("full_key:", 1)[1].strip().splitlines()[0] if "full_key:" in text else "config"
@@ -71,7 +83,47 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, UserError):
         return last_line(e)
     cause = root_cause(e)
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        # OmegaConf's message is its first line; the lines under it are `full_key:`, `object_type=`.
+        first = str(cause).strip().splitlines()[0]
+        return f"{cause.full_key}: {first}" if getattr(cause, "full_key", None) else first
     return f"{type(cause).__name__}: {last_line(cause)}"
+
+
+def _lines(e: BaseException) -> list[str]:
+    """Hydra's message without blank lines and its pointer to the docs."""
+    return [line.strip() for line in str(e).splitlines() if line.strip() and not line.startswith("See https://")]
+
+
+def unknown_key(key: str, parent) -> str:
+    """`optim.lrr=0.1` or `lr=0.1`: name the keys there are, and the one the user most likely
+    meant (a close spelling beside it, or the same name elsewhere in the config: `optim.lr`)."""
+    group, _, name = key.rpartition(".")
+    keys = sorted(str(k) for k in parent.keys() if not str(k).startswith("_") and (group or k != "hydra"))
+    guess = [f"{group}.{k}" if group else k for k in difflib.get_close_matches(name, keys, n=1)]
+    if not guess:
+        root = parent
+        while root._get_parent() is not None:
+            root = root._get_parent()
+        guess = [path for path in _key_paths(root) if path.rpartition(".")[2] == name]
+    where = f"of {group}" if group else "at the top level"
+    meant = f" (did you mean {' or '.join(guess[:3])}?)" if guess else ""
+    there = f"its keys: {', '.join(keys)}" if keys else "it has none"
+    return f"{key} is not a key {where}{meant}; {there} (add a new one with +{key}=…)"
+
+
+def _key_paths(node, prefix: str = "") -> list[str]:
+    """Every key's dotted path under a config node (Hydra's own settings left out)."""
+    paths = []
+    for k in node.keys():
+        if str(k).startswith("_") or (not prefix and k == "hydra"):
+            continue
+        path = f"{prefix}{k}"
+        paths.append(path)
+        child = node._get_node(k)
+        if hasattr(child, "keys") and not child._is_missing() and not child._is_none():
+            paths += _key_paths(child, f"{path}.")
+    return paths
 
 
 def mark_failed(out: Path, error: str, cfg=None, status: str = "failed", **extra) -> None:
@@ -185,13 +237,11 @@ def run_task(task: Callable, cfg):
             except OSError:  # the disk that failed the run may refuse this too
                 pass
         if not user:
-            log.exception("crashed")  # the traceback goes to the job's log file
+            log.exception("crashed")  # the traceback, once: to the terminal and the job's log file
         print(f"error: {message}", file=sys.stderr, flush=True)
         if is_multirun():
             return None  # the other jobs go on; the sweep report lists this one
-        if not user:
-            raise
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(EXIT_USER_ERROR if user else EXIT_CRASH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,14 +259,29 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
             sys.argv = resume_argv(sys.argv)
         hydra_main()
     except Exception as e:
-        if user_wants_traceback or not (_is_user_error(e) or isinstance(e, OSError)):
+        refused = _refused_by_config_library(e)
+        if user_wants_traceback or not (_is_user_error(e) or isinstance(e, OSError) or refused):
             raise
-        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        message = one_line(e)
+        print(f"error: {'an override could not be applied: ' if refused else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
 
 
+def _refused_by_config_library(e: BaseException) -> bool:
+    """A plain ValueError/TypeError/KeyError/IndexError raised inside OmegaConf or Hydra while they
+    compose the user's overrides (`model.hidden_sizes.x=3` indexes a list with `x`): bad input,
+    though not one of their own exception types."""
+    if not isinstance(e, (ValueError, TypeError, KeyError, IndexError)) or e.__traceback__ is None:
+        return False
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__"))
+    return module.split(".")[0] in ("omegaconf", "hydra")
+
+
 def _key(arg: str) -> str:
-    return arg.split("=", 1)[0].lstrip("+~")
+    return arg.partition("=")[0].lstrip("+~")
 
 
 def resume_argv(argv: list[str]) -> list[str]:

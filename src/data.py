@@ -385,9 +385,10 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         super().__init__()
         if pipeline not in ("tensor", "torchvision"):
             raise ValueError(f"data.pipeline={pipeline!r} is not one of: tensor, torchvision")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{key}={value!r} must be an integer >= 1")
+        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                  ("num_workers", num_workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"data.{key}={value!r} must be an integer >= {least}")
         n_train = min(train_subset or N_TRAIN, N_TRAIN)
         if drop_last and batch_size > n_train:
             # drop_last would make an epoch of zero steps: a run that trains nothing.

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 
 def check_run_settings(cfg: DictConfig) -> None:
+    # Every interpolation resolves now: results.json resolves the whole config, and a key that
+    # cannot (`+note=${nope}`) would otherwise fail the run after its last epoch.
+    OmegaConf.to_container(cfg, resolve=True)
     seed = cfg.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")

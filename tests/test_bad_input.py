@@ -93,6 +93,11 @@ CASES = {
     "hidden_sizes_zero": (["model.hidden_sizes=[64,0]"], "[64, 0]"),
     "act_fn_unknown": (["model.act_fn=swish"], "swish"),
     "gpu_without_cuda": (["trainer.accelerator=gpu"], "trainer.accelerator=gpu"),
+    # refused before the first step, not after the last epoch when results.json resolves the config
+    "interpolation_unresolvable": (["+note=${{nope}}"], "note: Interpolation key 'nope' not found"),
+    "interpolation_in_a_group": (["optim=adam", "optim.lr=${{optim.momentum}}"],
+                                 "optim.lr: Interpolation key 'optim.momentum' not found"),
+    "num_workers_negative": (["data.pipeline=torchvision", "data.num_workers=-1"], "data.num_workers=-1"),
     "group_callbacks_not_bool": (["group_callbacks=maybe"], "group_callbacks='maybe'"),
     # root ignores chmod: a path under a regular file can never be created, even by root
     "data_dir_unwritable": (["data.data_dir=/etc/hostname/fmnist"], "/etc/hostname/fmnist"),

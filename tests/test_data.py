@@ -94,8 +94,12 @@ def test_on_device_auto_means_not_the_cpu():
 @pytest.mark.parametrize("kwargs, match", [
     ({"on_device": "yes"}, "data.on_device='yes' is not one of: auto, true, false"),
     ({"on_device": True, "pipeline": "torchvision"}, "data.on_device=true needs data.pipeline=tensor"),
+    # the DataLoader's own complaint came as a crash with a traceback
+    ({"num_workers": -1, "pipeline": "torchvision"}, r"data.num_workers=-1 must be an integer >= 0"),
+    ({"num_workers": 1.5}, r"data.num_workers=1.5 must be an integer >= 0"),
+    ({"eval_batch_size": 0}, r"data.eval_batch_size=0 must be an integer >= 1"),
 ])
-def test_bad_on_device_is_one_line(kwargs, match):
+def test_bad_data_values_are_one_line(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FashionMNISTDataModule(**kwargs)
 

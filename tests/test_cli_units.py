@@ -1,0 +1,756 @@
+"""src/cli.py in-process, line by line: the one `error:` line for each kind of bad input (real
+Hydra and OmegaConf exceptions), what run_task and run_app do with each way a task ends, how
+`ckpt_path=<run dir>` rewrites the command line, the start line. Fast (no training, no
+subprocess): the mutation tests run this file (scripts/mutants.py cli).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import re
+import signal
+import sys
+import warnings
+
+import pytest
+from omegaconf import OmegaConf
+
+from src import cli
+from src.config import compose_config
+from src.errors import CheckpointError, ConfigError, Interrupted, UserError
+
+HINT = "(overrides are key=value; quote a value with special characters: key='a,b')"
+
+
+def composition_error(overrides: list[str], tmp_path) -> Exception:
+    with pytest.raises(Exception) as info:
+        compose_config(overrides, tmp_path / "run")
+    return info.value
+
+
+# ---------------------------------------------------------------------------------------------
+# one_line: Hydra's composition errors
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["optim=adamw"],
+     "optim=adamw is not an available option; available: adam, sgd, sgd_mom, torch_adam, torch_sgd, torch_sgd_mom"),
+    # an option in a sub-folder: the group is `trainer`, not `trainer/nope`
+    (["trainer=nope/x"], "trainer=nope/x is not an available option; available: cpu, ddp, ddp_sim, default, gpu"),
+    (["optim.lrr=0.1"], "optim.lrr is not a key of optim (did you mean optim.lr?); its keys: betas, eps, lr, "
+                        "weight_decay (add a new one with +optim.lrr=…)"),
+    (["optim=adam", "optim.momentum=0.9"], "optim.momentum is not a key of optim; its keys: betas, eps, lr, "
+                                           "weight_decay (add a new one with +optim.momentum=…)"),
+    (["trainer.max_epoch=3"], "trainer.max_epoch is not a key of trainer (did you mean trainer.max_epochs?); "),
+    (["init=xavier", "init.gain=2"], "init.gain is not a key of init; it has none (add a new one with +init.gain=…)"),
+    (["optim.lr=1)"], f"cannot parse the override 'optim.lr=1)': extraneous input ')' expecting <EOF> {HINT}"),
+    (["seed"], f"cannot parse the override 'seed': missing EQUAL at '<EOF>' {HINT}"),
+    (["optim.lr=[1"], f"cannot parse an override: no viable alternative at input '[1' {HINT}"),
+    (["+trainer.precision=banana"], "Could not append to config. An item is already at 'trainer.precision'. "
+                                    "Either remove + prefix: 'trainer.precision=banana' Or add a second + "),
+    (["optim=sgd,adam"], "Ambiguous value for argument 'optim=sgd,adam' 1. To use it as a list, use "
+                         "key=[value1,value2] 2. To use it as string,"),
+])
+def test_composition_errors_are_one_line_naming_what_is_accepted(tmp_path, overrides, line):
+    e = composition_error(overrides, tmp_path)
+    assert cli._is_user_error(e)
+    text = cli.one_line(e)
+    assert text.startswith(line), text
+    assert "\n" not in text and "See https://" not in text
+
+
+@pytest.mark.parametrize("message, missing, line", [
+    # Hydra names the group whose options it lists
+    ("Could not find 'hydra/launcher/x/y'\nAvailable options in 'hydra/launcher':\n\tbasic", "hydra/launcher/x/y",
+     "hydra/launcher=x/y is not an available option; available: basic, slurm"),
+    # no list, or a list of another group: the folder of the missing file is the group
+    ("Could not find 'a/b/c'", "a/b/c", "a/b=c is not an available option; available: basic, slurm"),
+    ("Could not find 'a/b/c'\nAvailable options in 'other':", "a/b/c",
+     "a/b=c is not an available option; available: basic, slurm"),
+])
+def test_a_missing_option_is_named_in_its_group(message, missing, line):
+    from hydra.errors import MissingConfigException
+
+    assert cli.one_line(MissingConfigException(message, missing, options=["basic", "slurm"])) == line
+
+
+def test_a_composition_error_without_a_key_is_hydras_message_in_one_line():
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigKeyError
+
+    cause = ConfigKeyError("no key")
+    cause.parent_node, cause.full_key = OmegaConf.create({"a": 1}), ""  # a node, but no key
+    e = ConfigCompositionException("Could not override 'x'.\n\nSee https://hydra.cc/docs for details\nTry +x")
+    e.__cause__ = cause
+    assert cli.one_line(e) == "Could not override 'x'. Try +x"
+
+
+def test_a_top_level_typo_names_where_the_key_is(tmp_path):
+    """`lr=0.1` is the first mistake a user makes: the key is optim.lr."""
+    text = cli.one_line(composition_error(["lr=0.1"], tmp_path))
+    assert text.startswith("lr is not a key at the top level (did you mean optim.lr?); its keys: callbacks, "
+                           "checkpoint, ckpt_path, data, "), text
+    assert text.endswith(", trainer, verbose (add a new one with +lr=…)"), text
+    assert "hydra" not in text and "_target_" not in text
+
+
+def test_a_key_in_several_places_names_up_to_three(tmp_path):
+    text = cli.one_line(composition_error(["every_n_steps=10"], tmp_path))  # five callbacks have it
+    guesses = text.split("(did you mean ", 1)[1].split("?)", 1)[0].split(" or ")
+    assert len(guesses) == 3 and all(g.startswith("callbacks.") and g.endswith(".every_n_steps") for g in guesses)
+    assert text.startswith("every_n_steps is not a key at the top level (did you mean callbacks."), text
+
+
+def test_key_paths_walk_the_tree_without_hydra_or_private_keys():
+    cfg = OmegaConf.create({"hydra": {"run": {"dir": "x"}}, "a": {"b": 1, "_target_": "t", "c": {"d": 2}},
+                            "e": None, "f": "???", "g": {"h": None}})
+    assert cli._key_paths(cfg) == ["a", "a.b", "a.c", "a.c.d", "e", "f", "g", "g.h"]
+    none_node = OmegaConf.create({"n": {"x": 1}, "m": {"y": 1}})
+    none_node.n, none_node.m = None, "???"  # a group set to null, and one left to fill in
+    assert cli._key_paths(none_node) == ["n", "m"]
+
+
+def test_unknown_key_in_a_nested_group_finds_a_spelling_or_the_same_name_elsewhere():
+    cfg = OmegaConf.create({"optim": {"lr": 0.1, "_target_": "x"}, "trainer": {"max_epochs": 3}, "hydra": {"lr": 1}})
+    assert cli.unknown_key("trainer.lr", cfg.trainer) == (
+        "trainer.lr is not a key of trainer (did you mean optim.lr?); its keys: max_epochs "
+        "(add a new one with +trainer.lr=…)")
+    assert cli.unknown_key("optim.lrr", cfg.optim).startswith("optim.lrr is not a key of optim (did you mean optim.lr?)")
+    assert cli.unknown_key("optm", cfg).startswith("optm is not a key at the top level (did you mean optim?); ")
+    limits = OmegaConf.create({"max_epochs": 1, "max_steps": 1, "min_epochs": 1, "max_time": 1})
+    assert cli.unknown_key("max_epoch", limits).startswith(  # the closest one, not a list of near ones
+        "max_epoch is not a key at the top level (did you mean max_epochs?); ")
+    assert cli.unknown_key("zzz", cfg) == ("zzz is not a key at the top level; its keys: optim, trainer "
+                                           "(add a new one with +zzz=…)")
+
+
+# ---------------------------------------------------------------------------------------------
+# one_line: everything else
+
+
+def test_an_interpolation_error_names_its_key_not_omegaconfs_object_type(tmp_path):
+    cfg = OmegaConf.create({"seed": "${oops}", "data": {"seed": "${seed}"}})
+    with pytest.raises(Exception) as info:
+        OmegaConf.to_container(cfg, resolve=True)
+    assert cli._is_user_error(info.value)
+    assert cli.one_line(info.value) == "seed: Interpolation key 'oops' not found"
+
+
+def test_an_omegaconf_error_without_a_key_is_its_first_line():
+    from omegaconf.errors import InterpolationKeyError
+
+    assert cli.one_line(InterpolationKeyError("no key here\n  second")) == "no key here"
+
+
+def test_an_omegaconf_error_without_a_message_is_its_type():
+    from omegaconf.errors import InterpolationKeyError
+
+    assert cli.one_line(InterpolationKeyError("")) == "InterpolationKeyError: InterpolationKeyError"
+
+
+def test_an_omegaconf_error_inside_a_crash_is_its_first_line_with_its_key():
+    from omegaconf.errors import InterpolationKeyError
+
+    inner = InterpolationKeyError("Interpolation key 'x' not found\n    full_key: a.b\n    object_type=dict")
+    inner.full_key = "a.b"
+    try:
+        try:
+            raise inner
+        except InterpolationKeyError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as outer:
+        assert cli.one_line(outer) == "a.b: Interpolation key 'x' not found"
+
+
+def test_a_constructor_error_through_instantiate_is_said_in_config_keys():
+    import hydra
+
+    with pytest.raises(Exception) as info:
+        hydra.utils.instantiate(OmegaConf.create({"init": {"_target_": "src.init.Normal", "std": -0.1}}))
+    assert cli._is_user_error(info.value)
+    assert cli.one_line(info.value) == "init.std=-0.1: must be > 0"
+
+
+def test_instantiate_names_the_outer_full_key():
+    from hydra.errors import InstantiationException
+
+    e = InstantiationException("Error in call to target 'x':\nValueError('inner full_key: a.b')\nfull_key: init")
+    assert cli.one_line(e).startswith("init: ")
+
+
+def test_instantiate_without_a_full_key_says_config():
+    from hydra.errors import InstantiationException
+
+    e = InstantiationException("Error in call to target\nboom")
+    assert cli.one_line(e) == "config: boom"
+
+
+@pytest.mark.parametrize("error, line", [
+    (OSError(errno.ENOSPC, "No space left on device", "/data/run"), "no space left on device: /data/run"),
+    (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
+    (OSError("a bare message"), "OSError: a bare message"),
+    (UserError("first\nthe line that counts"), "the line that counts"),
+    (ConfigError("seed=-1 must be an integer"), "seed=-1 must be an integer"),
+    (RuntimeError(""), "RuntimeError: RuntimeError"),
+])
+def test_other_errors_in_one_line(error, line):
+    assert cli.one_line(error) == line
+
+
+def test_a_chained_crash_names_its_root_cause():
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as e:
+            raise RuntimeError("outer") from e
+    except RuntimeError as e:
+        assert cli.one_line(e) == "KeyError: 'inner'"
+
+
+def test_which_errors_are_the_users():
+    from hydra.errors import HydraException
+    from omegaconf.errors import ValidationError
+
+    class MisconfigurationException(Exception):  # Lightning's, matched by name (no import)
+        pass
+
+    for e in (UserError("x"), ConfigError("x"), CheckpointError("x"), HydraException("x"), ValidationError("x"),
+              MisconfigurationException("x")):
+        assert cli._is_user_error(e), e
+    for e in (ValueError("x"), RuntimeError("x"), OSError("x"), KeyboardInterrupt()):
+        assert not cli._is_user_error(e), e
+
+
+def _raise_inside(module_name: str, error: Exception) -> Exception:
+    """An error whose innermost frame is in `module_name`, as if raised by that library."""
+    namespace = {"__name__": module_name, "error": error}
+    exec("def boom():\n    raise error\n", namespace)
+    try:
+        namespace["boom"]()
+    except Exception as e:
+        return e
+    raise AssertionError("not raised")
+
+
+def test_refused_by_config_library_is_a_plain_error_raised_inside_omegaconf_or_hydra(tmp_path):
+    real = composition_error(["model.hidden_sizes.x=3"], tmp_path)  # OmegaConf indexes a list with `x`
+    assert type(real) is ValueError and cli._refused_by_config_library(real)
+    for module in ("omegaconf.omegaconf", "hydra._internal.config_loader_impl", "omegaconf", "hydra"):
+        for error in (ValueError("v"), TypeError("t"), KeyError("k"), IndexError("i")):
+            assert cli._refused_by_config_library(_raise_inside(module, error)), (module, error)
+    assert not cli._refused_by_config_library(_raise_inside("src.training", ValueError("ours")))
+    assert not cli._refused_by_config_library(_raise_inside("omegaconfig", ValueError("not omegaconf")))
+    assert not cli._refused_by_config_library(_raise_inside("omegaconf.base", RuntimeError("not a value")))
+    assert not cli._refused_by_config_library(ValueError("never raised: no traceback"))
+
+
+# ---------------------------------------------------------------------------------------------
+# mark_failed
+
+
+def test_mark_failed_writes_status_error_config_unresolved_and_extras(tmp_path):
+    cfg = OmegaConf.create({"seed": 3, "data": {"seed": "${seed}"}})
+    cli.mark_failed(tmp_path, "optim.lr=0: must be > 0", cfg, epochs=2)
+    assert json.loads((tmp_path / "results.json").read_text()) == {
+        "status": "failed", "error": "optim.lr=0: must be > 0", "epochs": 2,
+        "config": {"seed": 3, "data": {"seed": "${seed}"}}}
+    cli.mark_failed(tmp_path, "stopped", status="interrupted")
+    assert json.loads((tmp_path / "results.json").read_text()) == {"status": "interrupted", "error": "stopped"}
+
+
+def test_mark_failed_with_a_config_that_cannot_be_converted_still_writes(tmp_path):
+    cli.mark_failed(tmp_path, "bad", cfg=object())
+    assert json.loads((tmp_path / "results.json").read_text()) == {"status": "failed", "error": "bad"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hydra's runtime config: single run or multirun, this job's overrides, the swept keys
+
+
+@pytest.fixture
+def hydra_runtime():
+    """Set Hydra's runtime config (as a real app would) and give the previous one back after."""
+    from hydra.core.hydra_config import HydraConfig
+
+    saved = HydraConfig.instance().cfg
+
+    def set_runtime(hydra: dict | None):
+        HydraConfig.instance().cfg = None if hydra is None else OmegaConf.create({"hydra": hydra})
+
+    yield set_runtime
+    HydraConfig.instance().cfg = saved
+
+
+def _multirun(sweep_dir, task=(), params=None):
+    from hydra.types import RunMode
+
+    return {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep_dir)}, "sweeper": {"params": params},
+            "overrides": {"task": list(task)}}
+
+
+def test_outside_hydra_nothing_is_swept(hydra_runtime):
+    hydra_runtime(None)
+    assert cli.is_multirun() is False
+    assert cli.job_overrides() == []
+    assert cli.swept_keys() == []
+
+
+def test_a_single_run_is_not_a_multirun(hydra_runtime, tmp_path):
+    from hydra.types import RunMode
+
+    hydra_runtime({"mode": RunMode.RUN, "sweep": {"dir": str(tmp_path)}, "sweeper": {"params": {"seed": "1,2"}},
+                   "overrides": {"task": ["optim=sgd", "seed=1"]}})
+    assert cli.is_multirun() is False
+    assert cli.job_overrides() == ["optim=sgd", "seed=1"]
+    assert cli.swept_keys() == []
+
+
+def test_swept_keys_are_the_presets_params_then_the_command_lines_sweeps(hydra_runtime, tmp_path):
+    import yaml
+
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "optim=sgd,adam", "init=xavier", "+extra=range(1,4)", "~gone=choice(1,2)", "lr=glob(*)",
+        "x=interval(0,1)", "trainer.max_epochs=2", "seed=1,2", "n=range(5)", "c=choice(only)", "tag=a=b,c",
+        "+XLA=1,2", "name=a=b"]}}}))
+    hydra_runtime(_multirun(tmp_path, task=["optim=sgd", "seed=1"], params={"seed": "1,2,3", "init": "a,b"}))
+    assert cli.is_multirun() is True
+    assert cli.job_overrides() == ["optim=sgd", "seed=1"]
+    assert cli.swept_keys() == ["seed", "init", "optim", "extra", "gone", "lr", "x", "n", "c", "tag", "XLA"]
+
+
+def test_swept_keys_without_multirun_yaml_are_the_presets(hydra_runtime, tmp_path):
+    hydra_runtime(_multirun(tmp_path / "nowhere", params={"seed": "1,2"}))
+    assert cli.swept_keys() == ["seed"]
+    hydra_runtime(_multirun(tmp_path / "nowhere"))
+    assert cli.swept_keys() == []
+
+
+def test_swept_keys_with_an_empty_multirun_yaml(hydra_runtime, tmp_path):
+    (tmp_path / "multirun.yaml").write_text("")
+    hydra_runtime(_multirun(tmp_path, params={"seed": "1,2"}))
+    assert cli.swept_keys() == ["seed"]
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides: {}\n")
+    assert cli.swept_keys() == ["seed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the libraries may print
+
+
+LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+           "lightning_fabric.utilities.rank_zero")
+
+
+@pytest.fixture
+def restore_logging_and_warnings():
+    levels = {name: logging.getLogger(name).level for name in LOGGERS}
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with warnings.catch_warnings():
+        yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    root.handlers[:] = handlers
+
+
+def test_quiet_frameworks_raises_the_libraries_log_level(restore_logging_and_warnings):
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    cli.quiet_frameworks()
+    assert [logging.getLogger(name).level for name in LOGGERS] == [logging.WARNING] * 3
+
+
+STEP_CHECKPOINT = ('Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be '
+                   'provided during `Trainer` instantiation. Please add the following callbacks: '
+                   '["StepCheckpoint{\'monitor\': None, \'every_n_train_steps\': %d, \'train_time_interval\': None}"].')
+
+
+@pytest.mark.parametrize("message, hidden", [
+    ("Checkpoint directory /runs/a/checkpoints exists and is not empty.", True),
+    ("The number of training batches (10) is smaller than the logging interval Trainer(log_every_n_steps=50).", True),
+    ("The 'train_dataloader' does not have many workers which may be a bottleneck.", True),
+    ("`isinstance(treespec, LeafSpec)` is deprecated", True),
+    (STEP_CHECKPOINT % 0, True),  # an inert step checkpoint: nothing to restore
+    (STEP_CHECKPOINT % 50, False),  # a real one missing: the user should know
+    (STEP_CHECKPOINT % 0 + " and more", False),
+    ("Checkpoint directory exists", False),
+    ("something else entirely", False),
+])
+def test_quiet_frameworks_hides_only_the_known_harmless_warnings(restore_logging_and_warnings, message, hidden):
+    warnings.simplefilter("always")
+    cli.quiet_frameworks()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.filterwarnings("always", message="^(?!.*(LeafSpec|logging interval|many workers|Checkpoint "
+                                                  "directory .* exists|every_n_train_steps': 0,)).*$")
+        warnings.warn(message, UserWarning, stacklevel=1)
+    assert (len(seen) == 0) == hidden, [str(w.message) for w in seen]
+
+
+def test_in_a_terminal_log_lines_go_through_richs_console(restore_logging_and_warnings, monkeypatch, tmp_path):
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    console, file = logging.StreamHandler(sys.stderr), logging.FileHandler(tmp_path / "job.log")
+    console.setLevel(logging.INFO)
+    root.handlers[:] = [console, file]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    cli.logs_above_the_progress_bar()
+    assert root.handlers == [console, file]  # piped: unchanged
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    cli.logs_above_the_progress_bar()
+    assert file in root.handlers and console not in root.handlers  # the file handler is a StreamHandler too
+    rich = [h for h in root.handlers if isinstance(h, RichHandler)]
+    assert len(rich) == 1 and rich[0].level == logging.INFO
+    assert rich[0]._log_render.show_path is False  # a log line is the message, not our file name
+    file.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# run_task: each way a task ends
+
+
+@pytest.fixture
+def single_run(monkeypatch):
+    monkeypatch.setattr(cli, "is_multirun", lambda: False)
+    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)  # keep the test process's warnings
+    monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: None)
+
+
+def _cfg(out, **extra):
+    return OmegaConf.create({"paths": {"output_dir": str(out)}, "seed": 1, "data": {"seed": "${seed}"}, **extra})
+
+
+def _results(out) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+
+
+def test_a_task_that_finishes_returns_its_value_and_writes_nothing(single_run, tmp_path, capsys):
+    assert cli.run_task(lambda cfg: cfg.seed + 1, _cfg(tmp_path)) == 2
+    assert not (tmp_path / "results.json").exists() and error_lines(capsys) == []
+
+
+def test_bad_input_is_one_line_exit_2_and_a_failed_results_json(single_run, tmp_path, capsys):
+    def task(cfg):
+        raise ConfigError("seed=-1 must be an integer in [0, 2**32 - 1]")
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == cli.EXIT_USER_ERROR == 2
+    assert error_lines(capsys) == ["error: seed=-1 must be an integer in [0, 2**32 - 1]"]
+    assert _results(tmp_path) == {"status": "failed", "error": "seed=-1 must be an integer in [0, 2**32 - 1]",
+                                  "config": {"paths": {"output_dir": str(tmp_path)}, "seed": 1,
+                                             "data": {"seed": "${seed}"}}}
+
+
+def test_no_run_dir_no_results_json(single_run, tmp_path, capsys):
+    def task(cfg):
+        raise ConfigError("bad")
+
+    with pytest.raises(SystemExit):
+        cli.run_task(task, _cfg(tmp_path / "never made"))
+    assert not (tmp_path / "never made").exists()
+    assert error_lines(capsys) == ["error: bad"]
+
+
+def test_a_full_disk_is_the_users_to_fix_exit_2(single_run, tmp_path, capsys):
+    def task(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == 2
+    assert error_lines(capsys) == [f"error: no space left on device: {tmp_path / 'x'}"]
+    assert _results(tmp_path)["status"] == "failed"
+
+
+def test_a_disk_that_refuses_results_json_too_still_gives_the_line(single_run, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "atomic_write_json", refuse)
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(lambda cfg: refuse(), _cfg(tmp_path))
+    assert info.value.code == 2 and error_lines(capsys) == ["error: no space left on device"]
+
+
+def test_a_crash_keeps_its_traceback_once_and_exits_1(single_run, tmp_path, capsys, caplog):
+    def task(cfg):
+        raise RuntimeError("a bug")
+
+    with caplog.at_level(logging.ERROR, logger="src.cli"), pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == cli.EXIT_CRASH == 1
+    assert error_lines(capsys) == ["error: RuntimeError: a bug"]
+    crashed = [r for r in caplog.records if r.getMessage() == "crashed"]
+    assert len(crashed) == 1 and crashed[0].exc_info[0] is RuntimeError
+    assert _results(tmp_path) == {**_results(tmp_path), "status": "failed", "error": "RuntimeError: a bug"}
+
+
+def test_bad_input_logs_no_traceback(single_run, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.DEBUG, logger="src.cli"), pytest.raises(SystemExit):
+        cli.run_task(lambda cfg: (_ for _ in ()).throw(ConfigError("bad")), _cfg(tmp_path))
+    assert [r for r in caplog.records if r.getMessage() == "crashed"] == []
+
+
+def test_an_interrupted_run_says_how_to_resume_and_exits_128_plus_the_signal(single_run, tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"status": "interrupted"}')
+
+    def task(cfg):
+        raise Interrupted(signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == 128 + signal.SIGTERM
+    assert error_lines(capsys) == [f"error: interrupted by SIGTERM; resume with: python train.py ckpt_path={tmp_path}"]
+    assert _results(tmp_path) == {"status": "interrupted"}  # the callback's results.json, untouched
+
+
+@pytest.mark.parametrize("error", [ConfigError("bad value"), RuntimeError("a bug")])
+def test_in_a_multirun_a_failed_job_returns_and_the_sweep_goes_on(monkeypatch, tmp_path, capsys, error):
+    monkeypatch.setattr(cli, "is_multirun", lambda: True)
+    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)
+    monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: None)
+
+    def task(cfg):
+        raise error
+
+    assert cli.run_task(task, _cfg(tmp_path)) is None
+    assert len(error_lines(capsys)) == 1 and _results(tmp_path)["status"] == "failed"
+
+
+def test_run_task_quiets_the_libraries_unless_verbose(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(cli, "quiet_frameworks", lambda: calls.append("quiet"))
+    monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: calls.append("rich"))
+    cli.run_task(lambda cfg: None, _cfg(tmp_path))
+    assert calls == ["quiet", "rich"]
+    calls.clear()
+    cli.run_task(lambda cfg: None, _cfg(tmp_path, verbose=True))
+    assert calls == ["rich"]
+
+
+# ---------------------------------------------------------------------------------------------
+# run_app: errors before the task (composition), and the resume argv
+
+
+@pytest.fixture
+def app_env(monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    return monkeypatch
+
+
+def test_run_app_turns_hydra_errors_into_one_line_and_exit_2(app_env, tmp_path, capsys):
+    import os
+
+    def main():
+        assert os.environ["HYDRA_FULL_ERROR"] == "1"  # Hydra raises instead of printing its five lines
+        compose_config(["optim=adamw"], tmp_path)
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(main)
+    assert info.value.code == 2
+    assert error_lines(capsys) == ["error: optim=adamw is not an available option; available: adam, sgd, sgd_mom, "
+                                   "torch_adam, torch_sgd, torch_sgd_mom"]
+
+
+def test_run_app_names_an_override_omegaconf_could_not_apply(app_env, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(lambda: compose_config(["model.hidden_sizes.x=3"], tmp_path))
+    assert info.value.code == 2
+    assert error_lines(capsys) == ["error: an override could not be applied: ValueError: invalid literal for "
+                                   "int() with base 10: 'x'"]
+
+
+@pytest.mark.parametrize("error", [ValueError("our bug"), RuntimeError("our bug")])
+def test_run_app_lets_a_crash_outside_the_libraries_raise(app_env, error):
+    def main():
+        raise error
+
+    with pytest.raises(type(error)):
+        cli.run_app(main)
+
+
+def test_run_app_a_full_disk_is_one_line(app_env, capsys):
+    def main():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs")
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(main)
+    assert info.value.code == 2 and error_lines(capsys) == ["error: no space left on device: /runs"]
+
+
+def test_run_app_keeps_the_traceback_a_user_asked_for(app_env, tmp_path, capsys):
+    from hydra.errors import MissingConfigException
+
+    app_env.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(MissingConfigException):
+        cli.run_app(lambda: compose_config(["optim=adamw"], tmp_path))
+    with pytest.raises(ValueError):
+        cli.run_app(lambda: compose_config(["model.hidden_sizes.x=3"], tmp_path))
+    assert error_lines(capsys) == []
+
+
+def _run(tmp_path, overrides=("optim=sgd", "seed=3", "ckpt_path=old"), checkpoint=True):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    if checkpoint:
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    if overrides is not None:
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return run
+
+
+def test_run_app_with_resume_rewrites_argv_before_hydra_reads_it(app_env, tmp_path, capsys):
+    run = _run(tmp_path)
+    app_env.setattr(sys, "argv", ["train.py", f"ckpt_path={run}"])
+    seen = []
+    cli.run_app(lambda: seen.append(list(sys.argv)), resume=True)
+    assert seen == [["train.py", "optim=sgd", "seed=3", f"ckpt_path={run}", f"hydra.run.dir={run.resolve()}"]]
+    seen.clear()
+    app_env.setattr(sys, "argv", ["train.py", f"ckpt_path={run}"])
+    cli.run_app(lambda: seen.append(list(sys.argv)))  # resume=False: argv as given
+    assert seen == [["train.py", f"ckpt_path={run}"]]
+
+
+def test_run_app_resume_of_a_run_without_checkpoint_is_one_line(app_env, tmp_path, capsys):
+    run = _run(tmp_path, checkpoint=False)
+    app_env.setattr(sys, "argv", ["train.py", f"ckpt_path={run}"])
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(lambda: None, resume=True)
+    assert info.value.code == 2
+    assert error_lines(capsys) == [f"error: ckpt_path={run}: this run has no checkpoint yet; start it again with "
+                                   "the same overrides: python train.py optim=sgd seed=3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# resume_argv
+
+
+def test_resume_a_run_dir_with_its_overrides_under_the_new_ones(tmp_path, capsys):
+    run = _run(tmp_path, overrides=["optim=sgd", "seed=3", "+extra=1", "ckpt_path=old", "~gone"])
+    argv = ["train.py", "--config-dir=x", "seed=5", "extra=2", f"ckpt_path={run}"]
+    assert cli.resume_argv(argv) == ["train.py", "optim=sgd", "~gone", "--config-dir=x", "seed=5", "extra=2",
+                                     f"ckpt_path={run}", f"hydra.run.dir={run.resolve()}"]
+    ckpt = (run / "checkpoints" / "last.ckpt").resolve()
+    assert capsys.readouterr().err == (f"resuming {ckpt} in {run.resolve()} with its overrides: optim=sgd ~gone\n")
+
+
+def test_resume_the_checkpoint_file_itself_and_the_last_ckpt_path_given_wins(tmp_path, capsys):
+    run = _run(tmp_path, overrides=None)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    argv = ["train.py", "ckpt_path=/nonexistent", f"ckpt_path={ckpt}"]
+    assert cli.resume_argv(argv) == [*argv, f"hydra.run.dir={run.resolve()}"]
+    assert capsys.readouterr().err == f"resuming {ckpt.resolve()} in {run.resolve()}\n"  # no overrides.yaml
+
+
+def test_resume_a_sweep_jobs_dir_whose_name_holds_equals_signs(tmp_path):
+    job = tmp_path / "multirun" / "0_optim=sgd,seed=1"
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"")
+    argv = ["train.py", f"ckpt_path={job}"]
+    assert cli.resume_argv(argv) == [*argv, f"hydra.run.dir={job.resolve()}"]
+
+
+def test_a_bare_argument_is_not_an_override_to_keep(tmp_path):
+    run = _run(tmp_path, overrides=["seed=3", "optim=sgd"])
+    argv = ["train.py", "--config-dir", "seed", f"ckpt_path={run}"]  # a config dir named `seed`
+    assert cli.resume_argv(argv) == ["train.py", "seed=3", "optim=sgd", *argv[1:], f"hydra.run.dir={run.resolve()}"]
+
+
+def test_resume_keeps_a_run_dir_the_user_chose(tmp_path):
+    run = _run(tmp_path, overrides=["optim=sgd", "hydra.run.dir=/old"])
+    argv = ["train.py", f"ckpt_path={run}", "hydra.run.dir=/elsewhere"]
+    assert cli.resume_argv(argv) == ["train.py", "optim=sgd", *argv[1:]]
+
+
+def test_resume_a_checkpoint_outside_a_run_dir_in_a_new_run(tmp_path, capsys):
+    ckpt = tmp_path / "weights.ckpt"
+    ckpt.write_bytes(b"")
+    argv = ["train.py", f"ckpt_path={ckpt}"]
+    assert cli.resume_argv(argv) == argv
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["train.py", "optim=sgd"],
+    ["train.py", "ckpt_path=null"],
+    ["train.py", "ckpt_path="],
+    ["train.py", "-m", "ckpt_path=/nonexistent"],
+    ["train.py", "--multirun", "ckpt_path=/nonexistent"],
+    ["train.py", "--ckpt_path=/nonexistent"],  # not an override: Hydra refuses it itself
+])
+def test_what_is_not_a_resume_is_left_alone(argv):
+    assert cli.resume_argv(list(argv)) == argv
+
+
+def test_resume_of_a_missing_checkpoint_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match=f"^ckpt_path={tmp_path}/nope does not exist"):
+        cli.resume_argv(["train.py", f"ckpt_path={tmp_path}/nope"])
+
+
+def test_key_strips_add_and_delete_prefixes():
+    assert [cli._key(a) for a in ("seed=1", "+extra=2", "++x.y=3", "~gone", "~gone=1", "a=b=c", "+XLA=1")] == [
+        "seed", "extra", "x.y", "gone", "gone", "a", "XLA"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The start block
+
+
+def test_start_line_of_the_default_run(tmp_path):
+    cfg = compose_config([], tmp_path)
+    assert cli.start_line(cfg) == ("optim=adam lr=0.001 · init=kaiming · model relu [512,256,256,128] · "
+                                   "40 epochs · auto · seed 42")
+
+
+def test_start_line_names_every_choice_a_user_makes(tmp_path):
+    cfg = compose_config(["optim=sgd_mom", "optim.weight_decay=0.0001", "init=normal", "init.std=0.05",
+                          "model.act_fn=tanh", "model.hidden_sizes=[64, 32]", "trainer.max_epochs=3",
+                          "trainer.accelerator=cpu", "seed=7"], tmp_path)
+    assert cli.start_line(cfg) == ("optim=sgd_mom lr=0.1 momentum=0.9 weight_decay=0.0001 · init=normal std=0.05 · "
+                                   "model tanh [64,32] · 3 epochs · cpu · seed 7")
+
+
+def test_start_line_without_a_trainer_or_names():
+    cfg = OmegaConf.create({"optim": {"lr": 1e-05, "weight_decay": 0.0, "_target_": "x"},
+                            "init": {"_target_": "y", "gain": 2.0}, "model": {"act_fn": "relu"}, "seed": 0})
+    assert cli.start_line(cfg) == "optim=? lr=1e-05 · init=? gain=2 · model relu [] · seed 0"
+
+
+@pytest.mark.parametrize("mode", ["false", "none", "off", "False", False, None])
+def test_print_start_off(tmp_path, capsys, mode):
+    cfg = compose_config([], tmp_path)
+    cfg.print_config = mode
+    cli.print_start(cfg)
+    assert capsys.readouterr().out == ""
+
+
+def test_print_start_compact_is_two_lines(tmp_path, capsys):
+    cfg = compose_config([], tmp_path)
+    cli.print_start(cfg)
+    assert capsys.readouterr().out == f"{cli.start_line(cfg)}\nrun dir: {tmp_path}\n"
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # no struct flag
+    del cfg["print_config"]  # a config without the key (another entry script's): compact
+    cli.print_start(cfg)
+    assert capsys.readouterr().out == f"{cli.start_line(cfg)}\nrun dir: {tmp_path}\n"
+
+
+def test_print_start_full_shows_every_group_resolved_then_the_line(tmp_path, capsys):
+    cfg = compose_config(["print_config=full", "seed=11"], tmp_path)
+    cli.print_start(cfg)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # rich's colours, where it sees a terminal
+    assert out.endswith(f"{cli.start_line(cfg)}\nrun dir: {tmp_path}\n")
+    tree = out[:out.index(cli.start_line(cfg))]
+    assert tree.startswith("config")
+    for group in ("optim", "init", "model", "data", "trainer", "callbacks", "seed"):
+        assert f"── {group}" in tree, group
+    assert "shuffle_seed: 11" in tree  # resolved: data.shuffle_seed is ${seed}
+    assert re.search(r"── seed\n\W*└── 11\n", tree), tree  # a plain value: itself
