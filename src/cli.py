@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import src.resolvers  # noqa: F401  (registers ${lr_around:…} before Hydra composes)
+from src.config import ROOT
 from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
 from src.utils import atomic_write_json
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 2
 EXIT_CRASH = 1
+CONF = ROOT / "conf"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +101,10 @@ def unknown_key(key: str, parent) -> str:
     """`optim.lrr=0.1` or `lr=0.1`: name the keys there are, and the one the user most likely
     meant (a close spelling beside it, or the same name elsewhere in the config: `optim.lr`)."""
     group, _, name = key.rpartition(".")
+    options = sorted(f.stem for f in (CONF / name).glob("*.yaml")) if not group and name else []
+    if options:  # `surfaces.py optim.lr=0.5`: the optim group is there, no option of it chosen
+        return (f"no {name} option is chosen in this config, so {name}.<key>=… has nothing to set; "
+                f"choose one first ({name}=<option> {name}.<key>=…); options: {', '.join(options)}")
     keys = sorted(str(k) for k in parent.keys() if not str(k).startswith("_") and (group or k != "hydra"))
     guess = [f"{group}.{k}" if group else k for k in difflib.get_close_matches(name, keys, n=1)]
     if not guess:

@@ -49,6 +49,16 @@ def in_group(group: str, e: BaseException) -> str:
     return f"{group}: {message}"
 
 
+def check_accelerator(key: str, value) -> None:
+    """`gpu`/`cuda` on a machine without CUDA: say so before Lightning's own message (which names
+    a backend, not the machine)."""
+    import torch
+
+    if str(value) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={value} but CUDA is not available on this machine "
+                          f"(torch.cuda.is_available() is False); use {key}=cpu or auto")
+
+
 class Interrupted(Exception):
     """The run was asked to stop (SIGTERM from a scheduler, Ctrl-C): raised at a batch boundary
     by callbacks/interrupt.py, after last.ckpt was saved. The process exits 128 + signal."""

@@ -11,9 +11,10 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.checkpointing import HINT
-from src.errors import CheckpointError, ConfigError
+from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
 from src.model import BaseNetwork
 from src.module import ClassifierModule
 from src.utils import atomic_write_json
@@ -56,8 +57,12 @@ def evaluate(cfg: DictConfig) -> float:
     module = ClassifierModule(BaseNetwork(**model_cfg))
     module.load_state_dict(state["state_dict"])
     datamodule = hydra.utils.instantiate(cfg.data)
-    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, deterministic=True)
+    check_accelerator("accelerator", cfg.accelerator)
+    try:
+        trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=False, deterministic=True)
+    except (MisconfigurationException, ImportError, ValueError) as e:  # an accelerator Lightning refuses
+        raise ConfigError(in_group("accelerator", e)) from None
     run = trainer.test if cfg.split == "test" else trainer.validate
     metrics = run(module, datamodule=datamodule, verbose=False)[0]
     acc, loss = float(metrics[f"{cfg.split}/acc"]), float(metrics[f"{cfg.split}/loss"])

@@ -73,8 +73,8 @@ def probe(cfg: DictConfig) -> dict:
     init_scheme = hydra.utils.instantiate(cfg.init)
     datamodule.prepare_data()
     module = ClassifierModule(hydra.utils.instantiate(cfg.model), init_scheme=init_scheme)
-    net = module.net.to(cfg.get("device", "cpu"))
-    n = int(cfg.batch_size)
+    net = module.net.to(settings["device"])
+    n = settings["batch_size"]
     device = next(net.parameters()).device
     x_all, y_all = (t.to(device) for t in datamodule.diagnostic_batch(n * settings["batches"]))
     batches = [(x_all[i:i + n], y_all[i:i + n]) for i in range(0, len(x_all), n)]
@@ -134,15 +134,30 @@ def probe(cfg: DictConfig) -> dict:
 
 
 def _probe_settings(cfg: DictConfig) -> dict:
+    """probe.py's own values, checked before any work: each bad one is one `error:` line."""
     from src.errors import ConfigError
 
+    def count(key: str, value) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r} must be an integer >= 1")
+        return value
+
     p = cfg.get("probe") or {}
-    settings = {"draws": int(p.get("draws", 10)), "batches": int(p.get("batches", 4)),
-                "tolerance": float(p.get("tolerance", 0.1))}
-    if settings["draws"] < 1 or settings["batches"] < 1:
-        raise ConfigError(f"probe.draws={settings['draws']} and probe.batches={settings['batches']} must be >= 1")
-    if not settings["tolerance"] >= 0:
-        raise ConfigError(f"probe.tolerance={settings['tolerance']} must be >= 0 (relative, e.g. 0.1)")
+    settings = {"draws": count("probe.draws", p.get("draws", 10)),
+                "batches": count("probe.batches", p.get("batches", 4)),
+                "batch_size": count("batch_size", cfg.get("batch_size", 1024))}
+    tolerance = p.get("tolerance", 0.1)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ConfigError(f"probe.tolerance={tolerance!r} must be a number >= 0 (relative, e.g. 0.1)")
+    settings["tolerance"] = float(tolerance)
+    device = str(cfg.get("device", "cpu"))
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is not a device; use cpu, cuda or cuda:<index>") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but CUDA is not available on this machine; use device=cpu")
+    settings["device"] = device
     return settings
 
 

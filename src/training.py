@@ -21,7 +21,6 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -30,7 +29,7 @@ from callbacks.divergence import Diverged
 from callbacks.group import group_callbacks
 from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
-from src.errors import ConfigError, Interrupted, in_group
+from src.errors import ConfigError, Interrupted, check_accelerator, in_group
 from src.hparams import log_hparams, trial_name
 from src.provenance import config_hash, provenance
 from src.utils import atomic_write_json
@@ -56,10 +55,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     group = cfg.get("group_callbacks", True)
     if not isinstance(group, bool):
         raise ConfigError(f"group_callbacks={group!r} must be true or false")
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={accelerator} but CUDA is not available on this machine "
-                          "(torch.cuda.is_available() is False); use trainer.accelerator=cpu or auto")
+    check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator", "auto"))
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     # Lightning's `ddp` starts the extra processes by re-running the command line; inside a local
     # multirun that line is the whole sweep, so each child would restart it. SLURM starts them.

@@ -96,6 +96,15 @@ def test_a_top_level_typo_names_where_the_key_is(tmp_path):
     assert "hydra" not in text and "_target_" not in text
 
 
+def test_a_key_of_a_group_with_no_option_chosen_says_choose_one(tmp_path):
+    """surfaces.py has the optim group but chooses none of its options by default."""
+    with pytest.raises(Exception) as info:
+        compose_config(["optim.lr=0.5"], tmp_path, "surfaces")
+    assert cli.one_line(info.value) == (
+        "no optim option is chosen in this config, so optim.<key>=… has nothing to set; choose one first "
+        "(optim=<option> optim.<key>=…); options: adam, sgd, sgd_mom, torch_adam, torch_sgd, torch_sgd_mom")
+
+
 def test_a_key_in_several_places_names_up_to_three(tmp_path):
     text = cli.one_line(composition_error(["every_n_steps=10"], tmp_path))  # five callbacks have it
     guesses = text.split("(did you mean ", 1)[1].split("?)", 1)[0].split(" or ")

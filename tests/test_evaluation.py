@@ -80,6 +80,27 @@ def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):
     assert not (tmp_path / "out" / "eval.json").exists()
 
 
+@pytest.mark.parametrize("accelerator, message", [
+    # Lightning's own refusals were a crash (tpu: ModuleNotFoundError, exit 1 with a traceback)
+    ("banana", "accelerator: You selected an invalid accelerator name: `accelerator='banana'`. Available names are:"),
+    ("tpu", "accelerator: Requirement 'torch_xla"),
+])
+def test_an_accelerator_lightning_refuses_is_a_config_error(tmp_path, accelerator, message):
+    _checkpoint(tmp_path / "net.ckpt")
+    with pytest.raises(ConfigError) as e:
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'net.ckpt'}", f"accelerator={accelerator}"))
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_gpu_without_cuda_says_so(tmp_path, monkeypatch):
+    _checkpoint(tmp_path / "net.ckpt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as e:
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'net.ckpt'}", "accelerator=cuda"))
+    assert str(e.value) == ("accelerator=cuda but CUDA is not available on this machine "
+                            "(torch.cuda.is_available() is False); use accelerator=cpu or auto")
+
+
 @pytest.mark.parametrize("split", ["test", "val"])
 def test_accuracy_and_loss_equal_a_plain_forward_pass(tmp_path, data_dir, capsys, monkeypatch, split):
     ckpt = tmp_path / "model.ckpt"

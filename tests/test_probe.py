@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -652,3 +653,37 @@ def test_flag_and_gradient_sentences():
     assert gradient_sentence(result({"layers.0": 1e-20, "layers.2": 3e-20})).startswith("Weight-gradient variance spans ×3")
     assert gradient_sentence(result({"layers.0": 1e-3, "layers.2": float("nan")})) == \
         "Weight-gradient variance: too few layers to compare."
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),  # was: range() arg 3 must not be zero
+    ({"batch_size": -5}, "batch_size=-5 must be an integer >= 1"),  # was: IndexError
+    ({"batch_size": "abc"}, "batch_size='abc' must be an integer >= 1"),
+    ({"batch_size": True}, "batch_size=True must be an integer >= 1"),
+    ({"probe": {"draws": 0}}, "probe.draws=0 must be an integer >= 1"),
+    ({"probe": {"batches": 2.5}}, "probe.batches=2.5 must be an integer >= 1"),
+    ({"probe": {"tolerance": -0.1}}, "probe.tolerance=-0.1 must be a number >= 0"),
+    ({"probe": {"tolerance": "abc"}}, "probe.tolerance='abc' must be a number >= 0"),
+    ({"probe": {"tolerance": float("nan")}}, "probe.tolerance=nan must be a number >= 0"),
+    ({"device": "tpu"}, "device='tpu' is not a device; use cpu, cuda or cuda:<index>"),
+])
+def test_bad_probe_settings_are_one_line(cfg, message):
+    from omegaconf import OmegaConf
+
+    from src.errors import ConfigError
+    from src.probe import _probe_settings
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        _probe_settings(OmegaConf.create(cfg))
+
+
+def test_probe_settings_defaults_and_values():
+    from omegaconf import OmegaConf
+
+    from src.probe import _probe_settings
+
+    assert _probe_settings(OmegaConf.create({})) == {"draws": 10, "batches": 4, "batch_size": 1024,
+                                                     "tolerance": 0.1, "device": "cpu"}
+    given = {"batch_size": 1, "device": "cpu:0", "probe": {"draws": 1, "batches": 1, "tolerance": 0}}
+    assert _probe_settings(OmegaConf.create(given)) == {"draws": 1, "batches": 1, "batch_size": 1,
+                                                        "tolerance": 0.0, "device": "cpu:0"}
