@@ -21,7 +21,9 @@ def compose_config(overrides: list[str], output_dir: str | Path, config_name: st
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name, overrides=[*overrides, f"hydra.run.dir={output_dir}"],
+        # quoted: a sweep job's dir name holds `=` and `,` (0_optim=sgd,seed=1)
+        quote = "'" if "'" not in str(output_dir) else '"'
+        cfg = compose(config_name, overrides=[*overrides, f"hydra.run.dir={quote}{output_dir}{quote}"],
                       return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

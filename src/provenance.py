@@ -21,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 # Keys that say where or how a run was written, not what was trained.
-BOOKKEEPING_KEYS = {"seed", "paths", "ckpt_path", "task_name", "print_config", "hydra"}
+# How a run is started and shown, not what it measures: `+sweep.rerun=all` or `verbose=true` must
+# neither split a group of seeds nor stop a restarted sweep from skipping its finished jobs.
+BOOKKEEPING_KEYS = {"seed", "paths", "ckpt_path", "task_name", "print_config", "verbose", "sweep", "hydra"}
 
 
 def provenance(cfg: DictConfig) -> dict:

@@ -51,7 +51,8 @@ def test_seed_paths_and_bookkeeping_are_left_out():
             "paths": {"data_dir": "/home/a/data", "log_dir": "/home/a/logs"}, "task_name": "train",
             "print_config": True, "ckpt_path": None, "optim": {"lr": 0.1}}
     other = {**base, "seed": 7, "paths": {"data_dir": "/b", "log_dir": "/c"}, "task_name": "x",
-             "print_config": False, "ckpt_path": "/ckpt", "hydra": {"run": {"dir": "/d"}}}
+             "print_config": False, "ckpt_path": "/ckpt", "hydra": {"run": {"dir": "/d"}}, "verbose": True,
+             "sweep": {"rerun": "all"}}
     assert h(base) == h(other)  # also what was interpolated from the seed or the paths
     assert h(base) == h({**base, "optim": {"lr": 0.1, "cache_dir": "/x", "model_path": "/y"}})  # *_dir, *_path
     assert h(base) != h({**base, "optim": {"lr": 0.2}})

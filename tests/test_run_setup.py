@@ -1,0 +1,309 @@
+"""train()'s first half, in-process and without training: what no constructor checks (seed,
+epochs, the machine, ddp in a multirun, interpolations), building the module, callbacks and
+loggers from the config, and how a multirun started again continues its jobs. Fast: the mutation
+tests run this file (scripts/mutants.py training_setup).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from src import cli
+from src.errors import ConfigError
+from src.provenance import config_hash
+from src.training import (
+    build_callbacks,
+    build_loggers,
+    build_module,
+    check_run_settings,
+    continue_sweep_job,
+)
+from tests.conftest import FAST, compose
+
+
+def settings(**trainer) -> dict:
+    return {"seed": 1, "trainer": {"max_epochs": 1, "accelerator": "cpu", **trainer}}
+
+
+def check(config: dict) -> None:
+    check_run_settings(OmegaConf.create(config))
+
+
+# ---------------------------------------------------------------------------------------------
+# check_run_settings
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 - 1])
+def test_seeds_that_are_accepted(seed):
+    check({**settings(), "seed": seed})
+
+
+@pytest.mark.parametrize("seed, shown", [(-1, "-1"), (2**32, "4294967296"), (True, "True"), (1.5, "1.5"),
+                                         ("abc", "'abc'")])
+def test_seeds_that_are_refused(seed, shown):
+    with pytest.raises(ConfigError) as e:
+        check({**settings(), "seed": seed})
+    assert str(e.value) == f"seed={shown} must be an integer in [0, 2**32 - 1]"
+
+
+@pytest.mark.parametrize("epochs, shown", [(0, "0"), (-1, "-1"), (True, "True"), (1.5, "1.5"), ("3", "'3'")])
+def test_epochs_that_are_refused(epochs, shown):
+    with pytest.raises(ConfigError) as e:
+        check(settings(max_epochs=epochs))
+    assert str(e.value) == f"trainer.max_epochs={shown} must be an integer >= 1"
+
+
+def test_one_epoch_and_group_callbacks_true_false_or_absent_are_fine():
+    check(settings(max_epochs=1))
+    check({**settings(), "group_callbacks": True})
+    check({**settings(), "group_callbacks": False})
+
+
+@pytest.mark.parametrize("value, shown", [("maybe", "'maybe'"), (1, "1"), (None, "None")])
+def test_group_callbacks_must_be_a_bool(value, shown):
+    with pytest.raises(ConfigError) as e:
+        check({**settings(), "group_callbacks": value})
+    assert str(e.value) == f"group_callbacks={shown} must be true or false"
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_without_cuda_is_refused_and_with_cuda_passes(monkeypatch, accelerator):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as e:
+        check(settings(accelerator=accelerator))
+    assert str(e.value) == (f"trainer.accelerator={accelerator} but CUDA is not available on this machine "
+                            "(torch.cuda.is_available() is False); use trainer.accelerator=cpu or auto")
+    check(settings(accelerator="cpu"))
+    check(settings(accelerator="auto"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check(settings(accelerator=accelerator))
+
+
+def test_an_accelerator_left_out_is_auto(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check({"seed": 1, "trainer": {"max_epochs": 1}})
+
+
+@pytest.mark.parametrize("strategy, devices, slurm, multirun, refused", [
+    ("ddp", 2, False, True, True),
+    ("ddp_find_unused_parameters_true", 4, False, True, True),  # any ddp Lightning re-launches
+    ("ddp", 2, False, False, False),  # a single run
+    ("ddp", 1, False, True, False),  # one process: nothing re-launched
+    ("ddp", "1", False, True, False),
+    ("ddp", 2, True, True, False),  # SLURM starts the processes
+    ("ddp_spawn", 2, False, True, False),  # spawned, not re-launched
+    ("ddp_fork", 2, False, True, False),
+    ("ddp_notebook", 2, False, True, False),
+    ("auto", 2, False, True, False),
+    ("fsdp", 2, False, True, False),
+])
+def test_ddp_inside_a_local_multirun(monkeypatch, strategy, devices, slurm, multirun, refused):
+    if slurm:
+        monkeypatch.setenv("SLURM_NTASKS", "2")
+    else:
+        monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.setattr(cli, "is_multirun", lambda: multirun)
+    config = settings(strategy=strategy, devices=devices)
+    if not refused:
+        check(config)
+        return
+    with pytest.raises(ConfigError) as e:
+        check(config)
+    assert str(e.value).startswith(f"trainer.strategy={strategy} (devices={devices}) cannot run inside a local "
+                                   "multirun: Lightning re-runs the command line per process")
+    assert str(e.value).endswith("(hydra/launcher=slurm hydra.launcher.tasks_per_node=<devices>)")
+
+
+def test_strategy_and_devices_left_out_are_one_process(monkeypatch):
+    monkeypatch.setattr(cli, "is_multirun", lambda: True)
+    check(settings())
+
+
+def test_an_interpolation_that_cannot_resolve_is_refused_before_anything_is_built():
+    from omegaconf.errors import InterpolationKeyError
+
+    with pytest.raises(InterpolationKeyError) as e:
+        check({**settings(), "note": "${nope}"})
+    assert cli.one_line(e.value) == "note: Interpolation key 'nope' not found"
+
+
+# ---------------------------------------------------------------------------------------------
+# build_module, build_callbacks, build_loggers
+
+
+def test_build_module_draws_the_tutorials_order_layers_then_init(tmp_path):
+    """Same seed: the network is drawn (nn.Linear's own init), then the init scheme redraws it;
+    the optimizer holds exactly the network's parameters."""
+    from src.init import Xavier
+    from src.model import BaseNetwork
+
+    cfg = compose([*FAST, "init=xavier", "optim=sgd_mom", "optim.lr=0.05", "model.hidden_sizes=[32,16]"], tmp_path)
+    pl.seed_everything(3, verbose=False)
+    module = build_module(cfg)
+    pl.seed_everything(3, verbose=False)
+    net = BaseNetwork(act_fn="relu", hidden_sizes=[32, 16])
+    Xavier()(net)
+    for (name, ours), (_, plain) in zip(module.net.named_parameters(), net.named_parameters(), strict=True):
+        assert torch.equal(ours, plain), name
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    assert type(optimizer).__name__ == "SGDMomentum"
+    assert optimizer.defaults["lr"] == 0.05 and optimizer.defaults["momentum"] == 0.9
+    assert [p for g in optimizer.param_groups for p in g["params"]] == list(module.net.parameters())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optim.lr=0"], "optim.lr=0: must be > 0"),  # the optimizer's ValueError, in config keys
+    (["optim=sgd", "+optim.betas=[0.9,0.99]"], "optim: "),  # a TypeError: an argument SGD does not take
+])
+def test_an_optimizer_that_refuses_its_arguments_is_a_config_error(tmp_path, overrides, message):
+    cfg = compose([*FAST, *overrides], tmp_path)
+    with pytest.raises(ConfigError) as e:
+        build_module(cfg)
+    assert str(e.value).startswith(message), str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # one line, no chain
+
+
+def test_build_callbacks_skips_nulls_and_non_targets_and_drops_disabled_ones():
+    cfg = OmegaConf.create({"callbacks": {
+        "on": {"_target_": "tests.test_run_setup.Switch", "enabled": True},
+        "off": {"_target_": "tests.test_run_setup.Switch", "enabled": False},
+        "plain": {"_target_": "pytorch_lightning.callbacks.Timer"},
+        "removed": None,
+        "settings_only": {"every_n_steps": 5},
+    }})
+    built = build_callbacks(cfg)
+    assert [type(cb).__name__ for cb in built] == ["Switch", "Timer"] and built[0].enabled is True
+    assert build_callbacks(OmegaConf.create({"callbacks": None})) == []
+    assert build_callbacks(OmegaConf.create({})) == []
+
+
+def test_a_disabled_callback_still_checks_its_arguments():
+    cfg = OmegaConf.create({"callbacks": {"off": {"_target_": "tests.test_run_setup.Switch", "enabled": False,
+                                                  "every": -1}}})
+    with pytest.raises(Exception, match="every=-1 must be >= 1"):
+        build_callbacks(cfg)
+
+
+class Switch(pl.Callback):
+    def __init__(self, enabled: bool = True, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every={every} must be >= 1")
+        self.enabled = enabled
+
+
+def test_build_loggers_skips_nulls_and_non_targets(tmp_path):
+    cfg = OmegaConf.create({"logger": {
+        "csv": {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": str(tmp_path)},
+        "gone": None,
+        "settings_only": {"name": "x"},
+    }})
+    assert [type(lg).__name__ for lg in build_loggers(cfg)] == ["CSVLogger"]
+    assert build_loggers(OmegaConf.create({"logger": None})) == []
+    assert build_loggers(OmegaConf.create({})) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# continue_sweep_job
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    """A sweep job's config and run dir, in a multirun."""
+    monkeypatch.setattr(cli, "is_multirun", lambda: True)
+    out = tmp_path / "0_optim=sgd"
+    out.mkdir()
+    return compose([*FAST, "optim=sgd", "seed=3"], out), out
+
+
+def _results(out, cfg, status="ok", **changes) -> dict:
+    results = {"status": status, "test_acc": 0.8, "config": {"seed": cfg.seed},
+               "provenance": {"config_hash": config_hash(cfg)}, **changes}
+    (out / "results.json").write_text(json.dumps(results))
+    return results
+
+
+def _last(out):
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"")
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_a_single_run_is_never_skipped_or_resumed_by_itself(job, monkeypatch):
+    cfg, out = job
+    monkeypatch.setattr(cli, "is_multirun", lambda: False)
+    _results(out, cfg)
+    _last(out)
+    assert continue_sweep_job(cfg, out) == (None, None)
+
+
+def test_an_ok_job_of_the_same_config_and_seed_is_skipped(job, capsys):
+    cfg, out = job
+    old = _results(out, cfg)
+    assert continue_sweep_job(cfg, out) == (old, None)
+    assert capsys.readouterr().out == (f"skipping {out.name}: already ok (test acc 0.8); "
+                                       "+sweep.rerun=all reruns it\n")
+
+
+@pytest.mark.parametrize("why", ["failed", "other config", "other seed", "no provenance", "broken json"])
+def test_a_job_that_is_not_the_same_ok_job_runs_again(job, why, capsys):
+    cfg, out = job
+    if why == "failed":
+        _results(out, cfg, status="failed")
+    elif why == "other config":
+        _results(out, cfg, provenance={"config_hash": "0123456789ab"})
+    elif why == "other seed":
+        _results(out, cfg, config={"seed": 4})
+    elif why == "no provenance":
+        _results(out, cfg, provenance=None)
+    else:
+        (out / "results.json").write_text('{"status": "ok", ')
+    assert continue_sweep_job(cfg, out) == (None, None)
+    assert "skipping" not in capsys.readouterr().out
+
+
+def test_rerun_all_runs_even_an_ok_job(job):
+    cfg, out = job
+    _results(out, cfg)
+    _last(out)
+    cfg = compose([*FAST, "optim=sgd", "seed=3", "+sweep.rerun=all"], out)
+    assert continue_sweep_job(cfg, out) == (None, None)
+    cfg = compose([*FAST, "optim=sgd", "seed=3", "+sweep.rerun=no"], out)  # anything but `all`
+    assert continue_sweep_job(cfg, out)[0] is not None
+
+
+def test_a_rerun_all_that_was_stopped_continues_without_the_flag(job):
+    """The jobs a `+sweep.rerun=all` finished are skipped when the sweep is started again as
+    usual: the flag says how to start, it is not part of the experiment (config_hash)."""
+    cfg, out = job
+    _results(out, compose([*FAST, "optim=sgd", "seed=3", "+sweep.rerun=all", "verbose=true"], out))
+    assert continue_sweep_job(cfg, out)[0] is not None
+
+
+def test_a_job_with_last_ckpt_resumes_from_it(job, capsys):
+    cfg, out = job
+    last = _last(out)
+    (out / "tensorboard").mkdir()
+    assert continue_sweep_job(cfg, out) == (None, str(last))
+    assert capsys.readouterr().out == f"resuming {out.name} from {last}\n"
+    assert (out / "tensorboard").is_dir()  # the resumed run goes on writing its event file
+
+
+def test_a_ckpt_path_given_wins_over_last_ckpt(job):
+    cfg, out = job
+    _last(out)
+    cfg.ckpt_path = "/elsewhere/last.ckpt"
+    assert continue_sweep_job(cfg, out) == (None, "/elsewhere/last.ckpt")
+
+
+def test_a_fresh_start_removes_the_dead_tries_event_files(job):
+    cfg, out = job
+    (out / "tensorboard" / "version_0").mkdir(parents=True)
+    (out / "tensorboard" / "version_0" / "events.out.tfevents.1").write_bytes(b"x")
+    assert continue_sweep_job(cfg, out) == (None, None)
+    assert not (out / "tensorboard").exists()
