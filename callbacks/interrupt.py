@@ -3,7 +3,8 @@ last.ckpt saved there, so `results.json` can say `interrupted` and how to resume
 
 Lightning's own SIGTERM path exits 0 (SIGTERMException is a SystemExit) and its Ctrl-C path
 can stop mid-step; this callback replaces both with one graceful path. A second Ctrl-C stops at
-once. SLURM's requeue signal (SIGUSR1) stays Lightning's.
+once (no checkpoint: a step may be half done; the last one stands). SLURM's requeue signal
+(SIGUSR1) stays Lightning's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class GracefulInterrupt(pl.Callback):
 
     def _handler(self, signum, frame):
         if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            # The second Ctrl-C: stop now. Not KeyboardInterrupt: Lightning would answer that
+            # with sys.exit(1) and no results.json.
+            raise Interrupted(signum, at_once=True)
         self.received = signum
         previous = self._previous.get(signum)
         if signum == signal.SIGTERM and callable(previous):
@@ -37,8 +40,10 @@ class GracefulInterrupt(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         self.received = None
         for signum in SIGNALS:
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._handler)
+            previous = signal.getsignal(signum)
+            if previous is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
+                self._previous[signum] = previous
+                signal.signal(signum, self._handler)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.received is not None:
@@ -48,7 +53,8 @@ class GracefulInterrupt(pl.Callback):
         # Ours comes at a batch boundary; Lightning's own SIGTERMException (its notifier also
         # runs) can come during validation, where no new checkpoint is written: the last one,
         # from before the epoch's validation, resumes to the same result.
-        stopped = isinstance(exception, (Interrupted, SIGTERMException))
+        stopped = isinstance(exception, SIGTERMException) or (
+            isinstance(exception, Interrupted) and not exception.at_once)
         if stopped and trainer.state.stage == "train" and trainer.global_step != self._saved_step:
             # Weights, optimizer and loop state agree here, so a resume continues exactly from
             # this step (mid-epoch included).

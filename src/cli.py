@@ -222,17 +222,60 @@ def logs_above_the_progress_bar() -> None:
             root.addHandler(RichHandler(console=get_console(), show_path=False, level=handler.level))
 
 
+class StopSignals:
+    """SIGTERM and Ctrl-C for a whole task. Outside a fit (start-up, the test, eval, probe, ...)
+    they stop it at once. During a fit callbacks/interrupt.py is in charge and stops at the next
+    batch boundary; Lightning's SIGTERM handler then calls this one too, which only notes it. A
+    signal the shell ignores (a background job's Ctrl-C) stays ignored."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # the only place for handlers
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous = signal.getsignal(signum)
+                if previous is not signal.SIG_IGN:
+                    self._previous[signum] = previous
+                    signal.signal(signum, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+
+    def __call__(self, signum, frame) -> None:
+        import signal
+
+        if signal.getsignal(signum) is self:
+            raise Interrupted(signum, at_once=True)
+        self.pending = self.pending or signum
+
+
 def run_task(task: Callable, cfg):
-    """`task(cfg)`, with every failure marked in the run dir and said in one line."""
+    """`task(cfg)`, with every failure and every stop marked in the run dir and said in one line."""
+    import signal
+
     if not cfg.get("verbose", False):
         quiet_frameworks()
     logs_above_the_progress_bar()
+    stop = StopSignals()
     try:
-        return task(cfg)
-    except Interrupted as e:  # results.json already says "interrupted" and how to resume
-        print(f"error: {e}; resume with: python train.py ckpt_path={cfg.paths.output_dir}",
-              file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)  # also in a multirun: the whole process was asked to stop
+        with stop:
+            value = task(cfg)
+    except (Interrupted, KeyboardInterrupt) as e:
+        stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT, at_once=True)
+    except SystemExit as e:
+        if type(e).__name__ != "SIGTERMException":  # Lightning's SIGTERM stop in its test loop
+            raise
+        stopped = Interrupted(signal.SIGTERM)
     except Exception as e:
         user = _is_user_error(e) or isinstance(e, OSError)
         message = one_line(e)
@@ -248,6 +291,36 @@ def run_task(task: Callable, cfg):
         if is_multirun():
             return None  # the other jobs go on; the sweep report lists this one
         sys.exit(EXIT_USER_ERROR if user else EXIT_CRASH)
+    else:
+        if stop.pending is None:
+            return value
+        # The signal came while Lightning's handler was in charge and nothing stopped on it (the
+        # test's last batch): the run finished and its results.json says so.
+        print(f"error: interrupted by {signal.Signals(stop.pending).name} after the run had finished "
+              "(its results.json is complete)", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.pending)
+    print(f"error: {interrupted_line(stopped, cfg)}", file=sys.stderr, flush=True)
+    sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
+
+
+def interrupted_line(stopped: Interrupted, cfg) -> str:
+    """What to do next, and (unless train() already wrote it) results.json that says so."""
+    out = Path(cfg.paths.output_dir)
+    resume = f"python train.py ckpt_path={out}"
+    if stopped.reported:  # train() wrote results.json with `resume`
+        return f"{stopped}; resume with: {resume}"
+    if (out / "checkpoints" / "last.ckpt").is_file():
+        error, extra, line = str(stopped), {"resume": resume}, f"{stopped}; resume with: {resume}"
+    else:
+        again = " ".join(["python", Path(sys.argv[0]).name, *job_overrides()])
+        error = f"{stopped} before the first checkpoint"
+        extra, line = {"again": again}, f"{error}; start it again: {again}"
+    if out.is_dir():
+        try:
+            mark_failed(out, error, cfg, status="interrupted", signal=stopped.signal_name, **extra)
+        except OSError:
+            pass
+    return line
 
 
 # ---------------------------------------------------------------------------------------------

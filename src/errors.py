@@ -60,13 +60,16 @@ def check_accelerator(key: str, value) -> None:
 
 
 class Interrupted(Exception):
-    """The run was asked to stop (SIGTERM from a scheduler, Ctrl-C): raised at a batch boundary
-    by callbacks/interrupt.py, after last.ckpt was saved. The process exits 128 + signal."""
+    """The run was asked to stop (SIGTERM from a scheduler, Ctrl-C). During a fit it is raised
+    at a batch boundary by callbacks/interrupt.py, after last.ckpt was saved there; a second
+    Ctrl-C raises it at once (`at_once`: no checkpoint of a half-done step). Outside a fit
+    (start-up, the test, the other scripts) src/cli.py raises it at once. `reported`: train()
+    wrote the interrupted results.json itself. The process exits 128 + signal."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, at_once: bool = False):
         import signal
 
-        self.signum = signum
+        self.signum, self.at_once, self.reported = signum, at_once, False
         self.signal_name = signal.Signals(signum).name
         super().__init__(f"interrupted by {self.signal_name}")
 

@@ -224,6 +224,7 @@ def train(cfg: DictConfig) -> float | None:
         atomic_write_json(out / "results.json", results)
         print_end(results)
     if interrupted:
+        interrupted.reported = True  # rank 0 wrote results.json
         raise interrupted  # src/cli.py: one line, exit 128 + signal
     if diverged:
         return float("nan")  # Optuna marks a NaN trial as failed and goes on

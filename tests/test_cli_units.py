@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -507,17 +508,134 @@ def test_bad_input_logs_no_traceback(single_run, tmp_path, capsys, caplog):
     assert [r for r in caplog.records if r.getMessage() == "crashed"] == []
 
 
-def test_an_interrupted_run_says_how_to_resume_and_exits_128_plus_the_signal(single_run, tmp_path, capsys):
+def test_an_interrupted_fit_says_how_to_resume_and_exits_128_plus_the_signal(single_run, tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"status": "interrupted"}')
 
     def task(cfg):
-        raise Interrupted(signal.SIGTERM)
+        stopped = Interrupted(signal.SIGTERM)
+        stopped.reported = True  # as train() does after writing results.json
+        raise stopped
 
     with pytest.raises(SystemExit) as info:
         cli.run_task(task, _cfg(tmp_path))
     assert info.value.code == 128 + signal.SIGTERM
     assert error_lines(capsys) == [f"error: interrupted by SIGTERM; resume with: python train.py ckpt_path={tmp_path}"]
-    assert _results(tmp_path) == {"status": "interrupted"}  # the callback's results.json, untouched
+    assert _results(tmp_path) == {"status": "interrupted"}  # train()'s results.json, untouched
+
+
+def _stop_in(tmp_path, capsys, raised: BaseException, checkpoint: bool):
+    if checkpoint:
+        (tmp_path / "checkpoints").mkdir()
+        (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+
+    def task(cfg):
+        raise raised
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    return info.value.code, error_lines(capsys), _results(tmp_path)
+
+
+def test_a_stop_after_the_fit_with_a_checkpoint_writes_results_json_to_resume(single_run, tmp_path, capsys):
+    """E.g. SIGTERM during the test: Lightning raises its SIGTERMException (a SystemExit, which
+    exited 0 with no results.json)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    code, lines, results = _stop_in(tmp_path, capsys, SIGTERMException(), checkpoint=True)
+    resume = f"python train.py ckpt_path={tmp_path}"
+    assert code == 143 and lines == [f"error: interrupted by SIGTERM; resume with: {resume}"]
+    assert results == {"status": "interrupted", "error": "interrupted by SIGTERM", "signal": "SIGTERM",
+                       "resume": resume, "config": OmegaConf.to_container(_cfg(tmp_path))}
+
+
+def test_a_stop_before_the_first_checkpoint_says_start_it_again(single_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/somewhere/train.py", "optim=sgd", "seed=3"])
+    monkeypatch.setattr(cli, "job_overrides", lambda: ["optim=sgd", "seed=3"])
+    code, lines, results = _stop_in(tmp_path, capsys, KeyboardInterrupt(), checkpoint=False)
+    assert code == 130
+    assert lines == ["error: interrupted by SIGINT before the first checkpoint; start it again: "
+                     "python train.py optim=sgd seed=3"]
+    assert results["status"] == "interrupted" and results["signal"] == "SIGINT"
+    assert results["error"] == "interrupted by SIGINT before the first checkpoint"
+    assert results["again"] == "python train.py optim=sgd seed=3" and "resume" not in results
+
+
+def test_a_stop_without_a_run_dir_writes_nothing(single_run, tmp_path, capsys):
+    def task(cfg):
+        raise Interrupted(signal.SIGTERM, at_once=True)
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path / "never made"))
+    assert info.value.code == 143 and not (tmp_path / "never made").exists()
+
+
+def test_another_system_exit_passes_through(single_run, tmp_path):
+    def task(cfg):
+        sys.exit(1)  # e.g. Lightning's answer to a KeyboardInterrupt it caught itself
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == 1 and not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_real_signal_outside_a_fit_stops_the_task_at_once(single_run, tmp_path, capsys, signum):
+    """Start-up (imports, data, building) used to die of SIGTERM with no results.json, and of
+    Ctrl-C with a KeyboardInterrupt traceback."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    after = []
+
+    def task(cfg):
+        os.kill(os.getpid(), signum)
+        after.append("not stopped")
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == 128 + signum and after == []
+    assert _results(tmp_path)["status"] == "interrupted"
+    assert {s: signal.getsignal(s) for s in before} == before  # the process's handlers are back
+
+
+def test_while_another_handler_is_in_charge_a_signal_is_only_noted(single_run, tmp_path, capsys):
+    """During a fit Lightning's SIGTERM handler calls ours after its own: the fit stops at a batch
+    boundary, not here. If nothing stopped, the run finished: exit 128 + signal, results kept."""
+    (tmp_path / "results.json").write_text('{"status": "ok"}')
+
+    def task(cfg):
+        ours = signal.getsignal(signal.SIGTERM)
+        noted = []
+        signal.signal(signal.SIGTERM, lambda s, f: (noted.append(s), ours(s, f)))  # like Lightning's
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signal.SIGTERM, ours)
+        return noted
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == 143
+    assert error_lines(capsys) == ["error: interrupted by SIGTERM after the run had finished (its results.json "
+                                   "is complete)"]
+    assert _results(tmp_path) == {"status": "ok"}
+
+
+def test_a_signal_the_shell_ignores_stays_ignored(single_run, tmp_path):
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C
+    try:
+        seen = []
+        cli.run_task(lambda cfg: seen.append(signal.getsignal(signal.SIGINT)), _cfg(tmp_path))
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_outside_the_main_thread_no_handler_is_set(single_run, tmp_path):
+    import threading
+
+    seen = []
+    thread = threading.Thread(target=lambda: cli.run_task(
+        lambda cfg: seen.append(isinstance(signal.getsignal(signal.SIGTERM), cli.StopSignals)), _cfg(tmp_path)))
+    thread.start()
+    thread.join()
+    assert seen == [False]
 
 
 @pytest.mark.parametrize("error", [ConfigError("bad value"), RuntimeError("a bug")])

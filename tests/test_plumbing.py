@@ -227,7 +227,8 @@ def test_handlers_are_given_back_however_a_fit_ends(tmp_path):
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     stop = GracefulInterrupt(str(tmp_path / "ckpts"))
-    with pytest.raises(KeyboardInterrupt):
+    # Interrupted, not KeyboardInterrupt: Lightning answers that with sys.exit(1), no results.json
+    with pytest.raises(Interrupted) as e:
         stop.on_fit_start(None, None)
         try:
             os.kill(os.getpid(), signal.SIGINT)  # the first: noted
@@ -235,6 +236,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)  # the second: now
         finally:
             stop.on_fit_end(None, None)
+    assert e.value.signum == signal.SIGINT and e.value.at_once
     stop.on_fit_start(None, None)  # a new fit forgets the old signal
     try:
         assert stop.received is None
@@ -276,6 +278,7 @@ def test_when_a_checkpoint_is_written_on_a_stop(tmp_path):
     stop.on_exception(trainer, None, Interrupted(signal.SIGINT))  # during validation: the last one stands
     trainer.state.stage = "train"
     stop.on_exception(trainer, None, ValueError("a bug"))  # not a stop: no checkpoint
+    stop.on_exception(trainer, None, Interrupted(signal.SIGINT, at_once=True))  # mid-step: the last one stands
     assert saved == [(str(tmp_path / "last.ckpt"), 5), (str(tmp_path / "last.ckpt"), 6)]
     for step in (0, 1):  # a stop in the first steps is saved too
         saved.clear()
