@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,21 @@ class RecordingWriter:
 
     def tags(self, kind: str) -> set[str]:
         return {tag for tag, _ in getattr(self, kind)}
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_as_in_a_terminal():
+    """A shell without job control starts background jobs with Ctrl-C ignored, and the run keeps
+    it ignored (src/cli.py, callbacks/interrupt.py): tests that send SIGINT see it as in a
+    terminal, wherever the suite was started."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

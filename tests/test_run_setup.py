@@ -114,14 +114,17 @@ def test_ddp_inside_a_local_multirun(monkeypatch, strategy, devices, slurm, mult
         return
     with pytest.raises(ConfigError) as e:
         check(config)
-    assert str(e.value).startswith(f"trainer.strategy={strategy} (devices={devices}) cannot run inside a local "
-                                   "multirun: Lightning re-runs the command line per process")
-    assert str(e.value).endswith("(hydra/launcher=slurm hydra.launcher.tasks_per_node=<devices>)")
+    assert str(e.value) == (f"trainer.strategy={strategy} (devices={devices}) cannot run inside a local multirun: "
+                            "Lightning re-runs the command line per process, which would restart the sweep; run it "
+                            "as a single run, or per SLURM job (hydra/launcher=slurm "
+                            "hydra.launcher.tasks_per_node=<devices>)")
 
 
 def test_strategy_and_devices_left_out_are_one_process(monkeypatch):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
     monkeypatch.setattr(cli, "is_multirun", lambda: True)
     check(settings())
+    check(settings(strategy="ddp"))  # devices left out: read as 1 (conf/trainer sets it)
 
 
 def test_an_interpolation_that_cannot_resolve_is_refused_before_anything_is_built():
@@ -240,6 +243,8 @@ def test_a_single_run_is_never_skipped_or_resumed_by_itself(job, monkeypatch):
     _results(out, cfg)
     _last(out)
     assert continue_sweep_job(cfg, out) == (None, None)
+    cfg.ckpt_path = "/given/last.ckpt"  # only what the user passed
+    assert continue_sweep_job(cfg, out) == (None, "/given/last.ckpt")
 
 
 def test_an_ok_job_of_the_same_config_and_seed_is_skipped(job, capsys):
