@@ -304,23 +304,32 @@ def run_task(task: Callable, cfg):
 
 
 def interrupted_line(stopped: Interrupted, cfg) -> str:
-    """What to do next, and (unless train() already wrote it) results.json that says so."""
+    """What to do next, and (unless train() already wrote it) results.json that says so. In a
+    multirun the next step is the same sweep again: its finished jobs are skipped, a job with a
+    last.ckpt resumes (src/training.py continue_sweep_job)."""
+    import shlex
+
     out = Path(cfg.paths.output_dir)
     resume = f"python train.py ckpt_path={out}"
-    if stopped.reported:  # train() wrote results.json with `resume`
-        return f"{stopped}; resume with: {resume}"
-    if (out / "checkpoints" / "last.ckpt").is_file():
-        error, extra, line = str(stopped), {"resume": resume}, f"{stopped}; resume with: {resume}"
+    command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
+    checkpoint = (out / "checkpoints" / "last.ckpt").is_file()
+    if is_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        if not any(a.startswith("hydra.sweep.dir=") for a in command):
+            command.append(f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
+        next_step = f"continue the sweep: {shlex.join(command)}"
     else:
-        again = " ".join(["python", Path(sys.argv[0]).name, *job_overrides()])
-        error = f"{stopped} before the first checkpoint"
-        extra, line = {"again": again}, f"{error}; start it again: {again}"
-    if out.is_dir():
+        resumable = checkpoint or stopped.reported  # train() names the run dir to resume
+        next_step = f"resume with: {resume}" if resumable else f"start it again: {shlex.join(command)}"
+    error = str(stopped) if checkpoint or stopped.reported else f"{stopped} before the first checkpoint"
+    if not stopped.reported and out.is_dir():  # else train() wrote results.json, with `resume`
+        extra = {"resume": resume} if checkpoint else {"again": shlex.join(command)}
         try:
             mark_failed(out, error, cfg, status="interrupted", signal=stopped.signal_name, **extra)
         except OSError:
             pass
-    return line
+    return f"{error}; {next_step}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -549,15 +549,50 @@ def test_a_stop_after_the_fit_with_a_checkpoint_writes_results_json_to_resume(si
 
 
 def test_a_stop_before_the_first_checkpoint_says_start_it_again(single_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["/somewhere/train.py", "optim=sgd", "seed=3"])
-    monkeypatch.setattr(cli, "job_overrides", lambda: ["optim=sgd", "seed=3"])
+    monkeypatch.setattr(sys, "argv", ["/somewhere/train.py", "optim=sgd", "model.hidden_sizes=[64, 32]"])
     code, lines, results = _stop_in(tmp_path, capsys, KeyboardInterrupt(), checkpoint=False)
+    again = "python train.py optim=sgd 'model.hidden_sizes=[64, 32]'"  # as a shell reads it back
     assert code == 130
-    assert lines == ["error: interrupted by SIGINT before the first checkpoint; start it again: "
-                     "python train.py optim=sgd seed=3"]
+    assert lines == [f"error: interrupted by SIGINT before the first checkpoint; start it again: {again}"]
     assert results["status"] == "interrupted" and results["signal"] == "SIGINT"
     assert results["error"] == "interrupted by SIGINT before the first checkpoint"
-    assert results["again"] == "python train.py optim=sgd seed=3" and "resume" not in results
+    assert results["again"] == again and "resume" not in results
+
+
+@pytest.mark.parametrize("checkpoint, reported", [(False, False), (True, False), (True, True)])
+def test_a_stopped_sweep_job_says_to_continue_the_sweep(hydra_runtime, monkeypatch, tmp_path, capsys, checkpoint,
+                                                        reported):
+    """Started again, the sweep skips its finished jobs and resumes this one (continue_sweep_job)."""
+    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)
+    monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: None)
+    hydra_runtime(_multirun(tmp_path / "sweep"))
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "optim=sgd,adam"])
+    job = tmp_path / "sweep" / "1"
+    job.mkdir(parents=True)
+    if checkpoint:
+        (job / "checkpoints").mkdir()
+        (job / "checkpoints" / "last.ckpt").write_bytes(b"")
+    if reported:
+        (job / "results.json").write_text('{"status": "interrupted"}')
+
+    def task(cfg):
+        stopped = Interrupted(signal.SIGTERM)
+        stopped.reported = reported
+        raise stopped
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(job))
+    again = f"python train.py -m optim=sgd,adam hydra.sweep.dir={tmp_path / 'sweep'}"
+    error = "interrupted by SIGTERM" + ("" if checkpoint else " before the first checkpoint")
+    assert info.value.code == 143
+    assert error_lines(capsys) == [f"error: {error}; continue the sweep: {again}"]
+    results = _results(job)
+    if reported:
+        assert results == {"status": "interrupted"}
+    else:
+        assert results["error"] == error
+        assert results.get("resume" if checkpoint else "again") == (
+            f"python train.py ckpt_path={job}" if checkpoint else again)
 
 
 def test_a_stop_without_a_run_dir_writes_nothing(single_run, tmp_path, capsys):
