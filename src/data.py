@@ -389,6 +389,15 @@ class FashionMNISTDataModule(pl.LightningDataModule):
                                   ("num_workers", num_workers, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"data.{key}={value!r} must be an integer >= {least}")
+        if train_subset is not None and (isinstance(train_subset, bool) or not isinstance(train_subset, int)
+                                         or train_subset < 1):
+            raise ValueError(f"data.train_subset={train_subset!r} must be null (all {N_TRAIN}) or an integer >= 1")
+        for key, value in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+                raise ValueError(f"data.{key}={value!r} must be an integer in [0, 2**32 - 1]")
+        for key, value in (("drop_last", drop_last), ("allow_download", allow_download), ("cache", cache)):
+            if not isinstance(value, bool):  # `maybe` read as true
+                raise ValueError(f"data.{key}={value!r} must be true or false")
         n_train = min(train_subset or N_TRAIN, N_TRAIN)
         if drop_last and batch_size > n_train:
             # drop_last would make an epoch of zero steps: a run that trains nothing.

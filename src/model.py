@@ -29,9 +29,12 @@ class BaseNetwork(nn.Module):
         super().__init__()
         if act_fn not in ACT_FNS:
             raise ConfigError(f"model.act_fn={act_fn!r} is not one of: {', '.join(ACT_FNS)}")
-        hidden_sizes = [int(h) for h in hidden_sizes]
-        if not hidden_sizes or any(h <= 0 for h in hidden_sizes):
-            raise ConfigError(f"model.hidden_sizes={hidden_sizes} must be a non-empty list of positive integers")
+        sizes = list(hidden_sizes) if not isinstance(hidden_sizes, (str, int, float)) else hidden_sizes
+        if (not isinstance(sizes, list) or not sizes
+                or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes)):
+            # (`abc` was read letter by letter, and 1.5 as 1)
+            raise ConfigError(f"model.hidden_sizes={sizes!r} must be a non-empty list of positive integers")
+        hidden_sizes = sizes
         if input_size <= 0 or num_classes <= 0:
             raise ConfigError(f"model.input_size={input_size} and model.num_classes={num_classes} must be positive")
         sizes = [input_size, *hidden_sizes]

@@ -98,6 +98,17 @@ def test_on_device_auto_means_not_the_cpu():
     ({"num_workers": -1, "pipeline": "torchvision"}, r"data.num_workers=-1 must be an integer >= 0"),
     ({"num_workers": 1.5}, r"data.num_workers=1.5 must be an integer >= 0"),
     ({"eval_batch_size": 0}, r"data.eval_batch_size=0 must be an integer >= 1"),
+    # each of these was taken or crashed: 0 meant all, -5 gave 'the largest that works is -5',
+    # abc a TypeError; split_seed=abc a RuntimeError from torch; `maybe` read as true
+    ({"train_subset": 0}, r"data.train_subset=0 must be null \(all 50000\) or an integer >= 1"),
+    ({"train_subset": -5}, r"data.train_subset=-5 must be null"),
+    ({"train_subset": "abc"}, r"data.train_subset='abc' must be null"),
+    ({"split_seed": "abc"}, r"data.split_seed='abc' must be an integer in \[0, 2\*\*32 - 1\]"),
+    ({"split_seed": -1}, r"data.split_seed=-1 must be an integer in"),
+    ({"shuffle_seed": 2**32}, r"data.shuffle_seed=4294967296 must be an integer in"),
+    ({"drop_last": "maybe"}, r"data.drop_last='maybe' must be true or false"),
+    ({"cache": 1}, r"data.cache=1 must be true or false"),
+    ({"allow_download": "yes"}, r"data.allow_download='yes' must be true or false"),
 ])
 def test_bad_data_values_are_one_line(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -32,3 +32,23 @@ def test_any_hidden_sizes():
 def test_bad_model_config(kw):
     with pytest.raises(ConfigError):
         BaseNetwork(**kw)
+
+
+@pytest.mark.parametrize("sizes, shown", [
+    ("abc", "'abc'"),  # was read letter by letter: "invalid literal for int() with base 10: 'a'"
+    ([64, 1.5], "[64, 1.5]"),  # was trained as [64, 1]
+    ([64, True], "[64, True]"),
+    (64, "64"),
+    ([], "[]"),
+])
+def test_hidden_sizes_must_be_a_list_of_positive_integers(sizes, shown):
+    with pytest.raises(ConfigError) as e:
+        BaseNetwork(hidden_sizes=sizes)
+    assert str(e.value) == f"model.hidden_sizes={shown} must be a non-empty list of positive integers"
+
+
+def test_hidden_sizes_from_a_config_list_or_a_tuple():
+    from omegaconf import OmegaConf
+
+    assert BaseNetwork(hidden_sizes=OmegaConf.create([8, 4])).config["hidden_sizes"] == [8, 4]
+    assert BaseNetwork(hidden_sizes=(8,)).config["hidden_sizes"] == [8]
