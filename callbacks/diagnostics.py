@@ -286,11 +286,14 @@ def register_depth_chart(writer, kind: str) -> None:
 
 
 def diagnostic_batch(trainer: pl.Trainer, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The datamodule's fixed diagnostic batch (first `n` training images, unshuffled), or None."""
+    """The datamodule's fixed diagnostic batch (first `n` training images, unshuffled), or None.
+    The images in the dtype the run computes in, as Lightning converts every batch (float64 with
+    `trainer.precision=64`; unchanged under mixed precision)."""
     dm = getattr(trainer, "datamodule", None)
     if dm is not None and callable(getattr(dm, "diagnostic_batch", None)):
         x, y = dm.diagnostic_batch(n)
-        return x, y
+        plugin = getattr(trainer, "precision_plugin", None)
+        return (plugin.convert_input(x) if plugin is not None else x), y
     return None
 
 
@@ -435,10 +438,13 @@ class _Diagnostics(Timed):
     depth_stat = "var"  # the statistic of the depth profile and the custom-scalars chart
 
     def __init__(self, every_n_steps: int = 200, histograms: bool = True, budget: float | None = None):
-        if every_n_steps < 0:
-            raise ValueError(f"every_n_steps={every_n_steps} must be >= 0 (0 = only at start/end)")
-        if budget is not None and not 0 < budget < 1:
-            raise ValueError(f"budget={budget} must be a fraction of the training time in (0, 1), or null")
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
+            raise ValueError(f"every_n_steps={every_n_steps!r} must be an integer >= 0 (0 = only at start/end)")
+        if not isinstance(histograms, bool):  # `maybe` was read as true
+            raise ValueError(f"histograms={histograms!r} must be true or false")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 < budget < 1):
+            raise ValueError(f"budget={budget!r} must be a fraction of the training time in (0, 1), or null")
         self.every_n_steps = int(every_n_steps)
         self.base_every_n_steps = self.every_n_steps
         self.histograms = bool(histograms)

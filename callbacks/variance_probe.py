@@ -40,6 +40,7 @@ from callbacks.diagnostics import (
     DrawsInBackground,
     LinearOutputs,
     _net,
+    diagnostic_batch,
     draw_in_background,
     linear_layers,
     run_label,
@@ -504,12 +505,13 @@ class VarianceProbe(DrawsInBackground):
         if trainer.global_step != 0 or not trainer.is_global_zero:
             return
         writer = tensorboard_writer(trainer)
-        dm = getattr(trainer, "datamodule", None)
-        if writer is None or dm is None or not callable(getattr(dm, "diagnostic_batch", None)):
+        if writer is None:
             return
         with self.timed():
-            x, y = dm.diagnostic_batch(self.batches * self.batch_size)
-            x, y = x.to(pl_module.device), y.to(pl_module.device)
+            batch = diagnostic_batch(trainer, self.batches * self.batch_size)
+            if batch is None:  # a datamodule without diagnostic_batch(n)
+                return
+            x, y = batch[0].to(pl_module.device), batch[1].to(pl_module.device)
             batches = [(x[i:i + self.batch_size], y[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
             init_scheme = _init_scheme_of(pl_module)
             self.report = probe_variances(_net(pl_module), init_scheme, batches,

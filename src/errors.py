@@ -23,7 +23,7 @@ class CheckpointError(UserError):
 
 
 # "Invalid learning rate lr=0: must be > 0" (our constructors' style) -> key lr, value 0.
-_INVALID = re.compile(r"^Invalid (?:[\w ]+ )?(?P<key>\w+)=(?P<value>.+?): (?P<why>.+)$")
+_INVALID = re.compile(r"^Invalid (?:[\w ]+ )?(?P<key>\w+(?:\[\d+\])?)=(?P<value>.+?): (?P<why>.+)$")
 
 
 def root_cause(e: BaseException) -> BaseException:

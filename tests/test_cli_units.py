@@ -916,3 +916,38 @@ def test_print_start_full_shows_every_group_resolved_then_the_line(tmp_path, cap
         assert f"── {group}" in tree, group
     assert "shuffle_seed: 11" in tree  # resolved: data.shuffle_seed is ${seed}
     assert re.search(r"── seed\n\W*└── 11\n", tree), tree  # a plain value: itself
+
+
+# ---------------------------------------------------------------------------------------------
+# src/errors.py: a constructor's complaint said in config keys
+
+
+@pytest.mark.parametrize("message, line", [
+    ("Invalid learning rate lr=0: must be > 0", "optim.lr=0: must be > 0"),  # our constructors' style
+    ("Invalid lr=abc: must be a number", "optim.lr=abc: must be a number"),
+    ("Invalid betas[1]='abc': must be a number", "optim.betas[1]='abc': must be a number"),  # was `optim: Invalid ...`
+    ("optim.lr=0 is out of range", "optim.lr=0 is out of range"),  # already in config keys
+    ("optim=x is unknown", "optim=x is unknown"),
+    ("optimizer got an unexpected keyword", "optim: optimizer got an unexpected keyword"),  # `optim.` only
+    ("first line\nInvalid eps=0: must be > 0", "optim.eps=0: must be > 0"),  # the last line counts
+    ("Invalid: nothing to name", "optim: Invalid: nothing to name"),
+])
+def test_in_group(message, line):
+    from src.errors import in_group
+
+    assert in_group("optim", ValueError(message)) == line
+
+
+def test_in_group_reads_the_root_cause_and_last_line_falls_back_to_the_type():
+    from src.errors import in_group, last_line, root_cause
+
+    try:
+        try:
+            raise ValueError("Invalid std=-1: must be > 0")
+        except ValueError as inner:
+            raise RuntimeError("Error in call to target") from inner
+    except RuntimeError as outer:
+        assert root_cause(outer).args == ("Invalid std=-1: must be > 0",)
+        assert in_group("init", outer) == "init.std=-1: must be > 0"
+    assert last_line(ValueError("  \n ")) == "ValueError"
+    assert last_line(ValueError("a\n  b  \n")) == "b"

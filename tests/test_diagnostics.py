@@ -699,3 +699,32 @@ def test_figure_titles_name_the_step_and_the_moment(tmp_path, monkeypatch):
     label = diag.run_label(module)
     assert titles == {(f"distributions/{k}", s): f"{label} · step {s} · {when}" for k in ("activations", "gradients", "weights")
                       for s, when in ((0, "before training"), (2, "end of epoch 1"), (3, "end of training"))}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"every_n_steps": -1}, "every_n_steps=-1 must be an integer >= 0 (0 = only at start/end)"),
+    ({"every_n_steps": "abc"}, "every_n_steps='abc' must be an integer >= 0"),  # was: '<' not supported
+    ({"every_n_steps": 2.5}, "every_n_steps=2.5 must be an integer >= 0"),
+    ({"every_n_steps": True}, "every_n_steps=True must be an integer >= 0"),
+    ({"histograms": "maybe"}, "histograms='maybe' must be true or false"),  # was read as true
+    ({"budget": 0}, "budget=0 must be a fraction of the training time in (0, 1), or null"),
+    ({"budget": 1.5}, "budget=1.5 must be a fraction"),
+    ({"budget": "abc"}, "budget='abc' must be a fraction"),
+])
+@pytest.mark.parametrize("callback", ["ActivationStats", "GradientStats", "WeightStats", "UpdateStats"])
+def test_bad_diagnostics_arguments_are_one_line(callback, kwargs, message):
+    import callbacks.diagnostics as diagnostics
+    import callbacks.update_stats as update_stats
+
+    cls = getattr(diagnostics, callback, None) or getattr(update_stats, callback)
+    with pytest.raises(ValueError) as e:
+        cls(**kwargs)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_good_diagnostics_arguments():
+    from callbacks.diagnostics import WeightStats
+
+    cb = WeightStats(every_n_steps=0, histograms=False, budget=0.5)
+    assert (cb.every_n_steps, cb.histograms, cb.budget) == (0, False, 0.5)
+    assert WeightStats(budget=None).budget is None

@@ -120,3 +120,15 @@ def test_16_mixed_with_grad_scaler_trains(data_dir, name, tmp_path):
         assert all(t.dtype == torch.float32 for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
     losses = model.history["train_losses"]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_64_true_trains_with_every_diagnostic(tmp_path, data_dir):
+    """`trainer.precision=64`: Lightning converts each batch to float64; the diagnostics' own
+    batch is converted the same way (it was fed as float32: a dtype RuntimeError at step 0)."""
+    cfg = compose([*FAST, "callbacks=default", "trainer.precision=64-true"], tmp_path)
+    train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "ok" and r["global_step"] == 10
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {t.dtype for t in ckpt["state_dict"].values() if t.is_floating_point()} == {torch.float64}
+    assert (tmp_path / "probe.json").is_file()  # the variance probe ran on the float64 batch
