@@ -271,7 +271,7 @@ def run_task(task: Callable, cfg):
         with stop:
             value = task(cfg)
     except (Interrupted, KeyboardInterrupt) as e:
-        stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT, at_once=True)
+        stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
     except SystemExit as e:
         if type(e).__name__ != "SIGTERMException":  # Lightning's SIGTERM stop in its test loop
             raise

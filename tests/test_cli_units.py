@@ -132,6 +132,8 @@ def test_unknown_key_in_a_nested_group_finds_a_spelling_or_the_same_name_elsewhe
     limits = OmegaConf.create({"max_epochs": 1, "max_steps": 1, "min_epochs": 1, "max_time": 1})
     assert cli.unknown_key("max_epoch", limits).startswith(  # the closest one, not a list of near ones
         "max_epoch is not a key at the top level (did you mean max_epochs?); ")
+    # a key inside a group named like a config group: no "choose one first"
+    assert cli.unknown_key("trainer.optim", cfg.trainer).startswith("trainer.optim is not a key of trainer")
     assert cli.unknown_key("zzz", cfg) == ("zzz is not a key at the top level; its keys: optim, trainer "
                                            "(add a new one with +zzz=…)")
 
@@ -650,6 +652,30 @@ def test_while_another_handler_is_in_charge_a_signal_is_only_noted(single_run, t
     assert error_lines(capsys) == ["error: interrupted by SIGTERM after the run had finished (its results.json "
                                    "is complete)"]
     assert _results(tmp_path) == {"status": "ok"}
+
+
+def test_stop_signals_raise_at_once_and_give_back_what_they_replaced():
+    stop = cli.StopSignals()
+    before = signal.getsignal(signal.SIGTERM)
+    for _ in range(2):  # the same object, twice
+        with pytest.raises(Interrupted) as e, stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert e.value.signum == signal.SIGTERM and e.value.at_once  # no checkpoint of a half-done step
+        assert signal.getsignal(signal.SIGTERM) == before
+    stop._previous = {signal.SIGTERM: None}  # a handler not set from Python: the default comes back
+    try:
+        stop.__exit__(None, None, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_sweep_dir_given_is_not_given_twice(hydra_runtime, monkeypatch, tmp_path):
+    hydra_runtime(_multirun(tmp_path / "sweep"))
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "seed=1,2", "hydra.sweep.dir=mine"])
+    line = cli.interrupted_line(Interrupted(signal.SIGTERM), _cfg(tmp_path / "job"))
+    assert line == ("interrupted by SIGTERM before the first checkpoint; continue the sweep: "
+                    "python train.py -m seed=1,2 hydra.sweep.dir=mine")
 
 
 def test_a_signal_the_shell_ignores_stays_ignored(single_run, tmp_path):
