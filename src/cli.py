@@ -4,8 +4,10 @@ Hydra composes the config (options, keys, `--config-dir`, `hydra.searchpath`, `+
 presets: all as Hydra documents); we only change how a failure reads. Any bad input — a
 composition error, a constructor's ValueError, a missing file — becomes one `error: …` line and
 exit status 2, and a run dir that exists gets a results.json with `status: failed`. A crash
-(a bug) keeps its traceback, is marked failed too, and exits 1 after its traceback. In a multirun a failed job is
-marked and the sweep goes on (the sweep report sets the exit status, src/hydra_callbacks.py).
+(a bug) prints its traceback once, is marked failed too, and exits 1. SIGTERM and Ctrl-C end
+any task with results.json `interrupted` and exit 128 + signal (StopSignals). In a multirun a
+failed job is marked and the sweep goes on (the sweep report sets the exit status,
+src/hydra_callbacks.py).
 
 This module imports neither torch nor Lightning: a typo fails in about a second.
 """

@@ -7,6 +7,7 @@ subprocess): the mutation tests run this file (scripts/mutants.py cli).
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -616,9 +617,14 @@ def test_another_system_exit_passes_through(single_run, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_real_signal_outside_a_fit_stops_the_task_at_once(single_run, tmp_path, capsys, signum):
+def test_a_real_signal_outside_a_fit_stops_the_task_at_once(single_run, tmp_path, capsys, signum, request):
     """Start-up (imports, data, building) used to die of SIGTERM with no results.json, and of
     Ctrl-C with a KeyboardInterrupt traceback."""
+    def not_in_charge(s, frame):  # what the process had: reached only if run_task set no handler
+        raise AssertionError(f"signal {s} reached the process's own handler")
+
+    for s in (signal.SIGTERM, signal.SIGINT):  # (not the default: it would end the test process)
+        request.addfinalizer(functools.partial(signal.signal, s, signal.signal(s, not_in_charge)))
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     after = []
 
@@ -654,8 +660,10 @@ def test_while_another_handler_is_in_charge_a_signal_is_only_noted(single_run, t
     assert _results(tmp_path) == {"status": "ok"}
 
 
-def test_stop_signals_raise_at_once_and_give_back_what_they_replaced():
+def test_stop_signals_raise_at_once_and_give_back_what_they_replaced(request):
     stop = cli.StopSignals()
+    request.addfinalizer(functools.partial(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM)))
+    signal.signal(signal.SIGTERM, lambda s, f: pytest.fail("StopSignals set no handler"))
     before = signal.getsignal(signal.SIGTERM)
     for _ in range(2):  # the same object, twice
         with pytest.raises(Interrupted) as e, stop:
