@@ -131,10 +131,18 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
         ("utils", "src/utils.py"), ("resolvers", "src/resolvers.py"), ("progress", "callbacks/progress.py"),
         ("interrupt", "callbacks/interrupt.py"), ("hydra_callbacks", "src/hydra_callbacks.py"),
         ("step_checkpoint", "callbacks/checkpoint.py"))},
+    # The command line: the one `error:` line for each kind of bad input, how each ending exits,
+    # the resume argv, the start line (in-process, real Hydra and OmegaConf exceptions).
+    "cli": ("src/cli.py", None, ["tests/test_cli_units.py"], 80),
     # eval.py: which checkpoint a run dir means, its messages, accuracy and loss of a split.
     "evaluation": ("src/evaluation.py", None, ["tests/test_evaluation.py"], 80),
     # Where a number came from, and the config hash the sweep report groups jobs by.
     "provenance": ("src/provenance.py", None, ["tests/test_provenance.py"], 80),
+    # train()'s first half: what no constructor checks, building from the config, how a
+    # restarted multirun continues each job (in-process, no training).
+    "training_setup": ("src/training.py", ("only", ["check_run_settings", "build_module", "build_callbacks",
+                                                    "build_loggers", "continue_sweep_job"]),
+                       ["tests/test_run_setup.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
