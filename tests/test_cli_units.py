@@ -737,7 +737,10 @@ def test_run_task_quiets_the_libraries_unless_verbose(monkeypatch, tmp_path):
 
 @pytest.fixture
 def app_env(monkeypatch):
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    # run_app sets HYDRA_FULL_ERROR=1 in the process; setenv (not delenv of an unset variable,
+    # which records nothing) takes it back after the test, or every later train.py subprocess
+    # would inherit it and keep its traceback.
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.setattr(sys, "argv", ["train.py"])
     return monkeypatch
 
