@@ -32,6 +32,12 @@ def composition_error(overrides: list[str], tmp_path) -> Exception:
     return info.value
 
 
+def chained(inner: BaseException, outer: BaseException) -> BaseException:
+    """`outer` as if raised `from inner` (how Hydra's instantiate wraps a constructor's error)."""
+    outer.__cause__ = inner
+    return outer
+
+
 # ---------------------------------------------------------------------------------------------
 # one_line: Hydra's composition errors
 
@@ -168,13 +174,7 @@ def test_an_omegaconf_error_inside_a_crash_is_its_first_line_with_its_key():
 
     inner = InterpolationKeyError("Interpolation key 'x' not found\n    full_key: a.b\n    object_type=dict")
     inner.full_key = "a.b"
-    try:
-        try:
-            raise inner
-        except InterpolationKeyError as e:
-            raise RuntimeError("wrapped") from e
-    except RuntimeError as outer:
-        assert cli.one_line(outer) == "a.b: Interpolation key 'x' not found"
+    assert cli.one_line(chained(inner, RuntimeError("wrapped"))) == "a.b: Interpolation key 'x' not found"
 
 
 def test_a_constructor_error_through_instantiate_is_said_in_config_keys():
@@ -213,13 +213,7 @@ def test_other_errors_in_one_line(error, line):
 
 
 def test_a_chained_crash_names_its_root_cause():
-    try:
-        try:
-            raise KeyError("inner")
-        except KeyError as e:
-            raise RuntimeError("outer") from e
-    except RuntimeError as e:
-        assert cli.one_line(e) == "KeyError: 'inner'"
+    assert cli.one_line(chained(KeyError("inner"), RuntimeError("outer"))) == "KeyError: 'inner'"
 
 
 def test_which_errors_are_the_users():
@@ -978,13 +972,8 @@ def test_in_group(message, line):
 def test_in_group_reads_the_root_cause_and_last_line_falls_back_to_the_type():
     from src.errors import in_group, last_line, root_cause
 
-    try:
-        try:
-            raise ValueError("Invalid std=-1: must be > 0")
-        except ValueError as inner:
-            raise RuntimeError("Error in call to target") from inner
-    except RuntimeError as outer:
-        assert root_cause(outer).args == ("Invalid std=-1: must be > 0",)
-        assert in_group("init", outer) == "init.std=-1: must be > 0"
+    outer = chained(ValueError("Invalid std=-1: must be > 0"), RuntimeError("Error in call to target"))
+    assert root_cause(outer).args == ("Invalid std=-1: must be > 0",)
+    assert in_group("init", outer) == "init.std=-1: must be > 0"
     assert last_line(ValueError("  \n ")) == "ValueError"
     assert last_line(ValueError("a\n  b  \n")) == "b"
