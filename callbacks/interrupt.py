@@ -58,7 +58,9 @@ class GracefulInterrupt(pl.Callback):
         if stopped and trainer.state.stage == "train" and trainer.global_step != self._saved_step:
             # Weights, optimizer and loop state agree here, so a resume continues exactly from
             # this step (mid-epoch included).
-            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            # weights_only=False said out loud: a full checkpoint, without Lightning's INFO line
+            # about the default in the middle of the terminal.
+            trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
             self._saved_step = trainer.global_step
         # After this hook Lightning's teardown re-installs the handlers it found when it set up
         # its own, after on_fit_start: ours. Left there, they would swallow every later Ctrl-C

@@ -139,9 +139,9 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # Where a number came from, and the config hash the sweep report groups jobs by.
     "provenance": ("src/provenance.py", None, ["tests/test_provenance.py"], 80),
     # train()'s first half: what no constructor checks, building from the config, how a
-    # restarted multirun continues each job (in-process, no training).
+    # restarted multirun continues each job (in-process, no training); the end block.
     "training_setup": ("src/training.py", ("only", ["check_run_settings", "build_module", "build_callbacks",
-                                                    "build_loggers", "continue_sweep_job"]),
+                                                    "build_loggers", "continue_sweep_job", "print_end"]),
                        ["tests/test_run_setup.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own

@@ -250,8 +250,9 @@ def print_end(results: dict) -> None:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
+    best = f" (epoch {results['best_val_epoch']})" if results["best_val_epoch"] >= 0 else ""  # none validated
     line = [f"{results['status']}: test acc {pct(results['test_acc'])}",
-            f"best val acc {pct(results['best_val_acc'])} (epoch {results['best_val_epoch']})",
+            f"best val acc {pct(results['best_val_acc'])}{best}",
             f"{results['epochs']} epochs in {results['seconds']:.1f} s"]
     out = Path(results["output_dir"])
     print(" · ".join(line), flush=True)

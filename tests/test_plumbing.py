@@ -266,11 +266,12 @@ def test_sigterm_still_reaches_the_handler_before_ours(tmp_path):
 def test_when_a_checkpoint_is_written_on_a_stop(tmp_path):
     saved = []
     trainer = SimpleNamespace(state=SimpleNamespace(stage="train"), global_step=5,
-                              save_checkpoint=lambda path: saved.append((str(path), trainer.global_step)))
+                              save_checkpoint=lambda path, weights_only: saved.append(
+                                  (str(path), trainer.global_step, weights_only)))
     stop = GracefulInterrupt(str(tmp_path))
     stop.on_exception(trainer, None, Interrupted(signal.SIGTERM))
     stop.on_exception(trainer, None, SIGTERMException())  # the same step again: once is enough
-    assert saved == [(str(tmp_path / "last.ckpt"), 5)]
+    assert saved == [(str(tmp_path / "last.ckpt"), 5, False)]  # the whole state, to resume from
     trainer.global_step = 6
     stop.on_exception(trainer, None, SIGTERMException())  # Lightning's own SIGTERM path
     trainer.state.stage = "validate"
@@ -279,12 +280,12 @@ def test_when_a_checkpoint_is_written_on_a_stop(tmp_path):
     trainer.state.stage = "train"
     stop.on_exception(trainer, None, ValueError("a bug"))  # not a stop: no checkpoint
     stop.on_exception(trainer, None, Interrupted(signal.SIGINT, at_once=True))  # mid-step: the last one stands
-    assert saved == [(str(tmp_path / "last.ckpt"), 5), (str(tmp_path / "last.ckpt"), 6)]
+    assert saved == [(str(tmp_path / "last.ckpt"), 5, False), (str(tmp_path / "last.ckpt"), 6, False)]
     for step in (0, 1):  # a stop in the first steps is saved too
         saved.clear()
         trainer.global_step = step
         GracefulInterrupt(str(tmp_path)).on_exception(trainer, None, Interrupted(signal.SIGTERM))
-        assert saved == [(str(tmp_path / "last.ckpt"), step)]
+        assert saved == [(str(tmp_path / "last.ckpt"), step, False)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """train()'s first half, in-process and without training: what no constructor checks (seed,
 epochs, the machine, ddp in a multirun, interpolations), building the module, callbacks and
-loggers from the config, and how a multirun started again continues its jobs. Fast: the mutation
-tests run this file (scripts/mutants.py training_setup).
+loggers from the config, and how a multirun started again continues its jobs; and the end block
+a run prints. Fast: the mutation tests run this file (scripts/mutants.py training_setup).
 """
 
 from __future__ import annotations
@@ -312,3 +312,28 @@ def test_a_fresh_start_removes_the_dead_tries_event_files(job):
     (out / "tensorboard" / "version_0" / "events.out.tfevents.1").write_bytes(b"x")
     assert continue_sweep_job(cfg, out) == (None, None)
     assert not (out / "tensorboard").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# print_end
+
+
+def test_the_end_block(tmp_path, capsys):
+    from src.training import print_end
+
+    (tmp_path / "tensorboard").mkdir()
+    print_end({"status": "ok", "test_acc": 0.8857, "best_val_acc": 0.89125, "best_val_epoch": 12, "epochs": 40,
+               "seconds": 61.26, "output_dir": str(tmp_path), "warnings": ["did not learn: …"]})
+    assert capsys.readouterr().out == (
+        "ok: test acc 88.57 % · best val acc 89.12 % (epoch 12) · 40 epochs in 61.3 s\n"
+        "warning: did not learn: …\n"
+        f"results: {tmp_path / 'results.json'}\ntensorboard --logdir {tmp_path / 'tensorboard'}\n")
+
+
+def test_the_end_block_of_a_run_stopped_before_its_first_validation(tmp_path, capsys):
+    from src.training import print_end
+
+    print_end({"status": "interrupted", "test_acc": None, "best_val_acc": None, "best_val_epoch": -1,
+               "epochs": 0, "seconds": 2.6, "output_dir": str(tmp_path)})
+    assert capsys.readouterr().out == ("interrupted: test acc n/a · best val acc n/a · 0 epochs in 2.6 s\n"
+                                       f"results: {tmp_path / 'results.json'}\n")  # no "(epoch -1)", no TensorBoard
