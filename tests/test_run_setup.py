@@ -333,6 +333,10 @@ def test_the_end_block(tmp_path, capsys):
 def test_the_end_block_of_a_run_stopped_before_its_first_validation(tmp_path, capsys):
     from src.training import print_end
 
+    print_end({"status": "ok", "test_acc": 0.5, "best_val_acc": 0.5, "best_val_epoch": 0, "epochs": 1,
+               "seconds": 1.0, "output_dir": str(tmp_path)})
+    assert capsys.readouterr().out.startswith("ok: test acc 50.00 % · best val acc 50.00 % (epoch 0) · ")
+
     print_end({"status": "interrupted", "test_acc": None, "best_val_acc": None, "best_val_epoch": -1,
                "epochs": 0, "seconds": 2.6, "output_dir": str(tmp_path)})
     assert capsys.readouterr().out == ("interrupted: test acc n/a · best val acc n/a · 0 epochs in 2.6 s\n"
