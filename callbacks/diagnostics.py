@@ -50,6 +50,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from callbacks.group import each_callback
+from src.errors import is_int
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
@@ -438,16 +439,16 @@ class _Diagnostics(Timed):
     depth_stat = "var"  # the statistic of the depth profile and the custom-scalars chart
 
     def __init__(self, every_n_steps: int = 200, histograms: bool = True, budget: float | None = None):
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
+        if not (is_int(every_n_steps) and every_n_steps >= 0):
             raise ValueError(f"every_n_steps={every_n_steps!r} must be an integer >= 0 (0 = only at start/end)")
         if not isinstance(histograms, bool):  # `maybe` was read as true
             raise ValueError(f"histograms={histograms!r} must be true or false")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                    or not 0 < budget < 1):
             raise ValueError(f"budget={budget!r} must be a fraction of the training time in (0, 1), or null")
-        self.every_n_steps = int(every_n_steps)
+        self.every_n_steps = every_n_steps
         self.base_every_n_steps = self.every_n_steps
-        self.histograms = bool(histograms)
+        self.histograms = histograms
         self.budget = budget
         self.seconds = 0.0
         self.warnings: list[str] = []

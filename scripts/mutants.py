@@ -104,7 +104,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                 "_epochs_done", "random_directions", "pca_of_path",
                                                 "linear_and_activations", "_linear_params", "per_point_bytes",
                                                 "evaluate_family", "evaluate_points", "evaluate_loop", "plain_loss",
-                                                "fixed_subset", "memory_plan", "_int", "_pair", "read_settings",
+                                                "fixed_subset", "memory_plan", "_pair", "read_settings",
                                                 "grid_axis", "_window", "_rel", "_fmt_loss", "_loss_norm",
                                                 "_loss_ticks", "short_name", "path_faithfulness"]),
                   ["tests/test_landscape_math.py"], 80),

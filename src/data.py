@@ -46,7 +46,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from src.errors import DataError
+from src.errors import DataError, integer, is_int
 
 N_TRAIN = 50_000  # the tutorial's split of the 60,000 training images: 50,000 train, 10,000 val
 MEAN, STD = 0.2861, 0.3530  # the tutorial's normalisation: pixels get mean 0, std 1
@@ -385,15 +385,13 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         super().__init__()
         if pipeline not in ("tensor", "torchvision"):
             raise ValueError(f"data.pipeline={pipeline!r} is not one of: tensor, torchvision")
-        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                  ("num_workers", num_workers, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"data.{key}={value!r} must be an integer >= {least}")
-        if train_subset is not None and (isinstance(train_subset, bool) or not isinstance(train_subset, int)
-                                         or train_subset < 1):
+        for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                ("num_workers", num_workers, 0)):
+            integer(f"data.{key}", value, low)
+        if train_subset is not None and not (is_int(train_subset) and train_subset >= 1):
             raise ValueError(f"data.train_subset={train_subset!r} must be null (all {N_TRAIN}) or an integer >= 1")
         for key, value in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+            if not (is_int(value) and 0 <= value < 2**32):
                 raise ValueError(f"data.{key}={value!r} must be an integer in [0, 2**32 - 1]")
         for key, value in (("drop_last", drop_last), ("allow_download", allow_download), ("cache", cache)):
             if not isinstance(value, bool):  # `maybe` read as true

@@ -49,6 +49,18 @@ def in_group(group: str, e: BaseException) -> str:
     return f"{group}: {message}"
 
 
+def is_int(value) -> bool:
+    """An integer as a config gives it: not a bool (YAML's `true` is an int to Python), not 1.5."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(key: str, value, low: int = 1) -> int:
+    """`value` if it is an integer >= low, else the one-line error naming `key`."""
+    if not is_int(value) or value < low:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {low}")
+    return value
+
+
 def check_accelerator(key: str, value) -> None:
     """`gpu`/`cuda` on a machine without CUDA: say so before Lightning's own message (which names
     a backend, not the machine)."""

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from src.errors import CheckpointError, ConfigError
+from src.errors import CheckpointError, ConfigError, integer
 from src.utils import atomic_savefig, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -609,12 +609,6 @@ class Settings:
     device: torch.device
 
 
-def _int(key: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {low}")
-    return value
-
-
 def _pair(key: str, value, ordered: bool = True) -> tuple[float, float]:
     ok = isinstance(value, (list, tuple, ListConfig)) and len(value) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
@@ -632,7 +626,7 @@ def read_settings(cfg: DictConfig) -> Settings:
     if subset == "full" or subset is None:
         subset = None
     else:
-        subset = _int("landscape.subset", subset)
+        subset = integer("landscape.subset", subset)
     device = str(ls.get("device", "auto"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -642,15 +636,15 @@ def read_settings(cfg: DictConfig) -> Settings:
         raise ConfigError("landscape.device=cuda, but no CUDA device is available; use landscape.device=cpu")
     batch_points = ls.get("batch_points", "auto")
     if batch_points != "auto":
-        batch_points = _int("landscape.batch_points", batch_points)
+        batch_points = integer("landscape.batch_points", batch_points)
     return Settings(
         directions=directions, checkpoint=str(cfg.get("checkpoint", "last")),
-        resolution=_int("landscape.resolution", ls.get("resolution", 31), 2),
+        resolution=integer("landscape.resolution", ls.get("resolution", 31), 2),
         range=None if ls.get("range") is None else _pair("landscape.range", ls.get("range")),
-        subset=subset, seed=_int("landscape.seed", ls.get("seed", 0), 0),
+        subset=subset, seed=integer("landscape.seed", ls.get("seed", 0), 0),
         alpha_range=_pair("landscape.alpha_range", ls.get("alpha_range", [-0.5, 1.5])),
-        alpha_points=_int("landscape.alpha_points", ls.get("alpha_points", 41), 2),
-        batch_points=batch_points, batch_images=_int("landscape.batch_images", ls.get("batch_images", 4096)),
+        alpha_points=integer("landscape.alpha_points", ls.get("alpha_points", 41), 2),
+        batch_points=batch_points, batch_images=integer("landscape.batch_images", ls.get("batch_images", 4096)),
         device=torch.device(device))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.errors import ConfigError
+from src.errors import ConfigError, is_int
 
 ACT_FNS = {
     "relu": nn.ReLU,
@@ -29,12 +29,11 @@ class BaseNetwork(nn.Module):
         super().__init__()
         if act_fn not in ACT_FNS:
             raise ConfigError(f"model.act_fn={act_fn!r} is not one of: {', '.join(ACT_FNS)}")
-        sizes = list(hidden_sizes) if not isinstance(hidden_sizes, (str, int, float)) else hidden_sizes
-        if (not isinstance(sizes, list) or not sizes
-                or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in sizes)):
-            # (`abc` was read letter by letter, and 1.5 as 1)
-            raise ConfigError(f"model.hidden_sizes={sizes!r} must be a non-empty list of positive integers")
-        hidden_sizes = sizes
+        if not isinstance(hidden_sizes, (str, int, float)):  # a list, tuple or config list
+            hidden_sizes = list(hidden_sizes)
+        if not isinstance(hidden_sizes, list) or not hidden_sizes or not all(
+                is_int(h) and h > 0 for h in hidden_sizes):  # (`abc` was read letter by letter, 1.5 as 1)
+            raise ConfigError(f"model.hidden_sizes={hidden_sizes!r} must be a non-empty list of positive integers")
         if input_size <= 0 or num_classes <= 0:
             raise ConfigError(f"model.input_size={input_size} and model.num_classes={num_classes} must be positive")
         sizes = [input_size, *hidden_sizes]

@@ -135,17 +135,12 @@ def probe(cfg: DictConfig) -> dict:
 
 def _probe_settings(cfg: DictConfig) -> dict:
     """probe.py's own values, checked before any work: each bad one is one `error:` line."""
-    from src.errors import ConfigError
-
-    def count(key: str, value) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key}={value!r} must be an integer >= 1")
-        return value
+    from src.errors import ConfigError, integer
 
     p = cfg.get("probe") or {}
-    settings = {"draws": count("probe.draws", p.get("draws", 10)),
-                "batches": count("probe.batches", p.get("batches", 4)),
-                "batch_size": count("batch_size", cfg.get("batch_size", 1024))}
+    settings = {"draws": integer("probe.draws", p.get("draws", 10)),
+                "batches": integer("probe.batches", p.get("batches", 4)),
+                "batch_size": integer("batch_size", cfg.get("batch_size", 1024))}
     tolerance = p.get("tolerance", 0.1)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ConfigError(f"probe.tolerance={tolerance!r} must be a number >= 0 (relative, e.g. 0.1)")

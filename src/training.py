@@ -29,7 +29,7 @@ from callbacks.divergence import Diverged
 from callbacks.group import group_callbacks
 from src import cli
 from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
-from src.errors import ConfigError, Interrupted, check_accelerator, in_group
+from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
 from src.hparams import log_hparams, trial_name
 from src.provenance import config_hash, provenance
 from src.utils import atomic_write_json
@@ -46,12 +46,10 @@ def check_run_settings(cfg: DictConfig) -> None:
     # cannot (`+note=${nope}`) would otherwise fail the run after its last epoch.
     OmegaConf.to_container(cfg, resolve=True)
     seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if not (is_int(seed) and 0 <= seed < 2**32):
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
-    epochs = cfg.trainer.max_epochs
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        # Lightning reads -1 as "forever"; a run that never ends is never what a user meant here.
-        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1")
+    # Lightning reads -1 as "forever"; a run that never ends is never what a user meant here.
+    integer("trainer.max_epochs", cfg.trainer.max_epochs)
     group = cfg.get("group_callbacks", True)
     if not isinstance(group, bool):
         raise ConfigError(f"group_callbacks={group!r} must be true or false")

@@ -21,7 +21,6 @@ from src.landscape import (
     Layout,
     _epochs_done,
     _fmt_loss,
-    _int,
     _linear_params,
     _loss_norm,
     _loss_ticks,
@@ -431,6 +430,8 @@ def test_settings_on_a_machine_with_cuda(monkeypatch):
 
 
 def test_int_and_pair_accept_what_they_say_and_nothing_else():
+    from src.errors import integer as _int  # the shared check the settings use
+
     assert _int("k", 1) == 1 and _int("k", 0, low=0) == 0
     for bad, low in ((0, 1), (-1, 0), (True, 0), (1.0, 1), ("3", 1)):
         with pytest.raises(ConfigError, match=rf"^k={bad!r} must be an integer >= {low}$"):
