@@ -135,16 +135,23 @@ def _key_paths(node, prefix: str = "") -> list[str]:
 
 
 def mark_failed(out: Path, error: str, cfg=None, status: str = "failed", **extra) -> None:
-    """results.json for a run that did not finish, so no reader mistakes it for a finished run."""
+    """results.json for a run that did not finish, so no reader mistakes it for a finished run.
+    Only in a run dir that exists (none is made for it); a disk that refuses is let be: it may be
+    what failed the run, and the `error:` line still says so."""
     from omegaconf import OmegaConf
 
+    if not out.is_dir():
+        return
     payload = {"status": status, "error": error, **extra}
     if cfg is not None:
         try:
             payload["config"] = OmegaConf.to_container(cfg, resolve=False)
         except Exception:  # a config that fails to convert is part of what went wrong
             pass
-    atomic_write_json(out / "results.json", payload)
+    try:
+        atomic_write_json(out / "results.json", payload)
+    except OSError:
+        pass
 
 
 def is_multirun() -> bool:
@@ -281,12 +288,7 @@ def run_task(task: Callable, cfg):
     except Exception as e:
         user = _is_user_error(e) or isinstance(e, OSError)
         message = one_line(e)
-        out = Path(cfg.paths.output_dir)
-        if out.is_dir():
-            try:
-                mark_failed(out, message, cfg)
-            except OSError:  # the disk that failed the run may refuse this too
-                pass
+        mark_failed(Path(cfg.paths.output_dir), message, cfg)
         if not user:
             log.exception("crashed")  # the traceback, once: to the terminal and the job's log file
         print(f"error: {message}", file=sys.stderr, flush=True)
@@ -298,9 +300,10 @@ def run_task(task: Callable, cfg):
             return value
         # The signal came while Lightning's handler was in charge and nothing stopped on it (the
         # test's last batch): the run finished and its results.json says so.
-        print(f"error: interrupted by {signal.Signals(stop.pending).name} after the run had finished "
-              "(its results.json is complete)", file=sys.stderr, flush=True)
-        sys.exit(128 + stop.pending)
+        stopped = Interrupted(stop.pending)
+        print(f"error: {stopped} after the run had finished (its results.json is complete)",
+              file=sys.stderr, flush=True)
+        sys.exit(stopped.exit_code)
     print(f"error: {interrupted_line(stopped, cfg)}", file=sys.stderr, flush=True)
     sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
 
@@ -315,6 +318,7 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
     resume = f"python train.py ckpt_path={out}"
     command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
     checkpoint = (out / "checkpoints" / "last.ckpt").is_file()
+    resumable = checkpoint or stopped.reported  # train() wrote results.json naming the run dir
     if is_multirun():
         from hydra.core.hydra_config import HydraConfig
 
@@ -322,15 +326,11 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
             command.append(f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
         next_step = f"continue the sweep: {shlex.join(command)}"
     else:
-        resumable = checkpoint or stopped.reported  # train() names the run dir to resume
         next_step = f"resume with: {resume}" if resumable else f"start it again: {shlex.join(command)}"
-    error = str(stopped) if checkpoint or stopped.reported else f"{stopped} before the first checkpoint"
-    if not stopped.reported and out.is_dir():  # else train() wrote results.json, with `resume`
+    error = str(stopped) if resumable else f"{stopped} before the first checkpoint"
+    if not stopped.reported:  # else train() wrote results.json, with `resume`
         extra = {"resume": resume} if checkpoint else {"again": shlex.join(command)}
-        try:
-            mark_failed(out, error, cfg, status="interrupted", signal=stopped.signal_name, **extra)
-        except OSError:
-            pass
+        mark_failed(out, error, cfg, status="interrupted", signal=stopped.signal_name, **extra)
     return f"{error}; {next_step}"
 
 

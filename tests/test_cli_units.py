@@ -419,10 +419,15 @@ def test_in_a_terminal_log_lines_go_through_richs_console(restore_logging_and_wa
 
 
 @pytest.fixture
-def single_run(monkeypatch):
-    monkeypatch.setattr(cli, "is_multirun", lambda: False)
-    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)  # keep the test process's warnings
+def libraries_left_alone(monkeypatch):
+    """run_task without its changes to the test process's warnings and log handlers."""
+    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)
     monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: None)
+
+
+@pytest.fixture
+def single_run(monkeypatch, libraries_left_alone):
+    monkeypatch.setattr(cli, "is_multirun", lambda: False)
 
 
 def _cfg(out, **extra):
@@ -557,11 +562,9 @@ def test_a_stop_before_the_first_checkpoint_says_start_it_again(single_run, tmp_
 
 
 @pytest.mark.parametrize("checkpoint, reported", [(False, False), (True, False), (True, True)])
-def test_a_stopped_sweep_job_says_to_continue_the_sweep(hydra_runtime, monkeypatch, tmp_path, capsys, checkpoint,
-                                                        reported):
+def test_a_stopped_sweep_job_says_to_continue_the_sweep(hydra_runtime, monkeypatch, libraries_left_alone, tmp_path,
+                                                        capsys, checkpoint, reported):
     """Started again, the sweep skips its finished jobs and resumes this one (continue_sweep_job)."""
-    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)
-    monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: None)
     hydra_runtime(_multirun(tmp_path / "sweep"))
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "optim=sgd,adam"])
     job = tmp_path / "sweep" / "1"
@@ -702,10 +705,9 @@ def test_outside_the_main_thread_no_handler_is_set(single_run, tmp_path):
 
 
 @pytest.mark.parametrize("error", [ConfigError("bad value"), RuntimeError("a bug")])
-def test_in_a_multirun_a_failed_job_returns_and_the_sweep_goes_on(monkeypatch, tmp_path, capsys, error):
+def test_in_a_multirun_a_failed_job_returns_and_the_sweep_goes_on(monkeypatch, libraries_left_alone, tmp_path, capsys,
+                                                                  error):
     monkeypatch.setattr(cli, "is_multirun", lambda: True)
-    monkeypatch.setattr(cli, "quiet_frameworks", lambda: None)
-    monkeypatch.setattr(cli, "logs_above_the_progress_bar", lambda: None)
 
     def task(cfg):
         raise error
