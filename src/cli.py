@@ -344,17 +344,27 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
     HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full traceback."""
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its five lines
+    if guard := _sweep_guard():  # from an earlier app in this process (tests)
+        guard.started_sweep.clear()
     try:
         if resume:
             sys.argv = resume_argv(sys.argv)
         hydra_main()
     except Exception as e:
         refused = _refused_by_config_library(e)
+        if guard := _sweep_guard():  # a multirun refused before its first job
+            guard.forget_sweep_that_started_no_job()
         if user_wants_traceback or not (_is_user_error(e) or isinstance(e, OSError) or refused):
             raise
         message = one_line(e)
         print(f"error: {'an override could not be applied: ' if refused else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _sweep_guard():
+    """src.hydra_callbacks once a Hydra app of this process has loaded it (its EmptySweepGuard
+    notes what a multirun made), else None: a typo need not import it."""
+    return sys.modules.get("src.hydra_callbacks")
 
 
 def _refused_by_config_library(e: BaseException) -> bool:

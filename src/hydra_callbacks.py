@@ -1,4 +1,5 @@
-"""Hydra callbacks: the sweep report at the end of every multirun.
+"""Hydra callbacks: the sweep report at the end of every multirun, and no sweep dir left by a
+multirun refused before its first job (EmptySweepGuard).
 
 Exit status of `python train.py -m ...` (BasicLauncher, joblib or SLURM alike):
   0  every job is `ok`;
@@ -25,6 +26,44 @@ import src.resolvers  # noqa: F401  (every launcher's job process imports this m
 EXIT_SWEEP_HAD_FAILURES = 1
 
 log = logging.getLogger(__name__)
+
+# The sweep dir of this process's multirun and the first folder of its path that it made
+# (None: the dir was there before, e.g. a sweep being continued). Set by EmptySweepGuard.
+started_sweep: dict[str, Path | None] = {}
+
+
+class EmptySweepGuard(Callback):
+    """Hydra makes the sweep dir and writes multirun.yaml before it composes the jobs, so a sweep
+    refused then (`-m optim=sgd,adamw`) would leave a dir with nothing but that file. This notes
+    which folders the sweep makes; src/cli.py removes them again when no job started."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        made = None
+        for folder in (sweep_dir, *sweep_dir.parents):
+            if folder.exists():
+                break
+            made = folder
+        started_sweep.update(dir=sweep_dir, made=made)
+
+
+def forget_sweep_that_started_no_job() -> Path | None:
+    """Remove what a refused multirun made, if it holds only Hydra's multirun.yaml; the removed
+    folder, or None. A dir that was there before, or with anything else in it, is left alone."""
+    sweep_dir, made = started_sweep.get("dir"), started_sweep.get("made")
+    if sweep_dir is None or made is None or not sweep_dir.is_dir():
+        return None
+    if any(p.name != "multirun.yaml" for p in sweep_dir.iterdir()):
+        return None
+    try:
+        (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+        for folder in (sweep_dir, *sweep_dir.parents):
+            folder.rmdir()  # only empty folders; stops with an OSError at the first that is not
+            if folder == made:
+                break
+    except OSError:
+        pass
+    return made
 
 
 class SweepReport(Callback):

@@ -52,6 +52,16 @@ def test_cli_errors(tmp_path, overrides, bad):
         assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("script", ["train.py", "surfaces.py"])
+def test_a_multirun_refused_before_its_first_job_leaves_no_sweep_dir(tmp_path, script):
+    # Hydra makes the sweep dir and writes multirun.yaml before it composes the jobs.
+    res = run_script(script, "-m", "optim=sgd,adamw", f"hydra.sweep.dir={tmp_path}/multiruns/day", timeout=120)
+    assert res.returncode == EXIT_USER_ERROR, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines() == ["error: optim=adamw is not an available option; available: adam, sgd, "
+                                               "sgd_mom, torch_adam, torch_sgd, torch_sgd_mom"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def _fake_checkpoint(path: Path, hidden_sizes: list[int]) -> Path:
     """The parts of a Lightning checkpoint that check_checkpoint reads, for another architecture."""
     torch.save({"state_dict": {}, "loops": {}, "hyper_parameters": {

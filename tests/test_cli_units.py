@@ -792,6 +792,75 @@ def test_run_app_keeps_the_traceback_a_user_asked_for(app_env, tmp_path, capsys)
     assert error_lines(capsys) == []
 
 
+def _refused_sweep(sweep_dir, *other_files):
+    """What Hydra leaves when a multirun is refused before its first job: the dir, multirun.yaml."""
+    from omegaconf import OmegaConf
+
+    from src import hydra_callbacks
+
+    def main():
+        hydra_callbacks.EmptySweepGuard().on_multirun_start(
+            OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("multirun.yaml", *other_files):
+            (sweep_dir / name).write_text("x")
+        raise ConfigError("refused")
+    return main
+
+
+def test_a_refused_multirun_takes_back_the_folders_it_made(app_env, tmp_path, capsys):
+    (tmp_path / "logs").mkdir()
+    main = _refused_sweep(tmp_path / "logs" / "multiruns" / "2026-11-30")
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(main)
+    assert info.value.code == 2 and error_lines(capsys) == ["error: refused"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["logs"]  # the folder that was there stays
+
+
+def test_a_refused_multirun_takes_back_what_it_made_after_a_crash_too(app_env, tmp_path):
+    from src import hydra_callbacks
+
+    main = _refused_sweep(tmp_path / "a" / "b")
+    with pytest.raises(ConfigError):  # the user asked for the traceback: it is kept, the folders go
+        app_env.setenv("HYDRA_FULL_ERROR", "1")
+        cli.run_app(main)
+    assert list(tmp_path.iterdir()) == []
+    assert hydra_callbacks.forget_sweep_that_started_no_job() is None  # nothing left to take back
+
+
+@pytest.mark.parametrize("there_before, other", [(True, ()), (False, ("0_optim=sgd",)), (False, (".hydra",))])
+def test_a_refused_multirun_leaves_a_dir_that_was_there_or_holds_more(app_env, tmp_path, there_before, other):
+    sweep_dir = tmp_path / "sweep"
+    if there_before:  # the same sweep continued: hydra.sweep.dir=<its dir>
+        sweep_dir.mkdir()
+    main = _refused_sweep(sweep_dir, *other)
+    with pytest.raises(SystemExit):
+        cli.run_app(main)
+    assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(["multirun.yaml", *other])
+
+
+def test_a_later_app_does_not_take_back_an_earlier_apps_sweep(app_env, tmp_path):
+    with pytest.raises(ConfigError):
+        _refused_sweep(tmp_path / "sweep")()  # an earlier app of this process, outside run_app
+    with pytest.raises(SystemExit):
+        cli.run_app(lambda: compose_config(["optim=adamw"], tmp_path))
+    assert (tmp_path / "sweep" / "multirun.yaml").is_file()
+
+
+def test_a_refused_multirun_whose_folder_cannot_go_is_left(app_env, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    main = _refused_sweep(tmp_path / "a" / "sweep")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "rmdir", refuse)
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(main)
+    assert info.value.code == 2  # the error line still comes, about the input, not the disk
+    assert list((tmp_path / "a" / "sweep").iterdir()) == []
+
+
 def _run(tmp_path, overrides=("optim=sgd", "seed=3", "ckpt_path=old"), checkpoint=True):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
