@@ -108,16 +108,38 @@ def unknown_key(key: str, parent) -> str:
         return (f"no {name} option is chosen in this config, so {name}.<key>=… has nothing to set; "
                 f"choose one first ({name}=<option> {name}.<key>=…); options: {', '.join(options)}")
     keys = sorted(str(k) for k in parent.keys() if not str(k).startswith("_") and (group or k != "hydra"))
+    chosen, others = _chosen_option(group, parent)
     guess = [f"{group}.{k}" if group else k for k in difflib.get_close_matches(name, keys, n=1)]
-    if not guess:
+    having = [f"{group}={o}" for o, c in others.items() if name in c]
+    if not guess and not having:
         root = parent
         while root._get_parent() is not None:
             root = root._get_parent()
         guess = [path for path in _key_paths(root) if path.rpartition(".")[2] == name]
-    where = f"of {group}" if group else "at the top level"
-    meant = f" (did you mean {' or '.join(guess[:3])}?)" if guess else ""
-    there = f"its keys: {', '.join(keys)}" if keys else "it has none"
-    return f"{key} is not a key {where}{meant}; {there} (add a new one with +{key}=…)"
+    where = f"of {group}={chosen}" if chosen else f"of {group}" if group else "at the top level"
+    meant = (f" (did you mean {' or '.join(guess[:3])}?)" if guess
+             else f" ({', '.join(having[:3])} {'has' if len(having) == 1 else 'have'} it)" if having else "")
+    there = (f"its keys: {', '.join(keys)}" if keys else "it takes no parameters" if chosen else "it has none")
+    add = "" if having and not guess else f" (add a new one with +{key}=…)"  # not where it would be refused
+    return f"{key} is not a key {where}{meant}; {there}{add}"
+
+
+def _chosen_option(group: str, node) -> tuple[str | None, dict[str, dict]]:
+    """Which option of conf/<group>/ `node` was composed from (the one file with its _target_ and
+    its keys; None when no file or several match), and the group's other options by name. Hydra
+    raises before it records its choices, so the files are compared."""
+    import yaml
+
+    folder = CONF / group
+    if not group or not folder.is_dir():
+        return None, {}
+    options = {f.stem: yaml.safe_load(f.read_text()) or {} for f in sorted(folder.glob("*.yaml"))}
+    options = {o: c for o, c in options.items() if isinstance(c, dict)}
+    target, node_keys = node.get("_target_"), {str(k) for k in node.keys()}
+    chosen = [o for o, c in options.items() if target and c.get("_target_") == target and set(c) == node_keys]
+    if len(chosen) != 1:
+        return None, options
+    return chosen[0], {o: c for o, c in options.items() if o != chosen[0]}
 
 
 def _key_paths(node, prefix: str = "") -> list[str]:

@@ -47,12 +47,20 @@ def chained(inner: BaseException, outer: BaseException) -> BaseException:
      "optim=adamw is not an available option; available: adam, sgd, sgd_mom, torch_adam, torch_sgd, torch_sgd_mom"),
     # an option in a sub-folder: the group is `trainer`, not `trainer/nope`
     (["trainer=nope/x"], "trainer=nope/x is not an available option; available: cpu, ddp, ddp_sim, default, gpu"),
-    (["optim.lrr=0.1"], "optim.lrr is not a key of optim (did you mean optim.lr?); its keys: betas, eps, lr, "
+    (["optim.lrr=0.1"], "optim.lrr is not a key of optim=adam (did you mean optim.lr?); its keys: betas, eps, lr, "
                         "weight_decay (add a new one with +optim.lrr=…)"),
-    (["optim=adam", "optim.momentum=0.9"], "optim.momentum is not a key of optim; its keys: betas, eps, lr, "
-                                           "weight_decay (add a new one with +optim.momentum=…)"),
-    (["trainer.max_epoch=3"], "trainer.max_epoch is not a key of trainer (did you mean trainer.max_epochs?); "),
-    (["init=xavier", "init.gain=2"], "init.gain is not a key of init; it has none (add a new one with +init.gain=…)"),
+    # the option chosen, and the options that have the key; no "+key" where it would be refused
+    (["optim=adam", "optim.momentum=0.9"], "optim.momentum is not a key of optim=adam (optim=sgd_mom, "
+                                           "optim=torch_sgd_mom have it); its keys: betas, eps, lr, weight_decay"),
+    (["optim=sgd", "optim.betas=[0.9,0.99]"], "optim.betas is not a key of optim=sgd (optim=adam, optim=torch_adam "
+                                              "have it); its keys: lr, weight_decay"),
+    (["init.std=2"], "init.std is not a key of init=kaiming (init=normal has it); it takes no parameters"),
+    (["optim=sgd_mom", "optim.nesterov=true"], "optim.nesterov is not a key of optim=sgd_mom; its keys: lr, "
+                                               "momentum, weight_decay (add a new one with +optim.nesterov=…)"),
+    (["trainer.max_epoch=3"], "trainer.max_epoch is not a key of trainer=default (did you mean "
+                              "trainer.max_epochs?); "),
+    (["init=xavier", "init.gain=2"], "init.gain is not a key of init=xavier; it takes no parameters (add a new "
+                                     "one with +init.gain=…)"),
     (["optim.lr=1)"], f"cannot parse the override 'optim.lr=1)': extraneous input ')' expecting <EOF> {HINT}"),
     (["seed"], f"cannot parse the override 'seed': missing EQUAL at '<EOF>' {HINT}"),
     (["optim.lr=[1"], f"cannot parse an override: no viable alternative at input '[1' {HINT}"),
@@ -67,6 +75,8 @@ def test_composition_errors_are_one_line_naming_what_is_accepted(tmp_path, overr
     text = cli.one_line(e)
     assert text.startswith(line), text
     assert "\n" not in text and "See https://" not in text
+    if "have it" in line or "has it" in line:
+        assert text == line
 
 
 @pytest.mark.parametrize("message, missing, line", [
@@ -127,6 +137,27 @@ def test_key_paths_walk_the_tree_without_hydra_or_private_keys():
     none_node = OmegaConf.create({"n": {"x": 1}, "m": {"y": 1}})
     none_node.n, none_node.m = None, "???"  # a group set to null, and one left to fill in
     assert cli._key_paths(none_node) == ["n", "m"]
+
+
+def test_the_chosen_option_is_the_one_file_with_the_nodes_target_and_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "CONF", tmp_path)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "a.yaml").write_text("_target_: x.A\nlr: 1\n")
+    (tmp_path / "g" / "b.yaml").write_text("_target_: x.B\nlr: 1\nstd: 2\n")
+    (tmp_path / "g" / "b2.yaml").write_text("_target_: x.B\nlr: 1\nstd: 2\nmomentum: 3\n")
+    (tmp_path / "g" / "c.yaml").write_text("- a list\n")  # not an option of keys: never chosen nor listed
+    (tmp_path / "g" / "d.yaml").write_text("")
+    node = OmegaConf.create({"_target_": "x.B", "lr": 5, "std": 0})
+    chosen, others = cli._chosen_option("g", node)
+    assert chosen == "b" and list(others) == ["a", "b2", "d"]
+    assert cli.unknown_key("g.momentum", node) == "g.momentum is not a key of g=b (g=b2 has it); its keys: lr, std"
+    # a key added to the option (+g.x=1), or a target two files share with the same keys: no name
+    assert cli._chosen_option("g", OmegaConf.create({"_target_": "x.B", "lr": 5, "std": 0, "x": 1}))[0] is None
+    (tmp_path / "g" / "b3.yaml").write_text("_target_: x.B\nstd: 2\nlr: 1\n")
+    assert cli._chosen_option("g", node)[0] is None
+    assert cli._chosen_option("g", OmegaConf.create({"lr": 1}))[0] is None  # no _target_: nothing to compare
+    assert cli._chosen_option("nope", node) == (None, {}) and cli._chosen_option("", node) == (None, {})
+    assert cli.unknown_key("g.momentum", node) == ("g.momentum is not a key of g (g=b2 has it); its keys: lr, std")
 
 
 def test_unknown_key_in_a_nested_group_finds_a_spelling_or_the_same_name_elsewhere():
