@@ -76,6 +76,12 @@ def one_line(e: BaseException) -> str:
         return " ".join([*lines, "(overrides are key=value; quote a value with special characters: "
                                  "key='a,b')"])
     if isinstance(e, ConfigCompositionException):
+        # `eval.py optim=sgd`: Hydra says "No match in the defaults list", which reads as a bug
+        if no_group := re.match(r"Could not override '([^']+)'\. No match in the defaults list\.", str(e)):
+            group, value = no_group[1], re.search(r"use \+\S+=(\S*)", str(e))
+            script = Path(sys.argv[0]).name
+            return (f"{group}: {script if script.endswith('.py') else 'this config'} chooses no {group} option, "
+                    f"so there is none to change (+{group}={value[1] if value else '…'} would add one)")
         return " ".join(_lines(e))
     if isinstance(e, InstantiationException):
         text = str(e)

@@ -79,6 +79,19 @@ def test_composition_errors_are_one_line_naming_what_is_accepted(tmp_path, overr
         assert text == line
 
 
+def test_a_group_the_script_does_not_choose_is_named_with_the_script(tmp_path, monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.setattr(sys, "argv", ["eval.py"])
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(["optim=sgd"], tmp_path, "eval")
+    assert cli.one_line(info.value) == ("optim: eval.py chooses no optim option, so there is none to change "
+                                        "(+optim=sgd would add one)")
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    assert cli.one_line(ConfigCompositionException("Could not override 'init'. No match in the defaults list.")) == (
+        "init: this config chooses no init option, so there is none to change (+init=… would add one)")
+
+
 @pytest.mark.parametrize("message, missing, line", [
     # Hydra names the group whose options it lists
     ("Could not find 'hydra/launcher/x/y'\nAvailable options in 'hydra/launcher':\n\tbasic", "hydra/launcher/x/y",
