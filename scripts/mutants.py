@@ -129,8 +129,9 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # exit status, the step checkpoint's argument. All of each file, against test_plumbing.py.
     **{name: (path, None, ["tests/test_plumbing.py"], 80) for name, path in (
         ("utils", "src/utils.py"), ("resolvers", "src/resolvers.py"), ("progress", "callbacks/progress.py"),
-        ("interrupt", "callbacks/interrupt.py"), ("hydra_callbacks", "src/hydra_callbacks.py"),
-        ("step_checkpoint", "callbacks/checkpoint.py"))},
+        ("interrupt", "callbacks/interrupt.py"), ("step_checkpoint", "callbacks/checkpoint.py"))},
+    # The sweep report's exit status (test_plumbing.py) and the refused sweep's folders (run_app).
+    "hydra_callbacks": ("src/hydra_callbacks.py", None, ["tests/test_plumbing.py", "tests/test_cli_units.py"], 80),
     # The command line: the one `error:` line for each kind of bad input, how each ending exits,
     # the resume argv, the start line (in-process, real Hydra and OmegaConf exceptions).
     "cli": ("src/cli.py", None, ["tests/test_cli_units.py"], 80),

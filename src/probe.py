@@ -222,7 +222,8 @@ def trend_sentence(values: list[float], names: list[str], what: str, direction: 
     """`Forward variance shrinks ×9.2 per layer with depth (×3e+03 from layers.0 to layers.6): vanishing.`
 
     Vanishing/exploding: more than ×2 per layer; stable: all values within ×2; in between, a
-    mild decay or growth (the per-layer factor is within ×2 but adds up)."""
+    mild decay or growth (the per-layer factor is within ×2 but adds up), or, when the last
+    value is within ×2 of the first but the middle is not, uneven (a bump is no trend)."""
     factor = _depth_factor(values)
     finite = [v for v in values if v is not None and v == v and v > 0]
     if factor is None or not finite:
@@ -231,6 +232,11 @@ def trend_sentence(values: list[float], names: list[str], what: str, direction: 
     span = f"{names[0]} to {names[-1]}"
     if 0.5 <= factor <= 2 and spread < 2:
         return f"{what} stays within ×{spread:.3g} from {span}: stable."
+    known = [v for v in values if v is not None and v == v]  # _depth_factor's ends: both > 0
+    end_to_end = max(known[-1] / known[0], known[0] / known[-1])
+    if end_to_end < 2:
+        return (f"{what} varies ×{spread:.3g} from {span} but ends within ×{end_to_end:.3g} of where it "
+                f"started: uneven, no trend {direction}.")
     verb, per_layer = ("shrinks", 1 / factor) if factor < 1 else ("grows", factor)
     verdict = ("vanishing" if factor < 1 else "exploding") if not 0.5 <= factor <= 2 else \
         ("mild decay" if factor < 1 else "mild growth")

@@ -883,6 +883,16 @@ def test_a_refused_multirun_leaves_a_dir_that_was_there_or_holds_more(app_env, t
     assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(["multirun.yaml", *other])
 
 
+def test_what_a_sweep_made_is_taken_back_even_before_multirun_yaml(tmp_path):
+    from src import hydra_callbacks
+
+    sweep_dir = tmp_path / "made" / "sweep"
+    hydra_callbacks.EmptySweepGuard().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
+    sweep_dir.mkdir(parents=True)  # a launcher that failed between the mkdir and multirun.yaml
+    assert hydra_callbacks.forget_sweep_that_started_no_job() == tmp_path / "made"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_later_app_does_not_take_back_an_earlier_apps_sweep(app_env, tmp_path):
     with pytest.raises(ConfigError):
         _refused_sweep(tmp_path / "sweep")()  # an earlier app of this process, outside run_app

@@ -621,7 +621,14 @@ def test_trend_sentence_verdicts_and_their_edges():
     assert trend_sentence([1.0, 2.0, 4.01], names[:3], "v").endswith(": exploding.")
     # a bump under ×2 that comes back down is stable; ×2 itself is not
     assert trend_sentence([1.0, 1.9, 1.0], names[:3], "v").endswith(": stable.")
-    assert not trend_sentence([1.0, 2.0, 1.0], names[:3], "v").endswith(": stable.")
+    # ×2 itself is uneven: a bump that comes back is no trend, whatever its size
+    assert trend_sentence([1.0, 2.0, 1.0], names[:3], "v") == \
+        "v varies ×2 from layers.0 to layers.4 but ends within ×1 of where it started: uneven, no trend with depth."
+    assert trend_sentence([1.0, 2.5, 1.2, 0.0, 1.9], [*names, "out"], "Backward variance", "towards the input") == (
+        "Backward variance varies ×2.5 from layers.0 to out but ends within ×1.9 of where it started: uneven, no "
+        "trend towards the input.")  # a zero in the middle is left out of the spread
+    assert trend_sentence([1.0, 2.5, 0.5], names[:3], "v").endswith(": mild decay.")  # ×2 end to end is a trend
+    assert trend_sentence([0.5, 2.5, 1.0], names[:3], "v").endswith(": mild growth.")
     for values in ([0.0, 0.0, 0.0], [float("nan"), 1.0], [None, None], [2.0]):
         assert trend_sentence(values, names[: len(values)], "v") == "v: no positive values to compare."
     # a NaN in the middle is skipped, not compared
