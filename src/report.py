@@ -887,7 +887,7 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
             continue
         length = min(len(r) for r in runs)
         mean, half = mean_and_band([r[:length] for r in runs])
-        epochs = list(range(1, length + 1))
+        epochs = list(range(length))  # from 0, as best_val_epoch, the checkpoints and the progress bar count
         ax.plot(epochs, 100 * mean, color=colors[g.number], marker="o" if length < 4 else None,
                 label=f"{g.label(varying)} ({_plural(len(runs), 'seed')})")
         ax.fill_between(epochs, 100 * (mean - half), 100 * (mean + half), color=colors[g.number], alpha=0.2)

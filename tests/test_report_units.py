@@ -651,3 +651,25 @@ def test_timing_note_says_whether_jobs_shared_the_machine(tmp_path):
     (tmp_path / "m" / "results.json").write_text("{}")  # no finished_at: the file's time is the end
     assert timing_note([job(None, 60, name="m"), job(None, 60, name="m")]) == head + \
         "Up to 2 jobs ran at the same time, so their times include waiting for shared cores."
+
+
+def test_val_curves_figure_counts_epochs_from_0_as_best_val_epoch_does():
+    from src.report import figure_val_curves
+
+    def job(name, optim, seed, scores):
+        return ok_job(name, 0.5, seed=seed, val_scores=scores) if optim is None else Job(
+            name, Path("/nonexistent"), overrides={"optim": optim, "seed": str(seed)}, status="ok",
+            results={"status": "ok", "test_acc": 0.5, "val_scores": scores})
+    jobs = [job("0", "sgd", 1, [0.5, 0.7, 0.8]), job("1", "sgd", 2, [0.6, 0.7, 0.9, 0.95]),
+            job("2", "adam", 1, [0.1, 0.1, 0.1])]
+    jobs[2].notes.append("did not learn (final val acc 10.0 %)")
+    fig = figure_val_curves(group_jobs(jobs, ["optim"]), ["optim"])
+    ax = fig.axes[0]
+    (line,) = ax.lines  # the group that did not learn is left out, and the title says so
+    assert list(line.get_xdata()) == [0, 1, 2]  # the shorter run sets the length
+    assert list(line.get_ydata()) == pytest.approx([55.0, 70.0, 85.0])
+    assert line.get_label() == "sgd (2 seeds)"
+    assert ax.get_title().endswith("(not drawn: 1 group that did not learn)")
+    band = ax.collections[0].get_paths()[0].vertices  # mean ± t(0.975, 1) · sd / √2
+    half = sps.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)
+    assert band[:, 1].max() == pytest.approx(85.0 + 100 * half) and band[:, 0].min() == 0
