@@ -83,7 +83,7 @@ def plot_dists(values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
 
 def plot_depth_profile(history: dict[int, dict[str, float]], ylabel: str, title: str | None = None,
                        max_lines: int = 12) -> Figure:
-    """Value vs layer index, one line per logged step (dark = early, bright = late), log y.
+    """Value vs layer index, one line per logged step (dark = early, light = late), log y.
 
     More than `max_lines` steps are thinned to evenly spaced ones (first and last kept)."""
     from matplotlib import colormaps
@@ -98,11 +98,12 @@ def plot_depth_profile(history: dict[int, dict[str, float]], ylabel: str, title:
     fig.subplots_adjust(left=0.15, right=0.78, bottom=0.13, top=1 - (0.07 + 0.055 * title_lines))
     ax = fig.subplots()
     cmap = colormaps["viridis"]
+    latest = 0.75  # viridis' last quarter (yellow) is too faint on white for a line
     for i, step in enumerate(steps):
         ys = [history[step].get(name, np.nan) for name in layers]
         ys = [y if y is not None and y > 0 and np.isfinite(y) else np.nan for y in ys]
         ax.plot(range(len(layers)), ys, marker="o", markersize=3.5, linewidth=1.4,
-                color=cmap(i / max(1, len(steps) - 1)), label=f"step {step}")
+                color=cmap(latest * i / max(1, len(steps) - 1)), label=f"step {step}")
     ax.set_yscale("log")
     ax.set_xticks(range(len(layers)), layers, fontsize=9)
     ax.set_xlabel("layer (input → output)", fontsize=10)

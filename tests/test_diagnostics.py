@@ -728,3 +728,25 @@ def test_good_diagnostics_arguments():
     cb = WeightStats(every_n_steps=0, histograms=False, budget=0.5)
     assert (cb.every_n_steps, cb.histograms, cb.budget) == (0, False, 0.5)
     assert WeightStats(budget=None).budget is None
+
+
+def test_depth_profile_lines_dark_to_light_thinned_and_each_legible_on_white():
+    from matplotlib.colors import to_rgb
+
+    from callbacks.plotting import plot_depth_profile
+
+    def contrast_on_white(color) -> float:  # WCAG's ratio of relative luminances
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(color)]
+        return 1.05 / (0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] + 0.05)
+
+    history = {200 * s: {"layers.10": 1.0 + s, "layers.8": 2.0, "layers.0": 0.0 if s == 0 else 3.0}
+               for s in range(15)}
+    fig = plot_depth_profile(history, "variance", title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["layers.0", "layers.8", "layers.10"]  # by number
+    # 15 steps thinned to 12 evenly spaced ones, the first and the last kept
+    assert [ln.get_label() for ln in ax.lines] == [f"step {200 * s}" for s in (0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14)]
+    assert np.isnan(ax.lines[0].get_ydata()[0]) and ax.lines[0].get_ydata()[2] == 1.0  # 0 on a log axis: a gap
+    luminance = [1 / contrast_on_white(ln.get_color()) for ln in ax.lines]
+    assert luminance == sorted(luminance)  # dark = early, light = late
+    assert min(contrast_on_white(ln.get_color()) for ln in ax.lines) >= 2  # viridis' yellow end was 1.26
