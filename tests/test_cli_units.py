@@ -169,8 +169,16 @@ def test_the_chosen_option_is_the_one_file_with_the_nodes_target_and_keys(tmp_pa
     (tmp_path / "g" / "b3.yaml").write_text("_target_: x.B\nstd: 2\nlr: 1\n")
     assert cli._chosen_option("g", node)[0] is None
     assert cli._chosen_option("g", OmegaConf.create({"lr": 1}))[0] is None  # no _target_: nothing to compare
+    (tmp_path / "top.yaml").write_text("_target_: x.B\nlr: 1\nstd: 2\n")  # a config, not a group's option
     assert cli._chosen_option("nope", node) == (None, {}) and cli._chosen_option("", node) == (None, {})
     assert cli.unknown_key("g.momentum", node) == ("g.momentum is not a key of g (g=b2 has it); its keys: lr, std")
+    for name in ("b4", "b5", "b6"):
+        (tmp_path / "g" / f"{name}.yaml").write_text("momentum: 1\n")
+    assert cli.unknown_key("g.momentum", node) == ("g.momentum is not a key of g (g=b2, g=b4, g=b5 have it); its "
+                                                   "keys: lr, std")  # three at most
+    # no option to name, no keys: "it has none", and adding one is the way
+    empty = OmegaConf.create({"h": {"_target_": "x.H"}})
+    assert cli.unknown_key("h.a", empty.h) == "h.a is not a key of h; it has none (add a new one with +h.a=…)"
 
 
 def test_unknown_key_in_a_nested_group_finds_a_spelling_or_the_same_name_elsewhere():
