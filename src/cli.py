@@ -131,9 +131,10 @@ def unknown_key(key: str, parent) -> str:
 
 
 def _chosen_option(group: str, node) -> tuple[str | None, dict[str, dict]]:
-    """Which option of conf/<group>/ `node` was composed from (the one file with its _target_ and
-    its keys; None when no file or several match), and the group's other options by name. Hydra
-    raises before it records its choices, so the files are compared."""
+    """Which option of conf/<group>/ `node` was composed from, and the group's other options by
+    name. Hydra raises before it records its choices: the command line's `group=name` if it has
+    one (the option may be the user's, from --config-dir), else the one file with the node's
+    _target_ and keys (None when no file or several match)."""
     import yaml
 
     folder = CONF / group
@@ -141,6 +142,9 @@ def _chosen_option(group: str, node) -> tuple[str | None, dict[str, dict]]:
         return None, {}
     options = {f.stem: yaml.safe_load(f.read_text()) or {} for f in sorted(folder.glob("*.yaml"))}
     options = {o: c for o, c in options.items() if isinstance(c, dict)}
+    given = [value for key, _, value in (a.partition("=") for a in sys.argv[1:]) if key.lstrip("+") == group]
+    if given and re.fullmatch(r"[\w/.-]+", given[-1]):  # one name, not a sweep's list
+        return given[-1], {o: c for o, c in options.items() if o != given[-1]}
     target, node_keys = node.get("_target_"), {str(k) for k in node.keys()}
     chosen = [o for o, c in options.items() if target and c.get("_target_") == target and set(c) == node_keys]
     if len(chosen) != 1:

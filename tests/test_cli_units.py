@@ -176,6 +176,15 @@ def test_the_chosen_option_is_the_one_file_with_the_nodes_target_and_keys(tmp_pa
         (tmp_path / "g" / f"{name}.yaml").write_text("momentum: 1\n")
     assert cli.unknown_key("g.momentum", node) == ("g.momentum is not a key of g (g=b2, g=b4, g=b5 have it); its "
                                                    "keys: lr, std")  # three at most
+    # the command line's choice wins: the user's own option (--config-dir) may match a file of ours
+    monkeypatch.setattr(sys, "argv", ["train.py", "g=mine", "g.lr=2"])
+    assert cli._chosen_option("g", node)[0] == "mine" and "b" in cli._chosen_option("g", node)[1]
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "+g=a,b"])  # a sweep's list names no one option
+    assert cli._chosen_option("g", node)[0] is None
+    monkeypatch.setattr(sys, "argv", ["train.py", "g=b", "+g=a"])  # the last one, as Hydra reads them
+    chosen, others = cli._chosen_option("g", node)
+    assert chosen == "a" and "a" not in others and "b" in others
+    monkeypatch.setattr(sys, "argv", ["train.py"])
     # no option to name, no keys: "it has none", and adding one is the way
     empty = OmegaConf.create({"h": {"_target_": "x.H"}})
     assert cli.unknown_key("h.a", empty.h) == "h.a is not a key of h; it has none (add a new one with +h.a=…)"
