@@ -108,6 +108,8 @@ if [ $DRY = 1 ]; then
 fi
 
 mkdir -p "$OUT" || die "cannot create --out $OUT"
+# The runs of an earlier check into the same --out: train.py refuses a run dir that holds a run.
+rm -rf "$OUT/run" "$OUT/e2e"
 # The installed wheels come first on the path, the system's torch stays what it is.
 export PROJECT_ROOT="$ROOT" PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c 'import torch' 2>/dev/null || die "$PY cannot import torch; pass --python with the interpreter that has it"

@@ -15,6 +15,7 @@ This module imports neither torch nor Lightning: a typo fails in about a second.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
@@ -380,6 +381,7 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
         guard.started_sweep.clear()
     try:
         if resume:
+            refuse_a_used_run_dir(sys.argv)
             sys.argv = resume_argv(sys.argv)
         hydra_main()
     except Exception as e:
@@ -414,6 +416,34 @@ def _refused_by_config_library(e: BaseException) -> bool:
 
 def _key(arg: str) -> str:
     return arg.partition("=")[0].lstrip("+~")
+
+
+def refuse_a_used_run_dir(argv: list[str]) -> None:
+    """A new run given a `hydra.run.dir` that holds another run would overwrite its results.json
+    and .hydra/ and mix its checkpoints and TensorBoard events into it: refused before Hydra
+    writes anything. A run that only failed on bad input (no checkpoint) may be started again
+    there; a sweep continues its own dirs (src/training.py continue_sweep_job)."""
+    if "-m" in argv or "--multirun" in argv:
+        return
+    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    values = {_key(a): a.split("=", 1)[1] for a in overrides}  # the last one of each key, as Hydra
+    if values.get("ckpt_path") not in (None, "", "null") or not values.get("hydra.run.dir"):
+        return
+    run = Path(values["hydra.run.dir"])
+    checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    try:
+        status = json.loads((run / "results.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if not checkpoints and status in (None, "failed"):
+        return
+    finished = status in ("ok", "diverged")
+    what = [f"status {status}" if status else "no results.json"]
+    what += [f"{len(checkpoints)} checkpoint{'s' if len(checkpoints) != 1 else ''}"] if checkpoints else []
+    resume = f"resume it with: python train.py ckpt_path={run}; or " if "last.ckpt" in checkpoints and not finished else ""
+    raise UserError(f"hydra.run.dir={run} already holds a {'finished' if finished else 'stopped'} run "
+                    f"({', '.join(what)}); {resume}give a new hydra.run.dir, or delete that one: a new run "
+                    "there would overwrite its results.json and mix their checkpoints")
 
 
 def resume_argv(argv: list[str]) -> list[str]:

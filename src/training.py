@@ -104,31 +104,43 @@ def _finite(x) -> float | None:
 
 
 def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | None]:
-    """A multirun started again in the same sweep dir continues where it stopped: a job whose
-    results.json is `ok` for the same config is skipped (its results returned), a job with a
-    last.ckpt resumes from it, the others start afresh. `+sweep.rerun=all` reruns everything."""
-    if not cli.is_multirun() or (cfg.get("sweep") or {}).get("rerun") == "all":
+    """A multirun started again in the same sweep dir continues where it stopped: a job that
+    finished (`ok` or `diverged`) with the same config and seed is skipped (its results
+    returned), a stopped job with a last.ckpt resumes from it, the others start afresh.
+    `+sweep.rerun=all` reruns everything. A fresh start removes an earlier try's checkpoints and
+    TensorBoard events from the job dir: a finished run of another config is not resumed, and no
+    stale best checkpoint or second event file stays beside the new run's."""
+    if not cli.is_multirun():
         return None, cfg.get("ckpt_path")
-    results = out / "results.json"
-    if results.is_file():
-        try:
-            old = json.loads(results.read_text())
-        except ValueError:
-            old = {}
-        # The same job: same config (paths aside, provenance's hash) and the same seed.
-        same = ((old.get("provenance") or {}).get("config_hash") == config_hash(cfg)
-                and (old.get("config") or {}).get("seed") == cfg.seed)
-        if old.get("status") == "ok" and same:
-            print(f"skipping {out.name}: already ok (test acc {old.get('test_acc')}); "
-                  "+sweep.rerun=all reruns it", flush=True)
-            return old, None
+    rerun = (cfg.get("sweep") or {}).get("rerun") == "all"
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    # The same job: same config (paths aside, provenance's hash) and the same seed.
+    same = ((old.get("provenance") or {}).get("config_hash") == config_hash(cfg)
+            and (old.get("config") or {}).get("seed") == cfg.seed)
+    finished = old.get("status") in ("ok", "diverged")
+    if finished and same and not rerun:
+        outcome = (f"test acc {old.get('test_acc')}" if old["status"] == "ok"
+                   else f"at step {old.get('diverged_step')}")
+        print(f"skipping {out.name}: already {old['status']} ({outcome}); +sweep.rerun=all reruns it", flush=True)
+        return old, None
+    if cfg.get("ckpt_path"):
+        return None, cfg.get("ckpt_path")
     last = out / "checkpoints" / "last.ckpt"
-    if last.is_file() and not cfg.get("ckpt_path"):
+    if last.is_file() and not rerun and not finished:
         print(f"resuming {out.name} from {last}", flush=True)
         return None, str(last)
-    if (out / "tensorboard").is_dir() and not last.is_file():
-        shutil.rmtree(out / "tensorboard")  # a fresh start: no second event file of a dead try
-    return None, cfg.get("ckpt_path")
+    earlier = [d for d in (out / "checkpoints", out / "tensorboard") if d.is_dir()]
+    if earlier and (rerun or finished):
+        why = "+sweep.rerun=all" if rerun else "its config or seed changed since it finished"
+        print(f"rerunning {out.name} ({why}): its earlier {' and '.join(d.name for d in earlier)} are replaced",
+              flush=True)
+    for d in earlier:
+        shutil.rmtree(d)
+    return None, None
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -137,8 +149,8 @@ def train(cfg: DictConfig) -> float | None:
     check_run_settings(cfg)
     out = Path(cfg.paths.output_dir)
     done, resume_from = continue_sweep_job(cfg, out)
-    if done is not None:
-        return done.get(cfg.get("optimized_metric") or "test_acc")
+    if done is not None:  # as the run itself returned it: NaN for a diverged one (Optuna: failed)
+        return float("nan") if done["status"] == "diverged" else done.get(cfg.get("optimized_metric") or "test_acc")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out / "checkpoints")
 

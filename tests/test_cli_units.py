@@ -842,6 +842,62 @@ def test_run_app_a_full_disk_is_one_line(app_env, capsys):
     assert info.value.code == 2 and error_lines(capsys) == ["error: no space left on device: /runs"]
 
 
+def _used_run_dir(tmp_path, status=None, checkpoints=()):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in checkpoints:
+        (run / "checkpoints" / name).write_bytes(b"")
+    if status is not None:
+        (run / "results.json").write_text(json.dumps({"status": status}))
+    return run
+
+
+@pytest.mark.parametrize("status, checkpoints, held, resume", [
+    ("ok", ["last.ckpt", "best-epoch=03.ckpt"], "a finished run (status ok, 2 checkpoints)", False),
+    ("diverged", [], "a finished run (status diverged)", False),
+    ("interrupted", ["last.ckpt"], "a stopped run (status interrupted, 1 checkpoint)", True),
+    ("failed", ["last.ckpt"], "a stopped run (status failed, 1 checkpoint)", True),  # a crash after a checkpoint
+    (None, ["last.ckpt"], "a stopped run (no results.json, 1 checkpoint)", True),  # SIGKILL
+    (None, ["best-epoch=00.ckpt"], "a stopped run (no results.json, 1 checkpoint)", False),
+    ("interrupted", [], "a stopped run (status interrupted)", False),  # stopped in its first seconds
+])
+def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_before_hydra_writes(app_env, tmp_path, capsys, status,
+                                                                           checkpoints, held, resume):
+    run = _used_run_dir(tmp_path, status, checkpoints)
+    before = sorted(p.name for p in run.rglob("*"))
+    app_env.setattr(sys, "argv", ["train.py", "optim=sgd", f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(lambda: pytest.fail("Hydra must not start"), resume=True)
+    assert info.value.code == 2
+    again = f"resume it with: python train.py ckpt_path={run}; or " if resume else ""
+    assert error_lines(capsys) == [f"error: hydra.run.dir={run} already holds {held}; {again}give a new "
+                                   "hydra.run.dir, or delete that one: a new run there would overwrite its "
+                                   "results.json and mix their checkpoints"]
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["hydra.run.dir={run}", "ckpt_path={run}"],  # resuming it
+    ["ckpt_path={run}/checkpoints/last.ckpt", "hydra.run.dir={run}"],
+    ["-m", "hydra.run.dir={run}", "seed=1,2"],  # a sweep's own dirs: continue_sweep_job
+    ["--multirun", "hydra.run.dir={run}"],
+    ["hydra.run.dir={run}/other"],  # another dir
+    ["hydra.run.dir={run}", "hydra.run.dir={run}/other"],  # the last one counts, as in Hydra
+    ["optim=sgd"],  # Hydra's own timestamped dir
+])
+def test_resuming_a_sweep_and_other_dirs_are_not_refused(app_env, tmp_path, argv):
+    run = _used_run_dir(tmp_path, "interrupted", ["last.ckpt"])
+    cli.refuse_a_used_run_dir(["train.py", *(a.format(run=run) for a in argv)])
+
+
+@pytest.mark.parametrize("status, results", [("failed", None), (None, "{not json"), (None, "[1]"), (None, None)])
+def test_a_run_that_failed_on_bad_input_may_be_started_again_in_its_dir(tmp_path, status, results):
+    run = _used_run_dir(tmp_path, status)
+    if results is not None:
+        (run / "results.json").write_text(results)
+    cli.refuse_a_used_run_dir(["train.py", f"hydra.run.dir={run}", "ckpt_path=null"])
+
+
 def test_run_app_keeps_the_traceback_a_user_asked_for(app_env, tmp_path, capsys):
     from hydra.errors import MissingConfigException
 

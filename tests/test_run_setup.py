@@ -299,6 +299,66 @@ def test_a_job_with_last_ckpt_resumes_from_it(job, capsys):
     assert (out / "tensorboard").is_dir()  # the resumed run goes on writing its event file
 
 
+def test_a_diverged_job_of_the_same_config_and_seed_is_skipped_too(job, capsys):
+    cfg, out = job
+    old = _results(out, cfg, status="diverged", test_acc=None, diverged_step=12)
+    _last(out)
+    assert continue_sweep_job(cfg, out) == (old, None)
+    assert capsys.readouterr().out == (f"skipping {out.name}: already diverged (at step 12); "
+                                       "+sweep.rerun=all reruns it\n")
+
+
+@pytest.mark.parametrize("status", ["ok", "diverged"])
+def test_a_finished_job_of_another_config_starts_afresh_not_from_its_last_ckpt(job, capsys, status):
+    """Resuming it would restore a finished run of the old config and report it as the new."""
+    cfg, out = job
+    _results(out, cfg, status=status, provenance={"config_hash": "0123456789ab"})
+    _last(out)
+    (out / "checkpoints" / "best-epoch=03.ckpt").write_bytes(b"")
+    (out / "tensorboard").mkdir()
+    assert continue_sweep_job(cfg, out) == (None, None)
+    assert capsys.readouterr().out == (f"rerunning {out.name} (its config or seed changed since it finished): its "
+                                       "earlier checkpoints and tensorboard are replaced\n")
+    assert not (out / "checkpoints").exists() and not (out / "tensorboard").exists()
+
+
+def test_rerun_all_replaces_the_earlier_checkpoints_and_events(job, capsys):
+    cfg, out = job
+    _results(out, cfg)
+    _last(out)
+    cfg = compose([*FAST, "optim=sgd", "seed=3", "+sweep.rerun=all"], out)
+    assert continue_sweep_job(cfg, out) == (None, None)
+    assert capsys.readouterr().out == (f"rerunning {out.name} (+sweep.rerun=all): its earlier checkpoints are "
+                                       "replaced\n")
+    assert not (out / "checkpoints").exists()
+    assert continue_sweep_job(cfg, out) == (None, None)  # nothing left to replace: nothing said
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("status", ["interrupted", "failed"])
+def test_a_stopped_job_of_another_config_still_resumes(job, status):
+    cfg, out = job  # a stopped job is continued with the config given now (its optimizer settings apply)
+    _results(out, cfg, status=status, provenance={"config_hash": "0123456789ab"})
+    last = _last(out)
+    assert continue_sweep_job(cfg, out) == (None, str(last))
+
+
+def test_a_skipped_job_returns_what_its_run_returned(job, monkeypatch):
+    import math
+
+    from src.training import train
+
+    cfg, out = job
+    monkeypatch.setattr("src.training.check_run_settings", lambda cfg: None)
+    _results(out, cfg, status="diverged", test_acc=None)
+    assert math.isnan(train(cfg))  # as a diverging run returns: Optuna marks the trial failed
+    _results(out, cfg, test_acc=0.8, best_val_acc=0.9)
+    assert cfg.optimized_metric == "best_val_acc" and train(cfg) == 0.9
+    cfg = compose([*FAST, "optim=sgd", "seed=3", "optimized_metric=test_acc"], out)
+    _results(out, cfg, test_acc=0.8, best_val_acc=0.9)
+    assert train(cfg) == 0.8
+
+
 def test_a_ckpt_path_given_wins_over_last_ckpt(job):
     cfg, out = job
     _last(out)
