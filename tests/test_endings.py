@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -144,15 +143,19 @@ def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_rerun_all_trains_every_job_again(tmp_path, data_dir):
+def test_rerun_all_trains_every_job_again_in_place_of_the_old(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "optim=sgd", f"hydra.sweep.dir={sweep}"]
     assert run_script("train.py", *args, timeout=300).returncode == 0
+    job = next(p for p in sweep.iterdir() if (p / "results.json").exists())
+    old_events = set((job / "tensorboard").rglob("events.out.tfevents.*"))
     again = run_script("train.py", *args, "+sweep.rerun=all", timeout=300)
     assert again.returncode == 0 and "skipping" not in again.stdout
-    job = next(p for p in sweep.iterdir() if (p / "results.json").exists())
+    assert f"rerunning {job.name} (+sweep.rerun=all): its earlier checkpoints and tensorboard are replaced" in again.stdout
     assert json.loads((job / "results.json").read_text())["status"] == "ok"
-    assert isinstance(Path, type)
+    new_events = set((job / "tensorboard").rglob("events.out.tfevents.*"))
+    assert new_events and not new_events & old_events
+    assert len(list((job / "checkpoints").glob("best-*.ckpt"))) == 1
 
 
 class SigtermInValidation(pl.Callback):

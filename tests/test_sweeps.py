@@ -262,6 +262,16 @@ def test_optuna_presets_compose(optim):
     assert isinstance(dist, optuna.distributions.LogUniformDistribution) and dist.low < dist.high
 
 
+def test_a_jobs_dir_is_named_by_what_it_runs_not_by_how_it_was_started():
+    """`+sweep.rerun=all` and the paths must not rename a job's dir: a sweep started again has to
+    find its jobs (before, the rerun trained new dirs beside the old, and the report pooled both
+    as two runs of one seed)."""
+    plain = _compose(["optim=sgd", "seed=3"]).hydra.job.override_dirname
+    assert plain == "optim=sgd,seed=3"
+    assert _compose(["optim=sgd", "+sweep.rerun=all", "seed=3", "ckpt_path=null",
+                     "paths.log_dir=/elsewhere"]).hydra.job.override_dirname == plain
+
+
 def test_experiment_presets_compose():
     cfg = _compose(["experiment=compare_optimizers"])
     assert cfg.hydra.sweeper.params.optim == "sgd,sgd_mom,adam"
