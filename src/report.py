@@ -189,9 +189,18 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
     for job in jobs:
         for k in job.overrides:
             values = {j.overrides.get(k) for j in jobs}
-            if k not in keys and (k in declared or len(values) > 1):
+            if k not in keys and (k in declared or len(values) > 1) and not _bookkeeping(k):
                 keys.append(k)
     return keys
+
+
+def _bookkeeping(key: str) -> bool:
+    """How a job was started or where it wrote (`print_config`, `verbose`, `+sweep.rerun`, paths),
+    not what it trained: never a factor (provenance's config_hash leaves them out too)."""
+    from src.provenance import BOOKKEEPING_KEYS
+
+    top = key.split(".")[0]
+    return (top in BOOKKEEPING_KEYS and top != "seed") or key.endswith(("_dir", "_path"))
 
 
 def tutorial_reference(job: Job) -> float | None:
@@ -229,18 +238,31 @@ class Group:
         return ",".join(f"{_short(k)}={self.factors[k]}" for k in keys) or "all jobs"
 
     def values(self, metric: str) -> dict:
-        """Metric of each `ok` job, keyed by seed (by job name when seeds repeat: no pairing)."""
+        """Metric of each `ok` job, keyed by seed; a seed that ran twice counts once, its later
+        job (the same config and seed is the same run again, not another sample). By job name
+        when a job has no seed: no pairing."""
         done = [j for j in self.jobs if j.value(metric) is not None]
-        seeds = [j.seed for j in done]
-        unique = None not in seeds and len(set(seeds)) == len(seeds)
-        return {(j.seed if unique else j.name): j.value(metric) for j in done}
+        if None in (j.seed for j in done):
+            return {j.name: j.value(metric) for j in done}
+        return {j.seed: j.value(metric) for j in done}
+
+    @property
+    def counted(self) -> list[Job]:
+        """The `ok` jobs that count: the last of each seed (every one without a seed)."""
+        last = {(j.seed if j.seed is not None else j.name): j for j in self.jobs if j.status == "ok"}
+        return list(last.values())
+
+    @property
+    def repeated_seeds(self) -> dict:
+        """{seed: [its jobs]} for each seed that more than one `ok` job ran."""
+        runs: dict = {}
+        for j in self.jobs:
+            if j.status == "ok" and j.seed is not None:
+                runs.setdefault(j.seed, []).append(j)
+        return {seed: jobs for seed, jobs in runs.items() if len(jobs) > 1}
 
     def summary(self, metric: str) -> Summary:
         return summarize(list(self.values(metric).values()))
-
-    @property
-    def finished(self) -> int:
-        return sum(j.status == "ok" for j in self.jobs)
 
     @property
     def not_ok(self) -> list[Job]:
@@ -531,7 +553,7 @@ def group_rows(groups: list[Group], factor_keys: list[str], curves: list[Curve])
     rows = []
     for g in groups:
         row = {"group": g.number, **g.factors, **{name: x.get(g.number) for name, x in xs.items()},
-               "seeds": g.finished, "jobs": len(g.jobs),
+               "seeds": len(g.counted), "jobs": len(g.jobs),
                "not_ok": _statuses(g.not_ok), "notes": "; ".join(_group_notes(g))}
         for m in GROUP_METRICS:
             s = g.summary(m)
@@ -546,6 +568,10 @@ def group_rows(groups: list[Group], factor_keys: list[str], curves: list[Curve])
 
 def _group_notes(g: Group) -> list[str]:
     notes = [g.apart] if g.apart else []
+    for seed, jobs in g.repeated_seeds.items():
+        numbers = [j.number for j in jobs]
+        named = numbers if len(set(numbers)) == len(numbers) else [j.name for j in jobs]  # from two sweeps
+        notes.append(f"seed {seed} ran {len(jobs)} times (jobs {', '.join(named)}): counted once, the last")
     if g.did_not_learn:
         notes.append("did not learn")
     commits = {(j.provenance.get("git_commit"), j.provenance.get("git_dirty")) for j in g.jobs if j.provenance}
@@ -659,7 +685,7 @@ def md_groups(groups: list[Group], varying: list[str], metric: str, curves: list
     table, xs = [], resolved_x(curves)
     for g in groups:
         s = g.summary(metric)
-        seeds = f"{g.finished}" if not g.not_ok else f"{g.finished} of {len(g.jobs)} ({_statuses(g.not_ok)})"
+        seeds = f"{len(g.counted)}" if not g.not_ok else f"{len(g.counted)} of {len(g.jobs)} ({_statuses(g.not_ok)})"
         ci = (f"[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
               else "1 seed: no interval" if s.n == 1 else "–")
         table.append([str(g.number), *(g.factors[k] for k in varying),
@@ -879,7 +905,7 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
     colors = group_colors(groups, varying)
     shown, hidden = [], 0
     for g in groups:
-        runs = [j.val_scores for j in g.jobs if j.status == "ok" and j.val_scores]
+        runs = [j.val_scores for j in g.counted if j.val_scores]
         if not runs:
             continue
         if g.did_not_learn:

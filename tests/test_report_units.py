@@ -21,6 +21,7 @@ from src.report import (
     Job,
     _cell,
     _fmt,
+    _group_notes,
     _job_number,
     _md_table,
     _statuses,
@@ -179,6 +180,15 @@ def test_swept_keys_are_declared_sweeps_plus_keys_that_differ(tmp_path):
     assert swept_keys(jobs, tmp_path) == ["optim", "init", "extra", "trainer.max_epochs"]
 
 
+def test_how_a_job_was_started_or_where_it_wrote_is_never_a_factor(tmp_path):
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - verbose=true,false\n")
+    keys = {"print_config": ("false", "full"), "verbose": ("true", "false"), "sweep.rerun": ("all", "no"),
+            "paths.log_dir": ("/a", "/b"), "data.data_dir": ("/a", "/b"), "ckpt_path": ("x", "y"),
+            "task_name": ("a", "b"), "model.cache_path": ("a", "b"), "seed": ("1", "2"), "optim": ("sgd", "adam")}
+    jobs = [Job(str(i), tmp_path, overrides={k: v[i] for k, v in keys.items()}) for i in (0, 1)]
+    assert swept_keys(jobs, tmp_path) == ["seed", "optim"]  # the seed: the report's own axis
+
+
 def test_swept_keys_without_multirun_yaml(tmp_path):
     jobs = [Job("0", tmp_path, overrides={"seed": "1", "optim": "sgd"}),
             Job("1", tmp_path, overrides={"seed": "2", "optim": "sgd"}),
@@ -223,8 +233,16 @@ def test_group_values_are_keyed_by_seed_only_when_seeds_pair():
     g = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=2), ok_job("c", 0.7, seed=3, status="failed"),
                       ok_job("d", None, seed=4)])
     assert g.values("test_acc") == {"1": 0.8, "2": 0.9}
-    g = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=1)])
-    assert g.values("test_acc") == {"a": 0.8, "b": 0.9}  # repeated seed: by job name
+    # a seed run twice is one run of the seed, not two samples: counted once, the last job
+    g = Group(1, {}, [ok_job("0_a", 0.8, seed=1), ok_job("1_b", 0.9, seed=1), ok_job("2_c", 0.7, seed=2),
+                      ok_job("3_d", 0.5, seed=2, status="failed")])
+    assert g.values("test_acc") == {"1": 0.9, "2": 0.7} and g.summary("test_acc").n == 2
+    assert [j.name for j in g.counted] == ["1_b", "2_c"]
+    assert {seed: [j.name for j in jobs] for seed, jobs in g.repeated_seeds.items()} == {"1": ["0_a", "1_b"]}
+    assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0, 1): counted once, the last"]
+    # the same job number in two sweeps' dirs: named in full
+    g = Group(1, {}, [ok_job("0_x", 0.8, seed=1), ok_job("0_x,verbose=true", 0.8, seed=1)])
+    assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0_x, 0_x,verbose=true): counted once, the last"]
     g = Group(1, {}, [ok_job("a", 0.8), ok_job("b", 0.9, seed=1)])
     assert g.values("test_acc") == {"a": 0.8, "b": 0.9}  # a job without a seed: by job name
     s = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=2)]).summary("test_acc")

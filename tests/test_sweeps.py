@@ -268,8 +268,8 @@ def test_a_jobs_dir_is_named_by_what_it_runs_not_by_how_it_was_started():
     as two runs of one seed)."""
     plain = _compose(["optim=sgd", "seed=3"]).hydra.job.override_dirname
     assert plain == "optim=sgd,seed=3"
-    assert _compose(["optim=sgd", "+sweep.rerun=all", "seed=3", "ckpt_path=null",
-                     "paths.log_dir=/elsewhere"]).hydra.job.override_dirname == plain
+    assert _compose(["optim=sgd", "+sweep.rerun=all", "seed=3", "ckpt_path=null", "verbose=true",
+                     "print_config=false", "paths.log_dir=/elsewhere"]).hydra.job.override_dirname == plain
 
 
 def test_experiment_presets_compose():
