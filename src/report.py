@@ -241,10 +241,9 @@ class Group:
         """Metric of each `ok` job, keyed by seed; a seed that ran twice counts once, its later
         job (the same config and seed is the same run again, not another sample). By job name
         when a job has no seed: no pairing."""
-        done = [j for j in self.jobs if j.value(metric) is not None]
-        if None in (j.seed for j in done):
-            return {j.name: j.value(metric) for j in done}
-        return {j.seed: j.value(metric) for j in done}
+        done = [j for j in self.counted if j.value(metric) is not None]
+        by_seed = None not in (j.seed for j in done)
+        return {(j.seed if by_seed else j.name): j.value(metric) for j in done}
 
     @property
     def counted(self) -> list[Job]:
