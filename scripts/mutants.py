@@ -41,7 +41,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                      "tests/test_report_truth.py"], 80),
     # What a reader takes from the report: the job table, the groups of seeds and their numbers,
     # the best line (verdict sentences, lr curves and figures: see docs/testing.md).
-    "report": ("src/report.py", ("only", ["Job.value", "Group.values", "Group.summary", "_job_number", "find_jobs",
+    "report": ("src/report.py", ("only", ["Job.value", "Group.values", "Group.counted", "Group.repeated_seeds",
+                                          "Group.summary", "_job_number", "find_jobs", "_bookkeeping",
                                           "status_of", "load_job", "swept_keys", "group_jobs", "_statuses",
                                           "_fmt", "rows_of", "to_csv", "group_rows", "_cell", "_md_table",
                                           "md_groups", "md_jobs", "comparison_metric"]),
@@ -100,7 +101,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # probe.py's words: its settings, the sentences under the tables (trend, flags, gradients),
     # the rows (not the measuring: variance_probe; nor the sweep's combined table, whose one
     # test is an 8 s multirun per mutant).
-    "probe_words": ("src/probe.py", ("only", ["_probe_settings", "header_arguments", "sci", "_depth_factor",
+    "probe_words": ("src/probe.py", ("only", ["_probe_settings", "header_arguments", "sci", "_ends",
                                               "trend_sentence", "flag_sentence", "gradient_sentence", "_shape",
                                               "table_rows"]),
                     ["tests/test_probe.py"], 80),

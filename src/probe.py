@@ -210,33 +210,36 @@ def sci(v) -> str:
     return "—" if v is None or v != v else f"{v:.2e}"
 
 
-def _depth_factor(values: list[float]) -> float | None:
-    """Geometric-mean factor per layer between the first and the last value (None if undefined)."""
-    vals = [v for v in values if v is not None and v == v]
-    if len(vals) < 2 or vals[0] <= 0 or vals[-1] <= 0:
+def _ends(values: list[float]) -> tuple[int, int] | None:
+    """Positions of the first and last known values (not None, not NaN), when both are > 0."""
+    known = [i for i, v in enumerate(values) if v is not None and v == v]
+    if len(known) < 2 or values[known[0]] <= 0 or values[known[-1]] <= 0:
         return None
-    return (vals[-1] / vals[0]) ** (1 / (len(vals) - 1))
+    return known[0], known[-1]
 
 
 def trend_sentence(values: list[float], names: list[str], what: str, direction: str = "with depth") -> str:
     """`Forward variance shrinks ×9.2 per layer with depth (×3e+03 from layers.0 to layers.6): vanishing.`
 
-    Vanishing/exploding: more than ×2 per layer; stable: all values within ×2; in between, a
-    mild decay or growth (the per-layer factor is within ×2 but adds up), or, when the last
-    value is within ×2 of the first but the middle is not, uneven (a bump is no trend)."""
-    factor = _depth_factor(values)
+    The per-layer factor is the geometric mean between the first and the last known value, per
+    position (a layer without a value between them still counts). Vanishing/exploding: more than
+    ×2 per layer; stable: all values within ×2; in between, a mild decay or growth (the per-layer
+    factor is within ×2 but adds up), or, when the last value is within ×2 of the first but the
+    middle is not, uneven (a bump is no trend)."""
+    ends = _ends(values)
     finite = [v for v in values if v is not None and v == v and v > 0]
-    if factor is None or not finite:
+    if ends is None:
         return f"{what}: no positive values to compare."
+    first, last = ends
+    ratio = values[last] / values[first]
+    factor = ratio ** (1 / (last - first))
     spread = max(finite) / min(finite)
-    span = f"{names[0]} to {names[-1]}"
-    if 0.5 <= factor <= 2 and spread < 2:
+    span = f"{names[first]} to {names[last]}"
+    if spread < 2:  # then the ends are within ×2 too, so the per-layer factor is as well
         return f"{what} stays within ×{spread:.3g} from {span}: stable."
-    known = [v for v in values if v is not None and v == v]  # _depth_factor's ends: both > 0
-    end_to_end = max(known[-1] / known[0], known[0] / known[-1])
-    if end_to_end < 2:
-        return (f"{what} varies ×{spread:.3g} from {span} but ends within ×{end_to_end:.3g} of where it "
-                f"started: uneven, no trend {direction}.")
+    if max(ratio, 1 / ratio) < 2:
+        return (f"{what} varies ×{spread:.3g} from {span} but ends within ×{max(ratio, 1 / ratio):.3g} of where "
+                f"it started: uneven, no trend {direction}.")
     verb, per_layer = ("shrinks", 1 / factor) if factor < 1 else ("grows", factor)
     verdict = ("vanishing" if factor < 1 else "exploding") if not 0.5 <= factor <= 2 else \
         ("mild decay" if factor < 1 else "mild growth")

@@ -622,6 +622,14 @@ def test_trend_sentence_verdicts_and_their_edges():
     # a bump under ×2 that comes back down is stable; ×2 itself is not
     assert trend_sentence([1.0, 1.9, 1.0], names[:3], "v").endswith(": stable.")
     # ×2 itself is uneven: a bump that comes back is no trend, whatever its size
+    assert trend_sentence([4.0, 2.0, 1.0], names[:3], "v").endswith(": mild decay.")  # ÷2 per layer: still mild
+    # a missing value at an end is left out: the ends are the first and last known ones ...
+    assert trend_sentence([None, 1.0, 2.5, 1.1], names, "v") == (
+        "v varies ×2.5 from layers.2 to layers.6 but ends within ×1.1 of where it started: uneven, no trend with "
+        "depth.")
+    # ... and one in the middle still counts as a layer: ×16 over 2 layers is ×4 per layer
+    assert trend_sentence([1.0, float("nan"), 16.0], names[:3], "v") == (
+        "v grows ×4 per layer with depth (×16 from layers.0 to layers.4): exploding.")
     assert trend_sentence([1.0, 2.0, 1.0], names[:3], "v") == \
         "v varies ×2 from layers.0 to layers.4 but ends within ×1 of where it started: uneven, no trend with depth."
     assert trend_sentence([1.0, 2.5, 1.2, 0.0, 1.9], [*names, "out"], "Backward variance", "towards the input") == (
@@ -660,6 +668,55 @@ def test_flag_and_gradient_sentences():
     assert gradient_sentence(result({"layers.0": 1e-20, "layers.2": 3e-20})).startswith("Weight-gradient variance spans ×3")
     assert gradient_sentence(result({"layers.0": 1e-3, "layers.2": float("nan")})) == \
         "Weight-gradient variance: too few layers to compare."
+
+
+def test_gradient_sentence_edges():
+    from src.probe import gradient_sentence
+
+    # the "all equal" bound is 1e-12 x the gradient's mean squared, inclusive: 1.0 next to a mean
+    # of 1e6 is equal (a); 0.5 next to a mean of 1 is not (b); 1.0 without a known mean is not (c)
+    grads = {"a": 1.0, "b": 0.5, "c": 1.0, "d": None, "e": float("nan")}
+    result = {"gradients": grads, "meta": {"gradient_means": {"a": 1e6, "b": 1.0}}}
+    assert gradient_sentence(result) == (
+        "Weight-gradient variance ≈ 0 in a: every unit of those layers gets the same gradient, so they stay "
+        "identical (symmetry never broken).")
+    del grads["a"]
+    assert gradient_sentence(result).startswith("Weight-gradient variance spans ×2 across layers")
+    # a probe.json from before gradient_means: only an exact 0 is "all equal"
+    assert gradient_sentence({"gradients": grads, "meta": {}}).startswith("Weight-gradient variance spans ×2")
+
+
+def test_number_format_rows_and_the_header():
+    from src.probe import _ends, header_arguments, sci, table_rows
+
+    assert (sci(None), sci(float("nan")), sci(1234.5), sci(0.0)) == ("—", "—", "1.23e+03", "0.00e+00")
+    # the trend needs positive known ends; a zero in the middle is left to the sentence
+    assert [_ends(v) for v in ([0.0, 1.0], [1.0, 0.0], [-1.0, 1.0], [1.0, 2.0, 0.0], [1.0], [None, 1.0])] == [None] * 6
+    assert _ends([1.0, 0.0, 4.0]) == (0, 2) and _ends([None, 1.0, float("nan"), 4.0, None]) == (1, 3)
+    assert header_arguments("normal", "identity", ["init=normal", "+init.std=0.1", "~model.act_fn",
+                                                   "model.act_fn=identity", "batch_size=64"]) == \
+        "init=normal act_fn=identity batch_size=64"
+    result = {"meta": {"shapes": {"layers.0": [784, 512], "layers.2": [512, 10]}},
+              "activations": {"layers.0": 1.0, "layers.2": 2.0}, "gradients": {"layers.0": 3.0},
+              "weights": {"layers.2": 4.0}}
+    assert table_rows(result) == [
+        {"layer": "layers.0", "shape": "784→512", "activation_var": 1.0, "gradient_var": 3.0, "weight_var": None},
+        {"layer": "layers.2", "shape": "512→10", "activation_var": 2.0, "gradient_var": None, "weight_var": 4.0}]
+
+
+def test_cuda_asked_for_where_there_is_none_is_one_line(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from src.errors import ConfigError
+    from src.probe import _probe_settings
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError) as info:
+            _probe_settings(OmegaConf.create({"device": device}))
+        assert str(info.value) == f"device={device} but CUDA is not available on this machine; use device=cpu"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert _probe_settings(OmegaConf.create({"device": "cuda:1"}))["device"] == "cuda:1"
 
 
 @pytest.mark.parametrize("cfg, message", [
