@@ -255,7 +255,8 @@ def test_an_ok_job_of_the_same_config_and_seed_is_skipped(job, capsys):
                                        "+sweep.rerun=all reruns it\n")
 
 
-@pytest.mark.parametrize("why", ["failed", "other config", "other seed", "no provenance", "broken json"])
+@pytest.mark.parametrize("why", ["failed", "other config", "other seed", "no provenance", "broken json",
+                                 "not an object"])
 def test_a_job_that_is_not_the_same_ok_job_runs_again(job, why, capsys):
     cfg, out = job
     if why == "failed":
@@ -266,8 +267,10 @@ def test_a_job_that_is_not_the_same_ok_job_runs_again(job, why, capsys):
         _results(out, cfg, config={"seed": 4})
     elif why == "no provenance":
         _results(out, cfg, provenance=None)
-    else:
+    elif why == "broken json":
         (out / "results.json").write_text('{"status": "ok", ')
+    else:
+        (out / "results.json").write_text('["ok"]')
     assert continue_sweep_job(cfg, out) == (None, None)
     assert "skipping" not in capsys.readouterr().out
 
