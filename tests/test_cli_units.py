@@ -842,8 +842,8 @@ def test_run_app_a_full_disk_is_one_line(app_env, capsys):
     assert info.value.code == 2 and error_lines(capsys) == ["error: no space left on device: /runs"]
 
 
-def _used_run_dir(tmp_path, status=None, checkpoints=()):
-    run = tmp_path / "run"
+def _used_run_dir(tmp_path, status=None, checkpoints=(), name="run"):
+    run = tmp_path / name
     (run / "checkpoints").mkdir(parents=True)
     for name in checkpoints:
         (run / "checkpoints" / name).write_bytes(b"")
@@ -874,6 +874,13 @@ def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_before_hydra_writes(app_
                                    "hydra.run.dir, or delete that one: a new run there would overwrite its "
                                    "results.json and mix their checkpoints"]
     assert sorted(p.name for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize("extra", [["ckpt_path="], ["ckpt_path=null"], ["seed"]])  # no checkpoint; Hydra's own error later
+def test_a_used_sweep_job_dir_given_as_a_run_dir_is_named_whole(tmp_path, extra):
+    run = _used_run_dir(tmp_path, "ok", ["last.ckpt"], name="0_optim=sgd,seed=1")
+    with pytest.raises(UserError, match=f"^hydra.run.dir={re.escape(str(run))} already holds a finished run "):
+        cli.refuse_a_used_run_dir(["train.py", *extra, f"hydra.run.dir={run}"])
 
 
 @pytest.mark.parametrize("argv", [
