@@ -627,6 +627,12 @@ def test_trend_sentence_verdicts_and_their_edges():
     assert trend_sentence([None, 1.0, 2.5, 1.1], names, "v") == (
         "v varies ×2.5 from layers.2 to layers.6 but ends within ×1.1 of where it started: uneven, no trend with "
         "depth.")
+    # ... (the steps are counted from the first known one: ×16 over 2 layers is ×4 per layer) ...
+    assert trend_sentence([None, 1.0, 4.0, 16.0], names, "v") == (
+        "v grows ×4 per layer with depth (×16 from layers.2 to layers.6): exploding.")
+    assert trend_sentence([2.0, 5.0, 1.1], names[:3], "v") == (  # ending lower: the ratio's other way round
+        "v varies ×4.55 from layers.0 to layers.4 but ends within ×1.82 of where it started: uneven, no trend with "
+        "depth.")
     # ... and one in the middle still counts as a layer: ×16 over 2 layers is ×4 per layer
     assert trend_sentence([1.0, float("nan"), 16.0], names[:3], "v") == (
         "v grows ×4 per layer with depth (×16 from layers.0 to layers.4): exploding.")
