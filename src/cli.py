@@ -421,8 +421,9 @@ def _key(arg: str) -> str:
 def refuse_a_used_run_dir(argv: list[str]) -> None:
     """A new run given a `hydra.run.dir` that holds another run would overwrite its results.json
     and .hydra/ and mix its checkpoints and TensorBoard events into it: refused before Hydra
-    writes anything. A run that only failed on bad input (no checkpoint) may be started again
-    there; a sweep continues its own dirs (src/training.py continue_sweep_job)."""
+    writes anything. A run with no checkpoint that failed on bad input or was stopped in its first
+    seconds may be started again there (its results.json says to); a sweep continues its own
+    dirs (src/training.py continue_sweep_job)."""
     if "-m" in argv or "--multirun" in argv:
         return
     overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
@@ -435,7 +436,7 @@ def refuse_a_used_run_dir(argv: list[str]) -> None:
         status = json.loads((run / "results.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         status = None
-    if not checkpoints and status in (None, "failed"):
+    if not checkpoints and status in (None, "failed", "interrupted"):
         return
     finished = status in ("ok", "diverged")
     what = [f"status {status}" if status else "no results.json"]

@@ -859,7 +859,6 @@ def _used_run_dir(tmp_path, status=None, checkpoints=(), name="run"):
     ("failed", ["last.ckpt"], "a stopped run (status failed, 1 checkpoint)", True),  # a crash after a checkpoint
     (None, ["last.ckpt"], "a stopped run (no results.json, 1 checkpoint)", True),  # SIGKILL
     (None, ["best-epoch=00.ckpt"], "a stopped run (no results.json, 1 checkpoint)", False),
-    ("interrupted", [], "a stopped run (status interrupted)", False),  # stopped in its first seconds
 ])
 def test_a_new_run_in_a_dir_that_holds_a_run_is_refused_before_hydra_writes(app_env, tmp_path, capsys, status,
                                                                            checkpoints, held, resume):
@@ -897,8 +896,10 @@ def test_resuming_a_sweep_and_other_dirs_are_not_refused(app_env, tmp_path, argv
     cli.refuse_a_used_run_dir(["train.py", *(a.format(run=run) for a in argv)])
 
 
-@pytest.mark.parametrize("status, results", [("failed", None), (None, "{not json"), (None, "[1]"), (None, None)])
+@pytest.mark.parametrize("status, results", [("failed", None), ("interrupted", None), (None, "{not json"),
+                                             (None, "[1]"), (None, None)])
 def test_a_run_that_failed_on_bad_input_may_be_started_again_in_its_dir(tmp_path, status, results):
+    # also one stopped before its first checkpoint: its results.json says to start the same command again
     run = _used_run_dir(tmp_path, status)
     if results is not None:
         (run / "results.json").write_text(results)
