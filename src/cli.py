@@ -15,7 +15,6 @@ This module imports neither torch nor Lightning: a typo fails in about a second.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 import src.resolvers  # noqa: F401  (registers ${lr_around:…} before Hydra composes)
 from src.config import ROOT
 from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
-from src.utils import atomic_write_json
+from src.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ def _chosen_option(group: str, node) -> tuple[str | None, dict[str, dict]]:
         return None, {}
     options = {f.stem: yaml.safe_load(f.read_text()) or {} for f in sorted(folder.glob("*.yaml"))}
     options = {o: c for o, c in options.items() if isinstance(c, dict)}
-    given = [value for key, _, value in (a.partition("=") for a in sys.argv[1:]) if key.lstrip("+") == group]
+    given = [a.split("=", 1)[1] for a in _overrides(sys.argv) if _key(a) == group]
     if given and re.fullmatch(r"[\w/.-]+", given[-1]):  # one name, not a sweep's list
         return given[-1], {o: c for o, c in options.items() if o != given[-1]}
     target, node_keys = node.get("_target_"), {str(k) for k in node.keys()}
@@ -418,6 +417,11 @@ def _key(arg: str) -> str:
     return arg.partition("=")[0].lstrip("+~")
 
 
+def _overrides(argv: list[str]) -> list[str]:
+    """The command line's `key=value` overrides (not flags such as `--config-dir=…`)."""
+    return [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+
+
 def refuse_a_used_run_dir(argv: list[str]) -> None:
     """A new run given a `hydra.run.dir` that holds another run would overwrite its results.json
     and .hydra/ and mix its checkpoints and TensorBoard events into it: refused before Hydra
@@ -426,16 +430,12 @@ def refuse_a_used_run_dir(argv: list[str]) -> None:
     dirs (src/training.py continue_sweep_job)."""
     if "-m" in argv or "--multirun" in argv:
         return
-    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
-    values = {_key(a): a.split("=", 1)[1] for a in overrides}  # the last one of each key, as Hydra
+    values = {_key(a): a.split("=", 1)[1] for a in _overrides(argv)}  # the last one of each key, as Hydra
     if values.get("ckpt_path") not in (None, "", "null") or not values.get("hydra.run.dir"):
         return
     run = Path(values["hydra.run.dir"])
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
-    try:
-        status = json.loads((run / "results.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
+    status = read_json_object(run / "results.json").get("status")
     if not checkpoints and status in (None, "failed", "interrupted"):
         return
     finished = status in ("ok", "diverged")
@@ -451,7 +451,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     """`ckpt_path=<run>/checkpoints/last.ckpt` (or `ckpt_path=<run dir>`) resumes *that* run:
     same run dir (so the same TensorBoard run and checkpoints), and the run's original overrides
     from <run>/.hydra/overrides.yaml, under the ones given now (which win, key by key)."""
-    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    overrides = _overrides(argv)
     given = [a for a in overrides if _key(a) == "ckpt_path"]
     if not given or "-m" in argv or "--multirun" in argv:
         return argv

@@ -9,7 +9,6 @@ constructor; a ValueError there becomes one `error:` line in src/cli.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -32,7 +31,7 @@ from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale
 from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
 from src.hparams import log_hparams, trial_name
 from src.provenance import config_hash, provenance
-from src.utils import atomic_write_json
+from src.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +112,7 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     if not cli.is_multirun():
         return None, cfg.get("ckpt_path")
     rerun = (cfg.get("sweep") or {}).get("rerun") == "all"
-    try:
-        old = json.loads((out / "results.json").read_text())
-    except (OSError, ValueError):
-        old = {}
-    old = old if isinstance(old, dict) else {}
+    old = read_json_object(out / "results.json")
     # The same job: same config (paths aside, provenance's hash) and the same seed.
     same = ((old.get("provenance") or {}).get("config_hash") == config_hash(cfg)
             and (old.get("config") or {}).get("seed") == cfg.seed)

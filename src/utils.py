@@ -48,6 +48,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=indent) + "\n").encode())
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON object file (a run's results.json) as a dict; {} when it is missing, unreadable or
+    not an object: the callers only ask what it says, never need to know why it says nothing."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

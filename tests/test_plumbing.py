@@ -31,6 +31,7 @@ from src.utils import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    read_json_object,
 )
 from tests.test_weight_path import Line  # a 4 -> 3 linear model
 
@@ -92,6 +93,16 @@ def test_json_is_strict_nan_and_inf_become_null(tmp_path):
     assert text.endswith("}\n") and '\n  "a": null' in text  # indented by 2, one newline at the end
     atomic_write_json(tmp_path / "c.json", [1, 2], indent=None)
     assert (tmp_path / "c.json").read_text() == "[1, 2]\n"
+
+
+def test_a_json_object_is_read_as_a_dict_and_anything_else_as_empty(tmp_path):
+    atomic_write_json(tmp_path / "r.json", {"status": "ok"})
+    (tmp_path / "broken.json").write_text('{"status": ')
+    (tmp_path / "list.json").write_text('["ok"]')
+    (tmp_path / "dir.json").mkdir()
+    assert read_json_object(tmp_path / "r.json") == {"status": "ok"}
+    for name in ("broken.json", "list.json", "dir.json", "missing.json"):
+        assert read_json_object(str(tmp_path / name)) == {}
 
 
 def test_figures_are_written_in_the_format_their_name_says(tmp_path):
