@@ -92,9 +92,18 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temp name + rename: a kill mid-save keeps
-    the previous `last.ckpt` intact instead of leaving a truncated one."""
+    the previous `last.ckpt` intact instead of leaving a truncated one. `stamp` goes into every
+    checkpoint as `run` (train() gives the config hash and seed: a sweep started again resumes
+    a killed job's checkpoint only if it was trained with the same config, see
+    `checkpoint_stamp`)."""
+
+    def __init__(self, stamp: dict | None = None):
+        super().__init__()
+        self.stamp = dict(stamp or {})
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if self.stamp:
+            checkpoint = {**checkpoint, "run": self.stamp}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -117,6 +126,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def checkpoint_stamp(path: Path) -> dict:
+    """The `run` stamp AtomicCheckpointIO wrote into a checkpoint; {} if it has none or does not load."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint: check_checkpoint says so when it is resumed
+        return {}
+    stamp = ckpt.get("run") if isinstance(ckpt, dict) else None
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def collect_rng_states() -> dict:

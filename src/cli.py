@@ -427,13 +427,20 @@ def refuse_a_used_run_dir(argv: list[str]) -> None:
     and .hydra/ and mix its checkpoints and TensorBoard events into it: refused before Hydra
     writes anything. A run with no checkpoint that failed on bad input or was stopped in its first
     seconds may be started again there (its results.json says to); a sweep continues its own
-    dirs (src/training.py continue_sweep_job)."""
+    dirs (src/training.py continue_sweep_job). Resuming the run in that dir is what `ckpt_path`
+    does; a checkpoint of another run resumed into it is refused as a new run would be."""
     if "-m" in argv or "--multirun" in argv:
         return
     values = {_key(a): a.split("=", 1)[1] for a in _overrides(argv)}  # the last one of each key, as Hydra
-    if values.get("ckpt_path") not in (None, "", "null") or not values.get("hydra.run.dir"):
+    if not values.get("hydra.run.dir"):
         return
     run = Path(values["hydra.run.dir"])
+    if values.get("ckpt_path") not in (None, "", "null"):
+        from src.checkpointing import resolve_ckpt_path  # lazy, as in resume_argv: it imports torch
+
+        ckpt = resolve_ckpt_path(values["ckpt_path"]).resolve()
+        if not ckpt.is_file() or (ckpt.parent.name == "checkpoints" and ckpt.parent.parent == run.resolve()):
+            return  # resuming the run that is in that dir; or no checkpoint, which resume_argv says
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     status = read_json_object(run / "results.json").get("status")
     if not checkpoints and status in (None, "failed", "interrupted"):

@@ -27,7 +27,12 @@ from callbacks.diagnostics import diagnostics_seconds
 from callbacks.divergence import Diverged
 from callbacks.group import group_callbacks
 from src import cli
-from src.checkpointing import AtomicCheckpointIO, check_checkpoint, remove_stale_temp_files
+from src.checkpointing import (
+    AtomicCheckpointIO,
+    check_checkpoint,
+    checkpoint_stamp,
+    remove_stale_temp_files,
+)
 from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
 from src.hparams import log_hparams, trial_name
 from src.provenance import config_hash, provenance
@@ -105,7 +110,8 @@ def _finite(x) -> float | None:
 def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | None]:
     """A multirun started again in the same sweep dir continues where it stopped: a job that
     finished (`ok` or `diverged`) with the same config and seed is skipped (its results
-    returned), a stopped job with a last.ckpt resumes from it, the others start afresh.
+    returned), a stopped job resumes from its last.ckpt if that was trained with the same config
+    and seed, the others start afresh.
     `+sweep.rerun=all` reruns everything. A fresh start removes an earlier try's checkpoints and
     TensorBoard events from the job dir: a finished run of another config is not resumed, and no
     stale best checkpoint or second event file stays beside the new run's."""
@@ -114,8 +120,9 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     rerun = (cfg.get("sweep") or {}).get("rerun") == "all"
     old = read_json_object(out / "results.json")
     # The same job: same config (paths aside, provenance's hash) and the same seed.
-    same = ((old.get("provenance") or {}).get("config_hash") == config_hash(cfg)
-            and (old.get("config") or {}).get("seed") == cfg.seed)
+    this = {"config_hash": config_hash(cfg), "seed": cfg.seed}
+    same = ((old.get("provenance") or {}).get("config_hash") == this["config_hash"]
+            and (old.get("config") or {}).get("seed") == this["seed"])
     finished = old.get("status") in ("ok", "diverged")
     if finished and same and not rerun:
         outcome = (f"test acc {old.get('test_acc')}" if old["status"] == "ok"
@@ -125,12 +132,21 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     if cfg.get("ckpt_path"):
         return None, cfg.get("ckpt_path")
     last = out / "checkpoints" / "last.ckpt"
+    changed = False
     if last.is_file() and not rerun and not finished:
-        print(f"resuming {out.name} from {last}", flush=True)
-        return None, str(last)
+        # The checkpoint's stamp says what it was trained with (a killed job left no results.json);
+        # a checkpoint written before stamps existed goes by the stopped run's results.json.
+        stamp = checkpoint_stamp(last) or {"config_hash": (old.get("provenance") or {}).get("config_hash"),
+                                           "seed": (old.get("config") or {}).get("seed")}
+        changed = (stamp.get("config_hash") is not None
+                   and (stamp.get("config_hash"), stamp.get("seed")) != (this["config_hash"], this["seed"]))
+        if not changed:
+            print(f"resuming {out.name} from {last}", flush=True)
+            return None, str(last)
     earlier = [d for d in (out / "checkpoints", out / "tensorboard") if d.is_dir()]
-    if earlier and (rerun or finished):
-        why = "+sweep.rerun=all" if rerun else "its config or seed changed since it finished"
+    if earlier and (rerun or finished or changed):
+        why = ("+sweep.rerun=all" if rerun else
+               f"its config or seed changed since it {'finished' if finished else 'stopped'}")
         print(f"rerunning {out.name} ({why}): its earlier {' and '.join(d.name for d in earlier)} are replaced",
               flush=True)
     for d in earlier:
@@ -161,7 +177,7 @@ def train(cfg: DictConfig) -> float | None:
     from pytorch_lightning.callbacks import ProgressBar
 
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO(stamp={"config_hash": config_hash(cfg), "seed": cfg.seed})],
         callbacks=group_callbacks(callbacks) if cfg.get("group_callbacks", True) else callbacks,
         enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks))
 

@@ -21,6 +21,7 @@ from src.checkpointing import (
     HINT,
     AtomicCheckpointIO,
     check_checkpoint,
+    checkpoint_stamp,
     collect_rng_states,
     missing_checkpoint_message,
     remove_stale_temp_files,
@@ -143,6 +144,24 @@ def test_atomic_save_writes_and_replaces(tmp_path, monkeypatch):
     old = os.umask(0o022)
     os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~old  # as a plain open() would make it
+
+
+def test_the_stamp_goes_into_every_checkpoint_and_is_read_back(tmp_path):
+    target = tmp_path / "last.ckpt"
+    checkpoint = {"a": torch.ones(2)}
+    AtomicCheckpointIO(stamp={"config_hash": "abc", "seed": 3}).save_checkpoint(checkpoint, target)
+    assert list(checkpoint) == ["a"]  # Lightning's dict is left as it was
+    assert checkpoint_stamp(target) == {"config_hash": "abc", "seed": 3}
+    AtomicCheckpointIO().save_checkpoint(checkpoint, target)
+    assert "run" not in torch.load(target, weights_only=True) and checkpoint_stamp(target) == {}
+    for junk in (b"", b"not a checkpoint"):
+        target.write_bytes(junk)
+        assert checkpoint_stamp(target) == {}
+    torch.save([1, 2], target)
+    assert checkpoint_stamp(target) == {}
+    torch.save({"run": "abc"}, target)
+    assert checkpoint_stamp(target) == {}
+    assert checkpoint_stamp(tmp_path / "nope.ckpt") == {}
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_says_what_failed(tmp_path, monkeypatch):

@@ -896,6 +896,21 @@ def test_resuming_a_sweep_and_other_dirs_are_not_refused(app_env, tmp_path, argv
     cli.refuse_a_used_run_dir(["train.py", *(a.format(run=run) for a in argv)])
 
 
+@pytest.mark.parametrize("given", ["{other}", "{other}/checkpoints/last.ckpt"])
+def test_another_runs_checkpoint_resumed_into_a_dir_that_holds_a_run_is_refused(tmp_path, given):
+    # it would overwrite the finished run's results.json as a new run would, and mix their checkpoints
+    run = _used_run_dir(tmp_path, "ok", ["last.ckpt", "best-epoch=03.ckpt"])
+    other = _used_run_dir(tmp_path, "interrupted", ["last.ckpt"], name="other")
+    with pytest.raises(UserError, match=f"^hydra.run.dir={re.escape(str(run))} already holds a finished run "
+                                        r"\(status ok, 2 checkpoints\); give a new hydra.run.dir"):
+        cli.refuse_a_used_run_dir(["train.py", f"ckpt_path={given.format(other=other)}", f"hydra.run.dir={run}"])
+
+
+def test_a_missing_checkpoint_is_left_to_resume_argv_to_name(tmp_path):
+    run = _used_run_dir(tmp_path, "ok", ["last.ckpt"])
+    cli.refuse_a_used_run_dir(["train.py", f"ckpt_path={tmp_path}/nope", f"hydra.run.dir={run}"])
+
+
 @pytest.mark.parametrize("status, results", [("failed", None), ("interrupted", None), (None, "{not json"),
                                              (None, "[1]"), (None, None)])
 def test_a_run_that_failed_on_bad_input_may_be_started_again_in_its_dir(tmp_path, status, results):

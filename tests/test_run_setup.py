@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src import cli
+from src.checkpointing import AtomicCheckpointIO
 from src.errors import ConfigError
 from src.provenance import config_hash
 from src.training import (
@@ -338,11 +339,50 @@ def test_rerun_all_replaces_the_earlier_checkpoints_and_events(job, capsys):
     assert capsys.readouterr().out == ""
 
 
+def _stamped_last(out, config_hash, seed):
+    (out / "checkpoints").mkdir(exist_ok=True)
+    AtomicCheckpointIO(stamp={"config_hash": config_hash, "seed": seed}).save_checkpoint(
+        {"state_dict": {}}, out / "checkpoints" / "last.ckpt")
+    return out / "checkpoints" / "last.ckpt"
+
+
 @pytest.mark.parametrize("status", ["interrupted", "failed"])
-def test_a_stopped_job_of_another_config_still_resumes(job, status):
-    cfg, out = job  # a stopped job is continued with the config given now (its optimizer settings apply)
-    _results(out, cfg, status=status, provenance={"config_hash": "0123456789ab"})
-    last = _last(out)
+@pytest.mark.parametrize("stamped", [True, False])  # killed (no results.json) / before stamps
+def test_a_stopped_job_of_another_config_starts_afresh(job, capsys, status, stamped):
+    """Resumed, its results.json would report epochs trained under the old config as the new's
+    (and another model would fail the job on the checkpoint check)."""
+    cfg, out = job
+    if stamped:
+        _stamped_last(out, "0123456789ab", cfg.seed)
+    else:
+        _results(out, cfg, status=status, provenance={"config_hash": "0123456789ab"})
+        _last(out)
+    (out / "tensorboard").mkdir()
+    assert continue_sweep_job(cfg, out) == (None, None)
+    assert capsys.readouterr().out == (f"rerunning {out.name} (its config or seed changed since it stopped): its "
+                                       "earlier checkpoints and tensorboard are replaced\n")
+    assert not (out / "checkpoints").exists() and not (out / "tensorboard").exists()
+
+
+def test_a_stopped_job_of_another_seed_starts_afresh(job):
+    cfg, out = job
+    _stamped_last(out, config_hash(cfg), cfg.seed + 1)
+    assert continue_sweep_job(cfg, out) == (None, None)
+
+
+def test_the_checkpoints_stamp_wins_over_an_older_results_json(job, capsys):
+    # try 1 stopped under the old config; try 2 started afresh under this one and was killed
+    cfg, out = job
+    _results(out, cfg, status="interrupted", provenance={"config_hash": "0123456789ab"})
+    last = _stamped_last(out, config_hash(cfg), cfg.seed)
+    assert continue_sweep_job(cfg, out) == (None, str(last))
+    assert capsys.readouterr().out == f"resuming {out.name} from {last}\n"
+
+
+def test_a_stopped_job_of_the_same_config_resumes_from_a_stamped_checkpoint(job):
+    cfg, out = job
+    _results(out, cfg, status="interrupted")
+    last = _stamped_last(out, config_hash(cfg), cfg.seed)
     assert continue_sweep_job(cfg, out) == (None, str(last))
 
 

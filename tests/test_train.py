@@ -41,6 +41,9 @@ def test_checkpoints_best_and_last(short_run):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["model"]["hidden_sizes"] == [512, 256, 256, 128]
     assert ckpt["hyper_parameters"]["optim_cfg"]["_target_"] == "src.optim.Adam"
+    # stamped with what it was trained with: a sweep started again resumes only its own config's
+    results = json.loads((out / "results.json").read_text())
+    assert ckpt["run"] == {"config_hash": results["provenance"]["config_hash"], "seed": results["config"]["seed"]}
 
 
 def test_tensorboard_written(short_run):
