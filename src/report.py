@@ -261,7 +261,18 @@ class Group:
         return {seed: jobs for seed, jobs in runs.items() if len(jobs) > 1}
 
     def summary(self, metric: str) -> Summary:
-        return summarize(list(self.values(metric).values()))
+        return summarize(list(self.values(metric).values()), bounds=self.bounds(metric))
+
+    def bounds(self, metric: str) -> tuple[float, float] | None:
+        """The values a metric can take, which its interval is cut to (stats.summarize)."""
+        if metric in ACCURACIES:
+            return 0.0, 1.0
+        if metric == "best_val_epoch":
+            epochs = [e for j in self.counted if (e := j.value("epochs")) is not None]
+            return 0.0, (max(epochs) - 1 if epochs else math.inf)
+        if metric in ("seconds", "epochs"):
+            return 0.0, math.inf
+        return None
 
     @property
     def not_ok(self) -> list[Job]:
@@ -742,6 +753,7 @@ def md_tutorial(groups: list[Group]) -> list[str]:
             text += "; 1 seed: no interval"
         else:
             lo, hi = prediction_interval(s)
+            lo, hi = max(lo, 0.0), min(hi, 1.0)  # a single run's accuracy lies in [0, 1]
             text += (f"; tutorial {'inside' if s.ci_low <= ref <= s.ci_high else 'outside'} our 95 % "
                      f"interval of the mean [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}] over {s.n} seeds, "
                      f"{'inside' if lo <= ref <= hi else 'outside'} the 95 % range of a single run "
@@ -915,7 +927,8 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
         epochs = list(range(length))  # from 0, as best_val_epoch, the checkpoints and the progress bar count
         ax.plot(epochs, 100 * mean, color=colors[g.number], marker="o" if length < 4 else None,
                 label=f"{g.label(varying)} ({_plural(len(runs), 'seed')})")
-        ax.fill_between(epochs, 100 * (mean - half), 100 * (mean + half), color=colors[g.number], alpha=0.2)
+        ax.fill_between(epochs, (100 * (mean - half)).clip(0, 100), (100 * (mean + half)).clip(0, 100),
+                        color=colors[g.number], alpha=0.2)  # an accuracy's band ends at 0 and 100 %
         shown += list(100 * mean[1:] if length > 2 else 100 * mean)
     if shown:
         ax.set_ylim(*_zoom(shown, pad=0.08))

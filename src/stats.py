@@ -38,7 +38,11 @@ class Summary:
         return None if self.ci_low is None else (self.ci_high - self.ci_low) / 2
 
 
-def summarize(values: list[float], confidence: float = CONFIDENCE) -> Summary:
+def summarize(values: list[float], confidence: float = CONFIDENCE,
+              bounds: tuple[float, float] | None = None) -> Summary:
+    """Mean, sd, range and the Student-t interval of the mean. `bounds`: the values the metric
+    can take (an accuracy [0, 1], seconds [0, inf)); the interval is cut to them, as the mean
+    lies inside, so the cut interval covers it at least as often (no `seconds [-75, 292]`)."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if len(x) == 0:
         return Summary(n=0)
@@ -51,6 +55,8 @@ def summarize(values: list[float], confidence: float = CONFIDENCE) -> Summary:
         else:
             s.ci_low, s.ci_high = (float(v) for v in
                                    stats.t.interval(confidence, df=len(x) - 1, loc=s.mean, scale=sem))
+            if bounds is not None:
+                s.ci_low, s.ci_high = max(s.ci_low, bounds[0]), min(s.ci_high, bounds[1])
     return s
 
 

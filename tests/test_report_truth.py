@@ -215,8 +215,9 @@ def test_group_rows_are_the_mean_over_the_ok_seeds(report):
         assert float(row["test_acc_mean"]) == pytest.approx(mean, abs=1e-12)
         assert (float(row["test_acc_min"]), float(row["test_acc_max"])) == (min(values), max(values))
         half = _t_half_width(values)
-        assert float(row["test_acc_ci_low"]) == pytest.approx(mean - half, abs=1e-9)
-        assert float(row["test_acc_ci_high"]) == pytest.approx(mean + half, abs=1e-9)
+        # cut to [0, 1]: the mean of accuracies lies there (few seeds give a wide interval)
+        assert float(row["test_acc_ci_low"]) == pytest.approx(max(mean - half, 0.0), abs=1e-9)
+        assert float(row["test_acc_ci_high"]) == pytest.approx(min(mean + half, 1.0), abs=1e-9)
         ok_val = [r["best_val_acc"] for n, r in jobs.items() if r and r["status"] == "ok"
                   and f"optim={optim},init={init}," in n]
         assert float(row["best_val_acc_mean"]) == pytest.approx(sum(ok_val) / len(ok_val), abs=1e-12)

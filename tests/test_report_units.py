@@ -246,7 +246,18 @@ def test_group_values_are_keyed_by_seed_only_when_seeds_pair():
     g = Group(1, {}, [ok_job("a", 0.8), ok_job("b", 0.9, seed=1)])
     assert g.values("test_acc") == {"a": 0.8, "b": 0.9}  # a job without a seed: by job name
     s = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=2)]).summary("test_acc")
-    assert s == summarize([0.8, 0.9]) and s.n == 2 and s.mean == pytest.approx(0.85)
+    assert s == summarize([0.8, 0.9], bounds=(0.0, 1.0)) and s.n == 2 and s.mean == pytest.approx(0.85)
+
+
+def test_a_groups_intervals_stay_inside_what_each_metric_can_take():
+    g = Group(1, {}, [ok_job("a", 0.999, seed=1, best_val_epoch=39, epochs=40, seconds=2.0),
+                      ok_job("b", 0.90, seed=2, best_val_epoch=30, epochs=40, seconds=4.0),
+                      ok_job("c", 0.999, seed=3, best_val_epoch=39, epochs=40, seconds=300.0)])
+    assert g.summary("test_acc").ci_high == 1.0 and summarize([0.999, 0.9, 0.999]).ci_high > 1.0
+    assert g.summary("best_val_epoch").ci_high == 39.0  # epochs 0..39
+    assert g.summary("seconds").ci_low == 0.0 and g.summary("seconds").ci_high > 300
+    assert g.bounds("epochs") == (0.0, math.inf) and g.bounds("val_loss") is None
+    assert Group(1, {}, [ok_job("a", 0.9, best_val_epoch=3)]).bounds("best_val_epoch") == (0.0, math.inf)
 
 
 def test_statuses():
@@ -334,7 +345,8 @@ def test_group_rows_hold_each_groups_summary():
     half = sps.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)  # t(df 1) x sd / sqrt(n)
     assert row["test_acc_mean"] == pytest.approx(0.85)
     assert row["test_acc_sd"] == pytest.approx(math.sqrt(0.005))
-    assert row["test_acc_ci_low"] == pytest.approx(0.85 - half) and row["test_acc_ci_high"] == pytest.approx(0.85 + half)
+    assert row["test_acc_ci_low"] == pytest.approx(0.85 - half) and 0.85 + half > 1
+    assert row["test_acc_ci_high"] == 1.0  # an accuracy's interval ends at 100 %
     assert (row["test_acc_min"], row["test_acc_max"]) == (0.80, 0.90)
     assert row["best_val_acc_mean"] == pytest.approx(0.87) and row["best_val_epoch_mean"] == 4.0
     assert row["seconds_mean"] == 12.0 and (row["seconds_min"], row["seconds_max"]) == (10.0, 14.0)
@@ -353,9 +365,9 @@ def test_md_groups_table():
         "| # | optim | seeds | test accuracy | 95 % CI | sd | min – max | best val acc | "
         "best val epoch (from 0) | seconds | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| 1 | sgd | 2 | 85.00 | [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}] | 7.07 | 80.00 – 90.00 | "
-        f"{_cell('best_val_acc', summarize([0.81, 0.83]))} | {_cell('best_val_epoch', summarize([3, 5]))} | "
-        f"{_cell('seconds', summarize([10.0, 14.0]))} |  |",
+        # two seeds: Student t (df 1) is wide; cut to what each can take (not 148.53 %, -8.7, -13)
+        f"| 1 | sgd | 2 | 85.00 | [{100 * s.ci_low:.2f}, 100.00] | 7.07 | 80.00 – 90.00 | "
+        f"{_cell('best_val_acc', summarize([0.81, 0.83]))} | 4.0 [0.0, 16.7] | 12 [0, 37] |  |",
         "| 2 | adam | 1 of 2 (failed) | 85.00 | 1 seed: no interval | – | 85.00 – 85.00 | 86.00 | 1.0 | 9 |  |"]
     assert lines[0] == "## Groups: jobs that differ only in seed"
 
@@ -690,4 +702,6 @@ def test_val_curves_figure_counts_epochs_from_0_as_best_val_epoch_does():
     assert ax.get_title().endswith("(not drawn: 1 group that did not learn)")
     band = ax.collections[0].get_paths()[0].vertices  # mean ± t(0.975, 1) · sd / √2
     half = sps.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)
-    assert band[:, 1].max() == pytest.approx(85.0 + 100 * half) and band[:, 0].min() == 0
+    assert 85.0 + 100 * half > 100 and band[:, 1].max() == 100.0  # the band ends at 100 %
+    assert 55.0 - 100 * half < 0 and band[:, 1].min() == 0.0  # and at 0 %
+    assert band[:, 0].min() == 0

@@ -43,6 +43,20 @@ def test_summary_of_one_and_of_identical_values():
     assert summarize([None, float("inf")]).n == 0
 
 
+def test_the_interval_is_cut_to_the_values_the_metric_can_take():
+    v = [2.0, 4.0, 300.0]  # wall seconds of three jobs, one on a busy machine
+    half = student_t.ppf(Q, 2) * sd(v) / math.sqrt(3)
+    assert mean(v) - half < 0  # Student t alone says the mean may be negative
+    s = summarize(v, bounds=(0.0, math.inf))
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.0, mean(v) + half), rel=1e-12)
+    assert (s.mean, s.sd) == (summarize(v).mean, summarize(v).sd)  # only the interval is cut
+    s = summarize([36.0, 39.0, 30.0], bounds=(0.0, 39.0))  # best epoch of a 40-epoch run
+    assert s.ci_high == 39.0 and s.ci_low == pytest.approx(summarize([36.0, 39.0, 30.0]).ci_low, rel=1e-12)
+    v = [0.80, 0.84, 0.81, 0.83]
+    inside = summarize(v, bounds=(0.0, 1.0))  # an interval inside the bounds is unchanged
+    assert (inside.ci_low, inside.ci_high) == (summarize(v).ci_low, summarize(v).ci_high)
+
+
 def test_paired_t_by_hand():
     a, b = {1: 0.80, 2: 0.82, 3: 0.81}, {1: 0.83, 2: 0.86, 3: 0.82}
     d = [b[s] - a[s] for s in (1, 2, 3)]
