@@ -1002,10 +1002,11 @@ def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
         summaries = [g.summary(metric) for g in line.points]
         xs = [x for x, s in zip(line.x, summaries, strict=True) if s.n]
         ys = [max(lo, 100 * s.mean) for s in summaries if s.n]
-        half = [100 * (s.half_width or 0) for s in summaries if s.n]
         ax.plot(xs, ys, marker="o", color=color, label=line.label)
-        ax.fill_between(xs, [y - h for y, h in zip(ys, half, strict=True)],
-                        [y + h for y, h in zip(ys, half, strict=True)], color=color, alpha=0.18)
+        # the interval of the mean, cut to what an accuracy can take; a point of 1 seed: none
+        band = [(y, y) if s.ci_low is None else (100 * s.ci_low, 100 * s.ci_high)
+                for y, s in zip(ys, (s for s in summaries if s.n), strict=True)]
+        ax.fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=color, alpha=0.18)
         for x, s in zip(line.x, summaries, strict=True):
             if s.n and 100 * s.mean < lo:
                 ax.plot([x], [lo], marker="v", color=color, markersize=8)

@@ -32,10 +32,7 @@ class Summary:
     ci_high: float | None = None
     min: float | None = None
     max: float | None = None
-
-    @property
-    def half_width(self) -> float | None:
-        return None if self.ci_low is None else (self.ci_high - self.ci_low) / 2
+    half_width: float | None = None  # t · sd / √n, the `±` of the mean (the interval may be cut)
 
 
 def summarize(values: list[float], confidence: float = CONFIDENCE,
@@ -52,9 +49,11 @@ def summarize(values: list[float], confidence: float = CONFIDENCE,
         sem = s.sd / math.sqrt(len(x))
         if sem == 0:  # identical values: the interval is the point itself
             s.ci_low = s.ci_high = s.mean
+            s.half_width = 0.0
         else:
             s.ci_low, s.ci_high = (float(v) for v in
                                    stats.t.interval(confidence, df=len(x) - 1, loc=s.mean, scale=sem))
+            s.half_width = (s.ci_high - s.ci_low) / 2
             if bounds is not None:
                 s.ci_low, s.ci_high = max(s.ci_low, bounds[0]), min(s.ci_high, bounds[1])
     return s

@@ -260,6 +260,21 @@ def test_a_groups_intervals_stay_inside_what_each_metric_can_take():
     assert Group(1, {}, [ok_job("a", 0.9, best_val_epoch=3)]).bounds("best_val_epoch") == (0.0, math.inf)
 
 
+def test_the_learning_rate_curves_band_is_the_cut_interval_of_each_point():
+    from src.report import figure_curve, find_curves
+
+    def g(number, lr, accs):
+        return Group(number, {"optim.lr": str(lr)}, [ok_job(f"{number}_{i}", a, seed=i) for i, a in enumerate(accs)])
+    groups = [g(1, 0.01, [0.80, 0.84, 0.82]), g(2, 0.1, [0.999, 0.90, 0.999]), g(3, 1.0, [0.5])]
+    (curve,) = find_curves(groups, ["optim.lr"], "test_acc")
+    fig = figure_curve(curve, "test_acc", 1.0)
+    band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    s1, s2 = groups[0].summary("test_acc"), groups[1].summary("test_acc")
+    assert band.max() == 100.0 and summarize([0.999, 0.9, 0.999]).ci_high > 1  # cut at 100 %
+    assert band.min() == pytest.approx(min(100 * s1.ci_low, 100 * s2.ci_low))  # 1 seed at 50 %: no band
+    assert min(abs(band - 100 * s1.ci_high)) < 1e-9 and min(abs(band - 100 * s2.ci_low)) < 1e-9
+
+
 def test_statuses():
     assert _statuses([]) == ""
     assert _statuses([ok_job("a", 1), ok_job("b", 1)]) == "ok"
