@@ -254,9 +254,10 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
-    """What a reader of a finished run should know: a run at chance level, and every warning a
-    callback kept (the diagnostics' vanishing/exploding alerts)."""
-    found = []
+    """What a reader of a finished run should know: optimizer settings changed on a resume, a
+    run at chance level, and every warning a callback kept (the diagnostics' vanishing/exploding
+    alerts)."""
+    found = list(getattr(module, "optim_changes", None) or [])
     chance = 1 / module.net.config["num_classes"]
     if val_scores and val_scores[-1] <= chance + 0.02:
         found.append(f"did not learn: final val acc {100 * val_scores[-1]:.1f} % is at chance level "
