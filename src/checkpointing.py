@@ -129,13 +129,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def checkpoint_stamp(path: Path) -> dict:
-    """The `run` stamp AtomicCheckpointIO wrote into a checkpoint; {} if it has none or does not load."""
+    """The `run` stamp AtomicCheckpointIO wrote into a checkpoint, with the checkpoint's
+    `global_step`; {} if it has no stamp or does not load."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a checkpoint: check_checkpoint says so when it is resumed
         return {}
     stamp = ckpt.get("run") if isinstance(ckpt, dict) else None
-    return stamp if isinstance(stamp, dict) else {}
+    return {**stamp, "global_step": ckpt.get("global_step")} if isinstance(stamp, dict) else {}
 
 
 def collect_rng_states() -> dict:

@@ -36,11 +36,6 @@ def apply_optim_hparams(optimizers, optim_cfg: dict) -> dict:
     return changed
 
 
-def _plain(value):
-    """A hyperparameter as the config writes it: betas (0.9, 0.999) as [0.9, 0.999]."""
-    return list(value) if isinstance(value, tuple) else value
-
-
 def target_of(obj) -> str:
     """`module.Class` of an object, as Hydra's `_target_` says it."""
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
@@ -110,9 +105,6 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # Wall seconds of training before this process (earlier tries of a resumed run).
         self.seconds_before = 0.0
         self._fit_started = time.time()
-        # Optimizer hyperparameters changed on a resume, as sentences for results.json's
-        # warnings: its config holds only the last value. Travels with the checkpoint.
-        self.optim_changes: list[str] = []
 
     def first_loss(self) -> float | None:
         """The run's first training loss (finished epochs' or the current one's), or None."""
@@ -217,7 +209,6 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         self.drain_losses()
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}
         checkpoint["seconds_trained"] = self.seconds_before + time.time() - self._fit_started
-        checkpoint["optim_changes"] = list(self.optim_changes)
         # Lightning does not save RNG states; a resumed run that draws random numbers (dropout,
         # augmentations) needs them to continue the same stream.
         checkpoint["rng_states"] = collect_rng_states()
@@ -231,7 +222,6 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             self.history = {k: list(v) for k, v in checkpoint["history"].items()}
             self._step_losses, self._step_outputs = [], []
             self.seconds_before = float(checkpoint.get("seconds_trained", 0.0))
-            self.optim_changes = [str(c) for c in checkpoint.get("optim_changes") or []]
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
 
@@ -242,6 +232,3 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         changed = apply_optim_hparams(self.trainer.optimizers, self.hparams.get("optim_cfg") or {})
         for key, (old, new) in changed.items():
             log.warning("resume: optim.%s=%s applied (the checkpoint had %s)", key, new, old)
-            self.optim_changes.append(f"optim.{key} was {_plain(old)} up to step {self.global_step} "
-                                      f"(epoch {self.current_epoch}) and {_plain(new)} after: resumed "
-                                      "with another value; the config shows the last")

@@ -49,7 +49,13 @@ def provenance(cfg: DictConfig) -> dict:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """12 hex digits of sha256 over the resolved config, with the seed and all paths taken out.
+    """12 hex digits of sha256 over `what_is_trained(cfg)`."""
+    text = json.dumps(what_is_trained(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def what_is_trained(cfg: DictConfig) -> dict:
+    """The resolved config with the seed and all paths taken out: what config_hash hashes.
 
     The seed and the path keys are replaced by placeholders *before* resolving, so values
     interpolated from them (data.shuffle_seed: ${seed}, data.data_dir: ${paths.data_dir})
@@ -64,8 +70,7 @@ def config_hash(cfg: DictConfig) -> str:
         container = OmegaConf.to_container(copy, resolve=True)
     except Exception:  # e.g. ${hydra:...} outside a Hydra run: the unresolved text still names the config
         container = OmegaConf.to_container(copy, resolve=False)
-    text = json.dumps(_without_bookkeeping(container, top=True), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return _without_bookkeeping(container, top=True)
 
 
 def _without_bookkeeping(node, top: bool = False):

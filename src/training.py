@@ -35,7 +35,7 @@ from src.checkpointing import (
 )
 from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
 from src.hparams import log_hparams, trial_name
-from src.provenance import config_hash, provenance
+from src.provenance import config_hash, provenance, what_is_trained
 from src.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,36 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     return None, None
 
 
+def config_changes(before: dict, after: dict, most: int = 6) -> list[str]:
+    """`key old → new` for each setting that differs between two configs (dotted keys; one
+    that only one of them has reads `(none)`), sorted by key; the first `most`, then a count."""
+    def flat(node, prefix=""):
+        if isinstance(node, dict) and (node or not prefix):  # an empty section is a value; {} itself is not
+            return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    old, new = flat(before), flat(after)
+    missing = object()
+    changed = [f"{key} {old.get(key, '(none)')} → {new.get(key, '(none)')}" for key in sorted({*old, *new})
+               if old.get(key, missing) != new.get(key, missing)]
+    return changed[:most] + ([f"{len(changed) - most} more"] if len(changed) > most else [])
+
+
+def changes_on_resume(ckpt_path: str | None, stamp: dict) -> list[str]:
+    """A resumed run's config changes, one sentence per resume that changed any, oldest first:
+    those its checkpoint carries from earlier resumes, then this one's against the config the
+    checkpoint was trained with. results.json's config holds only the last values."""
+    earlier = checkpoint_stamp(Path(ckpt_path)) if ckpt_path else {}
+    changes = [str(c) for c in earlier.get("changes") or []]
+    if isinstance(earlier.get("config"), dict):
+        diff = config_changes({"seed": earlier.get("seed"), **earlier["config"]},
+                              {"seed": stamp["seed"], **stamp["config"]})
+        if diff:
+            changes.append(f"resumed at step {earlier.get('global_step')} with a changed config: "
+                           f"{', '.join(diff)}; results.json's config holds the new values")
+    return changes
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, test the best-val checkpoint, write results.json. Returns `cfg.optimized_metric`."""
     started = time.time()
@@ -170,6 +200,10 @@ def train(cfg: DictConfig) -> float | None:
     # A bad ckpt_path fails here, before any data is read.
     ckpt_path = check_checkpoint(resume_from, module.hparams["model"],
                                  (module.hparams.get("optim_cfg") or {}).get("_target_"))
+    # Each checkpoint says what it was trained with: a sweep started again resumes only its own
+    # config's (continue_sweep_job), and a resume under a changed config is said in results.json.
+    stamp = {"config_hash": config_hash(cfg), "seed": cfg.seed, "config": what_is_trained(cfg)}
+    stamp["changes"] = changes_on_resume(ckpt_path, stamp)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()  # data problems surface before the trainer starts
     callbacks = build_callbacks(cfg)
@@ -177,7 +211,7 @@ def train(cfg: DictConfig) -> float | None:
     from pytorch_lightning.callbacks import ProgressBar
 
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO(stamp={"config_hash": config_hash(cfg), "seed": cfg.seed})],
+        cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO(stamp=stamp)],
         callbacks=group_callbacks(callbacks) if cfg.get("group_callbacks", True) else callbacks,
         enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks))
 
@@ -236,7 +270,7 @@ def train(cfg: DictConfig) -> float | None:
     if interrupted:
         results.update(signal=interrupted.signal_name, error=str(interrupted),
                        resume=f"python train.py ckpt_path={out}")
-    results["warnings"] = run_warnings(module, callbacks, val_scores)
+    results["warnings"] = stamp["changes"] + run_warnings(module, callbacks, val_scores)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
         log_hparams(trainer.loggers, cfg, results, swept, trial=trial_name(cli.job_overrides(), swept) or out.name)
@@ -254,10 +288,9 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
-    """What a reader of a finished run should know: optimizer settings changed on a resume, a
-    run at chance level, and every warning a callback kept (the diagnostics' vanishing/exploding
-    alerts)."""
-    found = list(getattr(module, "optim_changes", None) or [])
+    """What a reader of a finished run should know: a run at chance level, and every warning a
+    callback kept (the diagnostics' vanishing/exploding alerts)."""
+    found = []
     chance = 1 / module.net.config["num_classes"]
     if val_scores and val_scores[-1] <= chance + 0.02:
         found.append(f"did not learn: final val acc {100 * val_scores[-1]:.1f} % is at chance level "

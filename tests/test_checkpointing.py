@@ -146,12 +146,18 @@ def test_atomic_save_writes_and_replaces(tmp_path, monkeypatch):
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~old  # as a plain open() would make it
 
 
+class Unpicklable:
+    """Any class of ours: torch.load(weights_only=True) refuses it."""
+
+
 def test_the_stamp_goes_into_every_checkpoint_and_is_read_back(tmp_path):
     target = tmp_path / "last.ckpt"
     checkpoint = {"a": torch.ones(2)}
     AtomicCheckpointIO(stamp={"config_hash": "abc", "seed": 3}).save_checkpoint(checkpoint, target)
     assert list(checkpoint) == ["a"]  # Lightning's dict is left as it was
-    assert checkpoint_stamp(target) == {"config_hash": "abc", "seed": 3}
+    assert checkpoint_stamp(target) == {"config_hash": "abc", "seed": 3, "global_step": None}
+    AtomicCheckpointIO(stamp={"seed": 3}).save_checkpoint({"global_step": 12}, target)
+    assert checkpoint_stamp(target) == {"seed": 3, "global_step": 12}  # where the run stood
     AtomicCheckpointIO().save_checkpoint(checkpoint, target)
     assert "run" not in torch.load(target, weights_only=True) and checkpoint_stamp(target) == {}
     for junk in (b"", b"not a checkpoint"):
@@ -160,6 +166,9 @@ def test_the_stamp_goes_into_every_checkpoint_and_is_read_back(tmp_path):
     torch.save([1, 2], target)
     assert checkpoint_stamp(target) == {}
     torch.save({"run": "abc"}, target)
+    assert checkpoint_stamp(target) == {}
+    # read with the safe loader: a pickled object of any other class is not unpickled
+    torch.save({"run": {"config_hash": "abc"}, "x": Unpicklable()}, target)
     assert checkpoint_stamp(target) == {}
     assert checkpoint_stamp(tmp_path / "nope.ckpt") == {}
 

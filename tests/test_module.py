@@ -22,7 +22,6 @@ from src.init import Normal
 from src.model import BaseNetwork
 from src.module import ClassifierModule, apply_optim_hparams, describe, target_of
 from src.optim import SGD, Adam
-from src.training import run_warnings
 
 
 class Recorder(Logger):
@@ -253,33 +252,11 @@ def test_the_configs_optimizer_settings_win_over_a_resumed_state(caplog):
     adam = Adam(net.parameters(), lr=0.1)
     module = ClassifierModule(net, adam)
     adam.param_groups[0]["lr"] = 0.5  # as a checkpoint restored it
-    module._trainer = SimpleNamespace(optimizers=[adam], global_step=8, current_epoch=1)
+    module._trainer = SimpleNamespace(optimizers=[adam])
     with caplog.at_level(logging.WARNING, logger="src.module"):
         module.on_train_start()
     assert adam.param_groups[0]["lr"] == 0.1
     assert caplog.messages == ["resume: optim.lr=0.1 applied (the checkpoint had 0.5)"]
-    # results.json's config holds only 0.1: its warnings say what the first 8 steps ran with
-    change = ("optim.lr was 0.5 up to step 8 (epoch 1) and 0.1 after: resumed with another value; "
-              "the config shows the last")
-    assert module.optim_changes == [change]
-    adam.param_groups[0]["betas"] = (0.5, 0.9)
-    module.on_train_start()
-    assert module.optim_changes[1].startswith("optim.betas was [0.5, 0.9] up to step 8 (epoch 1) and [0.9, 0.999] after")
-    assert module.optim_changes[0] in run_warnings(module, [], [])
-
-
-def test_the_optimizer_changes_travel_with_the_checkpoint():
-    module = ClassifierModule(_net(), None)
-    module.optim_changes = ["optim.lr was 0.5 up to step 8"]
-    checkpoint = {}
-    module.on_save_checkpoint(checkpoint)
-    del checkpoint["rng_states"]  # this test's RNG stays as it is
-    resumed = ClassifierModule(_net(), None)
-    resumed._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
-    resumed.on_load_checkpoint(checkpoint)
-    assert resumed.optim_changes == ["optim.lr was 0.5 up to step 8"]
-    resumed.on_load_checkpoint({"history": {"val_scores": []}})  # a checkpoint from before they were kept
-    assert resumed.optim_changes == []
 
 
 def test_the_hook_name_is_set_plainly_and_everything_else_as_a_module():

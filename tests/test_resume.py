@@ -134,8 +134,9 @@ def test_optimizer_overrides_on_resume_are_applied(tmp_path, uninterrupted):
     assert "resume: optim.lr=0.0005 applied (the checkpoint had 0.001)" in resumed.stdout + resumed.stderr
     assert _last_ckpt(run)["optimizer_states"][0]["param_groups"][0]["lr"] == 0.0005
     assert _results(run)["config"]["optim"]["lr"] == 0.0005
-    assert _results(run)["warnings"][0] == ("optim.lr was 0.001 up to step 8 (epoch 1) and 0.0005 after: resumed "
-                                            "with another value; the config shows the last")
+    # results.json's config says 0.0005: its warnings keep what the first 8 steps ran with
+    assert _results(run)["warnings"][0] == ("resumed at step 8 with a changed config: optim.lr 0.001 → 0.0005; "
+                                            "results.json's config holds the new values")
     assert _results(run)["train_losses"][:8] == _results(uninterrupted.path())["train_losses"][:8]
     assert _results(run)["train_losses"][8:] != _results(uninterrupted.path())["train_losses"][8:]
 

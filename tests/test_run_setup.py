@@ -21,7 +21,9 @@ from src.training import (
     build_callbacks,
     build_loggers,
     build_module,
+    changes_on_resume,
     check_run_settings,
+    config_changes,
     continue_sweep_job,
 )
 from tests.conftest import FAST, compose
@@ -210,6 +212,41 @@ def test_build_loggers_skips_nulls_and_non_targets(tmp_path):
     assert [type(lg).__name__ for lg in build_loggers(cfg)] == ["CSVLogger"]
     assert build_loggers(OmegaConf.create({"logger": None})) == []
     assert build_loggers(OmegaConf.create({})) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# config_changes, changes_on_resume
+
+
+def test_config_changes_names_each_setting_that_differs():
+    before = {"seed": 1, "optim": {"lr": 0.1, "betas": [0.9, 0.999]}, "trainer": {"max_epochs": 40},
+              "callbacks": {"probe": {"every": 1}}, "note": None}
+    after = {"seed": 1, "optim": {"lr": 0.01, "betas": [0.9, 0.99]}, "trainer": {"max_epochs": 40},
+             "callbacks": {}, "extra": 3, "note": None}
+    assert config_changes(before, after) == ["callbacks (none) → {}", "callbacks.probe.every 1 → (none)",
+                                             "extra (none) → 3", "optim.betas [0.9, 0.999] → [0.9, 0.99]",
+                                             "optim.lr 0.1 → 0.01"]
+    assert config_changes(before, before) == []
+    assert config_changes({"a": None}, {}) == ["a None → (none)"]  # a key set to null is not a missing key
+    many = config_changes({f"k{i}": i for i in range(9)}, {f"k{i}": -i for i in range(9)}, most=3)
+    assert many == ["k1 1 → -1", "k2 2 → -2", "k3 3 → -3", "5 more"]  # k0 0 → 0 is no change
+
+
+def test_changes_on_resume_adds_this_resumes_to_the_checkpoints(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    AtomicCheckpointIO(stamp={"config_hash": "h", "seed": 1, "config": {"optim": {"lr": 0.1}},
+                              "changes": ["resumed at step 3 with a changed config: …"]}).save_checkpoint(
+        {"global_step": 8}, ckpt)
+    now = {"config_hash": "g", "seed": 2, "config": {"optim": {"lr": 0.01}}}
+    assert changes_on_resume(str(ckpt), now) == [
+        "resumed at step 3 with a changed config: …",
+        "resumed at step 8 with a changed config: optim.lr 0.1 → 0.01, seed 1 → 2; results.json's config holds "
+        "the new values"]
+    same = {"config_hash": "h", "seed": 1, "config": {"optim": {"lr": 0.1}}}
+    assert changes_on_resume(str(ckpt), same) == ["resumed at step 3 with a changed config: …"]
+    assert changes_on_resume(None, now) == []
+    AtomicCheckpointIO(stamp={"config_hash": "h", "seed": 1}).save_checkpoint({"global_step": 8}, ckpt)
+    assert changes_on_resume(str(ckpt), now) == []  # a checkpoint without its config: nothing to compare
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,10 @@ def test_checkpoints_best_and_last(short_run):
     assert ckpt["hyper_parameters"]["optim_cfg"]["_target_"] == "src.optim.Adam"
     # stamped with what it was trained with: a sweep started again resumes only its own config's
     results = json.loads((out / "results.json").read_text())
-    assert ckpt["run"] == {"config_hash": results["provenance"]["config_hash"], "seed": results["config"]["seed"]}
+    assert (ckpt["run"]["config_hash"], ckpt["run"]["seed"]) == (results["provenance"]["config_hash"],
+                                                                 results["config"]["seed"])
+    assert ckpt["run"]["config"]["optim"] == results["config"]["optim"] and ckpt["run"]["changes"] == []
+    assert "seed" not in ckpt["run"]["config"] and "paths" not in ckpt["run"]["config"]  # as the hash
 
 
 def test_tensorboard_written(short_run):
