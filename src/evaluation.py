@@ -3,8 +3,8 @@ same LightningModule and data module as training, so it equals the run's own `te
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from pathlib import Path
 
 import hydra
@@ -17,25 +17,33 @@ from src.checkpointing import HINT
 from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
 from src.model import BaseNetwork
 from src.module import ClassifierModule
-from src.utils import atomic_write_json
+from src.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "val")
 
 
+def _rank(path: Path) -> tuple:
+    """A best-*.ckpt's place among several (`callbacks.model_checkpoint.save_top_k` > 1): the
+    highest val_acc in its name, of those the earliest epoch (as results.json's best epoch);
+    names without them after, the latest epoch first."""
+    acc = re.search(r"val_acc=(\d+(?:\.\d+)?)", path.name)
+    epoch = re.search(r"epoch=(\d+)", path.name)
+    e = int(epoch.group(1)) if epoch else -1
+    return (1, float(acc.group(1)), -e) if acc else (0, e, 0)
+
+
 def best_checkpoint(given: str) -> Path:
     """A .ckpt as given; for a run dir, the best-val checkpoint its results.json names (or the
-    only best-*.ckpt in it)."""
+    best of its best-*.ckpt, when the run wrote no readable results.json)."""
     p = Path(given)
     if p.is_file():
         return p
     if p.is_dir():
-        results = p / "results.json"
-        if results.is_file():
-            best = json.loads(results.read_text()).get("best_checkpoint")
-            if best and Path(best).is_file():
-                return Path(best)
-        found = sorted((p / "checkpoints").glob("best-*.ckpt"))
+        best = read_json_object(p / "results.json").get("best_checkpoint")
+        if isinstance(best, str) and best and Path(best).is_file():
+            return Path(best)
+        found = sorted((p / "checkpoints").glob("best-*.ckpt"), key=_rank)
         if found:
             return found[-1]
         raise CheckpointError(f"ckpt_path={given} has no best-*.ckpt in checkpoints/; {HINT}")

@@ -38,6 +38,22 @@ def test_best_checkpoint_of_a_run_dir(tmp_path):
     (run / "results.json").write_text(json.dumps({"status": "failed"}))
     assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=10.ckpt"
     assert best_checkpoint(str(chosen)) == chosen  # a file as given
+    for broken in ('{"status": "ok", ', "[1]", '{"best_checkpoint": 3}'):  # unreadable: as if none
+        (run / "results.json").write_text(broken)
+        assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=10.ckpt"
+    (run / "checkpoints" / "best-epoch=100.ckpt").write_bytes(b"x")
+    assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=100.ckpt"  # by number, not name
+
+
+def test_of_several_best_checkpoints_the_highest_val_acc_wins(tmp_path):
+    # save_top_k=3 and a run killed before its results.json: the best is in the names
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best-epoch=03-val_acc=0.8812.ckpt", "best-epoch=07-val_acc=0.8850.ckpt",
+                 "best-epoch=09-val_acc=0.8850.ckpt", "best-epoch=12-val_acc=0.8790.ckpt",
+                 "best-epoch=20.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"x")
+    assert best_checkpoint(str(run)).name == "best-epoch=07-val_acc=0.8850.ckpt"  # the first of a tie
 
 
 def test_paths_that_are_no_checkpoint(tmp_path):
