@@ -25,7 +25,6 @@ benchmarks/landscape_grid.py compares this with a plain loop and with torch.func
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from src.errors import CheckpointError, ConfigError, integer
-from src.utils import atomic_savefig, atomic_write_json
+from src.utils import atomic_savefig, atomic_write_json, read_json_object, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +97,6 @@ class Run:
     label: str = ""
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-    except (OSError, ValueError):
-        return {}
-
-
 def find_checkpoint(run_dir: Path, which: str) -> Path:
     """`last` (the end of training, where the recorded path ends), `best` (ModelCheckpoint's
     best-*.ckpt) or a file path."""
@@ -153,7 +145,7 @@ def resolve_runs(cfg: DictConfig) -> list[tuple[Path, Path | None]]:
 
 
 def _choices(run_dir: Path) -> dict:
-    hydra = _read_yaml(run_dir / ".hydra" / "hydra.yaml").get("hydra") or {}
+    hydra = read_yaml_mapping(run_dir / ".hydra" / "hydra.yaml").get("hydra") or {}
     return {k: v for k, v in ((hydra.get("runtime") or {}).get("choices") or {}).items() if "/" not in k}
 
 
@@ -222,9 +214,10 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
     net.load_state_dict(weights)
     net.eval().requires_grad_(False)
     layout = Layout.of(net)
-    config = _read_yaml(run_dir / ".hydra" / "config.yaml")
-    if not config and (run_dir / "results.json").is_file():
-        config = json.loads((run_dir / "results.json").read_text()).get("config") or {}
+    config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")
+    if not config:  # .hydra/ gone: the config results.json recorded, if it is readable
+        config = read_json_object(run_dir / "results.json").get("config")
+        config = config if isinstance(config, dict) else {}
     config.setdefault("model", hp["model"])
     config.setdefault("init", hp.get("init_cfg"))
     config.setdefault("optim", hp.get("optim_cfg"))

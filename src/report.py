@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 from src.resolvers import TUTORIAL_LR
 from src.stats import (
     ALPHA,
@@ -46,7 +44,7 @@ from src.stats import (
     summarize,
     tolerance_range,
 )
-from src.utils import atomic_write_bytes, atomic_write_text
+from src.utils import atomic_write_bytes, atomic_write_text, read_yaml, read_yaml_mapping
 
 # Test accuracies printed by the tutorial (40 epochs, batch 256, Kaiming init, ReLU, seed 42).
 TUTORIAL_TEST_ACC = {"sgd": 0.8909, "sgd_mom": 0.8883, "adam": 0.8946}
@@ -103,13 +101,6 @@ class Job:
         return [v for v in (self.results.get("val_scores") or []) if v is not None]
 
 
-def _read_yaml(path: Path):
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def _job_number(path: Path) -> tuple:
     head = path.name.split("_", 1)[0]
     return (int(head), path.name) if head.isdigit() else (math.inf, path.name)
@@ -146,10 +137,11 @@ def notes_of(job: Job) -> list[str]:
 
 def load_job(path: Path) -> Job:
     job = Job(name=path.name, path=path)
-    for item in _read_yaml(path / ".hydra" / "overrides.yaml") or []:
+    overrides = read_yaml(path / ".hydra" / "overrides.yaml")
+    for item in overrides if isinstance(overrides, list) else []:
         key, _, value = str(item).partition("=")
         job.overrides[key.lstrip("+~")] = value
-    hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
+    hydra_cfg = read_yaml_mapping(path / ".hydra" / "hydra.yaml")
     job.choices = {k: str(v) for k, v in
                    ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).items()
                    if "/" not in k and v is not None}
@@ -158,10 +150,14 @@ def load_job(path: Path) -> Job:
         job.error = "no results.json (job still running, killed, or crashed before writing it)"
         return job
     try:
-        job.results = json.loads(results_path.read_text())
+        results = json.loads(results_path.read_text())
     except (OSError, ValueError) as e:
         job.error = f"unreadable results.json: {e}"
         return job
+    if not isinstance(results, dict):
+        job.error = f"unreadable results.json: a JSON {type(results).__name__}, not an object"
+        return job
+    job.results = results
     job.status = status_of(job.results)
     job.error = job.results.get("error") or ("loss became NaN/inf" if job.status == "diverged" else "")
     for group in ("optim", "init"):  # a job whose .hydra/ is gone still says what it was
@@ -174,7 +170,7 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
     """The overrides that make jobs differ: those declared as sweeps in the command line or
     in hydra.sweeper.params (multirun.yaml), plus any whose value differs between jobs."""
     declared: set[str] = set()
-    hydra_cfg = (_read_yaml(sweep_dir / "multirun.yaml") or {}).get("hydra") or {}
+    hydra_cfg = read_yaml_mapping(sweep_dir / "multirun.yaml").get("hydra") or {}
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 

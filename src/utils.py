@@ -1,4 +1,5 @@
-"""Atomic writes: a killed run never leaves a truncated file behind (temp file, fsync, rename)."""
+"""Atomic writes: a killed run never leaves a truncated file behind (temp file, fsync, rename).
+And the readers of a run's files that never fail: a broken file reads as nothing."""
 
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ def read_json_object(path: str | os.PathLike) -> dict:
         value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's value (a run's .hydra/*.yaml); None when it is missing or unreadable."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict:
+    """read_yaml, for a file that should hold a mapping: {} when it does not."""
+    value = read_yaml(path)
     return value if isinstance(value, dict) else {}
 
 

@@ -88,6 +88,20 @@ def test_initial_weights_recreated_from_seed_equal_the_recorded_first_point(kill
     assert torch.equal(loaded.init, recreated)
 
 
+def test_a_run_whose_hydra_files_or_results_are_broken_still_loads(killed_and_resumed, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[0], run)
+    (run / ".hydra" / "config.yaml").write_text("model: [1,\n")  # broken: results.json's config is read
+    (run / ".hydra" / "hydra.yaml").write_text("- a list\n")
+    loaded = load_run(run)
+    assert loaded.config["seed"] == json.loads((run / "results.json").read_text())["config"]["seed"]
+    (run / "results.json").write_text("[1]")  # and then only what the checkpoint says
+    loaded = load_run(run)
+    assert "seed" not in loaded.config and loaded.config["model"]["hidden_sizes"] == [512, 256, 256, 128]
+
+
 def test_landscape_of_a_recorded_run(killed_and_resumed, tmp_path):
     run, _, _ = killed_and_resumed
     out = tmp_path / "out"

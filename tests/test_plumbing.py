@@ -32,6 +32,8 @@ from src.utils import (
     atomic_write_json,
     atomic_write_text,
     read_json_object,
+    read_yaml,
+    read_yaml_mapping,
 )
 from tests.test_weight_path import Line  # a 4 -> 3 linear model
 
@@ -103,6 +105,19 @@ def test_a_json_object_is_read_as_a_dict_and_anything_else_as_empty(tmp_path):
     assert read_json_object(tmp_path / "r.json") == {"status": "ok"}
     for name in ("broken.json", "list.json", "dir.json", "missing.json"):
         assert read_json_object(str(tmp_path / name)) == {}
+
+
+def test_a_yaml_file_is_read_as_its_value_and_a_broken_one_as_nothing(tmp_path):
+    (tmp_path / "map.yaml").write_text("hydra:\n  run: {dir: x}\n")
+    (tmp_path / "list.yaml").write_text("- optim=sgd\n")
+    (tmp_path / "broken.yaml").write_text("a: [1,\n")
+    (tmp_path / "dir.yaml").mkdir()
+    assert read_yaml(tmp_path / "map.yaml") == {"hydra": {"run": {"dir": "x"}}}
+    assert read_yaml(str(tmp_path / "list.yaml")) == ["optim=sgd"]
+    assert read_yaml_mapping(tmp_path / "map.yaml") == {"hydra": {"run": {"dir": "x"}}}
+    for name in ("broken.yaml", "dir.yaml", "missing.yaml"):
+        assert read_yaml(tmp_path / name) is None and read_yaml_mapping(tmp_path / name) == {}
+    assert read_yaml_mapping(tmp_path / "list.yaml") == {}
 
 
 def test_figures_are_written_in_the_format_their_name_says(tmp_path):

@@ -138,6 +138,16 @@ def test_load_job_says_what_is_missing(tmp_path):
 
     job = load_job(write_job_dir(tmp_path / "1_b", ["optim=sgd"], None, "{not json"))
     assert job.status == "incomplete" and job.error.startswith("unreadable results.json: ")
+    job = load_job(write_job_dir(tmp_path / "1_list", ["optim=sgd"], None, "[1]"))
+    assert (job.status, job.error) == ("incomplete", "unreadable results.json: a JSON list, not an object")
+
+    # .hydra/ files that are not what Hydra writes are read as nothing, never a traceback
+    odd = write_job_dir(tmp_path / "1_odd", None, None, {"status": "ok", "test_acc": 0.5, "config": {}})
+    (odd / ".hydra").mkdir()
+    (odd / ".hydra" / "hydra.yaml").write_text("- a list\n")
+    (odd / ".hydra" / "overrides.yaml").write_text("optim: sgd\n")
+    job = load_job(odd)
+    assert job.status == "ok" and job.overrides == {} and job.choices == {"optim": "", "init": ""}
 
     job = load_job(write_job_dir(tmp_path / "2_c", ["optim=sgd"], None,
                                  {"status": "ok", "train_losses": [1.0, None], "config": {}}))
