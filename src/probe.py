@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import sys
@@ -50,7 +49,7 @@ from callbacks.variance_probe import (
     save_probe_figure,
     variance_figure,
 )
-from src.utils import atomic_write_json, atomic_write_text
+from src.utils import atomic_write_json, atomic_write_text, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -348,12 +347,12 @@ def summarize_sweep(sweep_dir: str | Path, bad_statuses=None) -> tuple[Path, Pat
     jobs, problems = [], []
     for job_dir in find_jobs(sweep_dir):
         job = load_job(job_dir)
-        try:
-            jobs.append((job_dir.name, json.loads((job_dir / "probe.json").read_text())))
-        except (OSError, json.JSONDecodeError):
+        record = read_json_object(job_dir / "probe.json")
+        if not isinstance(record.get("meta"), dict):  # none, or not one probe.py wrote
             if job.status in bad_statuses or job.status == "ok":
-                problems.append(f"job {job_dir.name}: {job.status}: {job.error or 'no probe.json'}")
+                problems.append(f"job {job_dir.name}: {job.status}: {job.error or 'no readable probe.json'}")
             continue
+        jobs.append((job_dir.name, record))
         if job.status in bad_statuses:
             problems.append(f"job {job_dir.name}: {job.status}: {job.error}")
     if not jobs:

@@ -310,7 +310,7 @@ def test_probe_summary_sets_the_exit_status_when_a_job_failed(tmp_path, capsys):
     """The probe's multirun callback replaces the sweep report: it must fail the sweep the same way."""
     from omegaconf import OmegaConf
 
-    from src.probe import ProbeSummary
+    from src.probe import ProbeSummary, summarize_sweep
 
     ok, failed = tmp_path / "0_init=const", tmp_path / "1_init=normal,init.std=-1"
     for d in (ok, failed):
@@ -328,6 +328,17 @@ def test_probe_summary_sets_the_exit_status_when_a_job_failed(tmp_path, capsys):
     md = (tmp_path / "probe_summary.md").read_text()
     assert "| const (fill=0.005) | identity | 2.00e+00 |" in md and "## Jobs without a result" in md
     ProbeSummary(exit_on_failure=False).on_multirun_end(config)  # no exit
+
+    # an ok job whose probe.json is not one probe.py wrote: named, never a traceback
+    for text in ("[1]", '{"activations": {}}', "{broken"):
+        (ok / "probe.json").write_text(text)
+        assert summarize_sweep(tmp_path) is None
+    odd = tmp_path / "2_init=xavier"
+    (odd / ".hydra").mkdir(parents=True)
+    (odd / "probe.json").write_text(json.dumps(minimal))
+    (odd / "results.json").write_text(json.dumps({"status": "ok"}))
+    _, _, problems = summarize_sweep(tmp_path)
+    assert problems[0] == "job 0_init=const: ok: no readable probe.json"
 
 
 # --- the theory's pieces, each against an independent computation ----------------------------
