@@ -57,6 +57,7 @@ ACCURACIES = {"test_acc", "best_val_acc", "tutorial_test_acc"}
 # A run whose final val accuracy is at most chance + 2 pt did not learn (same rule as issue 17).
 CHANCE_MARGIN = 0.02
 TOLERANCE_PT = 1.0
+FIRST_EPOCH_OFF_AXIS = 10  # from this many epochs on, the val curves' y axis leaves out the first
 
 
 # --- jobs ------------------------------------------------------------------------------------
@@ -925,7 +926,9 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
                 label=f"{g.label(varying)} ({_plural(len(runs), 'seed')})")
         ax.fill_between(epochs, (100 * (mean - half)).clip(0, 100), (100 * (mean + half)).clip(0, 100),
                         color=colors[g.number], alpha=0.2)  # an accuracy's band ends at 0 and 100 %
-        shown += list(100 * mean[1:] if length > 2 else 100 * mean)
+        # the first epoch sits far below the rest of a long run: the axis zooms on the rest;
+        # a short run's every epoch stays in view
+        shown += list(100 * mean[1:] if length >= FIRST_EPOCH_OFF_AXIS else 100 * mean)
     if shown:
         ax.set_ylim(*_zoom(shown, pad=0.08))
     title = "Validation accuracy: mean ± 95 % band over seeds"

@@ -285,6 +285,16 @@ def test_the_learning_rate_curves_band_is_the_cut_interval_of_each_point():
     assert min(abs(band - 100 * s1.ci_high)) < 1e-9 and min(abs(band - 100 * s2.ci_low)) < 1e-9
 
 
+@pytest.mark.parametrize("epochs, first_in_view", [(3, True), (9, True), (10, False), (40, False)])
+def test_the_val_curves_axis_leaves_out_only_a_long_runs_first_epoch(epochs, first_in_view):
+    from src.report import figure_val_curves
+
+    scores = [0.5] + [0.80 + 0.001 * e for e in range(1, epochs)]  # epoch 0 far below the rest
+    jobs = [ok_job(str(seed), 0.8, seed=seed, val_scores=[v + 0.002 * seed for v in scores]) for seed in (1, 2)]
+    low, high = figure_val_curves(group_jobs(jobs, []), []).axes[0].get_ylim()
+    assert (low <= 50.3) == first_in_view and high > 80.0 + 0.1 * (epochs - 1)
+
+
 def test_statuses():
     assert _statuses([]) == ""
     assert _statuses([ok_job("a", 1), ok_job("b", 1)]) == "ok"
