@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import src.resolvers  # noqa: F401  (registers ${lr_around:…} before Hydra composes)
+import src.resolvers  # registers ${lr_around:…}, ${job_dir_name:…} before Hydra composes
 from src.config import ROOT
 from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
 from src.utils import atomic_write_json, read_json_object
@@ -213,18 +213,8 @@ def swept_keys() -> list[str]:
 
     if not is_multirun():
         return []
-    import yaml
-
     hc = HydraConfig.get()
-    keys = [str(k) for k in (hc.sweeper.get("params") or {})]
-    saved = Path(str(hc.sweep.dir)) / "multirun.yaml"  # Hydra writes it before the first job
-    if saved.is_file():
-        task = ((yaml.safe_load(saved.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task") or []
-        for arg in map(str, task):
-            key, _, value = arg.partition("=")
-            if "," in value or value.startswith(("range(", "choice(", "glob(", "interval(")):
-                keys.append(key.lstrip("+~"))
-    return list(dict.fromkeys(keys))
+    return src.resolvers.swept_keys_of(str(hc.sweep.dir), hc.sweeper.get("params") or {})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from src.resolvers import TUTORIAL_LR
+from src.resolvers import TUTORIAL_LR, swept_keys_of
 from src.stats import (
     ALPHA,
     Difference,
@@ -170,18 +170,7 @@ def load_job(path: Path) -> Job:
 def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
     """The overrides that make jobs differ: those declared as sweeps in the command line or
     in hydra.sweeper.params (multirun.yaml), plus any whose value differs between jobs."""
-    declared: set[str] = set()
-    hydra_cfg = read_yaml_mapping(sweep_dir / "multirun.yaml").get("hydra") or {}
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        task = (hydra_cfg.get("overrides") or {}).get("task") or []
-        for o in OverridesParser.create().parse_overrides([str(t) for t in task]):
-            if o.is_sweep_override():
-                declared.add(o.get_key_element().lstrip("+~"))
-    except Exception:  # an odd override must not cost the whole report
-        pass
-    declared |= {str(k).lstrip("+~") for k in ((hydra_cfg.get("sweeper") or {}).get("params") or {})}
+    declared = set(swept_keys_of(sweep_dir))
     keys: list[str] = []
     for job in jobs:
         for k in job.overrides:

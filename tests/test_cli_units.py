@@ -381,11 +381,60 @@ def test_swept_keys_are_the_presets_params_then_the_command_lines_sweeps(hydra_r
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
         "optim=sgd,adam", "init=xavier", "+extra=range(1,4)", "~gone=choice(1,2)", "lr=glob(*)",
         "x=interval(0,1)", "trainer.max_epochs=2", "seed=1,2", "n=range(5)", "c=choice(only)", "tag=a=b,c",
-        "+XLA=1,2", "name=a=b"]}}}))
+        "+XLA=1,2", "name=a=b", "model.hidden_sizes=[512,256,256,128]", "sizes=[1,2],[3]"]}}}))
     hydra_runtime(_multirun(tmp_path, task=["optim=sgd", "seed=1"], params={"seed": "1,2,3", "init": "a,b"}))
     assert cli.is_multirun() is True
     assert cli.job_overrides() == ["optim=sgd", "seed=1"]
-    assert cli.swept_keys() == ["seed", "init", "optim", "extra", "gone", "lr", "x", "n", "c", "tag", "XLA"]
+    # as Hydra parses them: a list value is one value (its commas sweep nothing); a list of lists
+    # sweeps; what Hydra's parser refuses (`tag=a=b,c`) never reaches a multirun.yaml
+    assert cli.swept_keys() == ["seed", "init", "optim", "extra", "gone", "lr", "x", "n", "c", "XLA", "sizes"]
+
+
+def test_a_job_dir_is_named_as_hydra_names_it_while_the_name_fits(hydra_runtime, tmp_path):
+    from src.resolvers import MAX_DIR_NAME, job_dir_name
+
+    hydra_runtime(_multirun(tmp_path))
+    assert job_dir_name(3, "optim=sgd,seed=1") == "3_optim=sgd,seed=1"
+    assert job_dir_name(0, "") == "0_"  # Hydra's `${hydra.job.num}_${hydra.job.override_dirname}`
+    fits = "x=" + "a" * (MAX_DIR_NAME - 4)
+    assert job_dir_name(7, fits) == f"7_{fits}" and len(f"7_{fits}") == MAX_DIR_NAME
+    # what conf/hydra/default.yaml passes: the override_dirname's commas and brackets are one argument
+    node = OmegaConf.create({"num": 0, "od": "model.hidden_sizes=[64,32],optim=sgd",
+                             "name": "${job_dir_name:${num},${od}}"})
+    assert node.name == "0_model.hidden_sizes=[64,32],optim=sgd"
+
+
+def test_a_name_too_long_keeps_the_swept_overrides_and_a_hash_of_all(hydra_runtime, tmp_path):
+    import hashlib
+
+    import yaml
+
+    from src.resolvers import MAX_DIR_NAME, job_dir_name
+
+    fixed = [f"trainer.limit_{k}_batches={n}" for k, n in (("train", 5), ("val", 2), ("test", 2))] + [
+        "callbacks=essential", "model.hidden_sizes=[512,256,256,128]", "data.batch_size=256", "init=kaiming",
+        "optim.weight_decay=0.0", "trainer.accelerator=cpu", "trainer.deterministic=True"]
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "optim=sgd,adam", "seed=1,2", *fixed]}}}))
+    hydra_runtime(_multirun(tmp_path))
+    items = sorted([*fixed, "optim=adam", "seed=2"])
+    od = ",".join(items)
+    assert len(f"1_{od}") > MAX_DIR_NAME  # what Hydra would name it: too long for some file systems
+    name = job_dir_name(1, od)
+    assert name == f"1_optim=adam,seed=2,and_10_more_{hashlib.sha256(od.encode()).hexdigest()[:8]}"
+    assert job_dir_name(1, od) == name  # the same job, the same dir: a sweep started again finds it
+    other = od.replace("data.batch_size=256", "data.batch_size=128")
+    assert job_dir_name(1, other) != name and job_dir_name(1, other).startswith("1_optim=adam,seed=2,and_10_more_")
+
+    # the swept overrides alone too long: cut (at a character, never inside one), the hash keeps them apart
+    long_value = "ü" * 150
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        f"+note='{long_value}',b", "seed=1,2"]}}}, allow_unicode=True))
+    for od in (f"+note={long_value},seed=1", f"+note={long_value},seed=2"):
+        name = job_dir_name(0, od)
+        assert len(name.encode()) <= MAX_DIR_NAME and name.startswith("0_+note=üü") and "\ufffd" not in name
+        assert name.endswith(f"and_0_more_{hashlib.sha256(od.encode()).hexdigest()[:8]}")
+    assert job_dir_name(0, f"+note={long_value},seed=1") != job_dir_name(0, f"+note={long_value},seed=2")
 
 
 def test_swept_keys_without_multirun_yaml_are_the_presets(hydra_runtime, tmp_path):

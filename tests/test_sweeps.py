@@ -138,6 +138,22 @@ def test_missing_gpu_fails_its_jobs_only(tmp_path):
     assert "error: trainer.accelerator=gpu" in proc.stderr
 
 
+def test_a_sweep_with_many_fixed_overrides_runs_with_short_job_dirs(tmp_path):
+    """Named after all 15 overrides, Hydra's job dir was 280 characters: `error: file name too
+    long` on a file system that allows 255, before the first job. The name keeps the swept ones."""
+    sweep = tmp_path / "sweep"
+    fixed = ["model.hidden_sizes=[512,256,256,128]", "optim.lr=0.1", "optim.weight_decay=0.0",
+             "data.batch_size=256", "init=kaiming", "data.pipeline=tensor", "trainer.accelerator=cpu",
+             "trainer.deterministic=true"]
+    proc = run_train("-m", "optim=sgd", "seed=1,2", *QUICK, *fixed, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [p.name for p in job_dirs(sweep)]
+    assert [n.rsplit("_", 1)[0] for n in names] == ["0_seed=1,and_14_more", "1_seed=2,and_14_more"]
+    assert all(len(n) <= 200 for n in names)
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["seed"], r["status"]) for r in rows] == [("1", "ok"), ("2", "ok")]  # from .hydra/overrides.yaml
+
+
 def test_a_crashing_job_does_not_stop_the_sweep(tmp_path, monkeypatch):
     """Any exception, not only a UserError, becomes a failed results.json in a multirun."""
     import src.cli as cli
