@@ -39,7 +39,7 @@ def test_summary_of_one_and_of_identical_values():
     one = summarize([0.8])
     assert (one.n, one.mean, one.sd, one.ci_low, one.half_width) == (1, 0.8, None, None, None)
     same = summarize([0.75, 0.75, 0.75])
-    assert (same.sd, same.ci_low, same.ci_high) == (0.0, 0.75, 0.75)
+    assert (same.sd, same.ci_low, same.ci_high, same.half_width) == (0.0, 0.75, 0.75, 0.0)  # ±0.00, not "1 seed"
     assert summarize([None, float("inf")]).n == 0
 
 
