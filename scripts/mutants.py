@@ -150,12 +150,13 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # train()'s first half: what no constructor checks, building from the config, how a
     # restarted multirun continues each job (in-process, no training); the end block.
     "training_setup": ("src/training.py", ("only", ["check_run_settings", "build_module", "build_callbacks",
-                                                    "build_loggers", "continue_sweep_job", "print_end"]),
+                                                    "build_loggers", "continue_sweep_job", "config_changes",
+                                                    "changes_on_resume", "run_warnings", "print_end"]),
                        ["tests/test_run_setup.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
-    "training": ("src/training.py", ("only", ["train", "_finite", "run_warnings"], {"train": "trainer.fit("}),
+    "training": ("src/training.py", ("only", ["train", "_finite"], {"train": "trainer.fit("}),
                  ["tests/test_truth_training.py", "tests/test_truth_divergence.py"], 80),
 }
 

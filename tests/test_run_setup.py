@@ -215,6 +215,27 @@ def test_build_loggers_skips_nulls_and_non_targets(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# run_warnings
+
+
+def test_run_warnings_are_chance_level_then_each_callbacks_own():
+    from types import SimpleNamespace
+
+    from src.training import run_warnings
+
+    module = SimpleNamespace(net=SimpleNamespace(config={"num_classes": 10}))
+    callbacks = [SimpleNamespace(warnings=["vanishing: layers.0"]), SimpleNamespace(warnings=None), object(),
+                 SimpleNamespace(warnings=("exploding: layers.8",))]
+    kept = ["vanishing: layers.0", "exploding: layers.8"]
+    assert run_warnings(module, callbacks, [0.5, 0.8]) == kept
+    at_chance = "did not learn: final val acc 12.0 % is at chance level (10 %)"
+    assert run_warnings(module, callbacks, [0.8, 0.12]) == [at_chance, *kept]  # chance + 2 pt still counts
+    assert run_warnings(module, [], [0.1201]) == []
+    assert run_warnings(module, [], [0.5, 0.099]) == ["did not learn: final val acc 9.9 % is at chance level (10 %)"]
+    assert run_warnings(module, [], []) == []  # nothing validated: nothing to say
+
+
+# ---------------------------------------------------------------------------------------------
 # config_changes, changes_on_resume
 
 
