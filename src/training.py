@@ -154,18 +154,27 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     return None, None
 
 
-def config_changes(before: dict, after: dict, most: int = 6) -> list[str]:
-    """`key old → new` for each setting that differs between two configs (dotted keys; one
-    that only one of them has reads `(none)`), sorted by key; the first `most`, then a count."""
-    def flat(node, prefix=""):
-        if isinstance(node, dict) and (node or not prefix):  # an empty section is a value; {} itself is not
-            return {k: v for key, child in node.items() for k, v in flat(child, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: node}
+def config_changes(before: dict, after: dict, most: int = 8) -> list[str]:
+    """What differs between two configs, by dotted key in key order: `key old → new` for a value
+    (`(none)` on the side that lacks it), `key added` / `key removed` for a whole section
+    (`callbacks=essential` drops `callbacks.activation_stats`, not each of its settings); the
+    first `most`, then how many more."""
+    changed = []
 
-    old, new = flat(before), flat(after)
-    missing = object()
-    changed = [f"{key} {old.get(key, '(none)')} → {new.get(key, '(none)')}" for key in sorted({*old, *new})
-               if old.get(key, missing) != new.get(key, missing)]
+    def walk(old, new, key):
+        if isinstance(old, dict) and isinstance(new, dict):
+            for k in sorted({*old, *new}, key=str):
+                sub = f"{key}.{k}" if key else str(k)
+                if k in old and k in new:
+                    walk(old[k], new[k], sub)
+                elif isinstance(old.get(k, new.get(k)), dict):
+                    changed.append(f"{sub} {'removed' if k in old else 'added'}")
+                else:
+                    changed.append(f"{sub} {old.get(k, '(none)')} → {new.get(k, '(none)')}")
+        elif old != new:
+            changed.append(f"{key} {old} → {new}")
+
+    walk(before, after, "")
     return changed[:most] + ([f"{len(changed) - most} more"] if len(changed) > most else [])
 
 

@@ -241,16 +241,19 @@ def test_run_warnings_are_chance_level_then_each_callbacks_own():
 
 def test_config_changes_names_each_setting_that_differs():
     before = {"seed": 1, "optim": {"lr": 0.1, "betas": [0.9, 0.999]}, "trainer": {"max_epochs": 40},
-              "callbacks": {"probe": {"every": 1}}, "note": None}
+              "callbacks": {"probe": {"every": 1, "on": True}, "progress": {"every": 10}}, "note": None}
     after = {"seed": 1, "optim": {"lr": 0.01, "betas": [0.9, 0.99]}, "trainer": {"max_epochs": 40},
-             "callbacks": {}, "extra": 3, "note": None}
-    assert config_changes(before, after) == ["callbacks (none) → {}", "callbacks.probe.every 1 → (none)",
+             "callbacks": {"progress": {"every": 10}, "path": {"every": 5}}, "extra": 3, "note": None}
+    assert config_changes(before, after) == ["callbacks.path added", "callbacks.probe removed",
                                              "extra (none) → 3", "optim.betas [0.9, 0.999] → [0.9, 0.99]",
                                              "optim.lr 0.1 → 0.01"]
-    assert config_changes(before, before) == []
+    assert config_changes(before, before) == [] and config_changes({}, {}) == []
     assert config_changes({"a": None}, {}) == ["a None → (none)"]  # a key set to null is not a missing key
+    assert config_changes({"a": {"b": 1}}, {"a": 3}) == ["a {'b': 1} → 3"]
+    assert config_changes({"lr": 1}, {"lr": 1.0}) == []  # the same value
     many = config_changes({f"k{i}": i for i in range(9)}, {f"k{i}": -i for i in range(9)}, most=3)
     assert many == ["k1 1 → -1", "k2 2 → -2", "k3 3 → -3", "5 more"]  # k0 0 → 0 is no change
+    assert len(config_changes({f"k{i}": i for i in range(10)}, {})) == 8 + 1  # 8 by default, then the count
 
 
 def test_changes_on_resume_adds_this_resumes_to_the_checkpoints(tmp_path):
