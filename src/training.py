@@ -132,21 +132,25 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     if cfg.get("ckpt_path"):
         return None, cfg.get("ckpt_path")
     last = out / "checkpoints" / "last.ckpt"
+    # The checkpoint's stamp says what it was trained with (a killed job left no results.json);
+    # a checkpoint written before stamps existed goes by the stopped run's results.json.
+    stamp = checkpoint_stamp(last) if last.is_file() and not rerun else {}
     changed = False
     if last.is_file() and not rerun and not finished:
-        # The checkpoint's stamp says what it was trained with (a killed job left no results.json);
-        # a checkpoint written before stamps existed goes by the stopped run's results.json.
-        stamp = checkpoint_stamp(last) or {"config_hash": (old.get("provenance") or {}).get("config_hash"),
-                                           "seed": (old.get("config") or {}).get("seed")}
-        changed = (stamp.get("config_hash") is not None
-                   and (stamp.get("config_hash"), stamp.get("seed")) != (this["config_hash"], this["seed"]))
+        known = stamp or {"config_hash": (old.get("provenance") or {}).get("config_hash"),
+                          "seed": (old.get("config") or {}).get("seed")}
+        changed = (known.get("config_hash") is not None
+                   and (known.get("config_hash"), known.get("seed")) != (this["config_hash"], this["seed"]))
         if not changed:
             print(f"resuming {out.name} from {last}", flush=True)
             return None, str(last)
     earlier = [d for d in (out / "checkpoints", out / "tensorboard") if d.is_dir()]
     if earlier and (rerun or finished or changed):
-        why = ("+sweep.rerun=all" if rerun else
-               f"its config or seed changed since it {'finished' if finished else 'stopped'}")
+        since = f"since it {'finished' if finished else 'stopped'}"
+        diff = (config_changes({"seed": stamp.get("seed"), **stamp["config"]}, {"seed": cfg.seed, **what_is_trained(cfg)})
+                if isinstance(stamp.get("config"), dict) else [])
+        why = ("+sweep.rerun=all" if rerun else f"changed {since}: {', '.join(diff)}" if diff
+               else f"its config or seed changed {since}")
         print(f"rerunning {out.name} ({why}): its earlier {' and '.join(d.name for d in earlier)} are replaced",
               flush=True)
     for d in earlier:

@@ -425,6 +425,23 @@ def test_a_stopped_job_of_another_config_starts_afresh(job, capsys, status, stam
     assert not (out / "checkpoints").exists() and not (out / "tensorboard").exists()
 
 
+@pytest.mark.parametrize("status", ["ok", "interrupted"])
+def test_a_rerun_says_what_changed_when_the_checkpoint_knows(job, capsys, status):
+    from src.provenance import what_is_trained
+
+    cfg, out = job
+    before = what_is_trained(cfg)
+    before["optim"] = {**before["optim"], "lr": 0.5}
+    _results(out, cfg, status=status, provenance={"config_hash": "0123456789ab"})
+    (out / "checkpoints").mkdir()
+    AtomicCheckpointIO(stamp={"config_hash": "0123456789ab", "seed": cfg.seed, "config": before}).save_checkpoint(
+        {"global_step": 3}, out / "checkpoints" / "last.ckpt")
+    assert continue_sweep_job(cfg, out) == (None, None)
+    since = "finished" if status == "ok" else "stopped"
+    assert capsys.readouterr().out == (f"rerunning {out.name} (changed since it {since}: optim.lr 0.5 → "
+                                       f"{cfg.optim.lr}): its earlier checkpoints are replaced\n")
+
+
 def test_a_stopped_job_of_another_seed_starts_afresh(job):
     cfg, out = job
     _stamped_last(out, config_hash(cfg), cfg.seed + 1)
