@@ -93,9 +93,9 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temp name + rename: a kill mid-save keeps
     the previous `last.ckpt` intact instead of leaving a truncated one. `stamp` goes into every
-    checkpoint as `run` (train() gives the config hash and seed: a sweep started again resumes
-    a killed job's checkpoint only if it was trained with the same config, see
-    `checkpoint_stamp`)."""
+    checkpoint as `run`: train() gives what the run is trained with (config hash, seed, config,
+    the config changes of earlier resumes), so a sweep started again resumes a killed job's
+    checkpoint only under the same config, and a resume says what it changed."""
 
     def __init__(self, stamp: dict | None = None):
         super().__init__()
