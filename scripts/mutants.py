@@ -136,8 +136,10 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # graceful stop on SIGTERM / Ctrl-C (real signals during a tiny in-process fit), the sweep's
     # exit status, the step checkpoint's argument. All of each file, against test_plumbing.py.
     **{name: (path, None, ["tests/test_plumbing.py"], 80) for name, path in (
-        ("utils", "src/utils.py"), ("resolvers", "src/resolvers.py"), ("progress", "callbacks/progress.py"),
+        ("utils", "src/utils.py"), ("progress", "callbacks/progress.py"),
         ("interrupt", "callbacks/interrupt.py"), ("step_checkpoint", "callbacks/checkpoint.py"))},
+    # The resolvers, and the swept keys and job dir names they give the app (test_cli_units.py).
+    "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py", "tests/test_cli_units.py"], 80),
     # The sweep report's exit status (test_plumbing.py) and the refused sweep's folders (run_app).
     "hydra_callbacks": ("src/hydra_callbacks.py", None, ["tests/test_plumbing.py", "tests/test_cli_units.py"], 80),
     # The command line: the one `error:` line for each kind of bad input, how each ending exits,

@@ -54,6 +54,11 @@ def test_of_several_best_checkpoints_the_highest_val_acc_wins(tmp_path):
                  "best-epoch=20.ckpt", "last.ckpt"):
         (run / "checkpoints" / name).write_bytes(b"x")
     assert best_checkpoint(str(run)).name == "best-epoch=07-val_acc=0.8850.ckpt"  # the first of a tie
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    for name in ("best-epoch=00.ckpt", "best-by-hand.ckpt"):  # a name without an epoch comes first
+        (other / "checkpoints" / name).write_bytes(b"x")
+    assert best_checkpoint(str(other)).name == "best-epoch=00.ckpt"
 
 
 def test_paths_that_are_no_checkpoint(tmp_path):
