@@ -405,6 +405,11 @@ def test_md_groups_table():
         f"{_cell('best_val_acc', summarize([0.81, 0.83]))} | 4.0 [0.0, 16.7] | 12 [0, 37] |  |",
         "| 2 | adam | 1 of 2 (failed) | 85.00 | 1 seed: no interval | – | 85.00 – 85.00 | 86.00 | 1.0 | 9 |  |"]
     assert lines[0] == "## Groups: jobs that differ only in seed"
+    # an interval inside [0, 100] %: both ends as computed
+    g3 = Group(3, {"optim": "sgd"}, [ok_job(str(i), v, seed=i) for i, v in enumerate((0.80, 0.82, 0.81))])
+    s3 = summarize([0.80, 0.82, 0.81])
+    assert f"| 81.00 | [{100 * s3.ci_low:.2f}, {100 * s3.ci_high:.2f}] |" in md_groups([g3], ["optim"], "test_acc", [])[6]
+    assert 100 * s3.ci_high < 100
 
 
 def test_md_jobs_table_and_the_best_line(tmp_path):
