@@ -229,7 +229,7 @@ def test_run_warnings_are_chance_level_then_each_callbacks_own():
     kept = ["vanishing: layers.0", "exploding: layers.8"]
     assert run_warnings(module, callbacks, [0.5, 0.8]) == kept
     at_chance = "did not learn: final val acc 12.0 % is at chance level (10 %)"
-    assert run_warnings(module, callbacks, [0.8, 0.12]) == [at_chance, *kept]  # chance + 2 pt still counts
+    assert run_warnings(module, callbacks, [0.3, 0.8, 1 / 10 + 0.02]) == [at_chance, *kept]  # chance + 2 pt counts
     assert run_warnings(module, [], [0.1201]) == []
     assert run_warnings(module, [], [0.5, 0.099]) == ["did not learn: final val acc 9.9 % is at chance level (10 %)"]
     assert run_warnings(module, [], []) == []  # nothing validated: nothing to say
@@ -254,6 +254,7 @@ def test_config_changes_names_each_setting_that_differs():
     many = config_changes({f"k{i}": i for i in range(9)}, {f"k{i}": -i for i in range(9)}, most=3)
     assert many == ["k1 1 → -1", "k2 2 → -2", "k3 3 → -3", "5 more"]  # k0 0 → 0 is no change
     assert len(config_changes({f"k{i}": i for i in range(10)}, {})) == 8 + 1  # 8 by default, then the count
+    assert config_changes({f"k{i}": i for i in range(8)}, {}) == [f"k{i} {i} → (none)" for i in range(8)]  # no "0 more"
 
 
 def test_changes_on_resume_adds_this_resumes_to_the_checkpoints(tmp_path):
@@ -431,7 +432,7 @@ def test_a_rerun_says_what_changed_when_the_checkpoint_knows(job, capsys, status
 
     cfg, out = job
     before = what_is_trained(cfg)
-    before["optim"] = {**before["optim"], "lr": 0.5}
+    before["optim"] = {**before["optim"], "lr": 0.5, "weight_decay": 0.1}
     _results(out, cfg, status=status, provenance={"config_hash": "0123456789ab"})
     (out / "checkpoints").mkdir()
     AtomicCheckpointIO(stamp={"config_hash": "0123456789ab", "seed": cfg.seed, "config": before}).save_checkpoint(
@@ -439,7 +440,8 @@ def test_a_rerun_says_what_changed_when_the_checkpoint_knows(job, capsys, status
     assert continue_sweep_job(cfg, out) == (None, None)
     since = "finished" if status == "ok" else "stopped"
     assert capsys.readouterr().out == (f"rerunning {out.name} (changed since it {since}: optim.lr 0.5 → "
-                                       f"{cfg.optim.lr}): its earlier checkpoints are replaced\n")
+                                       f"{cfg.optim.lr}, optim.weight_decay 0.1 → {cfg.optim.weight_decay}): its "
+                                       "earlier checkpoints are replaced\n")
 
 
 def test_a_stopped_job_of_another_seed_starts_afresh(job):
@@ -487,12 +489,23 @@ def test_a_ckpt_path_given_wins_over_last_ckpt(job):
     assert continue_sweep_job(cfg, out) == (None, "/elsewhere/last.ckpt")
 
 
-def test_a_fresh_start_removes_the_dead_tries_event_files(job):
+def test_a_fresh_start_removes_the_dead_tries_event_files(job, capsys):
     cfg, out = job
     (out / "tensorboard" / "version_0").mkdir(parents=True)
     (out / "tensorboard" / "version_0" / "events.out.tfevents.1").write_bytes(b"x")
     assert continue_sweep_job(cfg, out) == (None, None)
     assert not (out / "tensorboard").exists()
+    assert capsys.readouterr().out == ""  # a try that never checkpointed: nothing changed, nothing to say
+
+
+def test_a_stopped_job_with_a_checkpoint_from_before_stamps_goes_by_its_results(job, capsys):
+    cfg, out = job
+    _results(out, cfg, status="interrupted")  # the same config and seed
+    last = _last(out)  # no stamp in it
+    assert continue_sweep_job(cfg, out) == (None, str(last))
+    _results(out, cfg, status="interrupted", config={"seed": cfg.seed + 1})
+    assert continue_sweep_job(cfg, out) == (None, None)
+    assert "its config or seed changed since it stopped" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------
