@@ -240,8 +240,9 @@ def test_ctrl_c_writes_an_interrupted_results_json(tmp_path, data_dir):
     cfg = compose([*FAST, "data.train_subset=2560"], tmp_path)
     with open_dict(cfg):
         cfg.callbacks.ctrl_c = OmegaConf.create({"_target_": f"{__name__}.CtrlCAtStep", "step": 3})
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted) as stopped:
         train(cfg)
+    assert stopped.value.reported is True  # src/cli.py then keeps train()'s results.json, not a bare one
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["status"], r["signal"], r["error"]) == ("interrupted", "SIGINT", "interrupted by SIGINT")
     assert r["resume"] == f"python train.py ckpt_path={tmp_path}"
