@@ -436,6 +436,29 @@ def test_a_name_too_long_keeps_the_swept_overrides_and_a_hash_of_all(hydra_runti
         assert name.endswith(f"and_0_more_{hashlib.sha256(od.encode()).hexdigest()[:8]}")
     assert job_dir_name(0, f"+note={long_value},seed=1") != job_dir_name(0, f"+note={long_value},seed=2")
 
+    # a swept value that holds `=` is kept whole; with no swept override in the name, only the count
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "+tag='a=b','c=d'", *fixed]}}}))
+    od = ",".join(sorted([*fixed, "+tag=a=b"]))
+    assert job_dir_name(2, od).startswith("2_+tag=a=b,and_10_more_")
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": fixed}}}))
+    od = ",".join(sorted(fixed))
+    assert job_dir_name(4, od) == f"4_and_10_more_{hashlib.sha256(od.encode()).hexdigest()[:8]}"
+
+
+def test_swept_keys_of_a_sweep_dir_read_its_sweepers_params_there_too(tmp_path):
+    import yaml
+
+    from src.resolvers import swept_keys_of
+
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"params": {"+optim.lr": "interval(1e-4,1e-1)", "~x": "a,b", "seed": "1,2"}},
+        "overrides": {"task": ["init=xavier,kaiming", "seed=1,2"]}}}))
+    # what the report asks (no params given): the preset's params first, as Hydra saved them
+    assert swept_keys_of(tmp_path) == ["optim.lr", "seed", "x", "init"]  # (safe_dump sorts the keys)
+    assert swept_keys_of(tmp_path, {}) == ["init", "seed"]  # the params given win, none here
+    assert swept_keys_of(tmp_path / "nowhere") == []
+
 
 def test_swept_keys_without_multirun_yaml_are_the_presets(hydra_runtime, tmp_path):
     hydra_runtime(_multirun(tmp_path / "nowhere", params={"seed": "1,2"}))
