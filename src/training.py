@@ -35,7 +35,7 @@ from src.checkpointing import (
 )
 from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
 from src.hparams import log_hparams, trial_name
-from src.provenance import config_hash, provenance, what_is_trained
+from src.provenance import config_hash, hash_of, provenance, what_is_trained
 from src.utils import atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,9 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     rerun = (cfg.get("sweep") or {}).get("rerun") == "all"
     old = read_json_object(out / "results.json")
     # The same job: same config (paths aside, provenance's hash) and the same seed.
-    this = {"config_hash": config_hash(cfg), "seed": cfg.seed}
-    same = ((old.get("provenance") or {}).get("config_hash") == this["config_hash"]
-            and (old.get("config") or {}).get("seed") == this["seed"])
+    this = (config_hash(cfg), cfg.seed)
+    before = ((old.get("provenance") or {}).get("config_hash"), (old.get("config") or {}).get("seed"))
+    same = before == this
     finished = old.get("status") in ("ok", "diverged")
     if finished and same and not rerun:
         outcome = (f"test acc {old.get('test_acc')}" if old["status"] == "ok"
@@ -137,10 +137,8 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     stamp = checkpoint_stamp(last) if last.is_file() and not rerun else {}
     changed = False
     if last.is_file() and not rerun and not finished:
-        known = stamp or {"config_hash": (old.get("provenance") or {}).get("config_hash"),
-                          "seed": (old.get("config") or {}).get("seed")}
-        changed = (known.get("config_hash") is not None
-                   and (known.get("config_hash"), known.get("seed")) != (this["config_hash"], this["seed"]))
+        known = (stamp.get("config_hash"), stamp.get("seed")) if stamp else before
+        changed = known[0] is not None and known != this
         if not changed:
             print(f"resuming {out.name} from {last}", flush=True)
             return None, str(last)
@@ -215,7 +213,8 @@ def train(cfg: DictConfig) -> float | None:
                                  (module.hparams.get("optim_cfg") or {}).get("_target_"))
     # Each checkpoint says what it was trained with: a sweep started again resumes only its own
     # config's (continue_sweep_job), and a resume under a changed config is said in results.json.
-    stamp = {"config_hash": config_hash(cfg), "seed": cfg.seed, "config": what_is_trained(cfg)}
+    trained = what_is_trained(cfg)
+    stamp = {"config_hash": hash_of(trained), "seed": cfg.seed, "config": trained}
     stamp["changes"] = changes_on_resume(ckpt_path, stamp)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()  # data problems surface before the trainer starts
