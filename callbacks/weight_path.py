@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -48,19 +49,40 @@ def recorded_steps(directory: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in directory.glob("step_*.pt") if (m := _POINT.search(p.name)))
 
 
+class UnreadablePath(ValueError):
+    """A recorded path whose meta.json or a point file cannot be read (a torn copy, an edit)."""
+
+
 def load_path(run_dir: str | Path) -> dict | None:
     """The recorded path of a run: {"steps", "epochs", "weights" [T, P] float32, "names",
-    "shapes", "dtype"}; None if the run recorded none."""
+    "shapes", "dtype"}; None if the run recorded none; UnreadablePath (naming the file) if a
+    file of it cannot be read."""
     directory = Path(run_dir) / PATH_DIR
     meta_file = directory / "meta.json"
     steps = recorded_steps(directory) if directory.is_dir() else []
     if not meta_file.is_file() or not steps:
         return None
-    meta = json.loads(meta_file.read_text())
-    points = [torch.load(point_file(directory, s), map_location="cpu", weights_only=True) for s in steps]
-    return {"steps": steps, "epochs": [float(p["epoch"]) for p in points],
-            "weights": torch.stack([p["weights"].float() for p in points]),
-            "names": meta["names"], "shapes": [tuple(s) for s in meta["shapes"]], "dtype": meta["dtype"]}
+    try:
+        meta = json.loads(meta_file.read_text())
+        names, shapes, dtype = meta["names"], [tuple(s) for s in meta["shapes"]], meta["dtype"]
+        if dtype not in DTYPES or len(names) != len(shapes):
+            raise ValueError(f"dtype {dtype!r}, {len(names)} names for {len(shapes)} shapes")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UnreadablePath(f"{meta_file} is unreadable ({type(e).__name__}: {e})") from None
+    points, numel = [], sum(math.prod(s) for s in shapes)
+    for s in steps:
+        file = point_file(directory, s)
+        try:
+            point = torch.load(file, map_location="cpu", weights_only=True)
+            weights = point["weights"]
+            if not isinstance(weights, torch.Tensor) or weights.shape != (numel,):
+                raise ValueError(f"weights of shape {tuple(getattr(weights, 'shape', ()))}, "
+                                 f"meta.json says {numel}")
+            points.append((float(point["epoch"]), weights.float()))
+        except Exception as e:  # torch.load raises many kinds on a torn file
+            raise UnreadablePath(f"{file} is unreadable ({type(e).__name__}: {e})") from None
+    return {"steps": steps, "epochs": [e for e, _ in points], "weights": torch.stack([w for _, w in points]),
+            "names": names, "shapes": shapes, "dtype": dtype}
 
 
 class WeightPath(pl.Callback):

@@ -199,7 +199,7 @@ def recreate_init(config: dict, model_cfg: dict) -> torch.Tensor | None:
 
 def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, device: str = "cpu",
              need_path: bool = False) -> Run:
-    from callbacks.weight_path import load_path
+    from callbacks.weight_path import UnreadablePath, load_path
 
     ckpt = ckpt or find_checkpoint(run_dir, which)
     try:
@@ -227,7 +227,14 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
               global_step=int(state.get("global_step", 0)), epochs_done=_epochs_done(state),
               label=run_label(config, choices))
 
-    path = load_path(run_dir)
+    try:
+        path = load_path(run_dir)
+    except UnreadablePath as e:
+        if need_path:
+            raise CheckpointError(f"{run_dir}'s recorded weight path, which directions=pca needs: {e}; "
+                                  "use directions=random, or train the run again") from None
+        log.warning("%s: the recorded path is left out: %s", run_dir, e)
+        path = None
     if path is not None and [n.removeprefix("net.") for n in path["names"]] != layout.names:
         log.warning("%s: the recorded path has other parameters than the checkpoint; ignored", run_dir)
         path = None

@@ -932,9 +932,19 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
     return fig
 
 
+def _plus_minus(s) -> str:
+    """A heatmap cell's interval: `±half-width`, or `[low, high]` where the interval was cut to
+    what the metric can take (mean ± half-width would then leave [0, 100] %)."""
+    if s.half_width is None:
+        return "1 seed"
+    if s.ci_low > s.mean - s.half_width + 1e-12 or s.ci_high < s.mean + s.half_width - 1e-12:
+        return f"[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]"
+    return f"±{100 * s.half_width:.2f}"
+
+
 def figure_heatmap(groups: list[Group], rows_key: str, cols_key: str, metric: str):
     """Means of a two-factor sweep, coloured by the distance to the best cell (so 1 pt shows),
-    annotated with ± the 95 % half-width."""
+    annotated with ± the 95 % half-width (the interval itself where it was cut)."""
     import numpy as np
 
     plt = _pyplot()
@@ -960,7 +970,7 @@ def figure_heatmap(groups: list[Group], rows_key: str, cols_key: str, metric: st
         elif g.did_not_learn:
             text = f"{100 * s.mean:.1f}\ndid not learn"
         else:
-            text = f"{100 * s.mean:.2f}\n" + (f"±{100 * s.half_width:.2f}" if s.half_width is not None else "1 seed")
+            text = f"{100 * s.mean:.2f}\n" + _plus_minus(s)
         value = grid[row_values.index(r), col_values.index(c)]
         light = not np.isnan(value) and im.norm(value) > 0.6  # dark text on the yellow end
         ax.text(col_values.index(c), row_values.index(r), text, ha="center", va="center", fontsize=8,

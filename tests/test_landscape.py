@@ -102,6 +102,32 @@ def test_a_run_whose_hydra_files_or_results_are_broken_still_loads(killed_and_re
     assert "seed" not in loaded.config and loaded.config["model"]["hidden_sizes"] == [512, 256, 256, 128]
 
 
+@pytest.mark.parametrize("broken", ["meta_json", "meta_keys", "point_torn", "point_shape"])
+def test_a_broken_recorded_path_is_named_not_a_traceback(killed_and_resumed, tmp_path, caplog, broken):
+    import shutil
+
+    from callbacks.weight_path import UnreadablePath
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[0], run)
+    directory = run / "weight_path"
+    if broken == "meta_json":
+        (directory / "meta.json").write_text('{"names": [')
+    elif broken == "meta_keys":
+        (directory / "meta.json").write_text('{"names": ["a"], "shapes": [[1]], "dtype": "int8"}')
+    elif broken == "point_torn":
+        point_file(directory, 3).write_bytes(point_file(directory, 3).read_bytes()[:1000])
+    else:
+        torch.save({"step": 3, "epoch": 0.6, "weights": torch.zeros(5)}, point_file(directory, 3))
+    file = "meta.json" if broken.startswith("meta") else point_file(directory, 3).name
+    with pytest.raises(UnreadablePath, match=f"{file} is unreadable"):
+        load_path(run)
+    loaded = load_run(run)  # the path is only drawn: left out, with a warning that names the file
+    assert loaded.path is None and file in caplog.text and "left out" in caplog.text
+    with pytest.raises(CheckpointError, match=f"{file} is unreadable.*directions=random"):
+        load_run(run, need_path=True)  # directions=pca needs it: one error line, not a traceback
+
+
 def test_landscape_of_a_recorded_run(killed_and_resumed, tmp_path):
     run, _, _ = killed_and_resumed
     out = tmp_path / "out"

@@ -132,3 +132,16 @@ def test_band_is_the_t_half_width_per_column(rows):
         assert band[j] == pytest.approx(student_t.ppf(Q, n - 1) * sd(col) / math.sqrt(n), rel=1e-10, abs=1e-15)
     single_mean, single_band = mean_and_band([[0.8, 0.5]])
     assert list(single_mean) == [0.8, 0.5] and list(single_band) == [0.0, 0.0]
+
+
+def test_a_heatmap_cell_shows_the_cut_interval_not_a_half_width_past_100():
+    from src.report import _plus_minus
+
+    v = [0.99, 0.97]  # 2 seeds: mean 98 %, t half-width 12.71 pt, so ± would read 85.29-110.71 %
+    assert _plus_minus(summarize(v)) == f"±{100 * summarize(v).half_width:.2f}"
+    cut = summarize(v, bounds=(0.0, 1.0))
+    assert _plus_minus(cut) == f"[{100 * cut.ci_low:.2f}, 100.00]"
+    inside = summarize([0.80, 0.84, 0.81, 0.83], bounds=(0.0, 1.0))
+    assert _plus_minus(inside) == f"±{100 * inside.half_width:.2f}"
+    assert _plus_minus(summarize([0.8], bounds=(0.0, 1.0))) == "1 seed"
+    assert _plus_minus(summarize([0.8, 0.8], bounds=(0.0, 1.0))) == "±0.00"
