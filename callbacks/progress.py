@@ -23,16 +23,27 @@ class EpochLinePrinter(pl.Callback):
 
     def __init__(self):
         self._t0 = time.perf_counter()
+        self._batches_done = 0
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
+        self._batches_done = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batches_done = batch_idx + 1  # batch_idx, not a count: a resumed epoch starts mid-way
 
     def on_train_epoch_end(self, trainer, pl_module):
         # train/acc is logged at the epoch's last batch and validation has run: all are current.
         if not trainer.is_global_zero:
             return
-        m = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1}"]
+        batches = trainer.num_training_batches
+        if self._batches_done < batches:  # stopped mid-epoch (trainer.max_steps): its metrics
+            parts.append(f"stopped after {self._batches_done} of {batches} batches, not validated")
+            parts.append(f"{time.perf_counter() - self._t0:.1f} s")  # would be the last epoch's
+            print("  ".join(parts), file=sys.stdout, flush=True)
+            return
+        m = trainer.callback_metrics
         for key, label in (("train/epoch_loss", "train loss"), ("val/loss", "val loss")):
             if key in m:
                 parts.append(f"{label} {float(m[key]):.4f}")

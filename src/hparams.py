@@ -66,6 +66,7 @@ def columns(swept: list[str]) -> list[str]:
 
 
 def log_hparams(loggers, cfg: DictConfig, results: dict, swept: list[str], trial: str) -> None:
+    from pytorch_lightning.loggers.logger import DummyLogger
     from tensorboard.plugins.hparams.api_pb2 import Status
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
@@ -74,6 +75,8 @@ def log_hparams(loggers, cfg: DictConfig, results: dict, swept: list[str], trial
     every = {**hparams_of(cfg), "status": results["status"]}
     hp = {k: every[k] for k in columns(swept) if k in every}
     for logger in loggers:
+        if isinstance(logger, DummyLogger):  # trainer.fast_dev_run's stand-in: it writes nothing
+            continue
         writer = getattr(logger, "experiment", None)
         if not hasattr(writer, "_get_file_writer"):  # not TensorBoard: its own hyperparameter API
             logger.log_hyperparams(every, metrics or None)

@@ -54,6 +54,15 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
     # Lightning reads -1 as "forever"; a run that never ends is never what a user meant here.
     integer("trainer.max_epochs", cfg.trainer.max_epochs)
+    # One validation after every epoch: val_scores, best_val_epoch, the best-val checkpoint's
+    # name and the report's curves all count epochs (Lightning would otherwise validate every
+    # n-th epoch, or several times an epoch, and the run would report validations as epochs).
+    for key, one in (("check_val_every_n_epoch", 1), ("val_check_interval", 1.0)):
+        value = cfg.trainer.get(key)  # an int val_check_interval is a count of batches, not 1 epoch
+        if value is not None and (type(value) is not type(one) or value != one):
+            raise ConfigError(f"trainer.{key}={value!r}: this app validates once after every epoch "
+                              f"(results.json's val_scores and best_val_epoch count epochs); accepted: "
+                              f"{one}, or leave it out; to validate on fewer images, trainer.limit_val_batches=N")
     group = cfg.get("group_callbacks", True)
     if not isinstance(group, bool):
         raise ConfigError(f"group_callbacks={group!r} must be true or false")
@@ -235,17 +244,20 @@ def train(cfg: DictConfig) -> float | None:
     except Diverged as e:
         diverged = e
         print(f"diverged: {e}", file=sys.stderr, flush=True)
-        module.drain_losses()  # the steps of the unfinished epoch, up to the non-finite one
     except Interrupted as e:
         interrupted = e
-        module.drain_losses()
     except SIGTERMException:  # Lightning's own stop (SIGTERM during validation): exit 0 otherwise
         interrupted = Interrupted(signal.SIGTERM)
-        module.drain_losses()
+    # The steps of an unfinished epoch (a divergence, a stop, trainer.max_steps mid-epoch) are
+    # still held on the device: into history and the train/loss curve with the others.
+    module.drain_losses()
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     val_scores = module.history["val_scores"]
     best_epoch = max(range(len(val_scores)), key=lambda i: (val_scores[i], -i)) if val_scores else -1
+    # Epochs trained and validated (a NaN model is never validated); with validation off
+    # (trainer.limit_val_batches=0), epochs trained to their end.
+    epochs = len(val_scores) if trainer.limit_val_batches != 0 else len(module.history["train_scores"])
     test_acc = None
     if not cfg.get("skip_test", False) and diverged is None and interrupted is None and trainer.state.finished:
         metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
@@ -259,7 +271,7 @@ def train(cfg: DictConfig) -> float | None:
         "test_acc": test_acc,
         "best_val_acc": val_scores[best_epoch] if val_scores else None,
         "best_val_epoch": best_epoch,
-        "epochs": len(val_scores),
+        "epochs": epochs,
         "val_scores": val_scores,
         "train_scores": module.history["train_scores"],
         "train_losses": module.history["train_losses"],
@@ -283,6 +295,8 @@ def train(cfg: DictConfig) -> float | None:
         results.update(signal=interrupted.signal_name, error=str(interrupted),
                        resume=f"python train.py ckpt_path={out}")
     results["warnings"] = stamp["changes"] + run_warnings(module, callbacks, val_scores)
+    if test_acc is not None and (what := _not_best_val_tested(cfg, trainer, best_path, val_scores)):
+        results["warnings"].append(what)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
         log_hparams(trainer.loggers, cfg, results, swept, trial=trial_name(cli.job_overrides(), swept) or out.name)
@@ -312,6 +326,24 @@ def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
     return found
 
 
+def _not_best_val_tested(cfg: DictConfig, trainer: pl.Trainer, best_path: str,
+                         val_scores: list[float]) -> str | None:
+    """What test_acc is of, when it is not the best-val-acc checkpoint (the tutorial's protocol)."""
+    if cfg.trainer.get("fast_dev_run"):
+        return ("trainer.fast_dev_run: a smoke test of a few batches of train, val and test, no "
+                "logger and no best-val checkpoint; its numbers are not a result")
+    if not best_path:
+        why = ("no validation ran (trainer.limit_val_batches=0?)" if not val_scores
+               else "no checkpoint was kept")
+        return f"test_acc is of the final weights, not of the best-val checkpoint: {why}"
+    monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+    if monitor == "val/acc" and getattr(trainer.checkpoint_callback, "mode", "max") == "max":
+        return None
+    # Lightning's own ModelCheckpoint (callbacks.model_checkpoint left out) monitors nothing
+    which = "the last epoch's checkpoint" if monitor is None else f"the best checkpoint by {monitor}"
+    return f"test_acc is of {which} ({Path(best_path).name}), not of the best-val-acc one"
+
+
 def print_end(results: dict) -> None:
     """The end block: rounded numbers, the best epoch, the wall time, where everything is."""
     def pct(x):
@@ -320,7 +352,7 @@ def print_end(results: dict) -> None:
     best = f" (epoch {results['best_val_epoch']})" if results["best_val_epoch"] >= 0 else ""  # none validated
     line = [f"{results['status']}: test acc {pct(results['test_acc'])}",
             f"best val acc {pct(results['best_val_acc'])}{best}",
-            f"{results['epochs']} epochs in {results['seconds']:.1f} s"]
+            f"{results['epochs']} epoch{'' if results['epochs'] == 1 else 's'} in {results['seconds']:.1f} s"]
     out = Path(results["output_dir"])
     print(" · ".join(line), flush=True)
     for warning in results.get("warnings") or []:

@@ -261,3 +261,67 @@ def test_ctrl_c_writes_an_interrupted_results_json(tmp_path, data_dir):
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["status"] == "ok" and r["resumed_from"] == str(tmp_path / "checkpoints" / "last.ckpt")
     assert 1000.0 < r["seconds"] <= 1000.0 + wall + 0.01
+
+
+# --- what results.json says when Lightning's own settings change what a run does -------------
+
+def test_epochs_are_trained_epochs_and_test_acc_says_whose_weights_it_is(tmp_path, data_dir):
+    """No validation (limit_val_batches=0): 2 epochs trained, none validated, so no best-val
+    checkpoint: `epochs` is 2 (it counted validations: 0), and a warning says test_acc is of the
+    final weights."""
+    cfg = compose([*FAST, "trainer.max_epochs=2", "data.train_subset=1280", "trainer.limit_val_batches=0"], tmp_path)
+    train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert (r["status"], r["epochs"], r["val_scores"], r["best_val_epoch"], r["global_step"]) == ("ok", 2, [], -1, 10)
+    assert r["test_acc"] is not None
+    assert r["warnings"] == ["test_acc is of the final weights, not of the best-val checkpoint: "
+                             "no validation ran (trainer.limit_val_batches=0?)"]
+
+
+@pytest.mark.parametrize("overrides, which", [
+    (["~callbacks.model_checkpoint"], "the last epoch's checkpoint (epoch=1-step=10.ckpt)"),
+    (["callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=min"],
+     "the best checkpoint by val/loss (best-epoch="),
+])
+def test_a_checkpoint_other_than_best_val_acc_tested_is_named(tmp_path, data_dir, overrides, which):
+    cfg = compose([*FAST, "trainer.max_epochs=2", "data.train_subset=1280", *overrides], tmp_path)
+    train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "ok" and r["epochs"] == 2 and len(r["val_scores"]) == 2
+    assert len(r["warnings"]) == 1 and r["warnings"][0].startswith(f"test_acc is of {which}")
+    assert r["warnings"][0].endswith("not of the best-val-acc one")
+
+
+def test_max_steps_mid_epoch_counts_one_epoch_and_prints_no_stale_line(tmp_path, data_dir, capsys):
+    """max_steps=7 with 5 batches an epoch: epoch 0 whole and validated, epoch 1 stopped after 2
+    batches. The epoch line of epoch 1 must not repeat epoch 0's numbers."""
+    cfg = compose([*FAST, "trainer.max_epochs=3", "data.train_subset=1280", "+trainer.max_steps=7"], tmp_path)
+    train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert (r["epochs"], len(r["val_scores"]), r["global_step"], len(r["train_losses"])) == (1, 1, 7, 7)
+    assert r["warnings"] == []  # the best-val checkpoint (epoch 0) was tested
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
+    assert len(lines) == 2 and "val acc" in lines[0]
+    assert lines[1].startswith("epoch 1/2  stopped after 2 of 5 batches, not validated  ")
+
+
+def test_fast_dev_run_finishes_and_says_its_numbers_are_no_result(tmp_path, data_dir):
+    cfg = compose([*FAST, "callbacks=default", "data.train_subset=1280", "+trainer.fast_dev_run=true"], tmp_path)
+    train(cfg)  # it crashed in log_hparams (Lightning's DummyLogger has no file writer)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert (r["status"], r["epochs"], r["global_step"]) == ("ok", 1, 1)
+    assert r["warnings"][-1].startswith("trainer.fast_dev_run: a smoke test")
+
+
+@pytest.mark.parametrize("override", ["+trainer.check_val_every_n_epoch=2", "+trainer.val_check_interval=0.5",
+                                      "+trainer.val_check_interval=1", "+trainer.check_val_every_n_epoch=true"])
+def test_validating_other_than_once_an_epoch_is_refused(tmp_path, override):
+    from src.errors import ConfigError
+    from src.training import check_run_settings
+
+    cfg = compose([*FAST, override], tmp_path)
+    key = override[1:].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}=.*validates once after every epoch.*accepted: 1"):
+        check_run_settings(cfg)
+    for fine in ("+trainer.check_val_every_n_epoch=1", "+trainer.val_check_interval=1.0"):
+        check_run_settings(compose([*FAST, fine], tmp_path))
