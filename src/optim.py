@@ -46,13 +46,13 @@ def _number(name: str, value) -> float:
 
 
 def _check_lr(lr: float) -> None:
-    if not _number("lr", lr) > 0.0:  # `not >` also rejects NaN
-        raise ValueError(f"Invalid learning rate lr={lr!r}: must be > 0")
+    if not 0.0 < _number("lr", lr) < math.inf:  # `not <` also rejects NaN; inf diverges at step 1
+        raise ValueError(f"Invalid learning rate lr={lr!r}: must be > 0 and finite")
 
 
 def _check_weight_decay(weight_decay: float) -> None:
-    if not _number("weight_decay", weight_decay) >= 0.0:
-        raise ValueError(f"Invalid weight_decay={weight_decay!r}: must be >= 0")
+    if not 0.0 <= _number("weight_decay", weight_decay) < math.inf:
+        raise ValueError(f"Invalid weight_decay={weight_decay!r}: must be >= 0 and finite")
 
 
 def _check_beta(name: str, beta: float) -> None:
@@ -268,8 +268,8 @@ class Adam(Optimizer):
             )
         _check_beta("betas[0]", betas[0])
         _check_beta("betas[1]", betas[1])
-        if not _number("eps", eps) > 0.0:
-            raise ValueError(f"Invalid eps={eps!r}: must be > 0")
+        if not 0.0 < _number("eps", eps) < math.inf:
+            raise ValueError(f"Invalid eps={eps!r}: must be > 0 and finite")
         _check_weight_decay(weight_decay)
         # tuple() so a Hydra ListConfig / list becomes a plain, picklable pair
         defaults = dict(
