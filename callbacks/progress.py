@@ -38,7 +38,7 @@ class EpochLinePrinter(pl.Callback):
             return
         parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1}"]
         batches = trainer.num_training_batches
-        if self._batches_done < batches:  # stopped mid-epoch (trainer.max_steps): its metrics
+        if self._batches_done < batches < float("inf"):  # stopped mid-epoch (trainer.max_steps): its metrics
             parts.append(f"stopped after {self._batches_done} of {batches} batches, not validated")
             parts.append(f"{time.perf_counter() - self._t0:.1f} s")  # would be the last epoch's
             print("  ".join(parts), file=sys.stdout, flush=True)

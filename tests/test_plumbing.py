@@ -172,16 +172,31 @@ def test_the_epoch_line(monkeypatch, capsys):
     printer = EpochLinePrinter()  # 10.0
     metrics = {"train/epoch_loss": torch.tensor(0.123456), "val/loss": torch.tensor(1.5), "train/acc": torch.tensor(0.5),
                "val/acc": torch.tensor(0.87654), "other": torch.tensor(3.0)}
-    trainer = SimpleNamespace(is_global_zero=True, callback_metrics=metrics, current_epoch=2, max_epochs=40)
+    trainer = SimpleNamespace(is_global_zero=True, callback_metrics=metrics, current_epoch=2, max_epochs=40,
+                              num_training_batches=4)
     printer.on_train_epoch_start(trainer, None)  # 12.25
+    printer.on_train_batch_end(trainer, None, None, None, 3)  # the epoch's last batch
     printer.on_train_epoch_end(trainer, None)  # 99.0
     assert capsys.readouterr().out == ("epoch 2/39  train loss 0.1235  val loss 1.5000  train acc 50.00 %  "
                                        "val acc 87.65 %  86.8 s\n")
     trainer.callback_metrics = {"train/acc": torch.tensor(1.0)}  # no validation, no epoch loss
     clock = iter([200.0, 201.04])
     printer.on_train_epoch_start(trainer, None)
+    for i in range(4):
+        printer.on_train_batch_end(trainer, None, None, None, i)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  train acc 100.00 %  1.0 s\n"
+    # trainer.max_steps stopped the epoch after 2 of 4 batches: the metrics are the last epoch's,
+    # so none is printed (a resumed epoch starts at its batch_idx, not at 0)
+    clock = iter([300.0, 300.5])
+    printer.on_train_epoch_start(trainer, None)
+    printer.on_train_batch_end(trainer, None, None, None, 1)
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == "epoch 2/39  stopped after 2 of 4 batches, not validated  0.5 s\n"
+    clock = iter([400.0, 400.25])
+    printer.on_train_epoch_start(trainer, None)  # nothing ran in the epoch
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == "epoch 2/39  stopped after 0 of 4 batches, not validated  0.2 s\n"
     trainer.is_global_zero = False  # other DDP ranks print nothing
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == ""

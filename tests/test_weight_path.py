@@ -245,3 +245,42 @@ def test_epochs_done_when_an_epoch_has_no_length(tmp_path):
     recorder.steps = []
     recorder._record(fake_trainer(tmp_path, step=7, batches=1, epoch=6), Line())  # one batch an epoch
     assert torch.load(point_file(tmp_path / "weight_path", 7), weights_only=True)["epoch"] == 7.0
+
+
+def test_an_unreadable_path_names_its_file(tmp_path):
+    """A torn copy or an edit: load_path says which file and why, in one line (landscape.py then
+    leaves the path out, or stops with that line when directions=pca needs it)."""
+    from callbacks.weight_path import UnreadablePath
+
+    fit(tmp_path, WeightPath(every_n_epochs=1, dtype="float32"), max_epochs=2)
+    directory = tmp_path / "weight_path"
+    meta_file, good_meta = directory / "meta.json", (directory / "meta.json").read_text()
+    meta = json.loads(good_meta)
+    assert load_path(tmp_path)["steps"] == [0, 5, 10]
+    for broken, why in [('{"names": [', "JSONDecodeError"),
+                        (json.dumps({**meta, "dtype": "int8"}), "ValueError: dtype 'int8', 2 names for 2 shapes"),
+                        (json.dumps({**meta, "names": ["net.weight"]}), "ValueError: dtype 'float32', 1 names for 2 shapes"),
+                        (json.dumps({k: v for k, v in meta.items() if k != "shapes"}), "KeyError: 'shapes'"),
+                        ("[]", "TypeError")]:
+        meta_file.write_text(broken)
+        with pytest.raises(UnreadablePath) as err:
+            load_path(tmp_path)
+        assert str(err.value).startswith(f"{meta_file} is unreadable ({why}"), str(err.value)
+        assert "\n" not in str(err.value)
+    meta_file.write_text(good_meta)
+    point = point_file(directory, 5)
+    good_point = point.read_bytes()
+    for broken, why in [(good_point[: len(good_point) // 2], ""),
+                        ({"step": 5, "epoch": 1.0, "weights": torch.zeros(14)},
+                         "ValueError: weights of shape (14,), meta.json says 15"),
+                        ({"step": 5, "epoch": 1.0, "weights": [0.0] * 15}, "ValueError: weights of shape (), meta"),
+                        ({"step": 5, "weights": torch.zeros(15)}, "KeyError: 'epoch'")]:
+        if isinstance(broken, bytes):
+            point.write_bytes(broken)
+        else:
+            torch.save(broken, point)
+        with pytest.raises(UnreadablePath) as err:
+            load_path(tmp_path)
+        assert str(err.value).startswith(f"{point} is unreadable ({why}"), str(err.value)
+    point.write_bytes(good_point)
+    assert load_path(tmp_path)["steps"] == [0, 5, 10]
