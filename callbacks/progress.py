@@ -38,9 +38,11 @@ class EpochLinePrinter(pl.Callback):
             return
         parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1}"]
         batches = trainer.num_training_batches
-        if self._batches_done < batches < float("inf"):  # stopped mid-epoch (trainer.max_steps): its metrics
+        # Stopped mid-epoch (trainer.max_steps): callback_metrics still hold the last whole
+        # epoch's numbers, so none is printed.
+        if self._batches_done < batches < float("inf"):
             parts.append(f"stopped after {self._batches_done} of {batches} batches, not validated")
-            parts.append(f"{time.perf_counter() - self._t0:.1f} s")  # would be the last epoch's
+            parts.append(f"{time.perf_counter() - self._t0:.1f} s")
             print("  ".join(parts), file=sys.stdout, flush=True)
             return
         m = trainer.callback_metrics
