@@ -61,6 +61,24 @@ def test_epochs_that_are_refused(epochs, shown):
     assert str(e.value) == f"trainer.max_epochs={shown} must be an integer >= 1"
 
 
+@pytest.mark.parametrize("key, value, shown, accepted", [
+    ("check_val_every_n_epoch", 2, "2", "1"), ("check_val_every_n_epoch", 1.0, "1.0", "1"),
+    ("check_val_every_n_epoch", True, "True", "1"), ("check_val_every_n_epoch", 0, "0", "1"),
+    ("val_check_interval", 0.5, "0.5", "1.0"), ("val_check_interval", 1, "1", "1.0"),
+    ("val_check_interval", 100, "100", "1.0"), ("val_check_interval", "1.0", "'1.0'", "1.0")])
+def test_validating_other_than_once_after_every_epoch_is_refused(key, value, shown, accepted):
+    with pytest.raises(ConfigError) as e:
+        check(settings(**{key: value}))
+    assert str(e.value) == (f"trainer.{key}={shown}: this app validates once after every epoch (results.json's "
+                            f"val_scores and best_val_epoch count epochs); accepted: {accepted}, or leave it "
+                            "out; to validate on fewer images, trainer.limit_val_batches=N")
+
+
+def test_validating_once_after_every_epoch_said_outright_is_fine():
+    check(settings(check_val_every_n_epoch=1, val_check_interval=1.0))
+    check(settings(check_val_every_n_epoch=None, val_check_interval=None))
+
+
 def test_one_epoch_and_group_callbacks_true_false_or_absent_are_fine():
     check(settings(max_epochs=1))
     check({**settings(), "group_callbacks": True})
@@ -529,7 +547,7 @@ def test_the_end_block_of_a_run_stopped_before_its_first_validation(tmp_path, ca
 
     print_end({"status": "ok", "test_acc": 0.5, "best_val_acc": 0.5, "best_val_epoch": 0, "epochs": 1,
                "seconds": 1.0, "output_dir": str(tmp_path)})
-    assert capsys.readouterr().out.startswith("ok: test acc 50.00 % · best val acc 50.00 % (epoch 0) · ")
+    assert capsys.readouterr().out.startswith("ok: test acc 50.00 % · best val acc 50.00 % (epoch 0) · 1 epoch in 1.0 s\n")
 
     print_end({"status": "interrupted", "test_acc": None, "best_val_acc": None, "best_val_epoch": -1,
                "epochs": 0, "seconds": 2.6, "output_dir": str(tmp_path)})

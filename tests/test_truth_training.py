@@ -311,17 +311,3 @@ def test_fast_dev_run_finishes_and_says_its_numbers_are_no_result(tmp_path, data
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["status"], r["epochs"], r["global_step"]) == ("ok", 1, 1)
     assert r["warnings"][-1].startswith("trainer.fast_dev_run: a smoke test")
-
-
-@pytest.mark.parametrize("override", ["+trainer.check_val_every_n_epoch=2", "+trainer.val_check_interval=0.5",
-                                      "+trainer.val_check_interval=1", "+trainer.check_val_every_n_epoch=true"])
-def test_validating_other_than_once_an_epoch_is_refused(tmp_path, override):
-    from src.errors import ConfigError
-    from src.training import check_run_settings
-
-    cfg = compose([*FAST, override], tmp_path)
-    key = override[1:].split("=")[0]
-    with pytest.raises(ConfigError, match=rf"^{key}=.*validates once after every epoch.*accepted: 1"):
-        check_run_settings(cfg)
-    for fine in ("+trainer.check_val_every_n_epoch=1", "+trainer.val_check_interval=1.0"):
-        check_run_settings(compose([*FAST, fine], tmp_path))
