@@ -123,6 +123,19 @@ def test_log_hparams_to_loggers_without_tensorboard():
     assert first.calls[-1] == ({**hparams_of(cfg), "status": "diverged"}, None)
 
 
+def test_log_hparams_skips_fast_dev_runs_dummy_logger_and_goes_on():
+    """trainer.fast_dev_run puts Lightning's DummyLogger in place of the configured ones: its
+    experiment answers every attribute with a no-op, so _get_file_writer() gave None (crash)."""
+    from pytorch_lightning.loggers.logger import DummyLogger
+
+    from src.hparams import log_hparams
+
+    cfg = _cfg({"_target_": "src.optim.SGD", "lr": 0.1}, {"_target_": "src.init.Xavier"})
+    after = _Plain()
+    log_hparams([DummyLogger(), after], cfg, {"status": "ok", "test_acc": 0.5, "global_step": 1}, [], "t")
+    assert len(after.calls) == 1  # the loggers after it still get the row
+
+
 def test_log_hparams_to_tensorboard_status_and_metrics_at_the_step(tmp_path):
     from pytorch_lightning.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
