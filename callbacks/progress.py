@@ -23,14 +23,17 @@ class EpochLinePrinter(pl.Callback):
 
     def __init__(self):
         self._t0 = time.perf_counter()
-        self._batches_done = 0
+        self._batches_done, self._validated = 0, False
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
-        self._batches_done = 0
+        self._batches_done, self._validated = 0, False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._batches_done = batch_idx + 1  # batch_idx, not a count: a resumed epoch starts mid-way
+
+    def on_validation_end(self, trainer, pl_module):
+        self._validated = self._validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer, pl_module):
         # train/acc is logged at the epoch's last batch and validation has run: all are current.
@@ -38,19 +41,17 @@ class EpochLinePrinter(pl.Callback):
             return
         parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1}"]
         batches = trainer.num_training_batches
-        # Stopped mid-epoch (trainer.max_steps): callback_metrics still hold the last whole
-        # epoch's numbers, so none is printed.
-        if self._batches_done < batches < float("inf"):
-            parts.append(f"stopped after {self._batches_done} of {batches} batches, not validated")
-            parts.append(f"{time.perf_counter() - self._t0:.1f} s")
-            print("  ".join(parts), file=sys.stdout, flush=True)
-            return
+        # Stopped mid-epoch (trainer.max_steps, max_time): the train metrics are still the last
+        # whole epoch's, and the val ones too unless Lightning validated on stopping (max_time).
+        whole = not self._batches_done < batches < float("inf")
+        if not whole:
+            parts.append(f"stopped after {self._batches_done} of {batches} batches"
+                         + ("" if self._validated else ", not validated"))
         m = trainer.callback_metrics
-        for key, label in (("train/epoch_loss", "train loss"), ("val/loss", "val loss")):
-            if key in m:
-                parts.append(f"{label} {float(m[key]):.4f}")
-        for key, label in (("train/acc", "train acc"), ("val/acc", "val acc")):
-            if key in m:
-                parts.append(f"{label} {100 * float(m[key]):.2f} %")
+        for key, label in (("train/epoch_loss", "train loss"), ("val/loss", "val loss"),
+                           ("train/acc", "train acc"), ("val/acc", "val acc")):
+            if key in m and (whole or (self._validated and key.startswith("val/"))):
+                value = float(m[key])
+                parts.append(f"{label} {value:.4f}" if key.endswith("loss") else f"{label} {100 * value:.2f} %")
         parts.append(f"{time.perf_counter() - self._t0:.1f} s")
         print("  ".join(parts), file=sys.stdout, flush=True)

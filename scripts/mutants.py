@@ -158,7 +158,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
-    "training": ("src/training.py", ("only", ["train", "_finite", "_not_best_val_tested"], {"train": "trainer.fit("}),
+    "training": ("src/training.py", ("only", ["train", "_finite", "_stopped_early", "_not_best_val_tested"], {"train": "trainer.fit("}),
                  ["tests/test_truth_training.py", "tests/test_truth_divergence.py"], 80),
 }
 

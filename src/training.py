@@ -295,6 +295,8 @@ def train(cfg: DictConfig) -> float | None:
         results.update(signal=interrupted.signal_name, error=str(interrupted),
                        resume=f"python train.py ckpt_path={out}")
     results["warnings"] = stamp["changes"] + run_warnings(module, callbacks, val_scores)
+    if status == "ok" and (what := _stopped_early(cfg, trainer)):
+        results["warnings"].append(what)
     if test_acc is not None and (what := _not_best_val_tested(cfg, trainer, best_path, val_scores)):
         results["warnings"].append(what)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
@@ -324,6 +326,26 @@ def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
     for cb in callbacks:
         found += list(getattr(cb, "warnings", None) or [])
     return found
+
+
+def _stopped_early(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
+    """A run that ended `ok` before trainer.max_epochs: by trainer.max_steps, trainer.max_time
+    or a callback (early stopping). Its numbers are of a shorter run than the config says."""
+    batches, max_epochs = trainer.num_training_batches, cfg.trainer.max_epochs
+    if cfg.trainer.get("fast_dev_run") or not 0 < batches < math.inf:
+        return None
+    done = trainer.global_step / batches
+    if done >= max_epochs - 1e-9:
+        return None
+    max_steps = cfg.trainer.get("max_steps")
+    if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
+        why = f"trainer.max_steps={max_steps}"
+    elif cfg.trainer.get("max_time") is not None:
+        why = f"trainer.max_time={cfg.trainer.max_time}"
+    else:
+        why = "a callback stopped it (early stopping?)"
+    return (f"stopped early: {done:.2f} of {max_epochs} epochs ({trainer.global_step} steps) by {why}; "
+            "the numbers are of this shorter run")
 
 
 def _not_best_val_tested(cfg: DictConfig, trainer: pl.Trainer, best_path: str,

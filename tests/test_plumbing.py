@@ -197,6 +197,22 @@ def test_the_epoch_line(monkeypatch, capsys):
     printer.on_train_epoch_start(trainer, None)  # nothing ran in the epoch
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  stopped after 0 of 4 batches, not validated  0.2 s\n"
+    # trainer.max_time: Lightning validates the stopped epoch; its val numbers are current
+    trainer.callback_metrics = metrics
+    clock = iter([500.0, 501.0])
+    printer.on_train_epoch_start(trainer, None)
+    printer.on_train_batch_end(trainer, None, None, None, 2)
+    trainer.sanity_checking = False
+    printer.on_validation_end(trainer, None)
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == "epoch 2/39  stopped after 3 of 4 batches  val loss 1.5000  val acc 87.65 %  1.0 s\n"
+    clock = iter([600.0, 601.0])
+    printer.on_train_epoch_start(trainer, None)  # a new epoch forgets the last one's validation
+    trainer.sanity_checking = True
+    printer.on_validation_end(trainer, None)  # the sanity check is no validation of this epoch
+    printer.on_train_batch_end(trainer, None, None, None, 0)
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == "epoch 2/39  stopped after 1 of 4 batches, not validated  1.0 s\n"
     trainer.is_global_zero = False  # other DDP ranks print nothing
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == ""

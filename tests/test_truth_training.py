@@ -299,7 +299,9 @@ def test_max_steps_mid_epoch_counts_one_epoch_and_prints_no_stale_line(tmp_path,
     train(cfg)
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["epochs"], len(r["val_scores"]), r["global_step"], len(r["train_losses"])) == (1, 1, 7, 7)
-    assert r["warnings"] == []  # the best-val checkpoint (epoch 0) was tested
+    # the best-val checkpoint (epoch 0) was tested; the run is shorter than its config says
+    assert r["warnings"] == ["stopped early: 1.40 of 3 epochs (7 steps) by trainer.max_steps=7; "
+                             "the numbers are of this shorter run"]
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
     assert len(lines) == 2 and "val acc" in lines[0]
     assert lines[1].startswith("epoch 1/2  stopped after 2 of 5 batches, not validated  ")
@@ -311,3 +313,30 @@ def test_fast_dev_run_finishes_and_says_its_numbers_are_no_result(tmp_path, data
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["status"], r["epochs"], r["global_step"]) == ("ok", 1, 1)
     assert r["warnings"][-1].startswith("trainer.fast_dev_run: a smoke test")
+
+
+@pytest.mark.parametrize("trainer, step, expected", [
+    ({"max_epochs": 3}, 15, None),  # all 3 epochs of 5 batches
+    ({"max_epochs": 3}, 14, "2.80 of 3 epochs (14 steps) by a callback stopped it (early stopping?)"),
+    ({"max_epochs": 3, "max_steps": 7}, 7, "1.40 of 3 epochs (7 steps) by trainer.max_steps=7"),
+    ({"max_epochs": 3, "max_steps": -1, "max_time": "00:00:01:00"}, 12,
+     "2.40 of 3 epochs (12 steps) by trainer.max_time=00:00:01:00"),
+    ({"max_epochs": 3, "max_steps": 20, "max_time": {"minutes": 1}}, 10,
+     "2.00 of 3 epochs (10 steps) by trainer.max_time={'minutes': 1}"),
+    ({"max_epochs": 3, "max_steps": 7}, 6, "1.20 of 3 epochs (6 steps) by a callback stopped it (early stopping?)"),
+    ({"max_epochs": 3, "max_steps": 15}, 15, None),
+    ({"max_epochs": 3, "fast_dev_run": True}, 1, None),  # its own warning says what it is
+])
+def test_a_run_that_stopped_before_max_epochs_says_by_what(trainer, step, expected):
+    from types import SimpleNamespace
+
+    from src.training import _stopped_early
+
+    cfg = OmegaConf.create({"trainer": trainer})
+    said = _stopped_early(cfg, SimpleNamespace(num_training_batches=5, global_step=step))
+    if expected is None:
+        assert said is None
+    else:
+        assert said == f"stopped early: {expected}; the numbers are of this shorter run"
+    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=float("inf"), global_step=step)) is None
+    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=0, global_step=step)) is None
