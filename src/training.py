@@ -343,7 +343,7 @@ def _stopped_early(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     elif cfg.trainer.get("max_time") is not None:
         why = f"trainer.max_time={cfg.trainer.max_time}"
     else:
-        why = "a callback stopped it (early stopping?)"
+        why = "a callback (early stopping?)"
     return (f"stopped early: {done:.2f} of {max_epochs} epochs ({trainer.global_step} steps) by {why}; "
             "the numbers are of this shorter run")
 

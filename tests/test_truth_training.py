@@ -317,13 +317,13 @@ def test_fast_dev_run_finishes_and_says_its_numbers_are_no_result(tmp_path, data
 
 @pytest.mark.parametrize("trainer, step, expected", [
     ({"max_epochs": 3}, 15, None),  # all 3 epochs of 5 batches
-    ({"max_epochs": 3}, 14, "2.80 of 3 epochs (14 steps) by a callback stopped it (early stopping?)"),
+    ({"max_epochs": 3}, 14, "2.80 of 3 epochs (14 steps) by a callback (early stopping?)"),
     ({"max_epochs": 3, "max_steps": 7}, 7, "1.40 of 3 epochs (7 steps) by trainer.max_steps=7"),
     ({"max_epochs": 3, "max_steps": -1, "max_time": "00:00:01:00"}, 12,
      "2.40 of 3 epochs (12 steps) by trainer.max_time=00:00:01:00"),
     ({"max_epochs": 3, "max_steps": 20, "max_time": {"minutes": 1}}, 10,
      "2.00 of 3 epochs (10 steps) by trainer.max_time={'minutes': 1}"),
-    ({"max_epochs": 3, "max_steps": 7}, 6, "1.20 of 3 epochs (6 steps) by a callback stopped it (early stopping?)"),
+    ({"max_epochs": 3, "max_steps": 7}, 6, "1.20 of 3 epochs (6 steps) by a callback (early stopping?)"),
     ({"max_epochs": 3, "max_steps": 15}, 15, None),
     ({"max_epochs": 3, "fast_dev_run": True}, 1, None),  # its own warning says what it is
 ])
