@@ -334,7 +334,9 @@ def _stopped_early(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     batches, max_epochs = trainer.num_training_batches, cfg.trainer.max_epochs
     if cfg.trainer.get("fast_dev_run") or not 0 < batches < math.inf:
         return None
-    done = trainer.global_step / batches
+    # global_step counts optimizer steps: one per accumulate_grad_batches batches, and one for
+    # an epoch's remainder
+    done = trainer.global_step / math.ceil(batches / getattr(trainer, "accumulate_grad_batches", 1))
     if done >= max_epochs - 1e-9:
         return None
     max_steps = cfg.trainer.get("max_steps")

@@ -340,3 +340,18 @@ def test_a_run_that_stopped_before_max_epochs_says_by_what(trainer, step, expect
         assert said == f"stopped early: {expected}; the numbers are of this shorter run"
     assert _stopped_early(cfg, SimpleNamespace(num_training_batches=float("inf"), global_step=step)) is None
     assert _stopped_early(cfg, SimpleNamespace(num_training_batches=0, global_step=step)) is None
+
+
+def test_accumulated_batches_are_not_taken_for_an_early_stop():
+    """global_step counts optimizer steps: 5 batches an epoch with accumulate_grad_batches=2
+    make 3 steps (2 + the remainder), so 6 steps are 2 whole epochs, not 1.2."""
+    from types import SimpleNamespace
+
+    from src.training import _stopped_early
+
+    cfg = OmegaConf.create({"trainer": {"max_epochs": 2}})
+    for accumulate, steps in ((2, 6), (3, 4), (5, 2), (8, 2)):
+        trainer = SimpleNamespace(num_training_batches=5, global_step=steps, accumulate_grad_batches=accumulate)
+        assert _stopped_early(cfg, trainer) is None, accumulate
+        trainer.global_step -= 1
+        assert _stopped_early(cfg, trainer).startswith(f"stopped early: {(steps - 1) / (steps / 2):.2f} of 2 epochs")
