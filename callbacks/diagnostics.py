@@ -261,8 +261,9 @@ def tensorboard_writer(trainer: pl.Trainer):
             return logger.experiment
     if trainer not in _warned_trainers:
         _warned_trainers.add(trainer)
-        rank_zero_warn("Variance diagnostics need a TensorBoardLogger; none is configured, so they "
-                       "log nothing. (Disable them with callbacks=none.)")
+        rank_zero_warn("Variance diagnostics need a TensorBoardLogger and this run has none (logger=none, "
+                       "or trainer.fast_dev_run, which turns the loggers off), so they log nothing; "
+                       "callbacks=essential leaves them out")
     return None
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -220,12 +221,12 @@ def swept_keys() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Inside the Hydra app: the task
 
+PYTHON_FORMATWARNING = warnings.formatwarning
+
 
 def quiet_frameworks() -> None:
     """No availability lines, adverts or known-harmless warnings from the libraries (`verbose=true`
     keeps them): a run's terminal shows the run."""
-    import warnings
-
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
                  "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -236,6 +237,16 @@ def quiet_frameworks() -> None:
                     r".*Please add the following callbacks: \[\"StepCheckpoint\{[^]]*'every_n_train_steps': 0,"
                     r"[^]]*\}\"\]\.$"):
         warnings.filterwarnings("ignore", message=message)
+    warnings.formatwarning = one_line_warning
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings (callbacks/, src/: the diagnostics' alerts, a missing TensorBoard) as one
+    `warning:` line, like the end block's; the libraries' keep Python's form with their source."""
+    path = Path(filename).resolve()
+    if path.is_relative_to(ROOT) and "site-packages" not in path.parts:
+        return f"warning: {message}\n"
+    return PYTHON_FORMATWARNING(message, category, filename, lineno, line)
 
 
 def logs_above_the_progress_bar() -> None:

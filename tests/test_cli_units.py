@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -488,8 +489,10 @@ def restore_logging_and_warnings():
     levels = {name: logging.getLogger(name).level for name in LOGGERS}
     root = logging.getLogger()
     handlers = list(root.handlers)
+    formatwarning = warnings.formatwarning
     with warnings.catch_warnings():
         yield
+    warnings.formatwarning = formatwarning
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     root.handlers[:] = handlers
@@ -526,6 +529,19 @@ def test_quiet_frameworks_hides_only_the_known_harmless_warnings(restore_logging
                                                   "directory .* exists|every_n_train_steps': 0,)).*$")
         warnings.warn(message, UserWarning, stacklevel=1)
     assert (len(seen) == 0) == hidden, [str(w.message) for w in seen]
+
+
+def test_our_warnings_print_as_one_line_the_libraries_keep_their_source(restore_logging_and_warnings):
+    import pytorch_lightning
+
+    cli.quiet_frameworks()
+    ours = str(cli.ROOT / "callbacks" / "diagnostics.py")
+    assert warnings.formatwarning("no TensorBoard", UserWarning, ours, 264, "  rank_zero_warn(...)") == \
+        "warning: no TensorBoard\n"
+    theirs = str(Path(pytorch_lightning.__file__).parent / "trainer" / "trainer.py")
+    assert warnings.formatwarning("slow", UserWarning, theirs, 7, "x = 1") == f"{theirs}:7: UserWarning: slow\n  x = 1\n"
+    assert "site-packages" in Path(theirs).parts  # inside the repo's .venv, still the library's
+    assert cli.one_line_warning("m", UserWarning, "/elsewhere/x.py", 3, "y") == "/elsewhere/x.py:3: UserWarning: m\n  y\n"
 
 
 def test_in_a_terminal_log_lines_go_through_richs_console(restore_logging_and_warnings, monkeypatch, tmp_path):
