@@ -261,9 +261,11 @@ def tensorboard_writer(trainer: pl.Trainer):
             return logger.experiment
     if trainer not in _warned_trainers:
         _warned_trainers.add(trainer)
-        rank_zero_warn("Variance diagnostics need a TensorBoardLogger and this run has none (logger=none, "
-                       "or trainer.fast_dev_run, which turns the loggers off), so they log nothing; "
-                       "callbacks=essential leaves them out")
+        names = ", ".join(type(logger).__name__ for logger in trainer.loggers) or "no logger"
+        if "DummyLogger" in names:
+            names += " (trainer.fast_dev_run turns the loggers off)"
+        rank_zero_warn(f"Variance diagnostics need a TensorBoardLogger and this run has {names}, so "
+                       "they log nothing; logger=tensorboard logs them, callbacks=essential leaves them out")
     return None
 
 

@@ -750,3 +750,28 @@ def test_depth_profile_lines_dark_to_light_thinned_and_each_legible_on_white():
     luminance = [1 / contrast_on_white(ln.get_color()) for ln in ax.lines]
     assert luminance == sorted(luminance)  # dark = early, light = late
     assert min(contrast_on_white(ln.get_color()) for ln in ax.lines) >= 2  # viridis' yellow end was 1.26
+
+
+@pytest.mark.parametrize("loggers, said", [
+    ([], "no logger"),
+    (["csv"], "CSVLogger"),
+    (["dummy"], "DummyLogger (trainer.fast_dev_run turns the loggers off)"),
+])
+def test_without_tensorboard_one_warning_names_the_runs_loggers(tmp_path, loggers, said):
+    from pytorch_lightning.loggers.logger import DummyLogger
+
+    from callbacks.diagnostics import tensorboard_writer
+
+    class Trainer:  # hashable, as Lightning's: the warning is given once per trainer
+        pass
+
+    trainer = Trainer()
+    trainer.loggers = [CSVLogger(tmp_path) if name == "csv" else DummyLogger() for name in loggers]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert tensorboard_writer(trainer) is None and tensorboard_writer(trainer) is None
+    assert [str(w.message) for w in seen] == [
+        f"Variance diagnostics need a TensorBoardLogger and this run has {said}, so they log nothing; "
+        "logger=tensorboard logs them, callbacks=essential leaves them out"]
+    trainer.loggers = [TensorBoardLogger(tmp_path)]
+    assert tensorboard_writer(trainer) is trainer.loggers[0].experiment
