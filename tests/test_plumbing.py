@@ -213,6 +213,12 @@ def test_the_epoch_line(monkeypatch, capsys):
     printer.on_train_batch_end(trainer, None, None, None, 0)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  stopped after 1 of 4 batches, not validated  1.0 s\n"
+    trainer.num_training_batches = float("inf")  # an iterable dataset of unknown length: never "stopped"
+    clock = iter([700.0, 702.0])
+    printer.on_train_epoch_start(trainer, None)
+    printer.on_train_batch_end(trainer, None, None, None, 5)
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out.startswith("epoch 2/39  train loss 0.1235  val loss 1.5000  ")
     trainer.is_global_zero = False  # other DDP ranks print nothing
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == ""
