@@ -337,7 +337,7 @@ def _stopped_early(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     # global_step counts optimizer steps: one per accumulate_grad_batches batches, and one for
     # an epoch's remainder
     done = trainer.global_step / math.ceil(batches / getattr(trainer, "accumulate_grad_batches", 1))
-    if done >= max_epochs - 1e-9:
+    if done >= max_epochs:  # exact: whole epochs are whole multiples of the steps an epoch
         return None
     max_steps = cfg.trainer.get("max_steps")
     if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
@@ -360,8 +360,8 @@ def _not_best_val_tested(cfg: DictConfig, trainer: pl.Trainer, best_path: str,
         why = ("no validation ran (trainer.limit_val_batches=0?)" if not val_scores
                else "no checkpoint was kept")
         return f"test_acc is of the final weights, not of the best-val checkpoint: {why}"
-    monitor = getattr(trainer.checkpoint_callback, "monitor", None)
-    if monitor == "val/acc" and getattr(trainer.checkpoint_callback, "mode", "max") == "max":
+    monitor = trainer.checkpoint_callback.monitor  # a best path: there is a ModelCheckpoint
+    if monitor == "val/acc":
         return None
     # Lightning's own ModelCheckpoint (callbacks.model_checkpoint left out) monitors nothing
     which = "the last epoch's checkpoint" if monitor is None else f"the best checkpoint by {monitor}"

@@ -326,6 +326,7 @@ def test_fast_dev_run_finishes_and_says_its_numbers_are_no_result(tmp_path, data
     ({"max_epochs": 3, "max_steps": 7}, 6, "1.20 of 3 epochs (6 steps) by a callback (early stopping?)"),
     ({"max_epochs": 3, "max_steps": 15}, 15, None),
     ({"max_epochs": 3, "fast_dev_run": True}, 1, None),  # its own warning says what it is
+    ({"max_epochs": 3, "max_steps": 0}, 0, "0.00 of 3 epochs (0 steps) by trainer.max_steps=0"),
 ])
 def test_a_run_that_stopped_before_max_epochs_says_by_what(trainer, step, expected):
     from types import SimpleNamespace
@@ -350,8 +351,33 @@ def test_accumulated_batches_are_not_taken_for_an_early_stop():
     from src.training import _stopped_early
 
     cfg = OmegaConf.create({"trainer": {"max_epochs": 2}})
+    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=1, global_step=1)) == (
+        "stopped early: 1.00 of 2 epochs (1 steps) by a callback (early stopping?); the numbers are of this shorter run")
     for accumulate, steps in ((2, 6), (3, 4), (5, 2), (8, 2)):
         trainer = SimpleNamespace(num_training_batches=5, global_step=steps, accumulate_grad_batches=accumulate)
         assert _stopped_early(cfg, trainer) is None, accumulate
         trainer.global_step -= 1
         assert _stopped_early(cfg, trainer).startswith(f"stopped early: {(steps - 1) / (steps / 2):.2f} of 2 epochs")
+
+
+@pytest.mark.parametrize("trainer, best, val_scores, monitor, expected", [
+    ({"fast_dev_run": True}, "", [0.5], "val/acc", "trainer.fast_dev_run: a smoke test of a few batches of "
+     "train, val and test, no logger and no best-val checkpoint; its numbers are not a result"),
+    ({}, "", [], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
+     "no validation ran (trainer.limit_val_batches=0?)"),
+    ({}, "", [0.5], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
+     "no checkpoint was kept"),
+    ({}, "/r/checkpoints/best-epoch=03-val_acc=0.8000.ckpt", [0.5], "val/acc", None),
+    ({}, "/r/checkpoints/best-epoch=03-val_acc=0.8000.ckpt", [0.5], "val/loss",
+     "test_acc is of the best checkpoint by val/loss (best-epoch=03-val_acc=0.8000.ckpt), not of the best-val-acc one"),
+    ({}, "/r/tensorboard/checkpoints/epoch=1-step=10.ckpt", [0.5], None,
+     "test_acc is of the last epoch's checkpoint (epoch=1-step=10.ckpt), not of the best-val-acc one"),
+])
+def test_what_test_acc_is_of_when_not_the_best_val_acc_checkpoint(trainer, best, val_scores, monitor, expected):
+    from types import SimpleNamespace
+
+    from src.training import _not_best_val_tested
+
+    cfg = OmegaConf.create({"trainer": {"max_epochs": 3, **trainer}})
+    lightning = SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor=monitor))
+    assert _not_best_val_tested(cfg, lightning, best, val_scores) == expected
