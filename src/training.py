@@ -358,7 +358,7 @@ def _not_best_val_tested(cfg: DictConfig, trainer: pl.Trainer, best_path: str,
                 "logger and no best-val checkpoint; its numbers are not a result")
     if not best_path:
         why = ("no validation ran (trainer.limit_val_batches=0?)" if not val_scores
-               else "no checkpoint was kept")
+               else "no best-val checkpoint was kept (callbacks.model_checkpoint left out?)")
         return f"test_acc is of the final weights, not of the best-val checkpoint: {why}"
     monitor = trainer.checkpoint_callback.monitor  # a best path: there is a ModelCheckpoint
     if monitor == "val/acc":

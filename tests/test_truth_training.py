@@ -292,6 +292,19 @@ def test_a_checkpoint_other_than_best_val_acc_tested_is_named(tmp_path, data_dir
     assert r["warnings"][0].endswith("not of the best-val-acc one")
 
 
+@pytest.mark.parametrize("overrides", [["checkpoint.every_n_train_steps=2"], ["+trainer.enable_checkpointing=false"]])
+def test_without_a_best_val_checkpoint_the_final_weights_are_tested_and_said_so(tmp_path, data_dir, overrides):
+    """No best-val checkpoint: only the step checkpoint (a ModelCheckpoint that keeps last.ckpt,
+    no best), or no checkpointing at all. test_acc is then the final weights' accuracy."""
+    cfg = compose([*FAST, "trainer.max_epochs=2", "data.train_subset=1280", "~callbacks.model_checkpoint",
+                   *overrides], tmp_path)
+    train(cfg)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "ok" and r["best_checkpoint"] == "" and len(r["val_scores"]) == 2
+    assert r["warnings"] == ["test_acc is of the final weights, not of the best-val checkpoint: no best-val "
+                             "checkpoint was kept (callbacks.model_checkpoint left out?)"]
+
+
 def test_max_steps_mid_epoch_counts_one_epoch_and_prints_no_stale_line(tmp_path, data_dir, capsys):
     """max_steps=7 with 5 batches an epoch: epoch 0 whole and validated, epoch 1 stopped after 2
     batches. The epoch line of epoch 1 must not repeat epoch 0's numbers."""
@@ -366,7 +379,7 @@ def test_accumulated_batches_are_not_taken_for_an_early_stop():
     ({}, "", [], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
      "no validation ran (trainer.limit_val_batches=0?)"),
     ({}, "", [0.5], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
-     "no checkpoint was kept"),
+     "no best-val checkpoint was kept (callbacks.model_checkpoint left out?)"),
     ({}, "/r/checkpoints/best-epoch=03-val_acc=0.8000.ckpt", [0.5], "val/acc", None),
     ({}, "/r/checkpoints/best-epoch=03-val_acc=0.8000.ckpt", [0.5], "val/loss",
      "test_acc is of the best checkpoint by val/loss (best-epoch=03-val_acc=0.8000.ckpt), not of the best-val-acc one"),
