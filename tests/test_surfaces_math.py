@@ -156,7 +156,7 @@ def test_optimizer_factory_builds_per_parameter_optimizers_and_says_what_is_wron
         cfg = OmegaConf.create(bad) if "_target_" not in bad else bad
         with pytest.raises(ConfigError, match=r"^optimizer 'x' needs a _target_ \(e.g. src.optim.Adam\)$"):
             make_optimizer_factory("x", cfg)
-    with pytest.raises(ConfigError, match=r"^cannot build optimizer 'x': Invalid learning rate lr=-1: must be > 0$"):
+    with pytest.raises(ConfigError, match=r"^cannot build optimizer 'x': Invalid learning rate lr=-1: must be > 0 and finite$"):
         make_optimizer_factory("x", OmegaConf.create({"_target_": "src.optim.SGD", "_partial_": True, "lr": -1}))
 
 
