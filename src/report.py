@@ -570,6 +570,14 @@ def _group_notes(g: Group) -> list[str]:
         notes.append(f"seed {seed} ran {len(jobs)} times (jobs {', '.join(named)}): counted once, the last")
     if g.did_not_learn:
         notes.append("did not learn")
+    # What a job's own warnings say its numbers are not (src/training.py): a group of them is
+    # compared with the others all the same, so the group row says how many.
+    counted = g.counted
+    for start, what in (("stopped early", "stopped early"), ("test_acc is of", "test_acc not of the best-val checkpoint"),
+                        ("trainer.fast_dev_run", "fast_dev_run smoke test")):
+        hits = sum(any(str(w).startswith(start) for w in j.results.get("warnings") or []) for j in counted)
+        if hits:
+            notes.append(f"{what}: {hits} of {len(counted)} jobs, see Jobs")
     commits = {(j.provenance.get("git_commit"), j.provenance.get("git_dirty")) for j in g.jobs if j.provenance}
     if len(commits) > 1:
         notes.append(f"ran on {len(commits)} code versions (git commit/dirty)")
