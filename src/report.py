@@ -577,7 +577,7 @@ def _group_notes(g: Group) -> list[str]:
                         ("trainer.fast_dev_run", "fast_dev_run smoke test")):
         hits = sum(any(str(w).startswith(start) for w in j.results.get("warnings") or []) for j in counted)
         if hits:
-            notes.append(f"{what}: {hits} of {len(counted)} jobs, see Jobs")
+            notes.append(f"{what}: {hits} of {_plural(len(counted), 'job')}, see Jobs")
     commits = {(j.provenance.get("git_commit"), j.provenance.get("git_dirty")) for j in g.jobs if j.provenance}
     if len(commits) > 1:
         notes.append(f"ran on {len(commits)} code versions (git commit/dirty)")

@@ -688,6 +688,7 @@ def test_group_notes_and_the_provenance_line():
     assert _group_notes(Group(1, {}, warned)) == [
         "stopped early: 2 of 3 jobs, see Jobs", "test_acc not of the best-val checkpoint: 1 of 3 jobs, see Jobs",
         "fast_dev_run smoke test: 1 of 3 jobs, see Jobs"]
+    assert _group_notes(Group(1, {}, warned[2:3])) == ["stopped early: 1 of 1 job, see Jobs"]
     assert provenance_lines([Job("0", Path("."))]) == \
         ["Provenance: none recorded (results.json without a `provenance` entry)."]
     p = dict(python="3.11.2", torch="2.14.1", lightning="2.6.0", hydra="1.3.2", device_type="cpu", device="Xeon")
