@@ -357,8 +357,12 @@ def _not_best_val_tested(cfg: DictConfig, trainer: pl.Trainer, best_path: str,
         return ("trainer.fast_dev_run: a smoke test of a few batches of train, val and test, no "
                 "logger and no best-val checkpoint; its numbers are not a result")
     if not best_path:
-        why = ("no validation ran (trainer.limit_val_batches=0?)" if not val_scores
-               else "no best-val checkpoint was kept (callbacks.model_checkpoint left out?)")
+        if val_scores:
+            why = "no best-val checkpoint was kept (callbacks.model_checkpoint left out?)"
+        elif cfg.trainer.get("limit_val_batches") == 0:
+            why = "no validation ran (trainer.limit_val_batches=0)"
+        else:
+            why = "no validation ran (the run stopped before the end of its first epoch)"
         return f"test_acc is of the final weights, not of the best-val checkpoint: {why}"
     monitor = trainer.checkpoint_callback.monitor  # a best path: there is a ModelCheckpoint
     if monitor == "val/acc":

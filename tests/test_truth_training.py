@@ -275,7 +275,7 @@ def test_epochs_are_trained_epochs_and_test_acc_says_whose_weights_it_is(tmp_pat
     assert (r["status"], r["epochs"], r["val_scores"], r["best_val_epoch"], r["global_step"]) == ("ok", 2, [], -1, 10)
     assert r["test_acc"] is not None
     assert r["warnings"] == ["test_acc is of the final weights, not of the best-val checkpoint: "
-                             "no validation ran (trainer.limit_val_batches=0?)"]
+                             "no validation ran (trainer.limit_val_batches=0)"]
 
 
 @pytest.mark.parametrize("overrides, which", [
@@ -376,10 +376,12 @@ def test_accumulated_batches_are_not_taken_for_an_early_stop():
 @pytest.mark.parametrize("trainer, best, val_scores, monitor, expected", [
     ({"fast_dev_run": True}, "", [0.5], "val/acc", "trainer.fast_dev_run: a smoke test of a few batches of "
      "train, val and test, no logger and no best-val checkpoint; its numbers are not a result"),
-    ({}, "", [], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
-     "no validation ran (trainer.limit_val_batches=0?)"),
+    ({"limit_val_batches": 0}, "", [], "val/acc", "test_acc is of the final weights, not of the best-val "
+     "checkpoint: no validation ran (trainer.limit_val_batches=0)"),
     ({}, "", [0.5], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
      "no best-val checkpoint was kept (callbacks.model_checkpoint left out?)"),
+    ({"max_steps": 3}, "", [], "val/acc", "test_acc is of the final weights, not of the best-val checkpoint: "
+     "no validation ran (the run stopped before the end of its first epoch)"),
     ({}, "/r/checkpoints/best-epoch=03-val_acc=0.8000.ckpt", [0.5], "val/acc", None),
     ({}, "/r/checkpoints/best-epoch=03-val_acc=0.8000.ckpt", [0.5], "val/loss",
      "test_acc is of the best checkpoint by val/loss (best-epoch=03-val_acc=0.8000.ckpt), not of the best-val-acc one"),
