@@ -23,14 +23,11 @@ class EpochLinePrinter(pl.Callback):
 
     def __init__(self):
         self._t0 = time.perf_counter()
-        self._batches_done, self._validated = 0, False
+        self._validated = False
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
-        self._batches_done, self._validated = 0, False
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._batches_done = batch_idx + 1  # batch_idx, not a count: a resumed epoch starts mid-way
+        self._validated = False
 
     def on_validation_end(self, trainer, pl_module):
         self._validated = self._validated or not trainer.sanity_checking
@@ -41,11 +38,13 @@ class EpochLinePrinter(pl.Callback):
             return
         parts = [f"epoch {trainer.current_epoch}/{trainer.max_epochs - 1}"]
         batches = trainer.num_training_batches
+        # The epoch's batches so far, counted by Lightning (a resumed epoch's earlier ones too).
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         # Stopped mid-epoch (trainer.max_steps, max_time): the train metrics are still the last
         # whole epoch's, and the val ones too unless Lightning validated on stopping (max_time).
-        whole = not self._batches_done < batches < float("inf")
+        whole = not done < batches < float("inf")
         if not whole:
-            parts.append(f"stopped after {self._batches_done} of {batches} batches"
+            parts.append(f"stopped after {done} of {batches} batches"
                          + ("" if self._validated else ", not validated"))
         m = trainer.callback_metrics
         for key, label in (("train/epoch_loss", "train loss"), ("val/loss", "val loss"),

@@ -174,34 +174,39 @@ def test_the_epoch_line(monkeypatch, capsys):
                "val/acc": torch.tensor(0.87654), "other": torch.tensor(3.0)}
     trainer = SimpleNamespace(is_global_zero=True, callback_metrics=metrics, current_epoch=2, max_epochs=40,
                               num_training_batches=4)
+
+    def batches_done(n):  # what Lightning counts of the epoch so far
+        trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(
+            batch_progress=SimpleNamespace(current=SimpleNamespace(completed=n))))
+
     printer.on_train_epoch_start(trainer, None)  # 12.25
-    printer.on_train_batch_end(trainer, None, None, None, 3)  # the epoch's last batch
+    batches_done(4)  # the whole epoch
     printer.on_train_epoch_end(trainer, None)  # 99.0
     assert capsys.readouterr().out == ("epoch 2/39  train loss 0.1235  val loss 1.5000  train acc 50.00 %  "
                                        "val acc 87.65 %  86.8 s\n")
     trainer.callback_metrics = {"train/acc": torch.tensor(1.0)}  # no validation, no epoch loss
     clock = iter([200.0, 201.04])
     printer.on_train_epoch_start(trainer, None)
-    for i in range(4):
-        printer.on_train_batch_end(trainer, None, None, None, i)
+    batches_done(4)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  train acc 100.00 %  1.0 s\n"
     # trainer.max_steps stopped the epoch after 2 of 4 batches: the metrics are the last epoch's,
-    # so none is printed (a resumed epoch starts at its batch_idx, not at 0)
+    # so none is printed
     clock = iter([300.0, 300.5])
     printer.on_train_epoch_start(trainer, None)
-    printer.on_train_batch_end(trainer, None, None, None, 1)
+    batches_done(2)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  stopped after 2 of 4 batches, not validated  0.5 s\n"
     clock = iter([400.0, 400.25])
-    printer.on_train_epoch_start(trainer, None)  # nothing ran in the epoch
+    printer.on_train_epoch_start(trainer, None)
+    batches_done(0)  # nothing ran in the epoch
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  stopped after 0 of 4 batches, not validated  0.2 s\n"
     # trainer.max_time: Lightning validates the stopped epoch; its val numbers are current
     trainer.callback_metrics = metrics
     clock = iter([500.0, 501.0])
     printer.on_train_epoch_start(trainer, None)
-    printer.on_train_batch_end(trainer, None, None, None, 2)
+    batches_done(3)
     trainer.sanity_checking = False
     printer.on_validation_end(trainer, None)
     printer.on_train_epoch_end(trainer, None)
@@ -210,13 +215,13 @@ def test_the_epoch_line(monkeypatch, capsys):
     printer.on_train_epoch_start(trainer, None)  # a new epoch forgets the last one's validation
     trainer.sanity_checking = True
     printer.on_validation_end(trainer, None)  # the sanity check is no validation of this epoch
-    printer.on_train_batch_end(trainer, None, None, None, 0)
+    batches_done(1)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == "epoch 2/39  stopped after 1 of 4 batches, not validated  1.0 s\n"
     trainer.num_training_batches = float("inf")  # an iterable dataset of unknown length: never "stopped"
     clock = iter([700.0, 702.0])
     printer.on_train_epoch_start(trainer, None)
-    printer.on_train_batch_end(trainer, None, None, None, 5)
+    batches_done(6)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out.startswith("epoch 2/39  train loss 0.1235  val loss 1.5000  ")
     trainer.is_global_zero = False  # other DDP ranks print nothing
