@@ -336,7 +336,7 @@ def _stopped_early(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
         return None
     # global_step counts optimizer steps: one per accumulate_grad_batches batches, and one for
     # an epoch's remainder
-    done = trainer.global_step / math.ceil(batches / getattr(trainer, "accumulate_grad_batches", 1))
+    done = trainer.global_step / math.ceil(batches / trainer.accumulate_grad_batches)
     if done >= max_epochs:  # exact: whole epochs are whole multiples of the steps an epoch
         return None
     max_steps = cfg.trainer.get("max_steps")

@@ -347,13 +347,13 @@ def test_a_run_that_stopped_before_max_epochs_says_by_what(trainer, step, expect
     from src.training import _stopped_early
 
     cfg = OmegaConf.create({"trainer": trainer})
-    said = _stopped_early(cfg, SimpleNamespace(num_training_batches=5, global_step=step))
+    said = _stopped_early(cfg, SimpleNamespace(num_training_batches=5, global_step=step, accumulate_grad_batches=1))
     if expected is None:
         assert said is None
     else:
         assert said == f"stopped early: {expected}; the numbers are of this shorter run"
-    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=float("inf"), global_step=step)) is None
-    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=0, global_step=step)) is None
+    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=float("inf"), global_step=step, accumulate_grad_batches=1)) is None
+    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=0, global_step=step, accumulate_grad_batches=1)) is None
 
 
 def test_accumulated_batches_are_not_taken_for_an_early_stop():
@@ -364,7 +364,7 @@ def test_accumulated_batches_are_not_taken_for_an_early_stop():
     from src.training import _stopped_early
 
     cfg = OmegaConf.create({"trainer": {"max_epochs": 2}})
-    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=1, global_step=1)) == (
+    assert _stopped_early(cfg, SimpleNamespace(num_training_batches=1, global_step=1, accumulate_grad_batches=1)) == (
         "stopped early: 1.00 of 2 epochs (1 steps) by a callback (early stopping?); the numbers are of this shorter run")
     for accumulate, steps in ((2, 6), (3, 4), (5, 2), (8, 2)):
         trainer = SimpleNamespace(num_training_batches=5, global_step=steps, accumulate_grad_batches=accumulate)
