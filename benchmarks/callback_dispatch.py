@@ -1,4 +1,5 @@
-"""What Lightning's callback dispatch costs a training step, and what grouping our callbacks saves.
+"""What Lightning's per-step machinery costs a training step (its callback dispatch, automatic loop
+and profiler calls), and what the app's choices against each save.
 
 Lightning calls every hook of every callback at every step, whether the callback defines it or
 not. On a GPU a step of this MLP is a few hundred µs of kernel launches, so that Python time
@@ -11,10 +12,11 @@ divided by its steps), their variants alternating within each repetition:
              `every_n_train_steps=0`, which save nothing (why train() leaves such a one out),
              with 0 callbacks but the hook name set plainly (src/module.py, CheapHookName),
              and with 0 callbacks under manual optimization (the same zero_grad, backward and
-             step in training_step; measured, not used: docs/gpu.md says why)
+             step in training_step, as the app's module.manual_step does)
   app        train.py's default config (every diagnostic on) at the same tiny sizes, with
              `group_callbacks=true` (the default) and `false`: epoch_time.py's Trainer run,
-             its validation of 10,000 images included
+             its validation of 10,000 images included; and grouped, with Lightning's automatic
+             loop (`module.manual_step=false`), its PassThroughProfiler, or both put back
 
     .venv/bin/python benchmarks/callback_dispatch.py [--reps 5] [--callbacks 10]
 """
@@ -125,10 +127,13 @@ def mechanism(k: int, grouped: bool, inert_checkpoints_in: Path | None = None, m
     return timer.us_per_step()
 
 
-def app(grouped: bool, out: Path) -> float:
+PASS_THROUGH = "+trainer.profiler._target_=pytorch_lightning.profilers.PassThroughProfiler"
+
+
+def app(grouped: bool, out: Path, *extra: str) -> float:
     """epoch_time.py's Trainer run (validation included), default callbacks."""
     seconds = trainer_epoch("default", "cpu", out, EPOCHS, SUBSET, BATCH, HIDDEN,
-                            extra=(f"group_callbacks={str(grouped).lower()}",))
+                            extra=(f"group_callbacks={str(grouped).lower()}", *extra))
     return seconds / STEPS * 1e6
 
 
@@ -146,7 +151,10 @@ def main() -> None:
                 "bare, 0, hook name set plainly": lambda tmp: mechanism(0, False, module=BareCheapHookName),
                 "bare, 0, manual optimization": lambda tmp: mechanism(0, False, module=BareManual),
                 "app, group_callbacks=false": lambda tmp: app(False, tmp),
-                "app, group_callbacks=true": lambda tmp: app(True, tmp)}
+                "app, group_callbacks=true": lambda tmp: app(True, tmp),
+                "app, Lightning's loop": lambda tmp: app(True, tmp, "module.manual_step=false"),
+                "app, PassThroughProfiler": lambda tmp: app(True, tmp, PASS_THROUGH),
+                "app, both put back": lambda tmp: app(True, tmp, "module.manual_step=false", PASS_THROUGH)}
     results: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
@@ -168,6 +176,8 @@ def main() -> None:
           f"({med[names[5]] / med[names[0]]:.3f}x)")
     print(f"the app: grouped / not grouped = {med[names[7]] / med[names[6]]:.3f} "
           f"({med[names[6]] - med[names[7]]:.0f} us a step less)")
+    for i, what in ((8, "the app's own step (module.manual_step)"), (9, "NoProfiler"), (10, "both")):
+        print(f"{what}: {med[names[i]] - med[names[7]]:.0f} us a step less ({med[names[7]] / med[names[i]]:.3f}x)")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ Runs train.py's default config (every diagnostic on) at tiny sizes (hidden [8], 
 epochs of 1000 steps) and profiles steps 20-519 of the second epoch, twice:
 
   now     as the app is
-  before  with the two costs removed in issue 11's last round put back: an active but never
-          due step checkpoint (what Lightning dispatched to every step when it was left in at
-          `every_n_train_steps=0`), and Lightning's hook name set through nn.Module.__setattr__
+  before  with the costs removed in issue 11's rounds put back: an active but never due step
+          checkpoint (what Lightning dispatched to every step when it was left in at
+          `every_n_train_steps=0`), Lightning's hook name set through nn.Module.__setattr__,
+          Lightning's automatic optimization loop (`module.manual_step=false`) and its default
+          PassThroughProfiler (src/training.py's NoProfiler)
 
 Prints, for each, the Python calls a step, nn.Module.__setattr__ calls a step, and the
 functions with the most calls.
@@ -72,7 +74,8 @@ def profile_run(before: bool, out: Path) -> pstats.Stats:
                  "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "print_config=false",
                  "skip_test=true", "trainer.limit_val_batches=2"]
     if before:
-        overrides.append("checkpoint.every_n_train_steps=1000000")
+        overrides += ["checkpoint.every_n_train_steps=1000000", "module.manual_step=false",
+                      "+trainer.profiler._target_=pytorch_lightning.profilers.PassThroughProfiler"]
     cfg = compose_config(overrides, out)
     with open_dict(cfg):
         cfg.callbacks["_profile_window"] = {"_target_": f"{__name__}._window"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +54,22 @@ def describe(obj) -> dict | None:
     return {"_target_": target_of(obj), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}}
 
 
+def share_step_count(checkpoint: dict) -> None:
+    """Lightning counts optimizer steps (`trainer.global_step`, what max_steps and the step
+    checkpoints read) in the automatic loop's record or the manual one's, whichever ran. A run
+    resumed in the other mode (a checkpoint from before manual steps, or gradient clipping
+    added on resume) would read 0 from its own record: both get the count of the one that ran."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    auto = fit_loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
+    manual = fit_loop.get("epoch_loop.manual_optimization.optim_step_progress")
+    if "step" not in auto or manual is None:
+        return
+    if auto["step"]["total"]["completed"] >= manual["total"]["completed"]:
+        fit_loop["epoch_loop.manual_optimization.optim_step_progress"] = copy.deepcopy(auto["step"])
+    else:
+        auto["step"] = copy.deepcopy(manual)
+
+
 class CheapHookName:
     """Mixin for a LightningModule. Lightning sets `_current_fx_name` before and after each hook
     it calls, 44 times a training step. nn.Module.__setattr__ first checks the value against
@@ -79,7 +96,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
 
     def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  init_scheme: Callable[[torch.nn.Module], object] | None = None,
-                 progress_every_n_steps: int = 10):
+                 progress_every_n_steps: int = 10, manual_step: bool = True):
         super().__init__()
         self.save_hyperparameters({"model": dict(network.config), "optim_cfg": describe(optimizer),
                                    "init_cfg": describe(init_scheme)})
@@ -88,6 +105,9 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             init_scheme(self.net)
         self.optimizer = optimizer
         self.progress_every_n_steps = int(progress_every_n_steps)
+        if not isinstance(manual_step, bool):  # `maybe` would read as true
+            raise ValueError(f"manual_step={manual_step!r} must be true or false")
+        self.manual_step = manual_step
         num_classes = self.net.config["num_classes"]
         # validate_args=False: the argument checks sync with the host on every update.
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -128,7 +148,26 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # which on a GPU is a host sync per step; there the bar shows the epoch metrics.
         if batch_idx % self.progress_every_n_steps == 0 and loss.device.type == "cpu":
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        if not self.automatic_optimization:
+            # What Lightning's automatic loop does, in its order: zero_grad, backward, then
+            # step(), whose closure runs the on_before_optimizer_step hooks (the diagnostics').
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
         return loss
+
+    def setup(self, stage: str) -> None:
+        # The step is ours (manual optimization) unless a Trainer setting needs Lightning's loop:
+        # gradient clipping and accumulation are done by it, and refused under manual
+        # optimization. The numbers are the same either way (tests/test_module.py); the
+        # automatic loop adds a closure, two hook layers and three ops a step (the loss divided
+        # by accumulate_grad_batches, that division's backward, a clone), which on a GPU are
+        # three kernel launches.
+        if stage == "fit":
+            trainer = self.trainer
+            self.automatic_optimization = not (self.manual_step and not trainer.gradient_clip_val
+                                               and trainer.accumulate_grad_batches == 1)
 
     def drain_losses(self) -> None:
         """Move the device-side per-step losses into `history` (one host sync) and write them to
@@ -224,6 +263,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             self.seconds_before = float(checkpoint.get("seconds_trained", 0.0))
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        share_step_count(checkpoint)
 
     def on_train_start(self):
         # On resume Lightning restores the optimizer's param_groups from the checkpoint, which

@@ -9,6 +9,7 @@ constructor; a ValueError there becomes one `error:` line in src/cli.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.diagnostics import diagnostics_seconds
@@ -43,6 +45,18 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # What no constructor checks: the seed, the machine, the launch
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler, minus its cost: Lightning enters `profile(name)` around
+    each hook it calls, about 30 a training step, and PassThroughProfiler's is a generator-based
+    context manager (0.76 µs against 0.11 µs for a shared nullcontext, `timeit` here).
+    `trainer.profiler=simple` (or any other) still replaces it."""
+
+    _NULL = contextlib.nullcontext()
+
+    def profile(self, action_name: str):
+        return self._NULL
 
 
 def check_run_settings(cfg: DictConfig) -> None:
@@ -234,7 +248,8 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO(stamp=stamp)],
         callbacks=group_callbacks(callbacks) if cfg.get("group_callbacks", True) else callbacks,
-        enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks))
+        enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks),
+        profiler=cfg.trainer.get("profiler") or NoProfiler())
 
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)

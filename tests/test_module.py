@@ -267,3 +267,165 @@ def test_the_hook_name_is_set_plainly_and_everything_else_as_a_module():
     assert "extra" in dict(module.named_children())
     twin = copy.deepcopy(module)
     assert twin._current_fx_name == "training_step"
+
+
+class StepHooks(pl.Callback):
+    """The hooks the diagnostics read around each optimizer step."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.calls.append("before_backward")
+
+    def on_after_backward(self, trainer, pl_module):
+        self.calls.append("after_backward")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls.append("before_optimizer_step")
+
+
+def _fit_with(tmp_path, manual_step, max_epochs=2, ckpt_path=None, **trainer_kwargs):
+    net = _net()
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5), manual_step=manual_step)
+    hooks = StepHooks()
+    trainer = pl.Trainer(max_epochs=max_epochs, default_root_dir=tmp_path, logger=False, accelerator="cpu",
+                         callbacks=[hooks], enable_progress_bar=False, enable_model_summary=False,
+                         **trainer_kwargs)
+    trainer.fit(module, loader(TRAIN), loader(VAL, 12), ckpt_path=ckpt_path)
+    return module, trainer, hooks
+
+
+def test_the_manual_step_gives_lightnings_numbers_hooks_and_step_count(tmp_path):
+    """manual_step (the default) makes the step in training_step; Lightning's automatic loop
+    (manual_step=false) gives the same losses, accuracies and weights, bit for bit, the same hooks
+    in the same order and the same global_step."""
+    ours, trainer, hooks = _fit_with(tmp_path / "manual", True)
+    auto, auto_trainer, auto_hooks = _fit_with(tmp_path / "auto", False)
+    assert ours.automatic_optimization is False and auto.automatic_optimization is True
+    assert ours.history == auto.history  # exactly, not approximately
+    assert all(torch.equal(a, b) for a, b in zip(ours.net.parameters(), auto.net.parameters(), strict=True))
+    assert trainer.global_step == auto_trainer.global_step == 8
+    assert hooks.calls == auto_hooks.calls == ["before_backward", "after_backward", "before_optimizer_step"] * 8
+    losses, *_ = plain_loop()
+    assert ours.history["train_losses"] == pytest.approx(losses, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("setting", [{"gradient_clip_val": 0.01}, {"accumulate_grad_batches": 2}])
+def test_clipping_and_accumulation_keep_lightnings_loop(tmp_path, setting):
+    """Lightning refuses both under manual optimization; the module then leaves the step to
+    Lightning's loop, which does them: clipping changes the weights, accumulation halves the steps."""
+    module, trainer, _ = _fit_with(tmp_path / "set", True, **setting)
+    plain, _, _ = _fit_with(tmp_path / "plain", True)
+    assert module.automatic_optimization is True
+    assert trainer.global_step == (4 if "accumulate_grad_batches" in setting else 8)
+    assert not torch.equal(next(module.net.parameters()), next(plain.net.parameters()))
+
+
+def test_manual_step_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"^manual_step='maybe' must be true or false$"):
+        ClassifierModule(_net(), None, manual_step="maybe")
+
+
+def _step_records(auto: int, manual: int) -> dict:
+    def tracker(n):
+        return {"total": {"ready": n, "completed": n}, "current": {"ready": n % 4, "completed": n % 4}}
+
+    return {"loops": {"fit_loop": {
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {"step": tracker(auto), "zero_grad": {}}},
+        "epoch_loop.manual_optimization.optim_step_progress": tracker(manual)}}}
+
+
+@pytest.mark.parametrize("auto, manual", [(6, 0), (0, 6)])
+def test_share_step_count_gives_both_records_the_count_that_ran(auto, manual):
+    from src.module import share_step_count
+
+    checkpoint = _step_records(auto, manual)
+    share_step_count(checkpoint)
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    step = fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
+    assert step == fit_loop["epoch_loop.manual_optimization.optim_step_progress"] == _step_records(6, 6)[
+        "loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
+    assert step is not fit_loop["epoch_loop.manual_optimization.optim_step_progress"]  # copies
+    share_step_count({})  # a checkpoint without loops (weights only): nothing to do
+    share_step_count({"loops": {"fit_loop": {}}})
+
+
+@pytest.mark.parametrize("first, then", [(False, True), (True, False)])
+def test_a_run_resumed_in_the_other_mode_continues_its_step_count(tmp_path, first, then):
+    """A checkpoint written by Lightning's loop (before manual steps, or with clipping) resumed with
+    manual steps, and the other way round: the step count goes on from where it was, so the run
+    ends where an uninterrupted one does."""
+    _fit_with(tmp_path / "first", first, max_epochs=1)
+    last = next((tmp_path / "first").rglob("*.ckpt"))
+    resumed, trainer, _ = _fit_with(tmp_path / "resumed", then, max_epochs=2, ckpt_path=str(last))
+    whole, whole_trainer, _ = _fit_with(tmp_path / "whole", then, max_epochs=2)
+    assert trainer.global_step == whole_trainer.global_step == 8
+    assert resumed.history == whole.history
+    capped, capped_trainer, _ = _fit_with(tmp_path / "capped", then, max_epochs=3, ckpt_path=str(last), max_steps=6)
+    assert capped_trainer.global_step == 6 and len(capped.history["train_losses"]) == 6  # max_steps counts all 6
+
+
+def test_a_run_with_manual_steps_writes_what_lightnings_loop_writes(tmp_path, data_dir):
+    """Through train(), every diagnostic on and logging every 5 steps: module.manual_step=true (the
+    default) and false give the same results.json numbers, the same TensorBoard points (every tag,
+    step and value) and the same figures."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from src.training import train
+    from tests.conftest import compose
+
+    written = {}
+    for manual in (True, False):
+        out = tmp_path / str(manual)
+        train(compose(["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.train_subset=2560",
+                       "diagnostics.every_n_steps=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+                       f"module.manual_step={str(manual).lower()}"], out))
+        r = json.loads((out / "results.json").read_text())
+        events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}).Reload()
+        scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+                   if "seconds" not in tag and "time" not in tag}
+        histograms = {tag: [(e.step, e.histogram_value.sum) for e in events.Histograms(tag)]
+                      for tag in events.Tags()["histograms"]}
+        figures = sorted(p.name for p in (out / "figures").iterdir())
+        written[manual] = ({k: r[k] for k in ("status", "val_scores", "train_losses", "train_scores", "test_acc",
+                                              "global_step", "warnings")}, scalars, histograms, figures)
+    assert written[True] == written[False]
+    assert written[True][0]["global_step"] == 20 and len(written[True][1]) > 20 and written[True][2]
+
+
+def test_the_trainer_gets_a_profiler_that_costs_nothing_unless_one_is_asked_for(tmp_path, data_dir):
+    """Lightning enters its profiler's profile(name) around every hook, ~30 a step; the default
+    PassThroughProfiler's is a generator context manager. NoProfiler hands out one nullcontext."""
+    import contextlib
+
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from src.training import NoProfiler, train
+    from tests.conftest import compose
+
+    assert isinstance(NoProfiler().profile("a"), contextlib.nullcontext)
+    assert NoProfiler().profile("a") is NoProfiler().profile("b")
+    seen = {}
+
+    class Look(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen[len(seen)] = type(trainer.profiler)
+
+    import tests.test_module as me  # the copy Hydra instantiates the callback from
+
+    me.LOOK = Look()
+    for extra in ([], ["+trainer.profiler=simple"]):
+        train(compose(["trainer.max_epochs=1", "trainer.accelerator=cpu", "data.train_subset=512", "skip_test=true",
+                       "trainer.limit_val_batches=1", "+callbacks._look._target_=tests.test_module.look", *extra],
+                      tmp_path / str(len(seen))))
+    assert seen == {0: NoProfiler, 1: SimpleProfiler}
+
+
+LOOK = None
+
+
+def look():
+    return LOOK

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import pytorch_lightning as pl
 import torch.nn.functional as F
 
@@ -63,11 +64,13 @@ class StepWindow(pl.Callback):
             StepWindow.calls = self.rec.calls
 
 
-def test_a_gpu_step_launches_the_plain_loops_kernels_plus_lightnings_three(tmp_path, data_dir, monkeypatch):
-    """Per step the app (every diagnostic on) adds to the plain loop only Lightning's own three
-    ops (the loss divided by accumulate_grad_batches, that division's backward, the loss's
-    clone for the closure) and one host sync per 50 steps (the divergence check). Before this
-    test, train_acc's per-step update added 13 launches a step."""
+@pytest.mark.parametrize("manual_step", [True, False])
+def test_a_gpu_step_launches_the_plain_loops_kernels_and_no_more(tmp_path, data_dir, monkeypatch, manual_step):
+    """Per step the app (every diagnostic on) launches the plain loop's kernels and nothing else
+    but one host sync per 50 steps (the divergence check). With module.manual_step=false (what
+    a run with gradient clipping or accumulation gets) Lightning's automatic loop adds its own
+    three ops: the loss divided by accumulate_grad_batches, that division's backward and the
+    loss's clone for the closure. Before this test, train_acc's per-step update added 13."""
     from src.module import ClassifierModule
     from src.training import train
 
@@ -80,6 +83,7 @@ def test_a_gpu_step_launches_the_plain_loops_kernels_plus_lightnings_three(tmp_p
     monkeypatch.setattr(ClassifierModule, "log", gpu_policy_log)
     cfg = compose(["trainer.max_epochs=1", "data.train_subset=20480", "trainer.limit_val_batches=2",
                    "trainer.accelerator=cpu", "skip_test=true", "print_config=false",
+                   f"module.manual_step={str(manual_step).lower()}",
                    "callbacks.divergence.check_every_n_steps=50",
                    "+callbacks._window._target_=tests.test_step_ops.StepWindow"], tmp_path)
     assert "activation_stats" in cfg.callbacks and "update_stats" in cfg.callbacks  # the default set
@@ -99,7 +103,7 @@ def test_a_gpu_step_launches_the_plain_loops_kernels_plus_lightnings_three(tmp_p
     assert not missing, f"the app's step lacks ops of the plain loop's: {dict(missing)}"
     syncs = added.pop("_local_scalar_dense", 0)
     assert syncs <= 1, f"{syncs} host syncs in {STEPS} steps (one divergence read is expected)"
-    lightning = Counter({"div": 2 * STEPS, "clone": STEPS})
+    lightning = Counter() if manual_step else Counter({"div": 2 * STEPS, "clone": STEPS})
     divergence_read = added - lightning  # the one check in the window: a handful of ops, once
     assert added - divergence_read == lightning, f"per {STEPS} steps the app adds {dict(added)}"
     assert sum(divergence_read.values()) <= 8, f"per {STEPS} steps the app adds {dict(added)}"
