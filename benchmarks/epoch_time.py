@@ -5,11 +5,14 @@
   (c) the floor: a plain PyTorch loop over the same in-memory tensors, torch.optim.Adam(foreach=True)
   (d) the tutorial's loop: per-sample ToTensor/Normalize through a DataLoader and its
       Python-loop Adam with per-parameter dict state
+  (e) (a) with Lightning's automatic optimization loop and its PassThroughProfiler put back
+      (`module.manual_step=false`, what a run with gradient clipping gets): what the module's
+      own step and src/training.py's NoProfiler save
 
 The variants alternate within each repetition, so background load hits them alike; each
 Trainer/plain run trains `--epochs` epochs and reports the median of all but the first (which
 pays for warm-up); the tutorial's loop runs one epoch.
-Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a), and what the Trainer adds to
+Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a), (e)/(a), and what the Trainer adds to
 each step in microseconds. On a GPU this MLP's arithmetic takes microseconds a step, so that
 overhead decides the ratios; `--batch-size 16 --hidden 8` makes the CPU's arithmetic ~0 too, to
 see it here.
@@ -97,6 +100,9 @@ _TIMER = None
 
 def _make_timer():
     return _TIMER
+
+
+LIGHTNINGS_LOOP = ("module.manual_step=false", "+trainer.profiler._target_=pytorch_lightning.profilers.PassThroughProfiler")
 
 
 # --- (c): the floor --------------------------------------------------------------------------
@@ -229,7 +235,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device} ({device_name}), "
           f"reps {args.reps}, epochs {args.epochs}" + (f", train subset {args.train_subset}" if args.train_subset else ""))
-    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
+    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": [], "e": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             sub = args.train_subset
@@ -239,11 +245,13 @@ def main() -> None:
             results["c"].append(plain_epoch(dm, args.device, args.epochs, subset=sub, batch_size=bs, hidden=hid))
             if not args.skip_tutorial:
                 results["d"].append(tutorial_epoch(str(ROOT / "data"), args.device))
+            results["e"].append(trainer_epoch("default", args.device, Path(tmp) / f"e{rep}", args.epochs, sub, bs, hid,
+                                              extra=LIGHTNINGS_LOOP))
             print(f"rep {rep + 1}: " + "  ".join(f"({k}) {v[-1]:.2f}s" for k, v in results.items() if v), flush=True)
 
     med = {k: statistics.median(v) for k, v in results.items() if v}
     labels = {"a": "Trainer, diagnostics on", "b": "Trainer, diagnostics off",
-              "c": "plain loop, torch Adam foreach", "d": "tutorial's loop"}
+              "c": "plain loop, torch Adam foreach", "d": "tutorial's loop", "e": "(a) with Lightning's loop"}
     print(f"\nmedian seconds per epoch (train {args.train_subset or 50_000:,} + val 10,000, "
           f"batch {args.batch_size}, Adam" + (f", hidden {args.hidden})" if args.hidden else ")"))
     for k, v in med.items():
@@ -254,13 +262,16 @@ def main() -> None:
     print(f"  (a)/(b) = {med['a'] / med['b']:.3f}   goal <= 1.03 (diagnostics overhead)")
     if "d" in med:
         print(f"  (d)/(a) = {med['d'] / med['a']:.1f}    goal >= 10")
+    print(f"  (e)/(a) = {med['e'] / med['a']:.3f}   (what module.manual_step and NoProfiler save)")
     # What the Trainer adds to each optimizer step, beyond the plain loop's (validation included).
     steps = (args.train_subset or 50_000) // args.batch_size
-    overhead_us = {k: (med[k] - med["c"]) / steps * 1e6 for k in ("a", "b")}
+    overhead_us = {k: (med[k] - med["c"]) / steps * 1e6 for k in ("a", "b", "e")}
     print(f"per step ({steps} steps of batch {args.batch_size}): plain loop {med['c'] / steps * 1e6:.0f} us; "
-          f"the Trainer adds {overhead_us['b']:.0f} us, with diagnostics {overhead_us['a']:.0f} us")
+          f"the Trainer adds {overhead_us['b']:.0f} us, with diagnostics {overhead_us['a']:.0f} us, "
+          f"with Lightning's loop {overhead_us['e']:.0f} us")
     if args.json:
-        ratios = {"a/c": med["a"] / med["c"], "b/c": med["b"] / med["c"], "a/b": med["a"] / med["b"]}
+        ratios = {"a/c": med["a"] / med["c"], "b/c": med["b"] / med["c"], "a/b": med["a"] / med["b"],
+                  "e/a": med["e"] / med["a"]}
         if "d" in med:
             ratios["d/a"] = med["d"] / med["a"]
         args.json.write_text(json.dumps({

@@ -132,3 +132,28 @@ def test_64_true_trains_with_every_diagnostic(tmp_path, data_dir):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert {t.dtype for t in ckpt["state_dict"].values() if t.is_floating_point()} == {torch.float64}
     assert (tmp_path / "probe.json").is_file()  # the variance probe ran on the float64 batch
+
+
+def test_16_mixed_makes_the_same_steps_with_the_modules_step_and_lightnings_loop(data_dir, tmp_path):
+    """Under manual optimization the GradScaler path differs (the loss is scaled in
+    manual_backward, step() gets no backward to run): the scaled, unscaled and skipped steps are
+    the same as in Lightning's automatic loop, bit for bit."""
+    runs = {}
+    for manual in (True, False):
+        plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**20))
+        dm = FashionMNISTDataModule(data_dir=str(data_dir), train_subset=2560)
+        torch.manual_seed(0)
+        network = BaseNetwork()
+        w0 = [p.detach().clone() for p in network.parameters()]
+        model = ClassifierModule(network=network, optimizer=OPTIMIZERS["adam"](network.parameters()),
+                                 manual_step=manual)
+        trainer = pl.Trainer(accelerator="cpu", devices=1, plugins=[plugin], max_epochs=1, limit_val_batches=1,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, default_root_dir=str(tmp_path / str(manual)))
+        trainer.fit(model, datamodule=dm)
+        assert model.automatic_optimization is (not manual)
+        runs[manual] = (model.history, [p.detach().clone() for p in model.parameters()], plugin.scaler.get_scale())
+        assert not torch.equal(w0[0], runs[manual][1][0])  # steps were applied
+    assert runs[True][2] == runs[False][2] == 2.0**17  # 2**20 overflowed float16: 3 steps skipped, 7 made
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[True][1], runs[False][1], strict=True))
