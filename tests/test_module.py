@@ -300,6 +300,7 @@ def test_the_manual_step_gives_lightnings_numbers_hooks_and_step_count(tmp_path)
     """manual_step (the default) makes the step in training_step; Lightning's automatic loop
     (manual_step=false) gives the same losses, accuracies and weights, bit for bit, the same hooks
     in the same order and the same global_step."""
+    assert ClassifierModule(_net()).manual_step is True  # the default, as in conf/module/classifier.yaml
     ours, trainer, hooks = _fit_with(tmp_path / "manual", True)
     auto, auto_trainer, auto_hooks = _fit_with(tmp_path / "auto", False)
     assert ours.automatic_optimization is False and auto.automatic_optimization is True
@@ -346,9 +347,14 @@ def test_share_step_count_gives_both_records_the_count_that_ran(auto, manual):
     step = fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
     assert step == fit_loop["epoch_loop.manual_optimization.optim_step_progress"] == _step_records(6, 6)[
         "loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
-    assert step is not fit_loop["epoch_loop.manual_optimization.optim_step_progress"]  # copies
+    manual_step = fit_loop["epoch_loop.manual_optimization.optim_step_progress"]
+    assert step is not manual_step and step["total"] is not manual_step["total"]  # copies, all the way down
     share_step_count({})  # a checkpoint without loops (weights only): nothing to do
     share_step_count({"loops": {"fit_loop": {}}})
+    auto_only = _step_records(6, 0)
+    del auto_only["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
+    share_step_count(auto_only)  # one record only (another Lightning's layout): left as it is
+    assert "epoch_loop.manual_optimization.optim_step_progress" not in auto_only["loops"]["fit_loop"]
 
 
 @pytest.mark.parametrize("first, then", [(False, True), (True, False)])
