@@ -184,7 +184,7 @@ for s in steps:
     elif s["step"] == "e2e" and "e2e" in report:
         r = report["e2e"]
         detail = (f"{r['status']}: {r['epochs']} epoch{'s' * (r['epochs'] != 1)}, process start to exit {float(s['seconds']):.1f} s "
-                  f"(goal <= 40 s on an H200), test_acc {r['test_acc']}")
+                  f"(goal <= 40 s on an H200), train() {r['seconds']} s, test_acc {r['test_acc']}")
     elif s["step"] == "epoch_time" and "epoch_time" in report:
         e = report["epoch_time"]
         detail = ("epoch (a) {:.2f} s (b) {:.2f} s (c) {:.2f} s; (a)/(c) {:.3f} (goal <= 1.25); +{:.0f} us/step, "
