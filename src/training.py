@@ -47,18 +47,6 @@ log = logging.getLogger(__name__)
 # What no constructor checks: the seed, the machine, the launch
 
 
-class NoProfiler(PassThroughProfiler):
-    """Lightning's default profiler, minus its cost: Lightning enters `profile(name)` around
-    each hook it calls, about 30 a training step, and PassThroughProfiler's is a generator-based
-    context manager (0.76 µs against 0.11 µs for a shared nullcontext, `timeit` here).
-    `trainer.profiler=simple` (or any other) still replaces it."""
-
-    _NULL = contextlib.nullcontext()
-
-    def profile(self, action_name: str):
-        return self._NULL
-
-
 def check_run_settings(cfg: DictConfig) -> None:
     # Every interpolation resolves now: results.json resolves the whole config, and a key that
     # cannot (`+note=${nope}`) would otherwise fail the run after its last epoch.
@@ -120,6 +108,18 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 def build_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()
             if node is not None and "_target_" in node]
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler, minus its cost: Lightning enters `profile(name)` around
+    each hook it calls, about 30 a training step, and PassThroughProfiler's is a generator-based
+    context manager (0.76 µs against 0.11 µs for a shared nullcontext, `timeit` here).
+    `+trainer.profiler=simple` (or any other) still replaces it."""
+
+    _NULL = contextlib.nullcontext()
+
+    def profile(self, action_name: str):
+        return self._NULL
 
 
 # ---------------------------------------------------------------------------------------------
