@@ -70,6 +70,41 @@ def share_step_count(checkpoint: dict) -> None:
         auto["step"] = copy.deepcopy(manual)
 
 
+def resume_after_epoch_end(checkpoint: dict) -> None:
+    """A checkpoint written after an epoch's validation (last.ckpt, best-*.ckpt) records that
+    epoch as processed but not yet completed; Lightning completes it on resume. With
+    `trainer.max_steps` set, Lightning resumes "iteration-based" instead and runs that finished
+    epoch again with no batches left: it counts it twice and stops one epoch short (max_steps=10,
+    4 batches an epoch: 8 steps instead of 10). Here the checkpoint is made to say what it
+    means, the start of the next epoch: the epoch completed, the batch counts of the new epoch
+    at zero, as Lightning sets them when an epoch starts, and no position saved in the data.
+    Other checkpoints are left as they are."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = fit_loop.get("epoch_progress")
+    batches = fit_loop.get("epoch_loop.batch_progress")
+    if not epochs or not batches or not batches.get("is_last_batch"):
+        return
+    total = epochs["total"]
+    if not total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
+        return
+    total["completed"] += 1
+    epochs["current"]["completed"] += 1
+
+    def zero(counts: dict) -> None:
+        for key in counts:
+            counts[key] = 0
+
+    zero(batches["current"])
+    batches["is_last_batch"] = False
+    zero(fit_loop.get("epoch_loop.scheduler_progress", {}).get("current", {}))
+    for progress in fit_loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).values():
+        zero(progress["current"])
+    zero(fit_loop.get("epoch_loop.val_loop.batch_progress", {}).get("total", {}))
+    # The data loaders' positions (how many batches of the finished epoch were served): a new
+    # epoch starts at its first batch.
+    fit_loop.get("state_dict", {}).pop("combined_loader", None)
+
+
 class CheapHookName:
     """Mixin for a LightningModule. Lightning sets `_current_fx_name` before and after each hook
     it calls, 44 times a training step. nn.Module.__setattr__ first checks the value against
@@ -264,6 +299,8 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
         share_step_count(checkpoint)
+        if self.trainer.max_steps != -1:
+            resume_after_epoch_end(checkpoint)
 
     def on_train_start(self):
         # On resume Lightning restores the optimizer's param_groups from the checkpoint, which

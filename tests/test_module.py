@@ -216,7 +216,7 @@ def test_a_checkpoint_carries_history_time_and_rng_and_only_a_fit_restores_them(
     other._trainer = SimpleNamespace(state=SimpleNamespace(fn="test"))
     other.on_load_checkpoint(checkpoint)  # trainer.test(ckpt_path=best): neither history nor RNG
     assert other.history["val_scores"] == [] and other.seconds_before == 0.0 and restored == []
-    other._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    other._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), max_steps=-1)
     other._step_losses.append(torch.tensor(9.0))
     other.on_load_checkpoint(checkpoint)
     assert other.history["val_scores"] == [0.5, 0.75] and other.seconds_before == checkpoint["seconds_trained"]
@@ -435,3 +435,50 @@ LOOK = None
 
 def look():
     return LOOK
+
+
+@pytest.mark.parametrize("max_epochs, max_steps, first_epochs", [(3, 10, 1), (3, 10, 2), (3, 100, 1), (4, 13, 2)])
+def test_max_steps_resumed_from_an_epochs_end_trains_on_from_the_next_epoch(tmp_path, max_epochs, max_steps,
+                                                                           first_epochs):
+    """4 steps an epoch; the first run stops at its max_epochs, its checkpoint written after that
+    epoch's validation. Lightning alone (resuming "iteration-based") stopped these at 8, 8, 8 and
+    12 steps; the resumed runs must equal the uninterrupted ones, weights included."""
+    whole, whole_trainer, _ = _fit_with(tmp_path / "whole", True, max_epochs=max_epochs, max_steps=max_steps)
+    _fit_with(tmp_path / "first", True, max_epochs=first_epochs, max_steps=max_steps)
+    last = next((tmp_path / "first").rglob("*.ckpt"))
+    resumed, trainer, _ = _fit_with(tmp_path / "resumed", True, max_epochs=max_epochs, max_steps=max_steps,
+                                    ckpt_path=str(last))
+    assert trainer.global_step == whole_trainer.global_step == min(max_steps, 4 * max_epochs)
+    assert resumed.history == whole.history
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), whole.parameters(), strict=True))
+
+
+def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epochs_end():
+    from src.module import resume_after_epoch_end
+
+    def checkpoint(processed, completed, last_batch):
+        counts = {"ready": 4, "completed": 4, "started": 4, "processed": 4}
+        return {"loops": {"fit_loop": {
+            "epoch_progress": {"total": {"ready": 1, "started": 1, "processed": processed, "completed": completed},
+                               "current": {"ready": 1, "started": 1, "processed": processed, "completed": completed}},
+            "epoch_loop.batch_progress": {"total": dict(counts), "current": dict(counts), "is_last_batch": last_batch},
+            "epoch_loop.val_loop.batch_progress": {"total": {"ready": 2, "completed": 2}},
+            "state_dict": {"combined_loader": [{"epoch": 0, "served": 4}]}}}}
+
+    ended = checkpoint(1, 0, True)
+    resume_after_epoch_end(ended)
+    fit_loop = ended["loops"]["fit_loop"]
+    assert fit_loop["epoch_progress"]["total"] == {"ready": 1, "started": 1, "processed": 1, "completed": 1}
+    assert fit_loop["epoch_progress"]["current"]["completed"] == 1
+    batches = fit_loop["epoch_loop.batch_progress"]
+    assert set(batches["current"].values()) == {0} and batches["is_last_batch"] is False
+    assert batches["total"]["completed"] == 4  # the run's totals stay
+    assert set(fit_loop["epoch_loop.val_loop.batch_progress"]["total"].values()) == {0}
+    assert "combined_loader" not in fit_loop["state_dict"]
+    for untouched in (checkpoint(0, 0, False),   # mid-epoch (a step checkpoint, an interrupt)
+                      checkpoint(0, 0, True),    # at the last batch's end, before validation
+                      checkpoint(1, 1, True)):   # the epoch already completed
+        before = copy.deepcopy(untouched)
+        resume_after_epoch_end(untouched)
+        assert untouched == before
+    resume_after_epoch_end({})  # weights only
