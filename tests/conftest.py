@@ -35,6 +35,45 @@ def compose(overrides: list[str], output_dir: Path, config_name: str = "train"):
     return compose_config(overrides, output_dir, config_name)
 
 
+# Every diagnostic on (the default callbacks), logging every 5 steps, 2 short epochs.
+DIAGNOSTICS_SHORT = ["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.train_subset=2560",
+                     "diagnostics.every_n_steps=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+
+
+def what_runs_write(tmp_path: Path, variants: dict[str, list[str]], keys: tuple[str, ...]) -> dict[str, dict]:
+    """{name: what_a_run_writes(DIAGNOSTICS_SHORT + overrides)} for each variant, its results.json
+    cut to `keys` (`diagnostics_seconds` kept in `seconds`). Runs that must not differ compare equal."""
+    written = {}
+    for name, overrides in variants.items():
+        run = what_a_run_writes([*DIAGNOSTICS_SHORT, *overrides], tmp_path / name)
+        run["seconds"] = run["results"]["diagnostics_seconds"]
+        run["results"] = {k: run["results"][k] for k in keys}
+        written[name] = run
+    return written
+
+
+def what_a_run_writes(overrides: list[str], out: Path) -> dict:
+    """train() with `overrides` in `out`, then what it wrote: results.json, every TensorBoard scalar
+    but the timings as (step, value), every histogram as (step, sum), every image's steps, and
+    the figure files' names."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from src.training import train
+
+    train(compose(overrides, out))
+    events = EventAccumulator(str(out / "tensorboard"),
+                              size_guidance={"scalars": 0, "histograms": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    return {"results": json.loads((out / "results.json").read_text()),
+            "scalars": {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags["scalars"]
+                        if "seconds" not in t and "time" not in t},
+            "histograms": {t: [(e.step, e.histogram_value.sum) for e in events.Histograms(t)] for t in tags["histograms"]},
+            "images": {t: [e.step for e in events.Images(t)] for t in tags["images"]},
+            "figures": sorted(p.name for p in (out / "figures").iterdir())}
+
+
 def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PROJECT_ROOT": str(ROOT), **(env or {})}
     return subprocess.run([PYTHON, str(ROOT / script), *args], cwd=ROOT, capture_output=True,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
@@ -66,28 +64,16 @@ def test_group_callbacks_leaves_what_lightning_finds_by_type_or_state_alone():
 
 def test_a_run_with_its_callbacks_grouped_writes_what_it_writes_without(tmp_path, data_dir):
     """Every diagnostic on, logging every 5 steps: the same numbers, the same TensorBoard points
-    (every tag, every step) and the same figures either way."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    (every tag, step and value) and the same figures either way."""
+    from tests.conftest import what_runs_write
 
-    from src.training import train
-
-    written = {}
-    for grouped in (True, False):
-        out = tmp_path / str(grouped)
-        train(compose(["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.train_subset=2560",
-                       "diagnostics.every_n_steps=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                       f"group_callbacks={str(grouped).lower()}"], out))
-        r = json.loads((out / "results.json").read_text())
-        events = EventAccumulator(str(out / "tensorboard"),
-                                  size_guidance={"scalars": 0, "histograms": 0, "images": 0}).Reload()
-        points = {(kind, tag): [e.step for e in getattr(events, kind.capitalize())(tag)]
-                  for kind in ("scalars", "histograms", "images") for tag in events.Tags()[kind]}
-        figures = sorted(p.name for p in (out / "figures").iterdir())
-        written[grouped] = ({k: r[k] for k in ("status", "val_scores", "train_losses", "train_scores", "test_acc",
-                                               "warnings")}, points, figures)
-        assert r["diagnostics_seconds"] > 0  # the grouped diagnostics are counted too
-    assert written[True] == written[False]
-    assert len(written[True][1]) > 50 and written[True][2]
+    keys = ("status", "val_scores", "train_losses", "train_scores", "test_acc", "warnings")
+    grouped, each = what_runs_write(tmp_path, {"grouped": ["group_callbacks=true"],
+                                               "each": ["group_callbacks=false"]}, keys).values()
+    assert grouped.pop("seconds") > 0 and each.pop("seconds") > 0  # the grouped diagnostics are counted too
+    assert grouped == each
+    assert len(grouped["scalars"]) + len(grouped["histograms"]) + len(grouped["images"]) > 50
+    assert grouped["figures"]
 
 
 def test_an_inert_step_checkpoint_is_left_out_and_an_active_one_kept(tmp_path):

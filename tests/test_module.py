@@ -376,30 +376,15 @@ def test_a_run_with_manual_steps_writes_what_lightnings_loop_writes(tmp_path, da
     """Through train(), every diagnostic on and logging every 5 steps: module.manual_step=true (the
     default) and false give the same results.json numbers, the same TensorBoard points (every tag,
     step and value) and the same figures."""
-    import json
+    from tests.conftest import what_runs_write
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from src.training import train
-    from tests.conftest import compose
-
-    written = {}
-    for manual in (True, False):
-        out = tmp_path / str(manual)
-        train(compose(["trainer.max_epochs=2", "trainer.accelerator=cpu", "data.train_subset=2560",
-                       "diagnostics.every_n_steps=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                       f"module.manual_step={str(manual).lower()}"], out))
-        r = json.loads((out / "results.json").read_text())
-        events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}).Reload()
-        scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
-                   if "seconds" not in tag and "time" not in tag}
-        histograms = {tag: [(e.step, e.histogram_value.sum) for e in events.Histograms(tag)]
-                      for tag in events.Tags()["histograms"]}
-        figures = sorted(p.name for p in (out / "figures").iterdir())
-        written[manual] = ({k: r[k] for k in ("status", "val_scores", "train_losses", "train_scores", "test_acc",
-                                              "global_step", "warnings")}, scalars, histograms, figures)
-    assert written[True] == written[False]
-    assert written[True][0]["global_step"] == 20 and len(written[True][1]) > 20 and written[True][2]
+    keys = ("status", "val_scores", "train_losses", "train_scores", "test_acc", "global_step", "warnings")
+    ours, lightnings = what_runs_write(tmp_path, {"manual": ["module.manual_step=true"],
+                                                  "auto": ["module.manual_step=false"]}, keys).values()
+    ours.pop("seconds"), lightnings.pop("seconds")
+    assert ours == lightnings
+    assert ours["results"]["global_step"] == 20 and len(ours["scalars"]) > 20
+    assert ours["histograms"] and ours["images"] and ours["figures"]
 
 
 def test_the_trainer_gets_a_profiler_that_costs_nothing_unless_one_is_asked_for(tmp_path, data_dir):
