@@ -441,29 +441,52 @@ def test_max_steps_resumed_from_an_epochs_end_trains_on_from_the_next_epoch(tmp_
 def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epochs_end():
     from src.module import resume_after_epoch_end
 
-    def checkpoint(processed, completed, last_batch):
-        counts = {"ready": 4, "completed": 4, "started": 4, "processed": 4}
+    def checkpoint(processed, completed, last_batch, epochs_before=0):
+        def counts(n):
+            return {"ready": n, "completed": n, "started": n, "processed": n}
+
+        def epoch(n_processed, n_completed):
+            return {"ready": epochs_before + 1, "started": epochs_before + 1,
+                    "processed": epochs_before + n_processed, "completed": epochs_before + n_completed}
+
         return {"loops": {"fit_loop": {
-            "epoch_progress": {"total": {"ready": 1, "started": 1, "processed": processed, "completed": completed},
-                               "current": {"ready": 1, "started": 1, "processed": processed, "completed": completed}},
-            "epoch_loop.batch_progress": {"total": dict(counts), "current": dict(counts), "is_last_batch": last_batch},
+            "epoch_progress": {"total": epoch(processed, completed), "current": epoch(processed, completed)},
+            "epoch_loop.batch_progress": {"total": counts(4), "current": counts(4), "is_last_batch": last_batch},
+            "epoch_loop.scheduler_progress": {"total": {"ready": 4, "completed": 4}, "current": {"ready": 4, "completed": 4}},
+            "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+                "step": {"total": {"ready": 4, "completed": 4}, "current": {"ready": 4, "completed": 4}},
+                "zero_grad": {"total": counts(4), "current": counts(4)}}},
             "epoch_loop.val_loop.batch_progress": {"total": {"ready": 2, "completed": 2}},
             "state_dict": {"combined_loader": [{"epoch": 0, "served": 4}]}}}}
 
-    ended = checkpoint(1, 0, True)
+    ended = checkpoint(1, 0, True, epochs_before=2)  # the third epoch's end
     resume_after_epoch_end(ended)
     fit_loop = ended["loops"]["fit_loop"]
-    assert fit_loop["epoch_progress"]["total"] == {"ready": 1, "started": 1, "processed": 1, "completed": 1}
-    assert fit_loop["epoch_progress"]["current"]["completed"] == 1
+    assert fit_loop["epoch_progress"]["total"] == {"ready": 3, "started": 3, "processed": 3, "completed": 3}
+    assert fit_loop["epoch_progress"]["current"]["completed"] == 3
     batches = fit_loop["epoch_loop.batch_progress"]
     assert set(batches["current"].values()) == {0} and batches["is_last_batch"] is False
     assert batches["total"]["completed"] == 4  # the run's totals stay
+    assert set(fit_loop["epoch_loop.scheduler_progress"]["current"].values()) == {0}
+    for progress in fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values():
+        assert set(progress["current"].values()) == {0} and set(progress["total"].values()) == {4}
     assert set(fit_loop["epoch_loop.val_loop.batch_progress"]["total"].values()) == {0}
     assert "combined_loader" not in fit_loop["state_dict"]
     for untouched in (checkpoint(0, 0, False),   # mid-epoch (a step checkpoint, an interrupt)
+                      checkpoint(1, 0, False),   # processed, but not at the epoch's last batch
                       checkpoint(0, 0, True),    # at the last batch's end, before validation
                       checkpoint(1, 1, True)):   # the epoch already completed
         before = copy.deepcopy(untouched)
         resume_after_epoch_end(untouched)
         assert untouched == before
     resume_after_epoch_end({})  # weights only
+    bare = checkpoint(1, 0, True)  # only the two records it reads first (another Lightning's layout)
+    bare["loops"]["fit_loop"] = {k: v for k, v in bare["loops"]["fit_loop"].items()
+                                 if k in ("epoch_progress", "epoch_loop.batch_progress")}
+    resume_after_epoch_end(bare)
+    assert bare["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] == 1
+    no_batches = checkpoint(1, 0, True)
+    del no_batches["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    before = copy.deepcopy(no_batches)
+    resume_after_epoch_end(no_batches)
+    assert no_batches == before
