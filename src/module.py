@@ -71,24 +71,28 @@ def share_step_count(checkpoint: dict) -> None:
 
 
 def resume_after_epoch_end(checkpoint: dict) -> None:
-    """A checkpoint written after an epoch's validation (last.ckpt, best-*.ckpt) records that
-    epoch as processed but not yet completed; Lightning completes it on resume. With
-    `trainer.max_steps` set, Lightning resumes "iteration-based" instead and runs that finished
-    epoch again with no batches left: it counts it twice and stops one epoch short (max_steps=10,
-    4 batches an epoch: 8 steps instead of 10). Here the checkpoint is made to say what it
-    means, the start of the next epoch: the epoch completed, the batch counts of the new epoch
-    at zero, as Lightning sets them when an epoch starts, and no position saved in the data.
-    Other checkpoints are left as they are."""
+    """A checkpoint written at an epoch's end (after its validation: last.ckpt, best-*.ckpt; or at
+    the end of the fit) holds that epoch's last batch as the loop's position. Without
+    `trainer.max_steps` Lightning starts the next epoch from it. With max_steps it resumes
+    "iteration-based" and goes on from that position instead: it runs the finished epoch again
+    with no batches left, counting it twice (max_steps=10, 4 batches an epoch: 8 steps instead of
+    10), or starts the next one at its end (the tensor pipeline's saved position) and trains
+    nothing. Here such a checkpoint is made to say what it means, the start of the next epoch:
+    the epoch completed, the new epoch's batch counts at zero as Lightning sets them when an
+    epoch starts, and no saved position in the data. Mid-epoch checkpoints are left as they are.
+    """
     fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs = fit_loop.get("epoch_progress")
     batches = fit_loop.get("epoch_loop.batch_progress")
     if not epochs or not batches or not batches.get("is_last_batch"):
         return
     total = epochs["total"]
-    if not total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
+    if not (total["ready"] == total["started"] == total["processed"]
+            and total["completed"] in (total["processed"] - 1, total["processed"])):
         return
-    total["completed"] += 1
-    epochs["current"]["completed"] += 1
+    if total["completed"] < total["processed"]:  # written before Lightning counted the epoch completed
+        total["completed"] += 1
+        epochs["current"]["completed"] += 1
 
     def zero(counts: dict) -> None:
         for key in counts:

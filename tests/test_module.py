@@ -472,10 +472,15 @@ def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epoch
         assert set(progress["current"].values()) == {0} and set(progress["total"].values()) == {4}
     assert set(fit_loop["epoch_loop.val_loop.batch_progress"]["total"].values()) == {0}
     assert "combined_loader" not in fit_loop["state_dict"]
+    at_fit_end = checkpoint(1, 1, True)  # written after Lightning counted the epoch completed
+    resume_after_epoch_end(at_fit_end)
+    fit_loop = at_fit_end["loops"]["fit_loop"]
+    assert fit_loop["epoch_progress"]["total"]["completed"] == fit_loop["epoch_progress"]["current"]["completed"] == 1
+    assert set(fit_loop["epoch_loop.batch_progress"]["current"].values()) == {0}
+    assert "combined_loader" not in fit_loop["state_dict"]
     for untouched in (checkpoint(0, 0, False),   # mid-epoch (a step checkpoint, an interrupt)
                       checkpoint(1, 0, False),   # processed, but not at the epoch's last batch
-                      checkpoint(0, 0, True),    # at the last batch's end, before validation
-                      checkpoint(1, 1, True)):   # the epoch already completed
+                      checkpoint(0, 0, True)):   # at the last batch's end, before validation
         before = copy.deepcopy(untouched)
         resume_after_epoch_end(untouched)
         assert untouched == before

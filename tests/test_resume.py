@@ -161,24 +161,30 @@ def test_a_checkpoint_with_an_inert_step_checkpoint_resumes_without_lightnings_w
         assert _results(run)["status"] == "ok" and _results(run)["epochs"] == 2
 
 
-@pytest.mark.parametrize("max_steps", [8, 100])
+@pytest.mark.parametrize("max_steps, validate", [(8, True), (100, True), (8, False)])
 def test_a_run_with_max_steps_resumed_after_an_epoch_ends_where_an_uninterrupted_one_does(tmp_path, data_dir,
-                                                                                           max_steps):
+                                                                                           max_steps, validate):
     """With trainer.max_steps set Lightning resumes "iteration-based": from a checkpoint written after
     an epoch's validation it ran that finished epoch again, counted it twice and stopped an epoch
     short, and the tensor pipeline's saved position (the finished epoch's 5 batches served) left
     the next epoch no batch: the resumed run trained nothing and called itself stopped early by
     a callback. resume_after_epoch_end (src/module.py) makes such a checkpoint the start of the
-    next epoch: 2 epochs of 5 steps, max_steps 8 (mid-epoch 1) or 100 (not reached)."""
+    next epoch: 2 epochs of 5 steps, max_steps 8 (mid-epoch 1) or 100 (not reached). Without
+    validation the first run's last.ckpt is written at the end of its fit, the epoch already
+    counted completed: the resumed run trained no batch."""
     from src.training import train
     from tests.conftest import compose
 
     base = ["data.train_subset=1280", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-            "trainer.accelerator=cpu", "callbacks=none", "print_config=false", f"+trainer.max_steps={max_steps}"]
+            "trainer.accelerator=cpu", "callbacks=none", "print_config=false", f"+trainer.max_steps={max_steps}",
+            *([] if validate else ["trainer.limit_val_batches=0"])]
     whole, first, resumed = tmp_path / "whole", tmp_path / "first", tmp_path / "resumed"
     train(compose([*base, "trainer.max_epochs=2"], whole))
-    train(compose([*base, "trainer.max_epochs=1"], first))  # 5 steps, last.ckpt after epoch 0's validation
-    assert _last_ckpt(first)["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "served": 5}]
+    train(compose([*base, "trainer.max_epochs=1"], first))  # 5 steps
+    saved = _last_ckpt(first)["loops"]["fit_loop"]
+    assert saved["state_dict"]["combined_loader"] == [{"epoch": 0, "served": 5}]
+    # after epoch 0's validation, the epoch not yet counted completed; without one, at the fit's end
+    assert saved["epoch_progress"]["total"] == {"ready": 1, "started": 1, "processed": 1, "completed": int(not validate)}
     train(compose([*base, "trainer.max_epochs=2", f"ckpt_path={first}/checkpoints/last.ckpt"], resumed))
     a, b = _results(whole), _results(resumed)
     assert a["global_step"] == min(max_steps, 10)
