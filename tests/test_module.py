@@ -485,6 +485,13 @@ def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epoch
         resume_after_epoch_end(untouched)
         assert untouched == before
     resume_after_epoch_end({})  # weights only
+    # Only under max_steps: without it Lightning's own resume starts the next epoch right
+    for max_steps, changed in ((-1, False), (12, True)):
+        module = ClassifierModule(_net(), None)
+        module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), max_steps=max_steps)
+        loaded = checkpoint(1, 0, True)
+        module.on_load_checkpoint(loaded)
+        assert (loaded != checkpoint(1, 0, True)) is changed
     bare = checkpoint(1, 0, True)  # only the two records it reads first (another Lightning's layout)
     bare["loops"]["fit_loop"] = {k: v for k, v in bare["loops"]["fit_loop"].items()
                                  if k in ("epoch_progress", "epoch_loop.batch_progress")}
