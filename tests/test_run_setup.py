@@ -79,6 +79,22 @@ def test_validating_once_after_every_epoch_said_outright_is_fine():
     check(settings(check_val_every_n_epoch=None, val_check_interval=None))
 
 
+@pytest.mark.parametrize("value, shown", [(0, "0"), (0.0, "0.0")])
+def test_training_on_no_batch_is_refused(value, shown):
+    """Lightning would skip training and the run report the initial weights' test accuracy as its
+    result (`ok`, 0 epochs, 14.53 % here)."""
+    with pytest.raises(ConfigError) as e:
+        check(settings(limit_train_batches=value))
+    assert str(e.value) == (f"trainer.limit_train_batches={shown} trains nothing; accepted: a number of batches "
+                            ">= 1 or a fraction of the epoch in (0, 1], or leave it out; to test a trained run "
+                            "again: python eval.py ckpt_path=<run dir>")
+
+
+@pytest.mark.parametrize("value", [None, 1, 0.5, 1.0, True])
+def test_training_on_some_batches_is_fine(value):
+    check(settings(limit_train_batches=value))  # True: Lightning reads it as 1 batch
+
+
 def test_one_epoch_and_group_callbacks_true_false_or_absent_are_fine():
     check(settings(max_epochs=1))
     check({**settings(), "group_callbacks": True})
