@@ -120,7 +120,7 @@ class NoProfiler(PassThroughProfiler):
     """Lightning's default profiler, minus its cost: Lightning enters `profile(name)` around
     each hook it calls, about 30 a training step, and PassThroughProfiler's is a generator-based
     context manager (0.76 µs against 0.11 µs for a shared nullcontext, `timeit` here).
-    `+trainer.profiler=simple` (or any other) still replaces it."""
+    `trainer.profiler=simple` (or any other) still replaces it."""
 
     _NULL = contextlib.nullcontext()
 

@@ -408,7 +408,7 @@ def test_the_trainer_gets_a_profiler_that_costs_nothing_unless_one_is_asked_for(
     import tests.test_module as me  # the copy Hydra instantiates the callback from
 
     me.LOOK = Look()
-    for extra in ([], ["+trainer.profiler=simple"]):
+    for extra in ([], ["trainer.profiler=simple"]):
         train(compose(["trainer.max_epochs=1", "trainer.accelerator=cpu", "data.train_subset=512", "skip_test=true",
                        "trainer.limit_val_batches=1", "+callbacks._look._target_=tests.test_module.look", *extra],
                       tmp_path / str(len(seen))))
