@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +11,12 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.checkpointing import collect_rng_states, set_rng_states
+from src.checkpointing import (
+    collect_rng_states,
+    resume_after_epoch_end,
+    set_rng_states,
+    share_step_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,61 +56,6 @@ def describe(obj) -> dict | None:
     else:
         args = {k: v for k, v in vars(obj).items() if k != "generator"}
     return {"_target_": target_of(obj), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}}
-
-
-def share_step_count(checkpoint: dict) -> None:
-    """Lightning counts optimizer steps (`trainer.global_step`, what max_steps and the step
-    checkpoints read) in the automatic loop's record or the manual one's, whichever ran. A run
-    resumed in the other mode (a checkpoint from before manual steps, or gradient clipping
-    added on resume) would read 0 from its own record: both get the count of the one that ran."""
-    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-    auto = fit_loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
-    manual = fit_loop.get("epoch_loop.manual_optimization.optim_step_progress")
-    if "step" not in auto or manual is None:
-        return
-    if auto["step"]["total"]["completed"] >= manual["total"]["completed"]:
-        fit_loop["epoch_loop.manual_optimization.optim_step_progress"] = copy.deepcopy(auto["step"])
-    else:
-        auto["step"] = copy.deepcopy(manual)
-
-
-def resume_after_epoch_end(checkpoint: dict) -> None:
-    """A checkpoint written at an epoch's end (after its validation: last.ckpt, best-*.ckpt; or at
-    the end of the fit) holds that epoch's last batch as the loop's position. Without
-    `trainer.max_steps` Lightning starts the next epoch from it. With max_steps it resumes
-    "iteration-based" and goes on from that position instead: it runs the finished epoch again
-    with no batches left, counting it twice (max_steps=10, 4 batches an epoch: 8 steps instead of
-    10), or starts the next one at its end (the tensor pipeline's saved position) and trains
-    nothing. Here such a checkpoint is made to say what it means, the start of the next epoch:
-    the epoch completed, the new epoch's batch counts at zero as Lightning sets them when an
-    epoch starts, and no saved position in the data. Mid-epoch checkpoints are left as they are.
-    """
-    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-    epochs = fit_loop.get("epoch_progress")
-    batches = fit_loop.get("epoch_loop.batch_progress")
-    if not epochs or not batches or not batches.get("is_last_batch"):
-        return
-    total = epochs["total"]
-    if not (total["ready"] == total["started"] == total["processed"]
-            and total["completed"] in (total["processed"] - 1, total["processed"])):
-        return
-    if total["completed"] < total["processed"]:  # written before Lightning counted the epoch completed
-        total["completed"] += 1
-        epochs["current"]["completed"] += 1
-
-    def zero(counts: dict) -> None:
-        for key in counts:
-            counts[key] = 0
-
-    zero(batches["current"])
-    batches["is_last_batch"] = False
-    zero(fit_loop.get("epoch_loop.scheduler_progress", {}).get("current", {}))
-    for progress in fit_loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).values():
-        zero(progress["current"])
-    zero(fit_loop.get("epoch_loop.val_loop.batch_progress", {}).get("total", {}))
-    # The data loaders' positions (how many batches of the finished epoch were served): a new
-    # epoch starts at its first batch.
-    fit_loop.get("state_dict", {}).pop("combined_loader", None)
 
 
 class CheapHookName:

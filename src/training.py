@@ -66,7 +66,7 @@ def check_run_settings(cfg: DictConfig) -> None:
                               f"(results.json's val_scores and best_val_epoch count epochs); accepted: "
                               f"{one}, or leave it out; to validate on fewer images, trainer.limit_val_batches=N")
     limit = cfg.trainer.get("limit_train_batches")
-    if limit is not None and not isinstance(limit, bool) and isinstance(limit, (int, float)) and limit == 0:
+    if type(limit) in (int, float) and limit == 0:  # not a bool: Lightning reads True as 1 batch
         # Lightning skips training and the run would test the initial weights as a result
         raise ConfigError(f"trainer.limit_train_batches={limit!r} trains nothing; accepted: a number of "
                           "batches >= 1 or a fraction of the epoch in (0, 1], or leave it out; to test a "

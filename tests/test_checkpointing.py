@@ -1,10 +1,11 @@
 """src/checkpointing.py in-process: which checkpoint a `ckpt_path` names, the one-line messages for
 each wrong one, the atomic writer (a failed save keeps the old file; a full disk says so), the
-stale temp files a kill leaves, and the RNG states a resume restores. The same paths through a
+stale temp files a kill leaves, the RNG states a resume restores, and the loop records it repairs. The same paths through a
 real train.py are in test_resume.py, test_endings.py and test_bad_input.py (subprocesses)."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import random
@@ -26,7 +27,9 @@ from src.checkpointing import (
     missing_checkpoint_message,
     remove_stale_temp_files,
     resolve_ckpt_path,
+    resume_after_epoch_end,
     set_rng_states,
+    share_step_count,
 )
 from src.errors import CheckpointError
 
@@ -236,3 +239,94 @@ def test_cuda_rng_states_restored_only_onto_as_many_gpus(monkeypatch):
     calls.clear()
     set_rng_states({**states, "cuda": []})  # saved on a machine without a GPU
     assert calls == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop records a resume reads (src/module.py's on_load_checkpoint calls these)
+
+
+def _step_records(auto: int, manual: int) -> dict:
+    def tracker(n):
+        return {"total": {"ready": n, "completed": n}, "current": {"ready": n % 4, "completed": n % 4}}
+
+    return {"loops": {"fit_loop": {
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {"step": tracker(auto), "zero_grad": {}}},
+        "epoch_loop.manual_optimization.optim_step_progress": tracker(manual)}}}
+
+
+@pytest.mark.parametrize("auto, manual", [(6, 0), (0, 6)])
+def test_share_step_count_gives_both_records_the_count_that_ran(auto, manual):
+    checkpoint = _step_records(auto, manual)
+    share_step_count(checkpoint)
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    step = fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
+    assert step == fit_loop["epoch_loop.manual_optimization.optim_step_progress"] == _step_records(6, 6)[
+        "loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
+    manual_step = fit_loop["epoch_loop.manual_optimization.optim_step_progress"]
+    assert step is not manual_step and step["total"] is not manual_step["total"]  # copies, all the way down
+    share_step_count({})  # a checkpoint without loops (weights only): nothing to do
+    share_step_count({"loops": {"fit_loop": {}}})
+    auto_only = _step_records(6, 0)
+    del auto_only["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
+    share_step_count(auto_only)  # one record only (another Lightning's layout): left as it is
+    assert "epoch_loop.manual_optimization.optim_step_progress" not in auto_only["loops"]["fit_loop"]
+
+
+def loop_records(processed: int, completed: int, last_batch: bool, epochs_before: int = 0) -> dict:
+    """A checkpoint's loop records as Lightning writes them, 4 batches an epoch: the epoch after
+    `epochs_before` whole ones, `processed` / `completed` of it, at its last batch or not."""
+    def counts(n):
+        return {"ready": n, "completed": n, "started": n, "processed": n}
+
+    def epoch(n_processed, n_completed):
+        return {"ready": epochs_before + 1, "started": epochs_before + 1,
+                "processed": epochs_before + n_processed, "completed": epochs_before + n_completed}
+
+    return {"loops": {"fit_loop": {
+        "epoch_progress": {"total": epoch(processed, completed), "current": epoch(processed, completed)},
+        "epoch_loop.batch_progress": {"total": counts(4), "current": counts(4), "is_last_batch": last_batch},
+        "epoch_loop.scheduler_progress": {"total": {"ready": 4, "completed": 4}, "current": {"ready": 4, "completed": 4}},
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+            "step": {"total": {"ready": 4, "completed": 4}, "current": {"ready": 4, "completed": 4}},
+            "zero_grad": {"total": counts(4), "current": counts(4)}}},
+        "epoch_loop.val_loop.batch_progress": {"total": {"ready": 2, "completed": 2}},
+        "state_dict": {"combined_loader": [{"epoch": 0, "served": 4}]}}}}
+
+
+def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epochs_end():
+    ended = loop_records(1, 0, True, epochs_before=2)  # the third epoch's end
+    resume_after_epoch_end(ended)
+    fit_loop = ended["loops"]["fit_loop"]
+    assert fit_loop["epoch_progress"]["total"] == {"ready": 3, "started": 3, "processed": 3, "completed": 3}
+    assert fit_loop["epoch_progress"]["current"]["completed"] == 3
+    batches = fit_loop["epoch_loop.batch_progress"]
+    assert set(batches["current"].values()) == {0} and batches["is_last_batch"] is False
+    assert batches["total"]["completed"] == 4  # the run's totals stay
+    assert set(fit_loop["epoch_loop.scheduler_progress"]["current"].values()) == {0}
+    for progress in fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values():
+        assert set(progress["current"].values()) == {0} and set(progress["total"].values()) == {4}
+    assert set(fit_loop["epoch_loop.val_loop.batch_progress"]["total"].values()) == {0}
+    assert "combined_loader" not in fit_loop["state_dict"]
+    at_fit_end = loop_records(1, 1, True)  # written after Lightning counted the epoch completed
+    resume_after_epoch_end(at_fit_end)
+    fit_loop = at_fit_end["loops"]["fit_loop"]
+    assert fit_loop["epoch_progress"]["total"]["completed"] == fit_loop["epoch_progress"]["current"]["completed"] == 1
+    assert set(fit_loop["epoch_loop.batch_progress"]["current"].values()) == {0}
+    assert "combined_loader" not in fit_loop["state_dict"]
+    for untouched in (loop_records(0, 0, False),   # mid-epoch (a step checkpoint, an interrupt)
+                      loop_records(1, 0, False),   # processed, but not at the epoch's last batch
+                      loop_records(0, 0, True)):   # at the last batch's end, before validation
+        before = copy.deepcopy(untouched)
+        resume_after_epoch_end(untouched)
+        assert untouched == before
+    resume_after_epoch_end({})  # weights only
+    bare = loop_records(1, 0, True)  # only the two records it reads first (another Lightning's layout)
+    bare["loops"]["fit_loop"] = {k: v for k, v in bare["loops"]["fit_loop"].items()
+                                 if k in ("epoch_progress", "epoch_loop.batch_progress")}
+    resume_after_epoch_end(bare)
+    assert bare["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] == 1
+    no_batches = loop_records(1, 0, True)
+    del no_batches["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    before = copy.deepcopy(no_batches)
+    resume_after_epoch_end(no_batches)
+    assert no_batches == before

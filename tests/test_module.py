@@ -328,35 +328,6 @@ def test_manual_step_must_be_a_bool():
         ClassifierModule(_net(), None, manual_step="maybe")
 
 
-def _step_records(auto: int, manual: int) -> dict:
-    def tracker(n):
-        return {"total": {"ready": n, "completed": n}, "current": {"ready": n % 4, "completed": n % 4}}
-
-    return {"loops": {"fit_loop": {
-        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {"step": tracker(auto), "zero_grad": {}}},
-        "epoch_loop.manual_optimization.optim_step_progress": tracker(manual)}}}
-
-
-@pytest.mark.parametrize("auto, manual", [(6, 0), (0, 6)])
-def test_share_step_count_gives_both_records_the_count_that_ran(auto, manual):
-    from src.module import share_step_count
-
-    checkpoint = _step_records(auto, manual)
-    share_step_count(checkpoint)
-    fit_loop = checkpoint["loops"]["fit_loop"]
-    step = fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
-    assert step == fit_loop["epoch_loop.manual_optimization.optim_step_progress"] == _step_records(6, 6)[
-        "loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
-    manual_step = fit_loop["epoch_loop.manual_optimization.optim_step_progress"]
-    assert step is not manual_step and step["total"] is not manual_step["total"]  # copies, all the way down
-    share_step_count({})  # a checkpoint without loops (weights only): nothing to do
-    share_step_count({"loops": {"fit_loop": {}}})
-    auto_only = _step_records(6, 0)
-    del auto_only["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]
-    share_step_count(auto_only)  # one record only (another Lightning's layout): left as it is
-    assert "epoch_loop.manual_optimization.optim_step_progress" not in auto_only["loops"]["fit_loop"]
-
-
 @pytest.mark.parametrize("first, then", [(False, True), (True, False)])
 def test_a_run_resumed_in_the_other_mode_continues_its_step_count(tmp_path, first, then):
     """A checkpoint written by Lightning's loop (before manual steps, or with clipping) resumed with
@@ -438,67 +409,13 @@ def test_max_steps_resumed_from_an_epochs_end_trains_on_from_the_next_epoch(tmp_
     assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), whole.parameters(), strict=True))
 
 
-def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epochs_end():
-    from src.module import resume_after_epoch_end
+def test_the_epoch_end_repair_runs_only_under_max_steps():
+    """Without max_steps Lightning's own resume starts the next epoch right: it is left alone."""
+    from tests.test_checkpointing import loop_records
 
-    def checkpoint(processed, completed, last_batch, epochs_before=0):
-        def counts(n):
-            return {"ready": n, "completed": n, "started": n, "processed": n}
-
-        def epoch(n_processed, n_completed):
-            return {"ready": epochs_before + 1, "started": epochs_before + 1,
-                    "processed": epochs_before + n_processed, "completed": epochs_before + n_completed}
-
-        return {"loops": {"fit_loop": {
-            "epoch_progress": {"total": epoch(processed, completed), "current": epoch(processed, completed)},
-            "epoch_loop.batch_progress": {"total": counts(4), "current": counts(4), "is_last_batch": last_batch},
-            "epoch_loop.scheduler_progress": {"total": {"ready": 4, "completed": 4}, "current": {"ready": 4, "completed": 4}},
-            "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
-                "step": {"total": {"ready": 4, "completed": 4}, "current": {"ready": 4, "completed": 4}},
-                "zero_grad": {"total": counts(4), "current": counts(4)}}},
-            "epoch_loop.val_loop.batch_progress": {"total": {"ready": 2, "completed": 2}},
-            "state_dict": {"combined_loader": [{"epoch": 0, "served": 4}]}}}}
-
-    ended = checkpoint(1, 0, True, epochs_before=2)  # the third epoch's end
-    resume_after_epoch_end(ended)
-    fit_loop = ended["loops"]["fit_loop"]
-    assert fit_loop["epoch_progress"]["total"] == {"ready": 3, "started": 3, "processed": 3, "completed": 3}
-    assert fit_loop["epoch_progress"]["current"]["completed"] == 3
-    batches = fit_loop["epoch_loop.batch_progress"]
-    assert set(batches["current"].values()) == {0} and batches["is_last_batch"] is False
-    assert batches["total"]["completed"] == 4  # the run's totals stay
-    assert set(fit_loop["epoch_loop.scheduler_progress"]["current"].values()) == {0}
-    for progress in fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values():
-        assert set(progress["current"].values()) == {0} and set(progress["total"].values()) == {4}
-    assert set(fit_loop["epoch_loop.val_loop.batch_progress"]["total"].values()) == {0}
-    assert "combined_loader" not in fit_loop["state_dict"]
-    at_fit_end = checkpoint(1, 1, True)  # written after Lightning counted the epoch completed
-    resume_after_epoch_end(at_fit_end)
-    fit_loop = at_fit_end["loops"]["fit_loop"]
-    assert fit_loop["epoch_progress"]["total"]["completed"] == fit_loop["epoch_progress"]["current"]["completed"] == 1
-    assert set(fit_loop["epoch_loop.batch_progress"]["current"].values()) == {0}
-    assert "combined_loader" not in fit_loop["state_dict"]
-    for untouched in (checkpoint(0, 0, False),   # mid-epoch (a step checkpoint, an interrupt)
-                      checkpoint(1, 0, False),   # processed, but not at the epoch's last batch
-                      checkpoint(0, 0, True)):   # at the last batch's end, before validation
-        before = copy.deepcopy(untouched)
-        resume_after_epoch_end(untouched)
-        assert untouched == before
-    resume_after_epoch_end({})  # weights only
-    # Only under max_steps: without it Lightning's own resume starts the next epoch right
     for max_steps, changed in ((-1, False), (12, True)):
         module = ClassifierModule(_net(), None)
         module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), max_steps=max_steps)
-        loaded = checkpoint(1, 0, True)
+        loaded = loop_records(1, 0, True)
         module.on_load_checkpoint(loaded)
-        assert (loaded != checkpoint(1, 0, True)) is changed
-    bare = checkpoint(1, 0, True)  # only the two records it reads first (another Lightning's layout)
-    bare["loops"]["fit_loop"] = {k: v for k, v in bare["loops"]["fit_loop"].items()
-                                 if k in ("epoch_progress", "epoch_loop.batch_progress")}
-    resume_after_epoch_end(bare)
-    assert bare["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] == 1
-    no_batches = checkpoint(1, 0, True)
-    del no_batches["loops"]["fit_loop"]["epoch_loop.batch_progress"]
-    before = copy.deepcopy(no_batches)
-    resume_after_epoch_end(no_batches)
-    assert no_batches == before
+        assert (loaded != loop_records(1, 0, True)) is changed

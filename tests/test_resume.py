@@ -168,7 +168,7 @@ def test_a_run_with_max_steps_resumed_after_an_epoch_ends_where_an_uninterrupted
     an epoch's validation it ran that finished epoch again, counted it twice and stopped an epoch
     short, and the tensor pipeline's saved position (the finished epoch's 5 batches served) left
     the next epoch no batch: the resumed run trained nothing and called itself stopped early by
-    a callback. resume_after_epoch_end (src/module.py) makes such a checkpoint the start of the
+    a callback. resume_after_epoch_end (src/checkpointing.py) makes such a checkpoint the start of the
     next epoch: 2 epochs of 5 steps, max_steps 8 (mid-epoch 1) or 100 (not reached). Without
     validation the first run's last.ckpt is written at the end of its fit, the epoch already
     counted completed: the resumed run trained no batch."""
