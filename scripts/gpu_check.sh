@@ -162,7 +162,8 @@ if (out / "pytest.xml").exists():
 for name in ("run", "e2e"):
     if (out / name / "results.json").exists():
         r = json.loads((out / name / "results.json").read_text())
-        report[name] = {k: r.get(k) for k in ("status", "epochs", "val_scores", "test_acc", "seconds", "global_step")}
+        report[name] = {k: r.get(k) for k in ("status", "epochs", "val_scores", "test_acc", "seconds", "global_step",
+                                              "diagnostics_seconds", "timing")}
         report[name]["device"] = (r.get("provenance") or {}).get("device")
 for name in ("epoch_time", "optimizer_step"):
     if (out / f"{name}.json").exists():
@@ -196,6 +197,16 @@ for s in steps:
         detail = "ours foreach vs torch foreach: " + ", ".join(
             f"{r['optimizer']} {r['vs_torch_foreach']:.2f}x" for r in rows) + " (goal <= 1.1x)"
     print(f"{s['step']:<16}{s['status']:<18}{float(s['seconds']):>8.1f}  {detail[:130]}")
+    if s["step"] == "e2e" and (report.get("e2e") or {}).get("timing"):
+        # Where the wait went: before train() (imports, CUDA, config), then train()'s parts.
+        r, t = report["e2e"], report["e2e"]["timing"]
+        epochs = t["epoch_seconds"]
+        rest = t["fit"] - sum(epochs) - t["checkpoint_seconds"]
+        print(f"{'':<42}before train() {float(s['seconds']) - r['seconds']:.1f} s; train() {r['seconds']:.1f} s = "
+              f"setup {t['setup']:.1f} + fit {t['fit']:.1f} + test {t['test']:.1f}")
+        print(f"{'':<42}fit = epochs {sum(epochs):.1f} (first {epochs[0] if epochs else 0:.2f} s, median "
+              f"{sorted(epochs)[len(epochs) // 2] if epochs else 0:.2f} s) + {t['checkpoint_writes']} checkpoint writes "
+              f"{t['checkpoint_seconds']:.1f} + start and end {rest:.1f}; diagnostics {r['diagnostics_seconds']:.1f} s in all")
 for t in report.get("pytest", {}).get("failed_tests", []):
     print(f"  failed: {t}")
 print(f"written: {out / 'gpu_check.json'} (logs: {out}/<step>.log)")

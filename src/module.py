@@ -113,6 +113,10 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # Wall seconds of training before this process (earlier tries of a resumed run).
         self.seconds_before = 0.0
         self._fit_started = time.time()
+        # Wall seconds of each epoch this process ran (train + validation), for results.json's
+        # `timing`: an epoch ends with a host sync (drain_losses), so on a GPU this is its time.
+        self.epoch_seconds: list[float] = []
+        self._epoch_started = None
 
     def first_loss(self) -> float | None:
         """The run's first training loss (finished epochs' or the current one's), or None."""
@@ -183,6 +187,14 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # the held steps go into them first, so a mid-epoch checkpoint has them all.
         self.flush_train_acc()
         return super().state_dict(*args, **kwargs)
+
+    def on_train_epoch_start(self):
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self):
+        if self._epoch_started is not None:
+            self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
+            self._epoch_started = None
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         # The epoch's train/acc is computed at its last batch, before validation: Lightning calls

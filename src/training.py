@@ -251,8 +251,9 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg)
     from pytorch_lightning.callbacks import ProgressBar
 
+    checkpoint_io = AtomicCheckpointIO(stamp=stamp)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO(stamp=stamp)],
+        cfg.trainer, logger=loggers or False, plugins=[checkpoint_io],
         callbacks=group_callbacks(callbacks) if cfg.get("group_callbacks", True) else callbacks,
         enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks),
         profiler=cfg.trainer.get("profiler") or NoProfiler())
@@ -260,6 +261,7 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
     diverged = interrupted = None
+    fit_started = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except Diverged as e:
@@ -272,6 +274,7 @@ def train(cfg: DictConfig) -> float | None:
     # The steps of an unfinished epoch (a divergence, a stop, trainer.max_steps mid-epoch) are
     # still held on the device: into history and the train/loss curve with the others.
     module.drain_losses()
+    fit_seconds = time.time() - fit_started
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     val_scores = module.history["val_scores"]
@@ -280,9 +283,11 @@ def train(cfg: DictConfig) -> float | None:
     # (trainer.limit_val_batches=0), epochs trained to their end.
     epochs = len(val_scores) if trainer.limit_val_batches != 0 else len(module.history["train_scores"])
     test_acc = None
+    test_started = time.time()
     if not cfg.get("skip_test", False) and diverged is None and interrupted is None and trainer.state.finished:
         metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         test_acc = _finite(metrics[0]["test/acc"]) if metrics else None
+    test_seconds = time.time() - test_started
 
     status = "diverged" if diverged else "interrupted" if interrupted or trainer.interrupted else "ok"
     elapsed = time.time() - started  # one reading for `seconds` and the diagnostics' share of it
@@ -303,6 +308,19 @@ def train(cfg: DictConfig) -> float | None:
         # What the diagnostics callbacks cost: each times its own work (callbacks/diagnostics.py).
         "diagnostics_seconds": round(diagnostics, 3),
         "diagnostics_share": round(diagnostics / max(elapsed, 1e-9), 4),
+        # Where this process's `seconds` went (a resumed run's earlier tries are not in it).
+        "timing": {
+            "setup": round(fit_started - started, 3),  # checks, model, data files, trainer
+            # fit = the epochs + the checkpoint writes + fit start and end (data setup, the
+            # step-0 and final diagnostics and their figures)
+            "fit": round(fit_seconds, 3),
+            "epoch_seconds": [round(s, 3) for s in module.epoch_seconds],  # train + validation
+            "checkpoint_writes": checkpoint_io.writes,
+            # after each epoch's validation, outside its epoch_seconds (Lightning's
+            # ModelCheckpoint saves at the train epoch's end)
+            "checkpoint_seconds": round(checkpoint_io.seconds, 3),
+            "test": round(test_seconds, 3),
+        },
         "best_checkpoint": best_path,
         "data_source": datamodule.source,
         "output_dir": str(out),

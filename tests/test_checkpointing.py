@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import stat
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,6 +148,31 @@ def test_atomic_save_writes_and_replaces(tmp_path, monkeypatch):
     old = os.umask(0o022)
     os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~old  # as a plain open() would make it
+
+
+def test_the_writer_counts_its_writes_and_their_seconds(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    assert (io.writes, io.seconds) == (0, 0.0)
+    real_save = torch.save
+
+    def slow_save(obj, path):
+        time.sleep(0.05)
+        real_save(obj, path)
+
+    monkeypatch.setattr(torch, "save", slow_save)
+    for _ in range(2):
+        io.save_checkpoint({"a": torch.ones(2)}, tmp_path / "last.ckpt")
+    assert io.writes == 2 and 0.1 <= io.seconds < 1.0
+
+    def failing(obj, path):
+        time.sleep(0.05)
+        raise OSError(errno.EIO, "disk gone")
+
+    monkeypatch.setattr(torch, "save", failing)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"a": torch.ones(2)}, tmp_path / "last.ckpt")
+    # a write that failed is no write, but its time was spent
+    assert io.writes == 2 and io.seconds >= 0.15
 
 
 class Unpicklable:

@@ -9,6 +9,7 @@ of epoch 1's checkpoint on the test split, not the last weights', and not a val 
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
@@ -37,6 +38,50 @@ class KnownDiagnosticsCost(Timed):
 
     def on_train_end(self, trainer, pl_module):
         self.seconds = 0.25
+
+
+class SlowToPickle:
+    """Pickles as an empty OrderedDict (a weights-only load reads it), after a known wait: a
+    checkpoint holding one takes at least WRITE_WAIT seconds to write."""
+
+    def __reduce__(self):
+        time.sleep(WRITE_WAIT)
+        return (collections.OrderedDict, ())
+
+
+FIT_START_WAIT, EPOCH_WAIT, TEST_WAIT, WRITE_WAIT = 0.3, 0.1, 0.2, 0.05
+
+
+class KnownPhaseCosts(pl.Callback):
+    """Known waits in each part of results.json's `timing`: at fit start (in `fit`, not in an
+    epoch), at each epoch's first batch, at the test's start, and in each checkpoint write;
+    counts the checkpoints Lightning writes."""
+
+    def __init__(self):
+        self.saves = 0
+
+    def on_fit_start(self, trainer, pl_module):
+        time.sleep(FIT_START_WAIT)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            time.sleep(EPOCH_WAIT)
+
+    def on_test_start(self, trainer, pl_module):
+        time.sleep(TEST_WAIT)
+
+    def state_dict(self):
+        return {"slow": SlowToPickle()}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.saves += 1
+
+
+PHASES = None  # the run's KnownPhaseCosts
+
+
+def _phase_costs():
+    return PHASES
 
 
 class ZeroHeadBeforeValidation(pl.Callback):
@@ -108,6 +153,9 @@ def run(tmp_path_factory, data_dir):
         cfg.callbacks.zero_head = OmegaConf.create({
             "_target_": f"{__name__}.ZeroHeadBeforeValidation", "epochs": list(ZEROED_EPOCHS)})
         cfg.callbacks.known_cost = OmegaConf.create({"_target_": f"{__name__}.KnownDiagnosticsCost"})
+        cfg.callbacks.phase_costs = OmegaConf.create({"_target_": f"{__name__}._phase_costs"})
+    global PHASES
+    PHASES = KnownPhaseCosts()
     WEIGHTS_AT_VALIDATION.clear()
     started = time.time()
     returned = train(cfg)
@@ -115,7 +163,7 @@ def run(tmp_path_factory, data_dir):
     results = json.loads((out / "results.json").read_text())
     n = EVAL_BATCH * EVAL_BATCHES
     return {"out": out, "returned": returned, "results": results, "weights": list(WEIGHTS_AT_VALIDATION),
-            "wall": wall, "cfg": OmegaConf.to_container(cfg, resolve=True),
+            "wall": wall, "saves": PHASES.saves, "cfg": OmegaConf.to_container(cfg, resolve=True),
             "val": torchvision_split(data_dir, True, n), "test": torchvision_split(data_dir, False, n)}
 
 
@@ -192,6 +240,24 @@ def test_the_other_results_fields_describe_this_run(run):
     at_chance = independent[-1] <= 0.1 + 0.02
     expected = f"did not learn: final val acc {100 * independent[-1]:.1f} % is at chance level (10 %)"
     assert (expected in r["warnings"]) == at_chance, (independent, r["warnings"])
+
+
+def test_timing_says_where_the_seconds_went(run):
+    r, t = run["results"], run["results"]["timing"]
+    assert set(t) == {"setup", "fit", "epoch_seconds", "checkpoint_writes", "checkpoint_seconds", "test"}
+    # one per epoch, each holding its first batch's known wait
+    assert len(t["epoch_seconds"]) == EPOCHS
+    assert all(e >= EPOCH_WAIT for e in t["epoch_seconds"])
+    assert t["test"] >= TEST_WAIT
+    # every checkpoint Lightning wrote, each with its known wait
+    assert t["checkpoint_writes"] == run["saves"] >= EPOCHS
+    assert t["checkpoint_seconds"] >= WRITE_WAIT * run["saves"]
+    # inside fit: the epochs, then (Lightning's ModelCheckpoint saves at the train epoch's end,
+    # after the epoch's time is taken) the writes, and fit start's wait outside both
+    assert t["fit"] >= sum(t["epoch_seconds"]) + t["checkpoint_seconds"] + FIT_START_WAIT - 0.003
+    # the parts are this run's, in order, and add up to no more than its seconds
+    assert 0 < t["setup"] and t["setup"] + t["fit"] + t["test"] <= r["seconds"] + 0.002
+    assert t["setup"] + t["fit"] + t["test"] >= r["seconds"] - 1.0
 
 
 def test_train_curves_are_the_whole_runs(run):
