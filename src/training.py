@@ -65,12 +65,26 @@ def check_run_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key}={value!r}: this app validates once after every epoch "
                               f"(results.json's val_scores and best_val_epoch count epochs); accepted: "
                               f"{one}, or leave it out; to validate on fewer images, trainer.limit_val_batches=N")
+    # Each of these would have Lightning skip training, and the run test the initial weights as
+    # its result (status ok, 0 epochs).
     limit = cfg.trainer.get("limit_train_batches")
-    if type(limit) in (int, float) and limit == 0:  # not a bool: Lightning reads True as 1 batch
-        # Lightning skips training and the run would test the initial weights as a result
+    if limit is False or (type(limit) in (int, float) and limit == 0):  # Lightning reads True as 1 batch
         raise ConfigError(f"trainer.limit_train_batches={limit!r} trains nothing; accepted: a number of "
                           "batches >= 1 or a fraction of the epoch in (0, 1], or leave it out; to test a "
                           "trained run again: python eval.py ckpt_path=<run dir>")
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if max_steps is not None and not (is_int(max_steps) and (max_steps == -1 or max_steps >= 1)):
+        raise ConfigError(f"trainer.max_steps={max_steps!r}: accepted: a whole number of optimizer steps "
+                          ">= 1, or -1 (no limit: trainer.max_epochs decides); 0 would train nothing")
+    if (max_time := cfg.trainer.get("max_time")) is not None and duration_seconds(max_time) == 0:
+        raise ConfigError(f"trainer.max_time={max_time} trains nothing; accepted: a duration above zero "
+                          "as DD:HH:MM:SS (00:02:00:00 for two hours), or leave it out")
+    if cfg.trainer.get("barebones"):
+        # Lightning refuses it with a message about the first object it finds (our logger,
+        # then our profiler), never about what would be given up.
+        raise ConfigError("trainer.barebones=true turns off what every run here writes (results.json's "
+                          "curves and checkpoints, the loggers, the epoch line); accepted: false, or leave "
+                          "it out; for the least work a step: callbacks=essential logger=none")
     group = cfg.get("group_callbacks", True)
     if not isinstance(group, bool):
         raise ConfigError(f"group_callbacks={group!r} must be true or false")
@@ -84,6 +98,20 @@ def check_run_settings(cfg: DictConfig) -> None:
                           "multirun: Lightning re-runs the command line per process, which would "
                           "restart the sweep; run it as a single run, or per SLURM job "
                           "(hydra/launcher=slurm hydra.launcher.tasks_per_node=<devices>)")
+
+
+def duration_seconds(value) -> float | None:
+    """Seconds of a `trainer.max_time` as Lightning reads it (DD:HH:MM:SS, or a dict of
+    timedelta's arguments); None when it is neither: Lightning's own check then says why."""
+    import datetime
+
+    try:
+        if isinstance(value, str):
+            days, hours, minutes, seconds = (int(part) for part in value.strip().split(":"))
+            value = {"days": days, "hours": hours, "minutes": minutes, "seconds": seconds}
+        return datetime.timedelta(**value).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_validating_once_after_every_epoch_said_outright_is_fine():
     check(settings(check_val_every_n_epoch=None, val_check_interval=None))
 
 
-@pytest.mark.parametrize("value, shown", [(0, "0"), (0.0, "0.0")])
+@pytest.mark.parametrize("value, shown", [(0, "0"), (0.0, "0.0"), (False, "False")])
 def test_training_on_no_batch_is_refused(value, shown):
     """Lightning would skip training and the run report the initial weights' test accuracy as its
     result (`ok`, 0 epochs, 14.53 % here)."""
@@ -93,6 +93,54 @@ def test_training_on_no_batch_is_refused(value, shown):
 @pytest.mark.parametrize("value", [None, 1, 0.5, 1.0, True])
 def test_training_on_some_batches_is_fine(value):
     check(settings(limit_train_batches=value))  # True: Lightning reads it as 1 batch
+
+
+@pytest.mark.parametrize("value, shown", [(0, "0"), (2.5, "2.5"), (-2, "-2"), (True, "True"), ("10", "'10'")])
+def test_max_steps_that_train_nothing_or_no_whole_step_are_refused(value, shown):
+    """Lightning takes 0 (trains nothing: `ok`, the initial weights tested) and 2.5 (3 steps)."""
+    with pytest.raises(ConfigError) as e:
+        check(settings(max_steps=value))
+    assert str(e.value) == (f"trainer.max_steps={shown}: accepted: a whole number of optimizer steps >= 1, "
+                            "or -1 (no limit: trainer.max_epochs decides); 0 would train nothing")
+
+
+@pytest.mark.parametrize("value", [-1, 1, 20, None])
+def test_max_steps_of_a_whole_number_or_no_limit_are_fine(value):
+    check(settings(max_steps=value))
+
+
+@pytest.mark.parametrize("value, shown", [("00:00:00:00", "00:00:00:00"), (" 0:0:0:0", " 0:0:0:0"),
+                                          ({"seconds": 0}, "{'seconds': 0}"),
+                                          ({"days": 0, "minutes": 0}, "{'days': 0, 'minutes': 0}")])
+def test_a_max_time_of_zero_is_refused(value, shown):
+    with pytest.raises(ConfigError) as e:
+        check(settings(max_time=value))
+    assert str(e.value) == (f"trainer.max_time={shown} trains nothing; accepted: a duration above zero as "
+                            "DD:HH:MM:SS (00:02:00:00 for two hours), or leave it out")
+
+
+@pytest.mark.parametrize("value", ["00:00:00:01", "00:02:00:00", {"minutes": 1}, None,
+                                   "soon", "1:2", {"fortnights": 0}])  # the last three: Lightning's to refuse
+def test_a_max_time_above_zero_or_not_a_duration_is_ours_to_pass(value):
+    check(settings(max_time=value))
+
+
+@pytest.mark.parametrize("value, expected", [("00:00:00:05", 5), ("01:02:03:04", 93784), ({"hours": 1}, 3600),
+                                             ("00:00:00", None), ("a:b:c:d", None), ({"fortnights": 1}, None),
+                                             (5, None)])
+def test_duration_seconds_reads_max_time_as_lightning_does(value, expected):
+    from src.training import duration_seconds
+
+    assert duration_seconds(value) == expected
+
+
+def test_barebones_is_refused_with_what_it_would_turn_off():
+    with pytest.raises(ConfigError) as e:
+        check(settings(barebones=True))
+    assert str(e.value) == ("trainer.barebones=true turns off what every run here writes (results.json's curves "
+                            "and checkpoints, the loggers, the epoch line); accepted: false, or leave it out; "
+                            "for the least work a step: callbacks=essential logger=none")
+    check(settings(barebones=False))
 
 
 def test_one_epoch_and_group_callbacks_true_false_or_absent_are_fine():
