@@ -42,11 +42,18 @@ def _fmt(x) -> str:
 
 
 def probable_cause(optim_cfg: dict | None, init_cfg: dict | None, first_loss: float | None,
-                   num_classes: int = 10) -> str:
+                   num_classes: int = 10, weights_dtype: torch.dtype = torch.float32) -> str:
     """A human guess. A first loss already far above chance (ln C, 2.3 for 10 classes) or not
     finite at all means the init made the logits explode; a sane start that blew up later means
-    the steps were too large."""
+    the steps were too large. Float16 weights (trainer.precision=16-true) first: there Adam's
+    eps=1e-8 is 0, and a zero gradient's step is 0 / 0."""
     optim_cfg, init_cfg = optim_cfg or {}, init_cfg or {}
+    eps = optim_cfg.get("eps")
+    if (weights_dtype == torch.float16 and isinstance(eps, (int, float)) and eps > 0
+            and float(torch.tensor(eps, dtype=torch.float16)) == 0):
+        return (f"optim.eps={_fmt(eps)} is 0 in float16, the weights' and optimizer state's type under "
+                "trainer.precision=16-true, so the step of a zero gradient is 0 / 0; try "
+                "trainer.precision=16-mixed (float32 weights), or optim.eps=1e-4")
     lr = f"optim.lr={_fmt(optim_cfg['lr'])}" if "lr" in optim_cfg else "the learning rate"
     init_name = str(init_cfg.get("_target_", "")).rsplit(".", 1)[-1].lower() or "the init"
     init_args = ", ".join(f"init.{k}={_fmt(init_cfg[k])}" for k in ("std", "fill", "gain")
@@ -145,7 +152,8 @@ class DivergenceDetector(pl.Callback):
         hp = getattr(pl_module, "hparams", {})
         num_classes = getattr(getattr(pl_module, "net", None), "config", {}).get("num_classes", 10)
         first_loss = pl_module.first_loss() if hasattr(pl_module, "first_loss") else None
-        cause = probable_cause(hp.get("optim_cfg"), hp.get("init_cfg"), first_loss, num_classes)
+        weights_dtype = next((p.dtype for p in pl_module.parameters()), torch.float32)
+        cause = probable_cause(hp.get("optim_cfg"), hp.get("init_cfg"), first_loss, num_classes, weights_dtype)
         message = f"{what} at step {step} (epoch {epoch}): {cause}"
         self.diverged = Diverged(message, step=step, epoch=epoch, what=what)
         trainer.should_stop = True

@@ -21,6 +21,7 @@ from callbacks.diagnostics import (
     _Diagnostics,
     _net,
     add_histogram_fast,
+    finite_values,
     histogram_counts,
     linear_layers,
     register_depth_chart,
@@ -139,6 +140,12 @@ class UpdateStats(_Diagnostics):
         logs = [torch.log10(s.reshape(-1).float().clamp_min(1e-30)) for s in steps]
         stats = tensor_stats(dict(zip(names, logs, strict=True)))
         for n, v in zip(names, logs, strict=True):
+            # A NaN step (float16 weights with eps=1e-8, a diverging run) is left out, as the
+            # other diagnostics leave it out: it has no bucket, and a layer of only NaN no median.
+            if stats[n]["nonfinite"]:
+                if stats[n]["nonfinite"] == v.numel():
+                    continue
+                v = finite_values(v)
             lo, hi = stats[n]["min"], stats[n]["max"]
             counts = histogram_counts(v, lo, hi, 64).cpu().tolist() if hi > lo else [v.numel()]
             writer.add_scalar(f"updates/adam_step_median/{n}", 10 ** _median_of_buckets(counts, lo, hi), self._step)

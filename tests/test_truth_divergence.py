@@ -120,6 +120,24 @@ def test_probable_cause_wording(optim_cfg, init_cfg, first_loss, expected):
     assert probable_cause(optim_cfg, init_cfg, first_loss) == expected
 
 
+FP16_EPS = ("optim.eps=1e-08 is 0 in float16, the weights' and optimizer state's type under trainer.precision=16-true, "
+            "so the step of a zero gradient is 0 / 0; try trainer.precision=16-mixed (float32 weights), or optim.eps=1e-4")
+LR = "optim.lr=0.001 is probably too high, or the init (kaiming) too wide"
+
+
+@pytest.mark.parametrize("eps, dtype, expected", [
+    (1e-8, torch.float16, FP16_EPS),
+    (2e-8, torch.float16, FP16_EPS.replace("1e-08", "2e-08")),  # below half of float16's smallest step
+    (1e-4, torch.float16, LR),  # representable: the usual guess
+    (1e-8, torch.bfloat16, LR),  # bfloat16 has float32's range: 1e-8 is not 0 there
+    (1e-8, torch.float32, LR), (0.0, torch.float16, LR), (None, torch.float16, LR)])
+def test_float16_weights_blame_an_eps_that_is_zero_there(eps, dtype, expected):
+    from callbacks.divergence import probable_cause
+
+    optim_cfg = {"lr": 1e-3, **({} if eps is None else {"eps": eps})}
+    assert probable_cause(optim_cfg, {"_target_": "src.init.Kaiming"}, 2.3, weights_dtype=dtype) == expected
+
+
 # --- the detector's message and checks, called as Lightning calls them (no training) ---------
 
 def _module(history_losses: list[float], pending: list[float], num_classes: int = 10):

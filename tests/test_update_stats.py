@@ -159,6 +159,21 @@ def test_the_adam_step_median_and_histogram_of_skewed_and_constant_steps():
     assert writer.histograms[("updates/adam_log10_step/b", 40)]["bucket_counts"] == [20.0]
 
 
+def test_nan_adam_steps_are_left_out_of_the_median_and_histogram():
+    """float16 weights with eps=1e-8 (eps rounds to 0) give NaN steps; they crashed bincount."""
+    writer = RecordingWriter()
+    cb = UpdateStats()
+    cb._step = 7
+    some = torch.tensor([1e-4, float("nan"), 1e-4, 1e-2, float("nan")], dtype=torch.float16)
+    cb._log_adam_steps(writer, ["some", "all"], [some, torch.full((3,), float("nan"))])
+    assert math.log10(writer.scalars[("updates/adam_step_median/some", 7)]) == pytest.approx(-4, abs=0.05)
+    h = writer.histograms[("updates/adam_log10_step/some", 7)]
+    assert h["num"] == 3 and sum(h["bucket_counts"]) == 3
+    assert h["min"] == pytest.approx(-4, abs=1e-3) and h["max"] == pytest.approx(-2, abs=1e-3)
+    # a layer of NaN only: nothing charted for it
+    assert not [k for k in [*writer.scalars, *writer.histograms] if k[0].endswith("/all")]
+
+
 def test_median_of_buckets_by_hand():
     from callbacks.update_stats import _median_of_buckets
 
