@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import pytorch_lightning as pl
 import torch
@@ -148,16 +149,35 @@ class DivergenceDetector(pl.Callback):
         return bool(n) and trainer.global_step % n == 0
 
     def _stop(self, trainer, pl_module, what: str, step: int | None = None):
-        step, epoch = trainer.global_step if step is None else step, trainer.current_epoch
-        hp = getattr(pl_module, "hparams", {})
-        num_classes = getattr(getattr(pl_module, "net", None), "config", {}).get("num_classes", 10)
-        first_loss = pl_module.first_loss() if hasattr(pl_module, "first_loss") else None
-        weights_dtype = next((p.dtype for p in pl_module.parameters()), torch.float32)
-        cause = probable_cause(hp.get("optim_cfg"), hp.get("init_cfg"), first_loss, num_classes, weights_dtype)
-        message = f"{what} at step {step} (epoch {epoch}): {cause}"
-        self.diverged = Diverged(message, step=step, epoch=epoch, what=what)
+        self.diverged = divergence(trainer, pl_module, what, step)
         trainer.should_stop = True
         raise self.diverged
+
+
+def divergence(trainer, pl_module, what: str, step: int | None = None) -> Diverged:
+    """The Diverged of `what` at `step` (default: the trainer's), with its probable cause."""
+    step, epoch = trainer.global_step if step is None else step, trainer.current_epoch
+    hp = getattr(pl_module, "hparams", {})
+    num_classes = getattr(getattr(pl_module, "net", None), "config", {}).get("num_classes", 10)
+    first_loss = pl_module.first_loss() if hasattr(pl_module, "first_loss") else None
+    weights_dtype = next((p.dtype for p in pl_module.parameters()), torch.float32)
+    cause = probable_cause(hp.get("optim_cfg"), hp.get("init_cfg"), first_loss, num_classes, weights_dtype)
+    return Diverged(f"{what} at step {step} (epoch {epoch}): {cause}", step=step, epoch=epoch, what=what)
+
+
+# torch.autograd's anomaly detection (`trainer.detect_anomaly=true`) raises this in the backward
+# of the first NaN gradient, before any loss is checked.
+ANOMALY = re.compile(r"Function '(\w+)' returned nan values in its \d+th output")
+
+
+def anomaly_divergence(error: BaseException, trainer, pl_module) -> Diverged | None:
+    """The Diverged that anomaly detection's error means, or None for any other error. The
+    step is the one whose backward failed (global_step counts those done before it)."""
+    match = ANOMALY.search(str(error)) if isinstance(error, RuntimeError) else None
+    if match is None:
+        return None
+    return divergence(trainer, pl_module, f"a gradient became nan ({match.group(1)}, anomaly detection)",
+                      step=trainer.global_step + 1)
 
 
 def _params_finite(pl_module) -> bool:

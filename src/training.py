@@ -26,7 +26,7 @@ from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.diagnostics import diagnostics_seconds
-from callbacks.divergence import Diverged
+from callbacks.divergence import Diverged, anomaly_divergence
 from callbacks.group import group_callbacks
 from src import cli
 from src.checkpointing import (
@@ -299,6 +299,10 @@ def train(cfg: DictConfig) -> float | None:
         interrupted = e
     except SIGTERMException:  # Lightning's own stop (SIGTERM during validation): exit 0 otherwise
         interrupted = Interrupted(signal.SIGTERM)
+    except RuntimeError as e:  # trainer.detect_anomaly=true: a NaN gradient is a divergence too
+        if (diverged := anomaly_divergence(e, trainer, module)) is None:
+            raise
+        print(f"diverged: {diverged}", file=sys.stderr, flush=True)
     # The steps of an unfinished epoch (a divergence, a stop, trainer.max_steps mid-epoch) are
     # still held on the device: into history and the train/loss curve with the others.
     module.drain_losses()

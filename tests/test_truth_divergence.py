@@ -232,3 +232,28 @@ def test_loss_checks_every_n_steps_name_the_first_bad_step():
     trainer.global_step = 9
     with pytest.raises(Diverged, match=r"^loss became nan at step 7 \(epoch 1\)"):
         detector.on_train_batch_end(trainer, module, torch.tensor(1.0), None, 0)
+
+
+def test_anomaly_detection_ends_the_run_as_the_divergence_it_found(tmp_path):
+    """`trainer.detect_anomaly=true` raises a RuntimeError in the backward of the first NaN loss,
+    before the detector reads it: the run must still end `diverged` at that step, with the
+    epochs before it, not `failed` with its history lost. One step fewer was taken."""
+    plain = run_with_nan_at(tmp_path / "plain", 13, [])
+    anomaly = run_with_nan_at(tmp_path / "anomaly", 13, ["+trainer.detect_anomaly=true"])
+    for returned, r in (plain, anomaly):
+        assert math.isnan(returned) and r["status"] == "diverged"
+        assert (r["diverged_step"], r["diverged_epoch"], r["epochs"]) == (14, 1, 1)
+        assert len(r["train_losses"]) == 14 and r["train_losses"][-1] is None  # NaN, written as null
+    assert anomaly[1]["val_scores"] == plain[1]["val_scores"]
+    assert (plain[1]["global_step"], anomaly[1]["global_step"]) == (14, 13)
+    assert plain[1]["error"].startswith("loss became nan at step 14 (epoch 1): optim.lr=0.05 is probably too high")
+    assert anomaly[1]["error"].startswith("a gradient became nan (LogSoftmaxBackward0, anomaly detection) at "
+                                          "step 14 (epoch 1): optim.lr=0.05 is probably too high")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory"), ValueError("Function 'X' returned nan values "
+                                                                                   "in its 0th output.")])
+def test_other_errors_are_not_divergences(error):
+    from callbacks.divergence import anomaly_divergence
+
+    assert anomaly_divergence(error, None, None) is None
