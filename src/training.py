@@ -22,6 +22,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -98,6 +99,21 @@ def check_run_settings(cfg: DictConfig) -> None:
                           "multirun: Lightning re-runs the command line per process, which would "
                           "restart the sweep; run it as a single run, or per SLURM job "
                           "(hydra/launcher=slurm hydra.launcher.tasks_per_node=<devices>)")
+
+
+def remove_new_files(before: dict[Path, set[str] | None]) -> None:
+    """Remove what each folder did not hold before (None: the whole folder was new)."""
+    for folder, names in before.items():
+        if names is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder.is_dir():
+            for p in folder.iterdir():
+                if p.name in names:
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
 
 def duration_seconds(value) -> float | None:
@@ -289,6 +305,11 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
     diverged = interrupted = None
+    # What the loggers' folders hold now: what fit adds to them is removed again if it fails
+    # before its first step (a setting Lightning checks only then, e.g. a limit_train_batches
+    # fraction under 1 batch), so no empty run is left for TensorBoard to list.
+    log_dirs = {Path(lg.log_dir): set(os.listdir(lg.log_dir)) if os.path.isdir(lg.log_dir) else None
+                for lg in loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))}
     fit_started = time.time()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -299,8 +320,11 @@ def train(cfg: DictConfig) -> float | None:
         interrupted = e
     except SIGTERMException:  # Lightning's own stop (SIGTERM during validation): exit 0 otherwise
         interrupted = Interrupted(signal.SIGTERM)
-    except RuntimeError as e:  # trainer.detect_anomaly=true: a NaN gradient is a divergence too
+    except Exception as e:
+        # trainer.detect_anomaly=true: a NaN gradient is a divergence too
         if (diverged := anomaly_divergence(e, trainer, module)) is None:
+            if trainer.global_step == 0 and not ckpt_path:
+                remove_new_files(log_dirs)
             raise
         print(f"diverged: {diverged}", file=sys.stderr, flush=True)
     # The steps of an unfinished epoch (a divergence, a stop, trainer.max_steps mid-epoch) are

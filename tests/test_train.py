@@ -103,3 +103,27 @@ def test_testing_an_earlier_best_checkpoint_keeps_the_whole_history(tmp_path, da
     r = json.loads((out / "results.json").read_text())
     assert "epoch=00" in r["best_checkpoint"]
     assert len(r["train_scores"]) == 2 and len(r["val_scores"]) == 2 and len(r["train_losses"]) == 20
+
+
+@pytest.mark.parametrize("there_before", [False, True])
+def test_a_setting_lightning_refuses_at_fit_start_leaves_no_empty_logs(tmp_path, data_dir, there_before):
+    """`limit_train_batches=0.001` is refused by Lightning only inside fit, after the loggers made
+    their folders: an events file with nothing in it, listed by TensorBoard as a run. A folder
+    that was there before is not this run's to remove."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    from src.training import train
+    from tests.conftest import compose
+
+    out = tmp_path / "run"
+    if there_before:
+        (out / "tensorboard").mkdir(parents=True)
+        (out / "tensorboard" / "events.out.tfevents.earlier").write_bytes(b"kept")
+    cfg = compose([*FAST, "trainer.limit_train_batches=0.001", "data.train_subset=2560",
+                   "logger=[tensorboard,csv]"], out)
+    with pytest.raises(MisconfigurationException, match="limit_train_batches"):
+        train(cfg)
+    assert not (out / "csv").exists()
+    assert (out / "tensorboard").exists() == there_before
+    if there_before:
+        assert [p.name for p in (out / "tensorboard").iterdir()] == ["events.out.tfevents.earlier"]
