@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -58,6 +59,17 @@ def describe(obj) -> dict | None:
     return {"_target_": target_of(obj), **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}}
 
 
+def mean_per_step(losses: list[float], steps: list[int]) -> list[float]:
+    """The mean loss of each run of batches with the same optimizer step, in order."""
+    means, total, count = [], 0.0, 0
+    for i, (loss, step) in enumerate(zip(losses, steps, strict=True)):
+        total, count = total + loss, count + 1
+        if i + 1 == len(steps) or steps[i + 1] != step:
+            means.append(total / count)
+            total, count = 0.0, 0
+    return means
+
+
 class CheapHookName:
     """Mixin for a LightningModule. Lightning sets `_current_fx_name` before and after each hook
     it calls, 44 times a training step. nn.Module.__setattr__ first checks the value against
@@ -106,6 +118,10 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         self.train_acc.persistent(True)
         # Per-step losses stay on the device until the epoch ends: one host sync per epoch.
         self._step_losses: list[torch.Tensor] = []
+        # With trainer.accumulate_grad_batches > 1, the optimizer step each batch's loss belongs
+        # to: train_losses holds one loss per step, the mean of its batches'.
+        self._step_of_loss: list[int] = []
+        self._accumulating = False
         # Per-step (logits, labels) wait for train_acc in one update (flush_train_acc): its update
         # is 13 small ops, i.e. 13 kernel launches a step on a GPU; holding them launches none.
         self._step_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -133,6 +149,8 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         self._step_outputs.append((logits.detach(), y))
         self._step_losses.append(loss.detach())
+        if self._accumulating:
+            self._step_of_loss.append(self.trainer.global_step)
         # self.log costs ~2 ms a call on a CPU (Lightning moves its whole result collection each
         # time), 15 % of a step here. The per-step loss curve goes to the logger in one batch
         # (drain_losses); self.log feeds only the progress bar, every progress_every_n_steps.
@@ -158,6 +176,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # three kernel launches.
         if stage == "fit":
             trainer = self.trainer
+            self._accumulating = trainer.accumulate_grad_batches > 1
             self.automatic_optimization = not (self.manual_step and not trainer.gradient_clip_val
                                                and trainer.accumulate_grad_batches == 1)
 
@@ -169,6 +188,9 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         start = len(self.history["train_losses"])
         values = torch.stack(self._step_losses).float().cpu().tolist()
         self._step_losses.clear()
+        if self._step_of_loss:
+            values = mean_per_step(values, self._step_of_loss)
+            self._step_of_loss.clear()
         self.history["train_losses"] += values
         if self._trainer is not None:
             for logger in self.loggers:
@@ -209,7 +231,10 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True)
         self.train_acc.reset()
         self.drain_losses()
-        epoch_losses = self.history["train_losses"][-self.trainer.num_training_batches:]
+        # One loss per optimizer step: Lightning steps after every k-th batch and the last.
+        batches, k = self.trainer.num_training_batches, self.trainer.accumulate_grad_batches
+        steps = math.ceil(batches / k) if k > 1 else batches
+        epoch_losses = self.history["train_losses"][-steps:]
         if epoch_losses:
             self.log("train/epoch_loss", sum(epoch_losses) / len(epoch_losses), on_step=False, on_epoch=True)
         self.history["train_scores"].append(float(acc))
@@ -259,7 +284,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             return
         if "history" in checkpoint:
             self.history = {k: list(v) for k, v in checkpoint["history"].items()}
-            self._step_losses, self._step_outputs = [], []
+            self._step_losses, self._step_outputs, self._step_of_loss = [], [], []
             self.seconds_before = float(checkpoint.get("seconds_trained", 0.0))
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])

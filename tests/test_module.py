@@ -419,3 +419,55 @@ def test_the_epoch_end_repair_runs_only_under_max_steps():
         loaded = loop_records(1, 0, True)
         module.on_load_checkpoint(loaded)
         assert (loaded != loop_records(1, 0, True)) is changed
+
+
+class BatchLosses(pl.Callback):
+    """Each batch's loss, as the module holds it (callbacks' batch-end hooks come first)."""
+
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(pl_module._step_losses[-1]))
+
+
+class PointsLogger(pl.loggers.Logger):
+    """Every (tag, step, value) a logger is given."""
+
+    name, version = "points", 0
+
+    def __init__(self):
+        super().__init__()
+        self.points = []
+
+    def log_metrics(self, metrics, step=None):
+        self.points += [(k, step, v) for k, v in metrics.items()]
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_accumulated_batches_give_one_loss_per_optimizer_step(tmp_path):
+    """accumulate_grad_batches=3 over 4 batches an epoch: Lightning steps after batches 3 and 4,
+    so each epoch has 2 optimizer steps. train_losses, "losses per step", holds their 2 losses (the
+    mean of each step's batches), and the train/loss curve puts them at the steps' x, where the
+    other scalars are; the epoch loss is the mean of the epoch's steps."""
+    from src.module import mean_per_step
+
+    assert mean_per_step([1.0, 2.0, 3.0, 5.0, 7.0], [0, 0, 0, 1, 2]) == [2.0, 5.0, 7.0]
+    assert mean_per_step([], []) == []
+    net = _net()
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5))
+    batches, points = BatchLosses(), PointsLogger()
+    trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=points, accelerator="cpu",
+                         callbacks=[batches], enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, accumulate_grad_batches=3, log_every_n_steps=1)
+    trainer.fit(module, loader(TRAIN), loader(VAL, 12))
+    b = batches.losses
+    assert len(b) == 8 and trainer.global_step == 4
+    expected = [sum(b[0:3]) / 3, b[3], sum(b[4:7]) / 3, b[7]]
+    assert module.history["train_losses"] == pytest.approx(expected, rel=1e-12)
+    assert [(s, v) for k, s, v in points.points if k == "train/loss"] == [
+        (i, pytest.approx(v, rel=1e-12)) for i, v in enumerate(expected)]
+    epoch_loss = [v for k, _, v in points.points if k == "train/epoch_loss"]
+    assert epoch_loss == pytest.approx([sum(expected[:2]) / 2, sum(expected[2:]) / 2], rel=1e-6)
