@@ -132,6 +132,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # Wall seconds of each epoch this process ran (train + validation), for results.json's
         # `timing`: an epoch ends with a host sync (drain_losses), so on a GPU this is its time.
         self.epoch_seconds: list[float] = []
+        self.tested_images = 0
         self._epoch_started = None
 
     def first_loss(self) -> float | None:
@@ -252,10 +253,14 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if not self.trainer.sanity_checking:
             self.history["val_scores"].append(float(acc))
 
+    def on_test_epoch_start(self):
+        self.tested_images = 0
+
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
         self.test_acc.update(logits, y)
+        self.tested_images += len(y)  # what test_acc is over (trainer.limit_test_batches)
         self.log("test/loss", F.cross_entropy(logits, y), on_epoch=True)
 
     def on_test_epoch_end(self):

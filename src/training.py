@@ -394,6 +394,8 @@ def train(cfg: DictConfig) -> float | None:
         results["warnings"].append(what)
     if test_acc is not None and (what := _not_best_val_tested(cfg, trainer, best_path, val_scores)):
         results["warnings"].append(what)
+    if what := _not_all_tested(cfg, trainer, module, datamodule, test_acc, status):
+        results["warnings"].append(what)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
         log_hparams(trainer.loggers, cfg, results, swept, trial=trial_name(cli.job_overrides(), swept) or out.name)
@@ -465,6 +467,24 @@ def _not_best_val_tested(cfg: DictConfig, trainer: pl.Trainer, best_path: str,
     # Lightning's own ModelCheckpoint (callbacks.model_checkpoint left out) monitors nothing
     which = "the last epoch's checkpoint" if monitor is None else f"the best checkpoint by {monitor}"
     return f"test_acc is of {which} ({Path(best_path).name}), not of the best-val-acc one"
+
+
+def _not_all_tested(cfg: DictConfig, trainer: pl.Trainer, module, datamodule, test_acc, status: str) -> str | None:
+    """What test_acc is over when trainer.limit_test_batches keeps it from the whole test split
+    (the tutorial's 10,000 images), or why a finished run has none."""
+    limit = cfg.trainer.get("limit_test_batches")
+    if cfg.trainer.get("fast_dev_run"):  # its own warning says its numbers are no result
+        return None
+    if test_acc is None:
+        if status == "ok" and not cfg.get("skip_test", False) and limit == 0:
+            return "not tested: trainer.limit_test_batches=0"
+        return None
+    test_x = getattr(datamodule, "test_x", None)
+    total = 0 if test_x is None else len(test_x)
+    if trainer.world_size == 1 and 0 < module.tested_images < total:
+        return (f"test_acc is over {module.tested_images} of the {total} test images "
+                f"(trainer.limit_test_batches={limit}), not all of them")
+    return None
 
 
 def print_end(results: dict) -> None:

@@ -122,3 +122,9 @@ def data_dir() -> Path:
 
     prepare_fashion_mnist(DATA_DIR)
     return DATA_DIR
+
+
+def warnings_of(results: dict) -> list[str]:
+    """results.json's warnings, less the one that tests at FAST's limit_test_batches get: the
+    test_acc of a part of the test split (tests/test_truth_training.py tests that one)."""
+    return [w for w in results["warnings"] if not w.startswith("test_acc is over ")]

@@ -14,7 +14,7 @@ import yaml
 
 from src.cli import EXIT_USER_ERROR, run_task
 from src.training import train
-from tests.conftest import FAST, compose, run_script
+from tests.conftest import FAST, compose, run_script, warnings_of
 from tests.test_resume import METRICS, SHORT
 
 
@@ -107,10 +107,10 @@ def test_a_run_at_chance_level_is_ok_with_a_warning(tmp_path, data_dir):
     train(compose([*FAST, "optim=sgd", "optim.lr=1e-9", "init=const"], out))
     r = json.loads((out / "results.json").read_text())
     assert r["status"] == "ok"
-    assert len(r["warnings"]) == 1 and r["warnings"][0].startswith("did not learn: final val acc")
+    assert len(warnings_of(r)) == 1 and warnings_of(r)[0].startswith("did not learn: final val acc")
     out2 = tmp_path / "learns"
     train(compose(FAST, out2))
-    assert json.loads((out2 / "results.json").read_text())["warnings"] == []
+    assert warnings_of(json.loads((out2 / "results.json").read_text())) == []
 
 
 def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):

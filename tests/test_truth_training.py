@@ -24,7 +24,7 @@ from torch import nn
 from callbacks.diagnostics import Timed
 from src.data import MEAN, STD
 from src.training import train
-from tests.conftest import FAST, compose
+from tests.conftest import FAST, compose, warnings_of
 
 EPOCHS = 3
 ZEROED_EPOCHS = (0, 2)
@@ -340,7 +340,7 @@ def test_epochs_are_trained_epochs_and_test_acc_says_whose_weights_it_is(tmp_pat
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["status"], r["epochs"], r["val_scores"], r["best_val_epoch"], r["global_step"]) == ("ok", 2, [], -1, 10)
     assert r["test_acc"] is not None
-    assert r["warnings"] == ["test_acc is of the final weights, not of the best-val checkpoint: "
+    assert warnings_of(r) == ["test_acc is of the final weights, not of the best-val checkpoint: "
                              "no validation ran (trainer.limit_val_batches=0)"]
 
 
@@ -354,8 +354,8 @@ def test_a_checkpoint_other_than_best_val_acc_tested_is_named(tmp_path, data_dir
     train(cfg)
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["status"] == "ok" and r["epochs"] == 2 and len(r["val_scores"]) == 2
-    assert len(r["warnings"]) == 1 and r["warnings"][0].startswith(f"test_acc is of {which}")
-    assert r["warnings"][0].endswith("not of the best-val-acc one")
+    assert len(warnings_of(r)) == 1 and warnings_of(r)[0].startswith(f"test_acc is of {which}")
+    assert warnings_of(r)[0].endswith("not of the best-val-acc one")
 
 
 @pytest.mark.parametrize("overrides", [["checkpoint.every_n_train_steps=2"], ["+trainer.enable_checkpointing=false"]])
@@ -367,7 +367,7 @@ def test_without_a_best_val_checkpoint_the_final_weights_are_tested_and_said_so(
     train(cfg)
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["status"] == "ok" and r["best_checkpoint"] == "" and len(r["val_scores"]) == 2
-    assert r["warnings"] == ["test_acc is of the final weights, not of the best-val checkpoint: no best-val "
+    assert warnings_of(r) == ["test_acc is of the final weights, not of the best-val checkpoint: no best-val "
                              "checkpoint was kept (callbacks.model_checkpoint left out?)"]
 
 
@@ -379,7 +379,7 @@ def test_max_steps_mid_epoch_counts_one_epoch_and_prints_no_stale_line(tmp_path,
     r = json.loads((tmp_path / "results.json").read_text())
     assert (r["epochs"], len(r["val_scores"]), r["global_step"], len(r["train_losses"])) == (1, 1, 7, 7)
     # the best-val checkpoint (epoch 0) was tested; the run is shorter than its config says
-    assert r["warnings"] == ["stopped early: 1.40 of 3 epochs (7 steps) by trainer.max_steps=7; "
+    assert warnings_of(r) == ["stopped early: 1.40 of 3 epochs (7 steps) by trainer.max_steps=7; "
                              "the numbers are of this shorter run"]
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
     assert len(lines) == 2 and "val acc" in lines[0]
@@ -462,3 +462,35 @@ def test_what_test_acc_is_of_when_not_the_best_val_acc_checkpoint(trainer, best,
     cfg = OmegaConf.create({"trainer": {"max_epochs": 3, **trainer}})
     lightning = SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor=monitor))
     assert _not_best_val_tested(cfg, lightning, best, val_scores) == expected
+
+
+def test_a_test_acc_over_part_of_the_test_split_says_how_much(run):
+    """The truth run tests EVAL_BATCHES batches of EVAL_BATCH: its test_acc (checked above against
+    an independent accuracy over those images) is over 1024 of the 10,000, and says so."""
+    n = EVAL_BATCH * EVAL_BATCHES
+    assert f"test_acc is over {n} of the 10000 test images (trainer.limit_test_batches={EVAL_BATCHES}), " \
+           "not all of them" in run["results"]["warnings"]
+
+
+@pytest.mark.parametrize("limit, tested, expected", [
+    (0, None, "not tested: trainer.limit_test_batches=0"),
+    (None, 10000, None), (1.0, 10000, None), (0.5, 5000, "test_acc is over 5000 of the 10000 test images "
+                                                        "(trainer.limit_test_batches=0.5), not all of them")])
+def test_what_a_test_over_part_or_none_of_the_split_says(limit, tested, expected):
+    from types import SimpleNamespace
+
+    from src.training import _not_all_tested
+
+    cfg = OmegaConf.create({"trainer": {"limit_test_batches": limit}})
+    trainer, data = SimpleNamespace(world_size=1), SimpleNamespace(test_x=torch.zeros(10000, 1))
+    module = SimpleNamespace(tested_images=tested or 0)
+    assert _not_all_tested(cfg, trainer, module, data, None if tested is None else 0.8, "ok") == expected
+    # a run that did not finish, or skipped its test, or a fast_dev_run: said elsewhere
+    assert _not_all_tested(cfg, trainer, module, data, None, "interrupted") is None
+    skip = OmegaConf.create({"trainer": {"limit_test_batches": limit}, "skip_test": True})
+    assert _not_all_tested(skip, trainer, module, data, None, "ok") is None
+    smoke = OmegaConf.create({"trainer": {"limit_test_batches": limit, "fast_dev_run": True}})
+    assert _not_all_tested(smoke, trainer, module, data, None if tested is None else 0.8, "ok") is None
+    # under DDP each rank tests its share of the split: not counted against the whole
+    if tested is not None:
+        assert _not_all_tested(cfg, SimpleNamespace(world_size=2), module, data, 0.8, "ok") is None
