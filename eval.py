@@ -1,4 +1,4 @@
-"""Test a checkpoint: `python eval.py ckpt_path=<run dir or .ckpt> [data.split=val]`."""
+"""Test a checkpoint: `python eval.py ckpt_path=<run dir or .ckpt> [split=val] [precision=32-true]`."""
 
 import os
 from pathlib import Path

@@ -1,5 +1,6 @@
 """`evaluate(cfg)`: the accuracy of a trained checkpoint on the test (or val) split, through the
-same LightningModule and data module as training, so it equals the run's own `test_acc`."""
+same LightningModule, data module and trainer precision as training, so it equals the run's own
+`test_acc`."""
 
 from __future__ import annotations
 
@@ -52,6 +53,25 @@ def best_checkpoint(given: str) -> Path:
     raise CheckpointError(f"ckpt_path={given} does not exist; {HINT}")
 
 
+def _trainer_precision(config) -> str | int | None:
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    return trainer.get("precision") if isinstance(trainer, dict) else None
+
+
+def run_precision(given: str, path: Path, state: dict) -> str | int:
+    """The `trainer.precision` the run tested with: its results.json's config (the run dir given,
+    or the one whose checkpoints/ holds the file), else the config stamped into the checkpoint
+    (a killed run wrote no results.json); 32-true, Lightning's default, when neither says."""
+    # results.json first: a run resumed with another precision tested with the last one, while
+    # its best checkpoint may carry an earlier try's stamp.
+    run_dir = (Path(given) if Path(given).is_dir()
+               else path.parent.parent if path.parent.name == "checkpoints" else None)
+    found = [_trainer_precision(read_json_object(run_dir / "results.json").get("config"))] if run_dir else []
+    stamp = state.get("run")
+    found.append(_trainer_precision(stamp.get("config") if isinstance(stamp, dict) else None))
+    return next((p for p in found if p is not None), "32-true")
+
+
 def evaluate(cfg: DictConfig) -> float:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} is not one of: {', '.join(SPLITS)}")
@@ -62,21 +82,26 @@ def evaluate(cfg: DictConfig) -> float:
     except Exception as e:
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} is not a checkpoint of this app "
                               f"({type(e).__name__}); {HINT}") from None
-    module = ClassifierModule(BaseNetwork(**model_cfg))
-    module.load_state_dict(state["state_dict"])
+    # The run's precision unless given: a bf16 run's test pass in float32 scores other images right.
+    precision = cfg.precision if cfg.get("precision") is not None else run_precision(str(cfg.ckpt_path), path, state)
     datamodule = hydra.utils.instantiate(cfg.data)
     check_accelerator("accelerator", cfg.accelerator)
     try:
-        trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_progress_bar=False,
-                             enable_model_summary=False, enable_checkpointing=False, deterministic=True)
-    except (MisconfigurationException, ImportError, ValueError) as e:  # an accelerator Lightning refuses
-        raise ConfigError(in_group("accelerator", e)) from None
+        trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                             deterministic=True)
+    except (MisconfigurationException, ImportError, ValueError) as e:  # an accelerator or precision Lightning refuses
+        raise ConfigError(in_group("precision" if str(e).startswith("Precision ") else "accelerator", e)) from None
+    module = ClassifierModule(BaseNetwork(**model_cfg))
+    if trainer.precision == "64-true":
+        module.double()  # a float64 run's weights, not rounded to float32 on the way in
+    module.load_state_dict(state["state_dict"])
     run = trainer.test if cfg.split == "test" else trainer.validate
     metrics = run(module, datamodule=datamodule, verbose=False)[0]
     acc, loss = float(metrics[f"{cfg.split}/acc"]), float(metrics[f"{cfg.split}/loss"])
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", {"status": "ok", "checkpoint": str(path), "split": cfg.split,
-                                          "acc": acc, "loss": loss})
+                                          "precision": trainer.precision, "acc": acc, "loss": loss})
     print(f"{cfg.split} acc {100 * acc:.2f} %  (loss {loss:.4f})  {path}", flush=True)
     return acc
