@@ -473,8 +473,11 @@ class FashionMNISTDataModule(pl.LightningDataModule):
                                            pin_memory=device is not None and device.type == "cuda")
 
     def train_dataloader(self):
+        # `trainer.overfit_batches`: the first N batches of the unshuffled split, the same ones
+        # every epoch. Lightning unshuffles only a RandomSampler's loader, never this sampler.
+        overfit = getattr(self.trainer, "overfit_batches", 0) > 0  # no trainer (by hand): 0
         return self._loader(self.train_x, getattr(self, "train_y", None), self.batch_size,
-                            shuffle=True, drop_last=self.drop_last)
+                            shuffle=not overfit, drop_last=self.drop_last)
 
     def val_dataloader(self):
         return self._loader(self.val_x, getattr(self, "val_y", None), self.eval_batch_size,
