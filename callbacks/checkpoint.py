@@ -1,4 +1,4 @@
-"""last.ckpt every N optimizer steps, beside the per-epoch best/last checkpoints."""
+"""The per-epoch best and last checkpoints, and last.ckpt every N optimizer steps."""
 
 from __future__ import annotations
 
@@ -21,3 +21,35 @@ class StepCheckpoint(ModelCheckpoint):
         """False at 0: then train() leaves it out, since Lightning would still call each of its
         hooks at every step (it finds checkpoints by type, so they cannot join CallbackGroup)."""
         return self._every_n_train_steps > 0
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with `last.ckpt` written after every epoch again.
+
+    Since Lightning 2.6, `save_last=True` writes last.ckpt at an epoch's end only when a top-k
+    checkpoint was written at the same step: with `save_top_k=1`, only when val accuracy
+    improved. last.ckpt was then a copy of the best epoch, and a run killed 8 epochs after its
+    best resumed 8 epochs back. Here last.ckpt is written whenever the epoch's checkpointing
+    wrote nothing at this step; where Lightning still writes it (older versions, an improving
+    epoch) nothing more is written."""
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: a checkpoint written before this class (or by Lightning's own
+        # callback) restores its best score and path on resume.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def _save_last_if_not_saved(self, trainer) -> None:
+        # skipped when this step is already saved, and in sanity checks and fast_dev_run
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

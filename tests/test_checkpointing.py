@@ -356,3 +356,15 @@ def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epoch
     before = copy.deepcopy(no_batches)
     resume_after_epoch_end(no_batches)
     assert no_batches == before
+
+
+def test_the_epoch_checkpoint_keeps_model_checkpoints_state_key(tmp_path):
+    """Its state in a checkpoint is found under ModelCheckpoint's key: one written by Lightning's
+    own callback (before EpochCheckpoint) restores its best score and path on resume."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from callbacks.checkpoint import EpochCheckpoint
+
+    args = dict(dirpath=tmp_path, monitor="val/acc", mode="max", save_top_k=1, save_last=True)
+    assert EpochCheckpoint(**args).state_key == ModelCheckpoint(**args).state_key
+    assert EpochCheckpoint(**args).state_key.startswith("ModelCheckpoint{'monitor': 'val/acc'")

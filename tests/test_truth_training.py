@@ -192,6 +192,23 @@ def test_best_checkpoint_holds_the_best_epochs_weights(run):
         assert torch.equal(net[k], v), k
 
 
+def test_last_checkpoint_holds_the_last_epochs_weights_not_the_best(run):
+    """The last epoch (2) is not the best (1). Lightning 2.6 writes last.ckpt only beside a new
+    best one, so it held epoch 1 and a kill resumed an epoch back; EpochCheckpoint writes it
+    after every epoch, with the best score it has kept."""
+    r = run["results"]
+    ckpt = torch.load(run["out"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert r["best_val_epoch"] == 1
+    assert (ckpt["epoch"], ckpt["global_step"]) == (EPOCHS - 1, r["global_step"])
+    net = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    for k, v in run["weights"][-1].items():
+        assert torch.equal(net[k], v), k
+    # under ModelCheckpoint's own state key, with the best epoch's score and path
+    (key, state), = [(k, v) for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint{")]
+    assert float(state["best_model_score"]) == pytest.approx(r["best_val_acc"], abs=1e-6)
+    assert state["best_model_path"] == r["best_checkpoint"]
+
+
 def test_test_acc_is_the_best_checkpoints_accuracy_on_the_test_split(run):
     r = run["results"]
     best = accuracy(run["weights"][r["best_val_epoch"]], *run["test"])
