@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 
@@ -15,6 +17,16 @@ class StepCheckpoint(ModelCheckpoint):
                              "integer >= 0 (0 = only the per-epoch checkpoints)")
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_epochs=0,
                          every_n_train_steps=every_n_train_steps, enable_version_counter=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._every_n_train_steps or trainer.global_step % self._every_n_train_steps:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Under manual optimization (the module's own step) Lightning warns at each such save, in
+        # 20 lines, that the checkpoint holds the weights after the step: that is what it is
+        # meant to hold, as under Lightning's own loop.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     @property
     def enabled(self) -> bool:

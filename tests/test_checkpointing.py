@@ -368,3 +368,29 @@ def test_the_epoch_checkpoint_keeps_model_checkpoints_state_key(tmp_path):
     args = dict(dirpath=tmp_path, monitor="val/acc", mode="max", save_top_k=1, save_last=True)
     assert EpochCheckpoint(**args).state_key == ModelCheckpoint(**args).state_key
     assert EpochCheckpoint(**args).state_key.startswith("ModelCheckpoint{'monitor': 'val/acc'")
+
+
+def test_step_checkpoints_under_the_modules_own_step_write_without_lightnings_warning(tmp_path, recwarn):
+    """Lightning warns at each step checkpoint under manual optimization (20 lines: the weights
+    are those after the step, which is what it is meant to hold). Every 2 steps over 8: 4 writes
+    of last.ckpt, none of them with that warning."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from callbacks.checkpoint import StepCheckpoint
+    from src.model import BaseNetwork
+    from src.module import ClassifierModule
+    from src.optim import SGD
+
+    torch.manual_seed(0)
+    net = BaseNetwork(input_size=4, hidden_sizes=[5], num_classes=3)
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.1))
+    data = TensorDataset(torch.randn(48, 4), torch.randint(0, 3, (48,)))
+    io = AtomicCheckpointIO()
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu",
+                         callbacks=[StepCheckpoint(dirpath=str(tmp_path), every_n_train_steps=2)],
+                         plugins=[io], enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(data, batch_size=6))
+    assert module.automatic_optimization is False and trainer.global_step == 8
+    assert io.writes == 4 and (tmp_path / "last.ckpt").is_file()
+    assert not [w for w in recwarn if "manual optimization" in str(w.message)]
