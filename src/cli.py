@@ -221,7 +221,10 @@ def swept_keys() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Inside the Hydra app: the task
 
-PYTHON_FORMATWARNING = warnings.formatwarning
+def python_formatwarning(message, category, filename, lineno, line=None) -> str:
+    """Python's own warning format. Not `warnings.formatwarning` as found at import: Lightning
+    replaces it when it is imported, and this module may be imported after Lightning."""
+    return warnings._formatwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, None, line))
 
 
 def quiet_frameworks() -> None:
@@ -246,7 +249,7 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
     path = Path(filename).resolve()
     if path.is_relative_to(ROOT) and "site-packages" not in path.parts:
         return f"warning: {message}\n"
-    return PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+    return python_formatwarning(message, category, filename, lineno, line)
 
 
 def logs_above_the_progress_bar() -> None:
