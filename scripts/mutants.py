@@ -137,7 +137,11 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # exit status, the step checkpoint's argument. All of each file, against test_plumbing.py.
     **{name: (path, None, ["tests/test_plumbing.py"], 80) for name, path in (
         ("utils", "src/utils.py"), ("progress", "callbacks/progress.py"),
-        ("interrupt", "callbacks/interrupt.py"), ("step_checkpoint", "callbacks/checkpoint.py"))},
+        ("interrupt", "callbacks/interrupt.py"))},
+    # The checkpoint callbacks: the step checkpoint's argument and its quiet save under the
+    # module's own step; last.ckpt after every epoch and ModelCheckpoint's state key.
+    "step_checkpoint": ("callbacks/checkpoint.py", None, ["tests/test_plumbing.py", "tests/test_checkpointing.py",
+                                                          "tests/test_truth_training.py"], 80),
     # The resolvers, and the swept keys and job dir names they give the app (test_cli_units.py).
     "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py", "tests/test_cli_units.py"], 80),
     # The sweep report's exit status (test_plumbing.py) and the refused sweep's folders (run_app).
@@ -153,12 +157,14 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # restarted multirun continues each job (in-process, no training); the end block.
     "training_setup": ("src/training.py", ("only", ["check_run_settings", "build_module", "build_callbacks",
                                                     "build_loggers", "continue_sweep_job", "config_changes",
-                                                    "changes_on_resume", "run_warnings", "print_end"]),
+                                                    "changes_on_resume", "run_warnings", "print_end",
+                                                    "duration_seconds"]),
                        ["tests/test_run_setup.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
     # (the lines before it, building objects and the sweep-continue/resume logic, have their own
     # slower tests: test_endings.py, test_resume.py, test_determinism.py).
-    "training": ("src/training.py", ("only", ["train", "_finite", "_stopped_early", "_not_best_val_tested"], {"train": "trainer.fit("}),
+    "training": ("src/training.py", ("only", ["train", "_finite", "_stopped_early", "_not_best_val_tested",
+                                              "_not_all_tested"], {"train": "trainer.fit("}),
                  ["tests/test_truth_training.py", "tests/test_truth_divergence.py"], 80),
 }
 

@@ -394,3 +394,39 @@ def test_step_checkpoints_under_the_modules_own_step_write_without_lightnings_wa
     assert module.automatic_optimization is False and trainer.global_step == 8
     assert io.writes == 4 and (tmp_path / "last.ckpt").is_file()
     assert not [w for w in recwarn if "manual optimization" in str(w.message)]
+
+
+@pytest.mark.parametrize("on_train_epoch_end", [None, False])
+def test_the_epoch_checkpoint_writes_last_after_every_epoch_and_once(tmp_path, on_train_epoch_end):
+    """lr=1e-30: the val accuracy never improves after epoch 0, so Lightning 2.6 alone writes best
+    and last once and never again. EpochCheckpoint: last.ckpt after each of the 3 epochs, holding
+    that epoch, and no second write at a step already saved (epoch 0: best + last = 2 writes).
+    Saved at the train epoch's end (Lightning's choice here) or at validation's end."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from callbacks.checkpoint import EpochCheckpoint
+    from src.model import BaseNetwork
+    from src.module import ClassifierModule
+    from src.optim import SGD
+
+    torch.manual_seed(0)
+    net = BaseNetwork(input_size=4, hidden_sizes=[5], num_classes=3)
+    module = ClassifierModule(net, SGD(net.parameters(), lr=1e-30))  # a step too small to change a prediction
+    data = TensorDataset(torch.randn(24, 4), torch.randint(0, 3, (24,)))
+    io, epochs = AtomicCheckpointIO(), []
+
+    class LastEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if (tmp_path / "last.ckpt").is_file():
+                epochs.append(torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"])
+
+    checkpoint = EpochCheckpoint(dirpath=tmp_path, filename="best-{epoch}", monitor="val/acc", mode="max",
+                                 save_top_k=1, save_last=True, save_on_train_epoch_end=on_train_epoch_end)
+    trainer = pl.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, accelerator="cpu",
+                         callbacks=[checkpoint, LastEpoch()], plugins=[io], enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module, DataLoader(data, batch_size=6), DataLoader(data, batch_size=12))
+    epochs.append(torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"])
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["best-epoch=0.ckpt", "last.ckpt"]
+    assert epochs == [0, 1, 2] and io.writes == 4
