@@ -257,3 +257,22 @@ def test_other_errors_are_not_divergences(error):
     from callbacks.divergence import anomaly_divergence
 
     assert anomaly_divergence(error, None, None) is None
+
+
+def test_a_divergence_names_eps_when_the_modules_weights_are_float16():
+    """What the detector says is judged by the module's own weights: float16 (16-true) with
+    eps=1e-8 blames eps, the same module in float32 the learning rate."""
+    from types import SimpleNamespace
+
+    from callbacks.divergence import divergence
+
+    def module(dtype):
+        return SimpleNamespace(hparams={"optim_cfg": {"lr": 1e-3, "eps": 1e-8}, "init_cfg": {"_target_": "src.init.Kaiming"}},
+                               net=SimpleNamespace(config={"num_classes": 10}), first_loss=lambda: 2.3,
+                               parameters=lambda: iter([torch.zeros(2, dtype=dtype)]))
+
+    trainer = SimpleNamespace(global_step=5, current_epoch=0)
+    d = divergence(trainer, module(torch.float16), "loss became nan")
+    assert (str(d), d.step, d.epoch) == (f"loss became nan at step 5 (epoch 0): {FP16_EPS}", 5, 0)
+    assert str(divergence(trainer, module(torch.float32), "loss became nan", step=3)) == \
+        f"loss became nan at step 3 (epoch 0): {LR}"
