@@ -11,10 +11,11 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.checkpointing import HINT
+from src.cli import job_overrides
 from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
 from src.model import BaseNetwork
 from src.module import ClassifierModule
@@ -53,23 +54,44 @@ def best_checkpoint(given: str) -> Path:
     raise CheckpointError(f"ckpt_path={given} does not exist; {HINT}")
 
 
-def _trainer_precision(config) -> str | int | None:
-    trainer = config.get("trainer") if isinstance(config, dict) else None
-    return trainer.get("precision") if isinstance(trainer, dict) else None
-
-
-def run_precision(given: str, path: Path, state: dict) -> str | int:
-    """The `trainer.precision` the run tested with: its results.json's config (the run dir given,
-    or the one whose checkpoints/ holds the file), else the config stamped into the checkpoint
-    (a killed run wrote no results.json); 32-true, Lightning's default, when neither says."""
-    # results.json first: a run resumed with another precision tested with the last one, while
+def run_config(given: str, path: Path, state: dict) -> dict:
+    """The config the run tested with: its results.json's (the run dir given, or the one whose
+    checkpoints/ holds the file), else the one stamped into the checkpoint (a killed run wrote
+    no results.json); {} when neither says."""
+    # results.json first: a run resumed with another setting tested with the last one, while
     # its best checkpoint may carry an earlier try's stamp.
     run_dir = (Path(given) if Path(given).is_dir()
                else path.parent.parent if path.parent.name == "checkpoints" else None)
-    found = [_trainer_precision(read_json_object(run_dir / "results.json").get("config"))] if run_dir else []
     stamp = state.get("run")
-    found.append(_trainer_precision(stamp.get("config") if isinstance(stamp, dict) else None))
-    return next((p for p in found if p is not None), "32-true")
+    for config in (read_json_object(run_dir / "results.json").get("config") if run_dir else None,
+                   stamp.get("config") if isinstance(stamp, dict) else None):
+        if isinstance(config, dict):
+            return config
+    return {}
+
+
+def _section(config: dict, key: str) -> dict:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def run_precision(given: str, path: Path, state: dict) -> str | int:
+    """The `trainer.precision` the run tested with (run_config); 32-true, Lightning's default,
+    when it does not say."""
+    precision = _section(run_config(given, path, state), "trainer").get("precision")
+    return precision if precision is not None else "32-true"
+
+
+# The data settings that decide which images a split holds (split_seed: which 10,000 of the
+# training file are validation) and how they are batched (the last bit of a mean over batches).
+RUN_DATA_KEYS = ("split_seed", "eval_batch_size")
+
+
+def run_data_settings(cfg: DictConfig, run: dict) -> dict:
+    """The run's RUN_DATA_KEYS, less those given on eval.py's command line (those win)."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in job_overrides()}
+    data = _section(run, "data")
+    return {k: data[k] for k in RUN_DATA_KEYS if k in data and f"data.{k}" not in given}
 
 
 def evaluate(cfg: DictConfig) -> float:
@@ -84,7 +106,9 @@ def evaluate(cfg: DictConfig) -> float:
                               f"({type(e).__name__}); {HINT}") from None
     # The run's precision unless given: a bf16 run's test pass in float32 scores other images right.
     precision = cfg.precision if cfg.get("precision") is not None else run_precision(str(cfg.ckpt_path), path, state)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    # The run's split unless given: split=val of another split_seed holds images it trained on.
+    data_cfg = OmegaConf.merge(cfg.data, run_data_settings(cfg, run_config(str(cfg.ckpt_path), path, state)))
+    datamodule = hydra.utils.instantiate(data_cfg)
     check_accelerator("accelerator", cfg.accelerator)
     try:
         trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False,
@@ -102,6 +126,7 @@ def evaluate(cfg: DictConfig) -> float:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", {"status": "ok", "checkpoint": str(path), "split": cfg.split,
-                                          "precision": trainer.precision, "acc": acc, "loss": loss})
+                                          "split_seed": data_cfg.split_seed, "precision": trainer.precision,
+                                          "acc": acc, "loss": loss})
     print(f"{cfg.split} acc {100 * acc:.2f} %  (loss {loss:.4f})  {path}", flush=True)
     return acc

@@ -74,3 +74,19 @@ def test_a_float64_checkpoint_is_not_rounded_to_float32(tmp_path, data_dir):
         expected = F.cross_entropy(net(x.double()), y).item()
     assert record["precision"] == "64-true"
     assert record["loss"] == pytest.approx(expected, rel=1e-12)  # rounded through float32: off by ~1e-9
+
+
+def test_eval_of_the_val_split_uses_the_runs_split_unless_given(tmp_path, data_dir, monkeypatch):
+    """A run with data.split_seed=7 validated on other images than the default split's 10,000:
+    split=val must score the run's own (its best_val_acc, exactly), and data.split_seed given to
+    eval.py still wins (then the images partly overlap what the run trained on)."""
+    from src.training import train
+
+    run = tmp_path / "run"
+    train(compose([*FAST, "data.split_seed=7", "trainer.limit_val_batches=null", "data.eval_batch_size=500"], run))
+    results = json.loads((run / "results.json").read_text())
+    acc, record = _eval(tmp_path, run, "split=val")
+    assert acc == results["best_val_acc"] and record["split_seed"] == 7
+    monkeypatch.setattr("src.evaluation.job_overrides", lambda: ["data.split_seed=42"])
+    acc42, record = _eval(tmp_path, run, "split=val", "data.split_seed=42", out="eval42")
+    assert record["split_seed"] == 42 and acc42 != results["best_val_acc"]
