@@ -351,7 +351,7 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
     import shlex
 
     out = Path(cfg.paths.output_dir)
-    resume = f"python train.py ckpt_path={out}"
+    resume = resume_command(out)
     command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
     checkpoint = (out / "checkpoints" / "last.ckpt").is_file()
     resumable = checkpoint or stopped.reported  # train() wrote results.json naming the run dir
@@ -359,7 +359,7 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
         from hydra.core.hydra_config import HydraConfig
 
         if not any(a.startswith("hydra.sweep.dir=") for a in command):
-            command.append(f"hydra.sweep.dir={HydraConfig.get().sweep.dir}")
+            command.append(override("hydra.sweep.dir", HydraConfig.get().sweep.dir))
         next_step = f"continue the sweep: {shlex.join(command)}"
     else:
         next_step = f"resume with: {resume}" if resumable else f"start it again: {shlex.join(command)}"
@@ -421,6 +421,40 @@ def _key(arg: str) -> str:
     return arg.partition("=")[0].lstrip("+~")
 
 
+def _value(arg: str) -> str:
+    """An override's value as Hydra reads it: without the quotes around a quoted one."""
+    value = arg.split("=", 1)[1]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1].replace("\\" + value[0], value[0])
+    return value
+
+
+def override(key: str, value) -> str:
+    """`key=value` as Hydra will read it back: the value quoted when it holds a character its
+    override grammar gives a meaning to (a sweep job's dir is named `0_optim=sgd,seed=1`)."""
+    value = str(value)
+    if re.fullmatch(r"[\w./:@+-]*", value):
+        return f"{key}={value}"
+    return f"{key}='" + value.replace("'", "\\'") + "'"
+
+
+def shell_words(*words: str) -> str:
+    """A command line to copy: each word as the shell needs it, in double quotes where it can
+    be (`"ckpt_path='…'"` reads better than shlex's '"'"' splices)."""
+    import shlex
+
+    def word(w: str) -> str:
+        if re.fullmatch(r"[\w./:@+=,-]*", w):
+            return w
+        return f'"{w}"' if not re.search(r'["$`\\!]', w) else shlex.quote(w)
+
+    return " ".join(word(w) for w in words)
+
+
+def resume_command(run_dir) -> str:
+    return shell_words("python", "train.py", override("ckpt_path", run_dir))
+
+
 def _overrides(argv: list[str]) -> list[str]:
     """The command line's `key=value` overrides (not flags such as `--config-dir=…`)."""
     return [a for a in argv[1:] if "=" in a and not a.startswith("-")]
@@ -435,7 +469,7 @@ def refuse_a_used_run_dir(argv: list[str]) -> None:
     does; a checkpoint of another run resumed into it is refused as a new run would be."""
     if "-m" in argv or "--multirun" in argv:
         return
-    values = {_key(a): a.split("=", 1)[1] for a in _overrides(argv)}  # the last one of each key, as Hydra
+    values = {_key(a): _value(a) for a in _overrides(argv)}  # the last one of each key, as Hydra
     if not values.get("hydra.run.dir"):
         return
     run = Path(values["hydra.run.dir"])
@@ -452,7 +486,7 @@ def refuse_a_used_run_dir(argv: list[str]) -> None:
     finished = status in ("ok", "diverged")
     what = [f"status {status}" if status else "no results.json"]
     what += [f"{len(checkpoints)} checkpoint{'s' if len(checkpoints) != 1 else ''}"] if checkpoints else []
-    resume = f"resume it with: python train.py ckpt_path={run}; or " if "last.ckpt" in checkpoints and not finished else ""
+    resume = f"resume it with: {resume_command(run)}; or " if "last.ckpt" in checkpoints and not finished else ""
     raise UserError(f"hydra.run.dir={run} already holds a {'finished' if finished else 'stopped'} run "
                     f"({', '.join(what)}); {resume}give a new hydra.run.dir, or delete that one: a new run "
                     "there would overwrite its results.json and mix their checkpoints")
@@ -466,7 +500,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     given = [a for a in overrides if _key(a) == "ckpt_path"]
     if not given or "-m" in argv or "--multirun" in argv:
         return argv
-    value = given[-1].split("=", 1)[1]
+    value = _value(given[-1])
     if value in ("", "null"):
         return argv
     # Lazy: torch (for the checkpoint format) is only worth importing when resuming.
@@ -488,7 +522,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         original = [str(a) for a in yaml.safe_load(saved.read_text()) or [] if _key(str(a)) not in user_keys]
     argv = [argv[0], *original, *argv[1:]]
     if "hydra.run.dir" not in user_keys:
-        argv.append(f"hydra.run.dir={run_dir}")
+        argv.append(override("hydra.run.dir", run_dir))
     print(f"resuming {ckpt} in {run_dir}" + (f" with its overrides: {' '.join(original)}" if original else ""),
           file=sys.stderr, flush=True)
     return argv

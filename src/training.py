@@ -388,7 +388,7 @@ def train(cfg: DictConfig) -> float | None:
         results.update(diverged_step=diverged.step, diverged_epoch=diverged.epoch, error=str(diverged))
     if interrupted:
         results.update(signal=interrupted.signal_name, error=str(interrupted),
-                       resume=f"python train.py ckpt_path={out}")
+                       resume=cli.resume_command(out))
     results["warnings"] = stamp["changes"] + run_warnings(module, callbacks, val_scores)
     if status == "ok" and (what := _stopped_early(cfg, trainer)):
         results["warnings"].append(what)

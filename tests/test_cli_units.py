@@ -1158,8 +1158,9 @@ def test_resume_a_sweep_jobs_dir_whose_name_holds_equals_signs(tmp_path):
     job = tmp_path / "multirun" / "0_optim=sgd,seed=1"
     (job / "checkpoints").mkdir(parents=True)
     (job / "checkpoints" / "last.ckpt").write_bytes(b"")
-    argv = ["train.py", f"ckpt_path={job}"]
-    assert cli.resume_argv(argv) == [*argv, f"hydra.run.dir={job.resolve()}"]
+    # quoted, as a stopped job prints it: unquoted, Hydra's parser stops at the second `=`
+    argv = ["train.py", f"ckpt_path='{job}'"]
+    assert cli.resume_argv(argv) == [*argv, f"hydra.run.dir='{job.resolve()}'"]
 
 
 def test_a_bare_argument_is_not_an_override_to_keep(tmp_path):
@@ -1287,3 +1288,19 @@ def test_in_group_reads_the_root_cause_and_last_line_falls_back_to_the_type():
     assert in_group("init", outer) == "init.std=-1: must be > 0"
     assert last_line(ValueError("  \n ")) == "ValueError"
     assert last_line(ValueError("a\n  b  \n")) == "b"
+
+
+@pytest.mark.parametrize("value", ["/tmp/x/run", "/tmp/a:b/c", "/tmp/~x", "/tmp/a+b", "/tmp/it's", "/tmp/sp ace",
+                                   "/tmp/p/1_callbacks=essential,data.batch_size=64,seed=1", 'a"b', "$HOME/x"])
+def test_a_printed_override_reads_back_as_the_value_in_hydra_and_the_shell(value):
+    """A sweep job's dir (`1_optim=sgd,seed=1`) given unquoted to ckpt_path= was a Hydra parse
+    error: the resume command a stopped sweep job printed did not run."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    word = cli.override("ckpt_path", value)
+    assert OverridesParser.create().parse_override(word).value() == value
+    assert cli._value(word) == value  # as resume_argv reads it
+    assert shlex.split(cli.shell_words("python", "train.py", word)) == ["python", "train.py", word]
+    assert cli.override("ckpt_path", "/tmp/plain/run") == "ckpt_path=/tmp/plain/run"  # nothing to quote

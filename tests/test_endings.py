@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 import pytorch_lightning as pl
@@ -176,3 +177,26 @@ def test_sigterm_during_validation_is_interrupted_too(tmp_path, data_dir):
     resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((run / "results.json").read_text())["status"] == "ok"
+
+
+def test_a_sweep_jobs_resume_command_runs_as_printed(tmp_path, data_dir):
+    """A sweep job's dir is named by its overrides (`0_callbacks=none,optim=sgd,…`): the command
+    results.json and the stop line give to resume it as a single run was a Hydra parse error
+    (`ckpt_path=` unquoted). Run through the shell as printed, it resumes that job in its dir."""
+    import shlex
+
+    from src.cli import resume_command
+    from tests.conftest import PYTHON, ROOT
+
+    sweep = tmp_path / "sweep"
+    first = run_script("train.py", "-m", *FAST, "optim=sgd", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (job,) = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
+    assert "=" in job.name and "," in job.name
+    command = shlex.split(resume_command(job))
+    assert command[:2] == ["python", "train.py"]
+    res = subprocess.run([PYTHON, str(ROOT / "train.py"), *command[2:], "trainer.max_epochs=2"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PROJECT_ROOT": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads((job / "results.json").read_text())
+    assert (r["status"], r["epochs"], r["resumed_from"]) == ("ok", 2, str(job / "checkpoints" / "last.ckpt"))
