@@ -70,7 +70,7 @@ def init_variances(init_scheme, net: nn.Module) -> list[tuple[float, float, str]
         if kind is schemes.Const:
             w, b = 0.0, 0.0  # all equal: no variance (the mean is not 0: the theory does not apply)
         elif kind is schemes.Normal:
-            w = b = init_scheme.std ** 2
+            w = b = init_scheme.std * init_scheme.std  # inf past 1e154, where `** 2` raises OverflowError
         elif kind is schemes.EqualVar:
             w, b = 1 / d_in, 0.0
         elif kind in (schemes.Xavier, schemes.XavierNormal):
@@ -294,9 +294,10 @@ def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, list[
         grads = torch.autograd.grad(loss, outputs + [m.weight for m in layers.values()])
     n = len(x)
     rows = []
+    # Reduce in float64 (as tensor_stats does): a float32 output of ~1e22 is finite, its square is not.
     for out, d_out, d_w in zip(outputs, grads[: len(layers)], grads[len(layers):], strict=True):
-        rows.append(torch.stack([out.detach().float().var(correction=0), d_out.float().var(correction=0),
-                                 (d_w.float() / n).var(correction=0)]))
+        rows.append(torch.stack([out.detach().double().var(correction=0), d_out.double().var(correction=0),
+                                 (d_w.double() / n).var(correction=0)]))
     table = torch.stack(rows).cpu().tolist()
     return {"forward": [r[0] for r in table], "backward": [r[1] for r in table],
             "weight_gradient": [r[2] for r in table]}
@@ -353,7 +354,8 @@ def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.n
 
     Flag: the prediction lies outside the band *and* more than `tolerance` (relative) away from
     the measured mean. The band alone would flag, at 10 draws, ~1 layer in 20 by chance and any
-    of the O(1/width) effects the mean-field theory leaves out (a few %, docs/diagnostics.md)."""
+    of the O(1/width) effects the mean-field theory leaves out (a few %, docs/diagnostics.md).
+    Flag None: not compared, the measured or the predicted mean is not finite."""
     from scipy import stats
 
     draws = raw["forward"].shape[0]
@@ -370,7 +372,8 @@ def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.n
                 half = float("nan")
             lo, hi = mean - half, mean + half
             outside = half == half and not lo <= predicted <= hi
-            flag = bool(outside and abs(mean - predicted) > tolerance * abs(predicted)) if math.isfinite(mean) else None
+            comparable = math.isfinite(mean) and math.isfinite(predicted)
+            flag = bool(outside and abs(mean - predicted) > tolerance * abs(predicted)) if comparable else None
             row[q] = {"predicted": predicted, "mean": mean, "lo": lo, "hi": hi, "flag": flag,
                       "ratio": mean / predicted if predicted > 0 else None,
                       "draws": [float(v) for v in per_draw]}

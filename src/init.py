@@ -86,8 +86,10 @@ class Normal(InitScheme):
 
     def __init__(self, std: float = 0.01, generator: torch.Generator | None = None):
         super().__init__(generator)
-        if not std > 0:
+        if not std > 0:  # `not >` also refuses NaN
             raise ValueError(f"Invalid std={std!r}: must be > 0")
+        if not math.isfinite(std):  # inf would draw inf/NaN weights, and no theory applies to them
+            raise ValueError(f"Invalid std={std!r}: must be > 0 and finite")
         self.std = float(std)
 
     def init_linear(self, layer, index):

@@ -209,9 +209,13 @@ def sci(v) -> str:
     return "—" if v is None or v != v else f"{v:.2e}"
 
 
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
 def _ends(values: list[float]) -> tuple[int, int] | None:
-    """Positions of the first and last known values (not None, not NaN), when both are > 0."""
-    known = [i for i, v in enumerate(values) if v is not None and v == v]
+    """Positions of the first and last known values (not None, not NaN, not inf), when both are > 0."""
+    known = [i for i, v in enumerate(values) if _finite(v)]  # an inf end would make the factor ×inf or ÷0
     if len(known) < 2 or values[known[0]] <= 0 or values[known[-1]] <= 0:
         return None
     return known[0], known[-1]
@@ -226,7 +230,7 @@ def trend_sentence(values: list[float], names: list[str], what: str, direction: 
     factor is within ×2 but adds up), or, when the last value is within ×2 of the first but the
     middle is not, uneven (a bump is no trend)."""
     ends = _ends(values)
-    finite = [v for v in values if v is not None and v == v and v > 0]
+    finite = [v for v in values if _finite(v) and v > 0]
     if ends is None:
         return f"{what}: no positive values to compare."
     first, last = ends
@@ -245,12 +249,44 @@ def trend_sentence(values: list[float], names: list[str], what: str, direction: 
     return f"{what} {verb} ×{per_layer:.3g} per layer {direction} (×{spread:.3g} from {span}): {verdict}."
 
 
+def not_compared(report: dict, quantity: str) -> dict[str, list[str]]:
+    """{reason: [layer, ...]} for the layers whose prediction was never held against a band: they
+    are neither flagged nor explained."""
+    reasons: dict[str, list[str]] = {}
+    for name, row in report["layers"].items():
+        r = row[quantity]
+        if not _finite(r["mean"]):
+            why = "the measured variance is not finite"
+        elif not _finite(r["predicted"]):
+            why = "the predicted variance is not finite"
+        elif not _finite(r["lo"]) or not _finite(r["hi"]):
+            why = "one draw gives no band; probe.draws >= 2 does"
+        else:
+            continue
+        reasons.setdefault(why, []).append(name)
+    return reasons
+
+
 def flag_sentence(report: dict, quantity: str) -> str:
     flagged = report["flags"][quantity]
-    if not flagged:
-        return "The prediction lies inside the band (or within the theory's tolerance) at every layer: the formula explains it."
-    return (f"Flagged ({', '.join(flagged)}): measurement and prediction differ by more than {report['draws']} draws "
-            "and the theory's tolerance explain; an assumption fails there (docs/diagnostics.md).")
+    skipped = not_compared(report, quantity)
+    total = len(report["layers"])
+    n_skipped = sum(len(names) for names in skipped.values())
+    why = "; ".join(f"{', '.join(names)} ({reason})" for reason, names in skipped.items())
+    if n_skipped == total:
+        return f"No layer could be compared with the prediction: {why}."
+    if flagged:
+        verdict = (f"Flagged ({', '.join(flagged)}): measurement and prediction differ by more than {report['draws']} "
+                   "draws and the theory's tolerance explain; an assumption fails there (docs/diagnostics.md).")
+    elif not n_skipped:
+        verdict = ("The prediction lies inside the band (or within the theory's tolerance) at every layer: "
+                   "the formula explains it.")
+    else:
+        compared = total - n_skipped
+        layers = "the 1 layer" if compared == 1 else f"all {compared} layers"
+        verdict = (f"The prediction lies inside the band (or within the theory's tolerance) at {layers} compared: "
+                   "the formula explains it there.")
+    return f"{verdict} {n_skipped} of {total} layers not compared: {why}." if n_skipped else verdict
 
 
 def print_tables(result: dict) -> None:
@@ -272,11 +308,13 @@ def print_tables(result: dict) -> None:
                              ("measured", "right"), ("95 % band of measured", "center"),
                              ("meas/pred", "right"), ("flag", "center")):
             table.add_column(col, justify=justify)
+        skipped = {layer for group in not_compared(report, q).values() for layer in group}
         for name in names:
             r = report["layers"][name][q]
             ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            flag = "!" if r["flag"] else "—" if name in skipped else ""  # —: no verdict, not a pass
             table.add_row(name, _shape(meta, name), sci(r["predicted"]), sci(r["mean"]),
-                          f"{sci(r['lo'])} – {sci(r['hi'])}", ratio, "!" if r["flag"] else "")
+                          f"{sci(r['lo'])} – {sci(r['hi'])}", ratio, flag)
         console.print(table)
         means = [report["layers"][n][q]["mean"] for n in names]
         if q == "forward":

@@ -235,6 +235,10 @@ def test_init_runs_without_autograd_and_returns_model():
         (lambda: Normal(std=0.0), r"std=0\.0: must be > 0"),
         (lambda: get_init("normal", std=-1), r"std=-1: must be > 0"),
         (lambda: Const(fill=math.inf), r"fill=inf: must be a finite number"),
+        (lambda: Const(fill=math.nan), r"fill=nan: must be a finite number"),
+        (lambda: Normal(std=math.nan), r"^Invalid std=nan: must be > 0$"),
+        (lambda: Normal(std=math.inf), r"^Invalid std=inf: must be > 0 and finite$"),
+        (lambda: get_init("normal", std=-math.inf), r"^Invalid std=-inf: must be > 0$"),
         (lambda: KaimingGain("swish"), r"nonlinearity='swish': must be one of \[.*'relu'.*\]"),
         (
             lambda: KaimingGain()(MLP("swish", act=nn.SiLU())),
@@ -246,6 +250,15 @@ def test_invalid_arguments(make, message):
     with pytest.raises(ValueError, match=message) as err:
         make()
     assert "\n" not in str(err.value)
+
+
+def test_an_infinite_std_override_is_one_error_line_in_config_terms():
+    """`init.std=inf` on the command line: refused as the CLI prints it, like `optim.lr=inf`."""
+    from src.errors import in_group
+
+    with pytest.raises(Exception) as err:
+        hydra.utils.instantiate(OmegaConf.create({"_target_": "src.init.Normal", "std": math.inf}))
+    assert in_group("init", err.value) == "init.std=inf: must be > 0 and finite"
 
 
 def test_registry():

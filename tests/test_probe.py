@@ -262,6 +262,19 @@ def test_constant_init_is_flagged_and_has_no_gradient_variance_across_units(tmp_
     assert result["variance"]["warnings"] and "layers.0" in result["variance"]["warnings"][0]
 
 
+def test_an_exploding_init_reports_the_variance_its_table_shows(tmp_path, capsys):
+    """std=1e10: layers.2's outputs (~1e22) are finite in float32, their variance (~4e43) is not.
+    The theory table must measure what the tutorial's table shows, not inf, and compare it."""
+    cfg = compose_cfg("probe", tmp_path, ["init=normal", "init.std=1e10", "model.hidden_sizes=[16]",
+                                          "probe.draws=2", "probe.batches=1", "batch_size=128", "tensorboard=false"])
+    result = probe(cfg)
+    row = json.loads((tmp_path / "probe.json").read_text())["variance"]["layers"]["layers.2"]["forward"]
+    assert row["draws"][0] == pytest.approx(result["activations"]["layers.2"], rel=1e-6)
+    assert row["mean"] > 1e43 and row["flag"] is not None
+    out = capsys.readouterr().out
+    assert "inf" not in out
+
+
 def test_probe_outputs_header_tables_figure_and_tensorboard(tmp_path, capsys):
     import re
 
@@ -467,6 +480,26 @@ def test_measure_is_the_population_variance_of_outputs_and_gradients():
                                                     pop(net.layers[2].weight.grad / 3)], rel=1e-5)
 
 
+def test_measure_of_a_finite_float32_output_whose_square_overflows_is_finite():
+    """Outputs of ~1e22 are finite in float32 but their squares (1e44) are not: the variance must
+    still come out finite, equal to the float64 one (as the tutorial's table computes it)."""
+    torch.manual_seed(3)
+    net = BaseNetwork(act_fn="relu", input_size=4, num_classes=3, hidden_sizes=[2])
+    get_init("normal", std=1e11)(net)
+    x, y = torch.randn(3, 4), torch.tensor([0, 2, 1])
+    logits = net(x)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert not torch.isfinite(logits.var(correction=0))  # what a float32 reduction gives
+    got = measure(net, x, y)
+    assert got["forward"][1] == pytest.approx(float(np.var(logits.detach().double().numpy())), rel=1e-12)
+    assert got["forward"][1] > 1e40
+
+
+def test_a_std_whose_square_overflows_predicts_inf_instead_of_crashing():
+    net = BaseNetwork(act_fn="relu", input_size=4, num_classes=3, hidden_sizes=[2])
+    assert init_variances(get_init("normal", std=1e200), net)[0] == (math.inf, math.inf, "formula")
+
+
 def test_redraw_leaves_the_net_and_the_random_streams_alone():
     torch.manual_seed(0)
     net = BaseNetwork(act_fn="relu", input_size=6, num_classes=3, hidden_sizes=[5])
@@ -610,6 +643,17 @@ def test_summarize_band_flags_and_lines_by_hand():
     assert math.isnan(broken["layers"]["layers.1"]["forward"]["lo"])
 
 
+def test_a_non_finite_prediction_is_not_compared():
+    """inf or NaN predicted: no verdict (flag None), not "explained" (flag False)."""
+    from callbacks.variance_probe import summarize
+
+    raw = {q: np.array([[[1.0, 2.0]], [[1.1, 2.1]], [[0.9, 1.9]]]) for q in ("forward", "backward", "weight_gradient")}
+    pred = {q: np.broadcast_to([np.inf, np.nan], (3, 1, 2)).copy() for q in ("forward", "backward")}
+    report = summarize(["layers.0", "layers.1"], raw, pred)
+    assert [report["layers"][n]["forward"]["flag"] for n in ("layers.0", "layers.1")] == [None, None]
+    assert report["flags"] == {"forward": [], "backward": []}
+
+
 # --- the sentences under the tables: what a reader takes away ----------------------------------
 
 def test_trend_sentence_verdicts_and_their_edges():
@@ -656,15 +700,80 @@ def test_trend_sentence_verdicts_and_their_edges():
     assert trend_sentence([0.5, 2.5, 1.0], names[:3], "v").endswith(": mild growth.")
     for values in ([0.0, 0.0, 0.0], [float("nan"), 1.0], [None, None], [2.0]):
         assert trend_sentence(values, names[: len(values)], "v") == "v: no positive values to compare."
+    # an inf is no known value either: no "×inf per layer", and no ÷0 when it is the first
+    assert trend_sentence([7.75e22, math.inf], names[:2], "v") == "v: no positive values to compare."
+    assert trend_sentence([math.inf, 1.0, 4.0], names[:3], "v") == (
+        "v grows ×4 per layer with depth (×4 from layers.2 to layers.4): exploding.")
     # a NaN in the middle is skipped, not compared
     assert trend_sentence([1.0, float("nan"), 1.1], names[:3], "v") == "v stays within ×1.1 from layers.0 to layers.4: stable."
+
+
+def sentence_report(forward, backward=None, draws=10):
+    """summarize() of `draws` draws per layer: {name: (measured, predicted)}; the draws spread ±1 %."""
+    from callbacks.variance_probe import summarize
+
+    backward = backward or forward
+    names = list(forward)
+    spread = np.linspace(0.99, 1.01, draws)[:, None, None]
+    raw = {q: spread * np.array([[[rows[n][0] for n in names]]]) for q, rows in
+           (("forward", forward), ("backward", backward), ("weight_gradient", forward))}
+    pred = {q: np.broadcast_to([rows[n][1] for n in names], (draws, 1, len(names))).copy()
+            for q, rows in (("forward", forward), ("backward", backward))}
+    return {**summarize(names, raw, pred), "draws": draws}
+
+
+def test_flag_sentence_counts_only_the_layers_it_compared():
+    """A layer without a verdict (non-finite measurement or prediction, no band) is neither flagged
+    nor explained: the sentence says which and why, never "at every layer"."""
+    from src.probe import flag_sentence
+
+    inf, nan = math.inf, math.nan
+    one_inf = sentence_report({"layers.0": (1.0, 1.0), "layers.2": (inf, 6e43)})
+    assert one_inf["layers"]["layers.2"]["forward"]["flag"] is None
+    assert flag_sentence(one_inf, "forward") == (
+        "The prediction lies inside the band (or within the theory's tolerance) at the 1 layer compared: the "
+        "formula explains it there. 1 of 2 layers not compared: layers.2 (the measured variance is not finite).")
+    mixed = sentence_report({"layers.0": (1.0, 2.0), "layers.2": (1.0, 1.0), "layers.4": (nan, 1.0),
+                             "layers.6": (1.0, inf)})
+    assert flag_sentence(mixed, "forward") == (
+        "Flagged (layers.0): measurement and prediction differ by more than 10 draws and the theory's tolerance "
+        "explain; an assumption fails there (docs/diagnostics.md). 2 of 4 layers not compared: layers.4 (the "
+        "measured variance is not finite); layers.6 (the predicted variance is not finite).")
+    assert flag_sentence(sentence_report({"layers.0": (1.0, 1.0), "layers.2": (2.0, 2.0), "layers.4": (inf, 1.0)}),
+                         "forward").startswith("The prediction lies inside the band (or within the theory's "
+                                               "tolerance) at all 2 layers compared: ")
+    assert flag_sentence(sentence_report({"layers.0": (inf, 1.0), "layers.2": (nan, 1.0)}), "forward") == (
+        "No layer could be compared with the prediction: layers.0, layers.2 (the measured variance is not finite).")
+    # one draw: no band, so nothing was compared (summarize flags nothing there)
+    single = sentence_report({"layers.0": (1.0, 1.0), "layers.2": (1.0, 5.0)}, draws=1)
+    assert single["flags"]["forward"] == []
+    assert flag_sentence(single, "forward") == ("No layer could be compared with the prediction: layers.0, "
+                                                "layers.2 (one draw gives no band; probe.draws >= 2 does).")
+
+
+def test_the_flag_column_marks_a_layer_without_a_verdict(capsys):
+    """`—` where the sentence says "not compared"; blank (explained) only where a band held the prediction."""
+    from src.probe import print_tables
+
+    shapes = {"layers.0": [4, 3], "layers.2": [3, 2]}
+    report = sentence_report({"layers.0": (1.0, 1.0), "layers.2": (math.inf, 6e43)},
+                             {"layers.0": (1.0, 1.0), "layers.2": (1.0, 1.0)})
+    report.update(batches=1, batch_size=8)
+    print_tables({"meta": {"arguments": "init=normal", "seed": 0, "shapes": shapes, "gradient_means": {}},
+                  "variance": report, **{k: dict.fromkeys(shapes, 1.0) for k in ("activations", "gradients", "weights")}})
+    forward = capsys.readouterr().out.split("Backward")[0]
+    rows = {line.split()[0]: line.rstrip() for line in forward.splitlines() if line.lstrip().startswith("layers.")}
+    assert rows["layers.2"].endswith("—") and not rows["layers.0"].endswith("—")
 
 
 def test_flag_and_gradient_sentences():
     from src.probe import flag_sentence, gradient_sentence
 
-    report = {"draws": 10, "flags": {"forward": [], "backward": ["layers.6", "layers.8"]}}
-    assert flag_sentence(report, "forward").startswith("The prediction lies inside the band")
+    report = sentence_report({"layers.6": (1.0, 1.0), "layers.8": (1.0, 1.0)},
+                             {"layers.6": (1.0, 2.0), "layers.8": (1.0, 2.0)})
+    assert report["flags"] == {"forward": [], "backward": ["layers.6", "layers.8"]}
+    assert flag_sentence(report, "forward") == ("The prediction lies inside the band (or within the theory's "
+                                                "tolerance) at every layer: the formula explains it.")
     assert flag_sentence(report, "backward") == (
         "Flagged (layers.6, layers.8): measurement and prediction differ by more than 10 draws and the "
         "theory's tolerance explain; an assumption fails there (docs/diagnostics.md).")
