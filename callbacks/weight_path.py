@@ -12,7 +12,9 @@ On disk, in the run dir:
 
 Each file is written once, atomically (temp name + rename), so a kill never leaves a torn one.
 Step 0 is the initial weights; at float16 a point of the tutorial's MLP (633k parameters) is
-1.27 MB, so the default 40-epoch run keeps 41 points, 52 MB.
+1.27 MB, so the default 40-epoch run keeps 41 points, 52 MB. A point whose weights do not fit
+in the dtype (float16 ends at 65504) is kept in float32 instead, with a warning in the run's
+results.json: its file's weights tensor says which dtype it holds.
 
 Resume: the steps recorded so far are part of the callback's state in every checkpoint. A
 resumed run deletes the points recorded after its checkpoint (the killed process got further
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from src.utils import atomic_write_bytes, atomic_write_json
 
@@ -102,6 +105,7 @@ class WeightPath(pl.Callback):
         self.dtype, self.dirname = dtype, dirname
         self.steps: list[int] = []  # recorded so far (restored from a checkpoint on resume)
         self._restored = False
+        self.warnings: list[str] = []  # src/training.py copies them into results.json
 
     # -- state in the checkpoint --------------------------------------------------------------
 
@@ -172,11 +176,23 @@ class WeightPath(pl.Callback):
         if not trainer.is_global_zero or step in self.steps:
             return
         with torch.no_grad():
-            flat = torch.cat([p.detach().reshape(-1) for _, p in self._params(pl_module)])
-            flat = flat.to(device="cpu", dtype=DTYPES[self.dtype])
+            full = torch.cat([p.detach().reshape(-1) for _, p in self._params(pl_module)])
+            flat = full.to(device="cpu", dtype=DTYPES[self.dtype])
+            # float16 turns weights past 65504 into inf, and an inf point makes the path useless
+            # for landscape.py: keep such a point in float32 (a diverged run's NaN stays as it is)
+            overflow = not bool(torch.isfinite(flat).all()) and bool(torch.isfinite(full).all())
+            if overflow:
+                flat = full.to(device="cpu", dtype=torch.float32)
         buf = io.BytesIO()
         batches = trainer.num_training_batches
         epochs_done = step / batches if 0 < batches < float("inf") else float(trainer.current_epoch)
+        if overflow and not self.warnings:  # once: later points fall back alike, said here
+            line = (f"weight path: the weights at step {step} (epoch {epochs_done:.3g}) reach "
+                    f"{float(full.abs().max()):.3g}, beyond {self.dtype}'s range "
+                    f"({torch.finfo(DTYPES[self.dtype]).max:.6g}); such points are recorded in float32 "
+                    "(twice the size)")
+            self.warnings.append(line)
+            rank_zero_warn(line)
         torch.save({"step": step, "epoch": epochs_done, "weights": flat}, buf)
         atomic_write_bytes(point_file(self._dir(trainer), step), buf.getvalue())
         self.steps.append(step)

@@ -265,10 +265,29 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
                 w[i] = run.final
             elif step == 0 and run.init is not None:
                 w[i] = run.init
+    if path is not None and (bad := first_nonfinite(path)) is not None:
+        # PCA of inf/NaN points fails deep in eigh: say which run and step, and what works instead
+        step, epoch, dtype = path["steps"][bad], path["epochs"][bad], path["dtype"]
+        cause = (f"its weights outgrew {dtype} (|w| > {torch.finfo(getattr(torch, dtype)).max:.6g}) or the run "
+                 "diverged" if dtype == "float16" else "the run diverged")
+        why = f"{run_dir}'s recorded weight path holds NaN or inf from step {step} (epoch {epoch:.3g}) on: {cause}"
+        if need_path:
+            raise CheckpointError(f"{why}; use directions=random, or train the run again (the recorder "
+                                  "keeps points past float16's range in float32)")
+        log.warning("%s; the recorded path is left out", why)
+        path = None
+        if run.init is not None and not bool(torch.isfinite(run.init).all()):
+            run.init, run.init_source = recreated, "recreated from the run's config and seed (the recorded path is not finite)"
     if path is not None and run.global_step in path["steps"]:  # exact, also mid-epoch
         run.epochs_done = path["epochs"][path["steps"].index(run.global_step)]
     run.path = path
     return run
+
+
+def first_nonfinite(path: dict) -> int | None:
+    """Index of the first recorded point holding NaN or inf, None if all are finite."""
+    finite = torch.isfinite(path["weights"]).all(dim=1)
+    return None if bool(finite.all()) else int((~finite).nonzero()[0])
 
 
 def _epochs_done(state: dict) -> float:
@@ -331,6 +350,11 @@ def pca_of_path(points: torch.Tensor, final: torch.Tensor, chunk: int = 1 << 16)
     for j in range(0, P, chunk):
         m = (points[:, j:j + chunk] - final[j:j + chunk]).double()
         gram += m @ m.T
+    finite = torch.isfinite(gram.diagonal())  # |m_t|^2: inf/NaN iff m_t holds one (float64 cannot overflow)
+    if not bool(finite.all()):  # eigh would fail ("ill-conditioned") or return NaN
+        what = "the final weights hold" if not bool(torch.isfinite(final).all()) else \
+            f"point {int((~finite).nonzero()[0])} of the recorded path ({T} points) holds"
+        raise CheckpointError(f"{what} NaN or inf; PCA needs finite weights: use directions=random")
     evals, evecs = torch.linalg.eigh(gram)
     order = torch.argsort(evals, descending=True)
     evals, evecs = evals[order].clamp_min(0), evecs[:, order]
@@ -1050,7 +1074,7 @@ def landscape(cfg: DictConfig) -> dict:
     if directions == "auto":
         directions = "pca" if all(r.path is not None and len(r.path["steps"]) >= 3 for r in runs) else "random"
         log.info("directions=auto: %s (%s)", directions, "every run has a recorded path" if directions == "pca"
-                 else f"not every run recorded its path; for PCA and the path, {WEIGHT_PATH_HINT}")
+                 else f"not every run has a usable recorded path; for PCA and the path, {WEIGHT_PATH_HINT}")
     results = []
     for run in runs:
         data = tuple(t.to(s.device) for t in load_subsets(data_dir, run.config, s.subset, s.seed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import runpy
 import signal
 import sys
@@ -126,6 +127,37 @@ def test_a_broken_recorded_path_is_named_not_a_traceback(killed_and_resumed, tmp
     assert loaded.path is None and file in caplog.text and "left out" in caplog.text
     with pytest.raises(CheckpointError, match=f"{file} is unreadable.*directions=random"):
         load_run(run, need_path=True)  # directions=pca needs it: one error line, not a traceback
+
+
+def test_a_path_that_overflowed_float16_is_one_line_naming_the_step(killed_and_resumed, tmp_path, caplog,
+                                                                    monkeypatch, capsys):
+    """A run recorded before the recorder kept such points in float32: its float16 points past
+    65504 are inf, on which PCA failed with a traceback from eigh."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[0], run)
+    for step in (3, 4):
+        point = torch.load(point_file(run / "weight_path", step), weights_only=True)
+        point["weights"][0] = float("inf")
+        torch.save(point, point_file(run / "weight_path", step))
+    why = (f"{run}'s recorded weight path holds NaN or inf from step 3 (epoch 0.6) on: its weights outgrew "
+           "float16 (|w| > 65504) or the run diverged; use directions=random, or train the run again")
+    with pytest.raises(CheckpointError, match="^" + re.escape(why)):
+        load_run(run, need_path=True)
+    loaded = load_run(run)  # directions=auto or random: left out, as an unreadable path is
+    assert loaded.path is None and "from step 3 (epoch 0.6) on" in caplog.text and "left out" in caplog.text
+    assert loaded.init is not None and torch.isfinite(loaded.init).all()
+    argv = ["landscape.py", f"run={run}", "directions=pca", f"hydra.run.dir={tmp_path / 'out'}",
+            "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "landscape.py"), run_name="__main__")
+    assert e.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {run}'s recorded weight path holds NaN or inf from "
+                                                   "step 3"), lines
+    assert not (tmp_path / "out" / "landscape.json").exists()
 
 
 def test_landscape_of_a_recorded_run(killed_and_resumed, tmp_path):

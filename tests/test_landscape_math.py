@@ -30,6 +30,7 @@ from src.landscape import (
     evaluate_family,
     evaluate_loop,
     evaluate_points,
+    first_nonfinite,
     fixed_subset,
     grid_axis,
     linear_and_activations,
@@ -217,6 +218,24 @@ def test_pca_needs_three_points_and_a_path_that_moved():
     still = pca_of_path(torch.ones(3, 10), torch.ones(10))  # every point is the final weights
     assert still.explained == (1.0, 0.0)
     assert not still.residual.any() and not still.coords.any()
+
+
+def test_pca_of_a_path_with_inf_or_nan_is_one_line_naming_the_point():
+    """A float16 point that overflowed holds inf: eigh would fail as "ill-conditioned"."""
+    gen = torch.Generator().manual_seed(2)
+    final = torch.randn(50, generator=gen)
+    points = final + torch.randn(5, 50, generator=gen)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        broken = points.clone()
+        broken[3, 7], broken[4, 0] = bad, bad
+        with pytest.raises(CheckpointError, match=r"^point 3 of the recorded path \(5 points\) holds NaN or inf; "
+                                                  r"PCA needs finite weights: use directions=random$"):
+            pca_of_path(broken, final, chunk=16)
+        with pytest.raises(CheckpointError, match=r"^the final weights hold NaN or inf"):
+            pca_of_path(points, torch.where(torch.arange(50) == 9, bad, final))
+    assert first_nonfinite({"weights": points}) is None
+    points[2, 49], points[4, 0] = float("inf"), float("nan")
+    assert first_nonfinite({"weights": points}) == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -284,3 +284,36 @@ def test_an_unreadable_path_names_its_file(tmp_path):
         assert str(err.value).startswith(f"{point} is unreadable ({why}"), str(err.value)
     point.write_bytes(good_point)
     assert load_path(tmp_path)["steps"] == [0, 5, 10]
+
+
+def test_a_point_past_float16s_range_is_kept_in_float32_with_one_warning(tmp_path):
+    """float16 ends at 65504: such weights would be written as inf, a path landscape.py cannot
+    use. The point is kept in float32 instead, and the run's warnings say so once."""
+    recorder, module = WeightPath(dtype="float16"), Line()
+    directory = tmp_path / "weight_path"
+    recorder.on_train_start(fake_trainer(tmp_path), module)  # in range: float16
+    with torch.no_grad():
+        module.net.weight[0, 0] = 2.9e6
+    huge = torch.cat([p.detach().reshape(-1) for p in module.parameters()]).clone()
+    with pytest.warns(UserWarning, match=r"^weight path: the weights at step 5 ") as said:  # the console's line
+        for step in (5, 10):
+            recorder._record(fake_trainer(tmp_path, step=step), module)
+    assert len(said) == 1
+    points = {s: torch.load(point_file(directory, s), weights_only=True)["weights"] for s in (0, 5, 10)}
+    assert [points[s].dtype for s in (0, 5, 10)] == [torch.float16, torch.float32, torch.float32]
+    assert torch.equal(points[5], huge) and torch.equal(points[10], huge)
+    assert recorder.warnings == ["weight path: the weights at step 5 (epoch 1) reach 2.9e+06, beyond float16's "
+                                 "range (65504); such points are recorded in float32 (twice the size)"]
+    path = load_path(tmp_path)  # mixed dtypes load as one float32 matrix; meta.json keeps the setting
+    assert path["dtype"] == "float16" and torch.isfinite(path["weights"]).all()
+    assert torch.equal(path["weights"][2], huge)
+    # bfloat16 holds float32's range: no fall-back; NaN weights (a diverged run) are not an overflow
+    other = WeightPath(dtype="bfloat16")
+    other._record(fake_trainer(tmp_path / "b", step=1), module)
+    assert torch.load(point_file(tmp_path / "b" / "weight_path", 1), weights_only=True)["weights"].dtype == torch.bfloat16
+    with torch.no_grad():
+        module.net.weight[0, 1] = float("nan")
+    nan = WeightPath(dtype="float16")
+    nan._record(fake_trainer(tmp_path / "n", step=1), module)
+    assert torch.load(point_file(tmp_path / "n" / "weight_path", 1), weights_only=True)["weights"].dtype == torch.float16
+    assert other.warnings == nan.warnings == []
