@@ -1181,11 +1181,31 @@ def write_report(sweep_dir: str | Path, tolerance_pt: float = TOLERANCE_PT) -> l
     return jobs
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its usage + error pair as one `error:` line, like every entry point's."""
+
+    def error(self, message):
+        usage = self.format_usage().strip().removeprefix("usage: ")
+        print(f"error: {message}; usage: {usage}", file=sys.stderr)
+        sys.exit(2)
+
+
+def tolerance_pt(text: str) -> float:
+    """--tolerance-pt: points of accuracy, > 0 and finite (-1 and nan gave 'within -1 pt')."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of points > 0 (accepted: e.g. 0.5, 1, 2)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.report",
-                                     description="Write summary.md/.csv/.png and tensorboard/ into a sweep dir.")
+    parser = OneLineParser(prog="python -m src.report",
+                           description="Write summary.md/.csv/.png and tensorboard/ into a sweep dir.")
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--tolerance-pt", type=float, default=TOLERANCE_PT,
+    parser.add_argument("--tolerance-pt", type=tolerance_pt, default=TOLERANCE_PT,
                         help="curves: width of the range within this many points of the best (default 1)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not args.sweep_dir.is_dir():

@@ -357,3 +357,20 @@ def test_seed_presets_compose(tmp_path):
         params = hydra_compose("train", ["experiment=init_study_seeds"], return_hydra_config=True).hydra.sweeper.params
         assert params.seed == "42,43,44" and params["model.act_fn"] == "tanh,relu"
         assert len(params.init.split(",")) == 8
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--tolerance-pt", "-1"], "argument --tolerance-pt: -1 is not a number of points > 0"),
+    (["--tolerance-pt", "nan"], "argument --tolerance-pt: nan is not a number of points > 0"),
+    (["--tolerance-pt", "abc"], "argument --tolerance-pt: abc is not a number of points > 0"),
+    ([], "the following arguments are required: sweep_dir")])
+def test_report_arguments_are_one_error_line(tmp_path, capsys, args, said):
+    """-1 and nan wrote 'within -1 pt of its best' into summary.md; argparse's own errors were
+    two lines (usage, then `prog: error:`)."""
+    from src.report import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*([str(tmp_path)] if args else []), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(f"error: {said}")
+    assert "usage: python -m src.report" in err and not list(tmp_path.iterdir())
