@@ -523,6 +523,8 @@ def rows_of(jobs: list[Job], keys: list[str], groups: list[Group]) -> tuple[list
                "status": j.status, "device": device_column(j.provenance)}
         for m in ("test_acc", "best_val_acc", "best_val_epoch", "epochs", "seconds"):
             row[m] = j.get(m) if j.results else None
+        if isinstance(row["best_val_epoch"], (int, float)) and row["best_val_epoch"] < 0:
+            row["best_val_epoch"] = None  # results.json's -1: no epoch was validated, no best one
         if with_ref:
             row["tutorial_test_acc"] = tutorial_reference(j)
         row["notes"] = "; ".join(j.notes)

@@ -754,3 +754,13 @@ def test_val_curves_figure_counts_epochs_from_0_as_best_val_epoch_does():
     assert 85.0 + 100 * half > 100 and band[:, 1].max() == 100.0  # the band ends at 100 %
     assert 55.0 - 100 * half < 0 and band[:, 1].min() == 0.0  # and at 0 %
     assert band[:, 0].min() == 0
+
+
+def test_a_job_that_validated_no_epoch_has_no_best_epoch_in_its_row():
+    """results.json's best_val_epoch -1 (a run that diverged in its first epoch) is no epoch: the
+    row leaves it blank, as its test_acc, instead of showing -1. Epoch 0 stays 0."""
+    d = ok_job("0_optim=sgd", None, seed=1, status="diverged", best_val_epoch=-1, epochs=0)
+    e = ok_job("1_optim=sgd", 0.5, seed=2, best_val_epoch=0, epochs=1)
+    _, rows = rows_of([d, e], [], [])
+    assert (rows[0]["best_val_epoch"], rows[0]["epochs"]) == (None, 0)
+    assert rows[1]["best_val_epoch"] == 0
