@@ -471,3 +471,18 @@ def test_accumulated_batches_give_one_loss_per_optimizer_step(tmp_path):
         (i, pytest.approx(v, rel=1e-12)) for i, v in enumerate(expected)]
     epoch_loss = [v for k, _, v in points.points if k == "train/epoch_loss"]
     assert epoch_loss == pytest.approx([sum(expected[:2]) / 2, sum(expected[2:]) / 2], rel=1e-6)
+
+
+def test_each_epochs_seconds_and_the_tested_images_are_counted(tmp_path):
+    """results.json's timing.epoch_seconds (one per epoch, each inside the fit's wall time) and
+    the number of images test_acc is over (a second test pass counts afresh)."""
+    import time
+
+    started = time.perf_counter()
+    module, trainer, _ = _fit_with(tmp_path, True)
+    wall = time.perf_counter() - started
+    assert len(module.epoch_seconds) == 2 and all(0 < s < wall for s in module.epoch_seconds)
+    assert sum(module.epoch_seconds) < wall
+    for _ in range(2):
+        trainer.test(module, loader(TEST, 4), verbose=False)
+        assert module.tested_images == len(TEST[0]) == 9
