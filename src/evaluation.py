@@ -48,6 +48,12 @@ def best_checkpoint(given: str) -> Path:
         found = sorted((p / "checkpoints").glob("best-*.ckpt"), key=_rank)
         if found:
             return found[-1]
+        results = read_json_object(p / "results.json")
+        if results.get("status") in ("diverged", "failed", "interrupted") and not any((p / "checkpoints").glob("*.ckpt")):
+            # say why there is nothing to test, rather than point to a last.ckpt that is not there
+            why = str(results.get("error") or "").splitlines()[0:1]
+            raise CheckpointError(f"ckpt_path={given}: the run ended {results['status']} with no best-val "
+                                  f"checkpoint{(': ' + why[0]) if why else ''}; it has no weights to test")
         raise CheckpointError(f"ckpt_path={given} has no best-*.ckpt in checkpoints/; {HINT}")
     if p.exists():
         raise CheckpointError(f"ckpt_path={given} is neither a checkpoint file nor a run dir; {HINT}")

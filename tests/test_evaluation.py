@@ -27,6 +27,20 @@ def test_best_checkpoint_of_a_run_dir(tmp_path):
     with pytest.raises(CheckpointError) as e:
         best_checkpoint(str(run))
     assert str(e.value) == f"ckpt_path={run} has no best-*.ckpt in checkpoints/; {HINT}"
+    # a run that ended without one says how it ended, not which file to pass
+    (run / "results.json").write_text(json.dumps({"status": "diverged", "error": "loss became nan at step 4"}))
+    with pytest.raises(CheckpointError) as e:
+        best_checkpoint(str(run))
+    assert str(e.value) == (f"ckpt_path={run}: the run ended diverged with no best-val checkpoint: loss became "
+                            "nan at step 4; it has no weights to test")
+    (run / "results.json").write_text(json.dumps({"status": "interrupted"}))
+    with pytest.raises(CheckpointError, match=r": the run ended interrupted with no best-val checkpoint; it has no"):
+        best_checkpoint(str(run))
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")  # then there are weights: pass that file
+    with pytest.raises(CheckpointError, match=r"has no best-\*\.ckpt in checkpoints/; pass a run's checkpoints/last"):
+        best_checkpoint(str(run))
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "results.json").unlink()
     for name in ("best-epoch=02.ckpt", "best-epoch=10.ckpt", "best-epoch=05.ckpt", "last.ckpt"):
         (run / "checkpoints" / name).write_bytes(b"x")
     assert best_checkpoint(str(run)) == run / "checkpoints" / "best-epoch=10.ckpt"  # the last by name
