@@ -143,7 +143,7 @@ def _chosen_option(group: str, node) -> tuple[str | None, dict[str, dict]]:
         return None, {}
     options = {f.stem: yaml.safe_load(f.read_text()) or {} for f in sorted(folder.glob("*.yaml"))}
     options = {o: c for o, c in options.items() if isinstance(c, dict)}
-    given = [a.split("=", 1)[1] for a in _overrides(sys.argv) if _key(a) == group]
+    given = [a.split("=", 1)[1] for a in _overrides(sys.argv) if override_key(a) == group]
     if given and re.fullmatch(r"[\w/.-]+", given[-1]):  # one name, not a sweep's list
         return given[-1], {o: c for o, c in options.items() if o != given[-1]}
     target, node_keys = node.get("_target_"), {str(k) for k in node.keys()}
@@ -417,7 +417,8 @@ def _refused_by_config_library(e: BaseException) -> bool:
     return module.split(".")[0] in ("omegaconf", "hydra")
 
 
-def _key(arg: str) -> str:
+def override_key(arg: str) -> str:
+    """The key of an override: `optim.lr` of `+optim.lr=0.1`."""
     return arg.partition("=")[0].lstrip("+~")
 
 
@@ -469,7 +470,7 @@ def refuse_a_used_run_dir(argv: list[str]) -> None:
     does; a checkpoint of another run resumed into it is refused as a new run would be."""
     if "-m" in argv or "--multirun" in argv:
         return
-    values = {_key(a): _value(a) for a in _overrides(argv)}  # the last one of each key, as Hydra
+    values = {override_key(a): _value(a) for a in _overrides(argv)}  # the last one of each key, as Hydra
     if not values.get("hydra.run.dir"):
         return
     run = Path(values["hydra.run.dir"])
@@ -497,7 +498,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     same run dir (so the same TensorBoard run and checkpoints), and the run's original overrides
     from <run>/.hydra/overrides.yaml, under the ones given now (which win, key by key)."""
     overrides = _overrides(argv)
-    given = [a for a in overrides if _key(a) == "ckpt_path"]
+    given = [a for a in overrides if override_key(a) == "ckpt_path"]
     if not given or "-m" in argv or "--multirun" in argv:
         return argv
     value = _value(given[-1])
@@ -513,13 +514,13 @@ def resume_argv(argv: list[str]) -> list[str]:
     if ckpt.parent.name != "checkpoints":  # a checkpoint outside a run dir: resume in a new run
         return argv
     run_dir = ckpt.parent.parent
-    user_keys = {_key(a) for a in overrides}
+    user_keys = {override_key(a) for a in overrides}
     original = []
     saved = run_dir / ".hydra" / "overrides.yaml"
     if saved.is_file():
         import yaml
 
-        original = [str(a) for a in yaml.safe_load(saved.read_text()) or [] if _key(str(a)) not in user_keys]
+        original = [str(a) for a in yaml.safe_load(saved.read_text()) or [] if override_key(str(a)) not in user_keys]
     argv = [argv[0], *original, *argv[1:]]
     if "hydra.run.dir" not in user_keys:
         argv.append(override("hydra.run.dir", run_dir))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.checkpointing import HINT
-from src.cli import job_overrides
+from src.cli import job_overrides, override_key
 from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
 from src.model import BaseNetwork
 from src.module import ClassifierModule
@@ -81,10 +81,10 @@ def _section(config: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def run_precision(given: str, path: Path, state: dict) -> str | int:
-    """The `trainer.precision` the run tested with (run_config); 32-true, Lightning's default,
+def precision_of(run: dict) -> str | int:
+    """The `trainer.precision` of a run's config (run_config); 32-true, Lightning's default,
     when it does not say."""
-    precision = _section(run_config(given, path, state), "trainer").get("precision")
+    precision = _section(run, "trainer").get("precision")
     return precision if precision is not None else "32-true"
 
 
@@ -93,9 +93,9 @@ def run_precision(given: str, path: Path, state: dict) -> str | int:
 RUN_DATA_KEYS = ("split_seed", "eval_batch_size")
 
 
-def run_data_settings(cfg: DictConfig, run: dict) -> dict:
+def run_data_settings(run: dict) -> dict:
     """The run's RUN_DATA_KEYS, less those given on eval.py's command line (those win)."""
-    given = {o.split("=", 1)[0].lstrip("+~") for o in job_overrides()}
+    given = {override_key(o) for o in job_overrides()}
     data = _section(run, "data")
     return {k: data[k] for k in RUN_DATA_KEYS if k in data and f"data.{k}" not in given}
 
@@ -110,10 +110,11 @@ def evaluate(cfg: DictConfig) -> float:
     except Exception as e:
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} is not a checkpoint of this app "
                               f"({type(e).__name__}); {HINT}") from None
+    run = run_config(str(cfg.ckpt_path), path, state)
     # The run's precision unless given: a bf16 run's test pass in float32 scores other images right.
-    precision = cfg.precision if cfg.get("precision") is not None else run_precision(str(cfg.ckpt_path), path, state)
+    precision = cfg.precision if cfg.get("precision") is not None else precision_of(run)
     # The run's split unless given: split=val of another split_seed holds images it trained on.
-    data_cfg = OmegaConf.merge(cfg.data, run_data_settings(cfg, run_config(str(cfg.ckpt_path), path, state)))
+    data_cfg = OmegaConf.merge(cfg.data, run_data_settings(run))
     datamodule = hydra.utils.instantiate(data_cfg)
     check_accelerator("accelerator", cfg.accelerator)
     try:
@@ -126,8 +127,8 @@ def evaluate(cfg: DictConfig) -> float:
     if trainer.precision == "64-true":
         module.double()  # a float64 run's weights, not rounded to float32 on the way in
     module.load_state_dict(state["state_dict"])
-    run = trainer.test if cfg.split == "test" else trainer.validate
-    metrics = run(module, datamodule=datamodule, verbose=False)[0]
+    test = trainer.test if cfg.split == "test" else trainer.validate
+    metrics = test(module, datamodule=datamodule, verbose=False)[0]
     acc, loss = float(metrics[f"{cfg.split}/acc"]), float(metrics[f"{cfg.split}/loss"])
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

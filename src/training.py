@@ -476,8 +476,8 @@ def _not_all_tested(cfg: DictConfig, trainer: pl.Trainer, module, datamodule, te
     if cfg.trainer.get("fast_dev_run"):  # its own warning says its numbers are no result
         return None
     if test_acc is None:
-        if status == "ok" and not cfg.get("skip_test", False) and limit == 0:
-            return "not tested: trainer.limit_test_batches=0"
+        if status == "ok" and not cfg.get("skip_test", False) and limit == 0:  # 0, 0.0 or false
+            return f"not tested: trainer.limit_test_batches={limit}"
         return None
     test_x = getattr(datamodule, "test_x", None)
     total = 0 if test_x is None else len(test_x)

@@ -1201,7 +1201,7 @@ def test_resume_of_a_missing_checkpoint_is_a_checkpoint_error(tmp_path):
 
 
 def test_key_strips_add_and_delete_prefixes():
-    assert [cli._key(a) for a in ("seed=1", "+extra=2", "++x.y=3", "~gone", "~gone=1", "a=b=c", "+XLA=1")] == [
+    assert [cli.override_key(a) for a in ("seed=1", "+extra=2", "++x.y=3", "~gone", "~gone=1", "a=b=c", "+XLA=1")] == [
         "seed", "extra", "x.y", "gone", "gone", "a", "XLA"]
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from src.data import load_split_tensors
-from src.evaluation import evaluate, run_precision
+from src.evaluation import evaluate, precision_of, run_config
 from src.model import BaseNetwork
 from src.module import ClassifierModule
 from tests.conftest import FAST, compose
@@ -48,15 +48,15 @@ def test_results_json_before_the_stamp_before_the_default(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     ckpt = run / "checkpoints" / "best.ckpt"
     stamped = {"run": {"config": {"trainer": {"precision": "bf16-mixed"}}}}
-    assert run_precision(str(run), ckpt, {}) == "32-true"  # says nothing: Lightning's default
-    assert run_precision(str(run), ckpt, stamped) == "bf16-mixed"
+    assert precision_of(run_config(str(run), ckpt, {})) == "32-true"  # says nothing: Lightning's default
+    assert precision_of(run_config(str(run), ckpt, stamped)) == "bf16-mixed"
     # A run resumed with another precision tested with the last one: results.json's.
     (run / "results.json").write_text(json.dumps({"config": {"trainer": {"precision": "bf16-true"}}}))
-    assert run_precision(str(run), ckpt, stamped) == "bf16-true"
-    assert run_precision(str(ckpt), ckpt, stamped) == "bf16-true"  # the file of that run dir
+    assert precision_of(run_config(str(run), ckpt, stamped)) == "bf16-true"
+    assert precision_of(run_config(str(ckpt), ckpt, stamped)) == "bf16-true"  # the file of that run dir
     elsewhere = tmp_path / "copied.ckpt"  # a file outside any run dir: its own stamp only
-    assert run_precision(str(elsewhere), elsewhere, stamped) == "bf16-mixed"
-    assert run_precision(str(elsewhere), elsewhere, {"run": ["not", "a", "stamp"]}) == "32-true"
+    assert precision_of(run_config(str(elsewhere), elsewhere, stamped)) == "bf16-mixed"
+    assert precision_of(run_config(str(elsewhere), elsewhere, {"run": ["not", "a", "stamp"]})) == "32-true"
 
 
 def test_a_float64_checkpoint_is_not_rounded_to_float32(tmp_path, data_dir):

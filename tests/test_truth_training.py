@@ -490,7 +490,7 @@ def test_a_test_acc_over_part_of_the_test_split_says_how_much(run):
 
 
 @pytest.mark.parametrize("limit, tested, expected", [
-    (0, None, "not tested: trainer.limit_test_batches=0"),
+    (0, None, "not tested: trainer.limit_test_batches=0"), (False, None, "not tested: trainer.limit_test_batches=False"),
     (None, 10000, None), (1.0, 10000, None), (0.5, 5000, "test_acc is over 5000 of the 10000 test images "
                                                         "(trainer.limit_test_batches=0.5), not all of them")])
 def test_what_a_test_over_part_or_none_of_the_split_says(limit, tested, expected):
