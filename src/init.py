@@ -67,14 +67,19 @@ class InitScheme:
         return f"{type(self).__name__}({args})"
 
 
+def _real_number(name: str, value, accepted: str) -> float:
+    """A finite int or float; `true` (read as 1) and '0.1' (a quoted string) are typos."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"Invalid {name}={value!r}: {accepted}")
+    return float(value)
+
+
 class Const(InitScheme):
     """All parameters, biases included, = ``fill`` (tutorial ``const_init``; symmetric, fails)."""
 
     def __init__(self, fill: float = 0.005):
         super().__init__()
-        if not math.isfinite(fill):
-            raise ValueError(f"Invalid fill={fill!r}: must be a finite number")
-        self.fill = float(fill)
+        self.fill = _real_number("fill", fill, "must be a finite number")
 
     def init_linear(self, layer, index):
         for p in layer.parameters():
@@ -86,11 +91,10 @@ class Normal(InitScheme):
 
     def __init__(self, std: float = 0.01, generator: torch.Generator | None = None):
         super().__init__(generator)
-        if not std > 0:  # `not >` also refuses NaN
-            raise ValueError(f"Invalid std={std!r}: must be > 0")
-        if not math.isfinite(std):  # inf would draw inf/NaN weights, and no theory applies to them
+        # inf would draw inf/NaN weights, and no theory applies to them
+        self.std = _real_number("std", std, "must be > 0 and finite")
+        if not self.std > 0:
             raise ValueError(f"Invalid std={std!r}: must be > 0 and finite")
-        self.std = float(std)
 
     def init_linear(self, layer, index):
         for p in layer.parameters():

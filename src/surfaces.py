@@ -21,6 +21,7 @@ import functools
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,16 +152,49 @@ def validate_surface(surface: DictConfig) -> SurfaceSpec:
     dtype = surface.get("dtype", "float32")
     if dtype not in _DTYPES:
         raise ConfigError(f"surface.dtype must be one of {sorted(_DTYPES)}, got {_show(dtype)}")
+    init = _pair(surface.get("init"), "surface.init")
+    check_surface_function(fn, target, init, _DTYPES[dtype])
     return SurfaceSpec(
         name=str(surface.get("name", target.rsplit(".", 1)[-1])),
         fn=fn,
         target=target,
-        init=_pair(surface.get("init"), "surface.init"),
+        init=init,
         steps=steps,
         dtype=_DTYPES[dtype],
         x_range=_range(surface.get("x_range"), "surface.x_range"),
         y_range=_range(surface.get("y_range"), "surface.y_range"),
     )
+
+
+def check_surface_function(fn: Callable, target: str, init, dtype: torch.dtype) -> None:
+    """Call the surface once at the start, as train_curve will: a loss it can differentiate.
+
+    A function of the wrong shape (math.hypot returns a float, math.sqrt takes one argument)
+    would otherwise fail deep in the optimizer loop with a traceback.
+    """
+    w = torch.tensor(init, dtype=dtype, requires_grad=True)
+    try:
+        with warnings.catch_warnings():  # math.* on a tensor warns before returning a float
+            warnings.simplefilter("ignore")
+            loss = fn(w[0], w[1])
+    except Exception as e:
+        msg = " ".join(str(e).split())
+        raise ConfigError(
+            f"surface._target_={target!r} must be a function of (w1, w2) on tensors; calling it "
+            f"at surface.init failed: {type(e).__name__}: {msg}"
+        ) from None
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+        got = (f"a tensor of shape {list(loss.shape)}" + ("" if loss.requires_grad else
+               " with no gradient") if isinstance(loss, torch.Tensor) else type(loss).__name__)
+        raise ConfigError(
+            f"surface._target_={target!r} must return a 1-element loss tensor that depends on "
+            f"(w1, w2) (torch ops, not math), got {got}"
+        )
+    if not torch.isfinite(loss.detach()).all():
+        raise ConfigError(
+            f"surface._target_={target!r} is {loss.item()} at surface.init={list(init)}: "
+            "start where the loss is finite"
+        )
 
 
 def optimizer_configs(cfg: DictConfig, optim_label: str | None = None) -> dict[str, DictConfig]:

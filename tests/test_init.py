@@ -236,9 +236,14 @@ def test_init_runs_without_autograd_and_returns_model():
         (lambda: get_init("normal", std=-1), r"std=-1: must be > 0"),
         (lambda: Const(fill=math.inf), r"fill=inf: must be a finite number"),
         (lambda: Const(fill=math.nan), r"fill=nan: must be a finite number"),
-        (lambda: Normal(std=math.nan), r"^Invalid std=nan: must be > 0$"),
+        (lambda: Normal(std=math.nan), r"^Invalid std=nan: must be > 0 and finite$"),
         (lambda: Normal(std=math.inf), r"^Invalid std=inf: must be > 0 and finite$"),
-        (lambda: get_init("normal", std=-math.inf), r"^Invalid std=-inf: must be > 0$"),
+        (lambda: get_init("normal", std=-math.inf), r"^Invalid std=-inf: must be > 0 and finite$"),
+        # `init.std=true` used to train with std 1.0 and `init.fill=false` with 0.0
+        (lambda: Normal(std=True), r"^Invalid std=True: must be > 0 and finite$"),
+        (lambda: Const(fill=False), r"^Invalid fill=False: must be a finite number$"),
+        (lambda: Normal(std="0.1"), r"^Invalid std='0\.1': must be > 0 and finite$"),
+        (lambda: Const(fill=[1]), r"^Invalid fill=\[1\]: must be a finite number$"),
         (lambda: KaimingGain("swish"), r"nonlinearity='swish': must be one of \[.*'relu'.*\]"),
         (
             lambda: KaimingGain()(MLP("swish", act=nn.SiLU())),

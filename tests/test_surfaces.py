@@ -317,10 +317,12 @@ def test_single_optimizer_override():
     assert abs(w1) < 0.05 and w2 < 1.0  # Adam from (1, 1) also finds the ravine floor
 
 
-def test_cli_bad_override_is_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("override, named", [("surface.steps=0", "surface.steps"),
+                                              ("surface._target_=math.hypot", "1-element loss tensor")])
+def test_cli_bad_override_is_one_line(tmp_path, monkeypatch, capsys, override, named):
     """surfaces.py's @hydra.main called in-process (a second subprocess would cost ~10 s
     of imports): a bad value is one `error:` line on stderr and exit code 2."""
-    argv = ["surfaces.py", "surface.steps=0", f"hydra.run.dir={tmp_path}"]
+    argv = ["surfaces.py", override, f"hydra.run.dir={tmp_path}"]
     # and leave pytest's logging alone (Hydra would otherwise install its handlers for good)
     argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -330,8 +332,9 @@ def test_cli_bad_override_is_one_line(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out and "surface.steps" in lines[0]
+    assert "Traceback" not in err + out and named in lines[0]
     assert not (tmp_path / "trajectories.json").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
 
 # -----------------------------------------------------------------------------

@@ -128,6 +128,33 @@ def test_validate_surface_values_and_messages():
     assert err(y_range=[0, 0]) == "surface.y_range must be [low, high] with low < high, got [0, 0]"
 
 
+def test_validate_surface_calls_the_function_once_and_refuses_what_train_curve_cannot_use():
+    """A surface that is not a differentiable f(w1, w2) -> 1-element tensor: one line, before any step."""
+    base = {"init": [1, 2], "steps": 7}
+
+    def err(target, **change):
+        with pytest.raises(ConfigError) as e:
+            validate_surface(OmegaConf.create({**base, "_target_": target, **change}))
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    assert err("math.hypot") == ("surface._target_='math.hypot' must return a 1-element loss tensor "
+                                 "that depends on (w1, w2) (torch ops, not math), got float")
+    assert err("math.sqrt") == ("surface._target_='math.sqrt' must be a function of (w1, w2) on tensors; "
+                                "calling it at surface.init failed: TypeError: math.sqrt() takes exactly "
+                                "one argument (2 given)")
+    assert err("torch.eq") == ("surface._target_='torch.eq' must return a 1-element loss tensor that "
+                               "depends on (w1, w2) (torch ops, not math), got a tensor of shape [] "
+                               "with no gradient")
+    assert err("src.surfaces.rosenbrock", params={"a": [1.0, 2.0]}) == (  # a bad `params` shows here too
+        "surface._target_='src.surfaces.rosenbrock' must be a function of (w1, w2) on tensors; calling it "
+        "at surface.init failed: TypeError: unsupported operand type(s) for -: 'list' and 'Tensor'")
+    assert err("torch.div", init=[1, 0]) == ("surface._target_='torch.div' is inf at surface.init=[1.0, 0.0]: "
+                                             "start where the loss is finite")
+    # the right shape passes, any torch function of two tensors included
+    assert validate_surface(OmegaConf.create({**base, "_target_": "torch.atan2"})).target == "torch.atan2"
+
+
 def test_optimizer_configs_the_surfaces_three_or_the_one_asked_for():
     cfg = load_cfg()
     configs = optimizer_configs(cfg)
