@@ -350,7 +350,7 @@ def probe_variances(net: nn.Module, init_scheme, batches: list[tuple[torch.Tenso
 def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.ndarray],
               tolerance: float = 0.1) -> dict:
     """Per layer and quantity: predicted (mean over draws and batches), measured mean, 95 % band
-    of the mean over draws (t interval on the per-draw means), per-draw means, flag.
+    of the mean over draws (t interval on the per-draw means, cut at 0), per-draw means, flag.
 
     Flag: the prediction lies outside the band *and* more than `tolerance` (relative) away from
     the measured mean. The band alone would flag, at 10 draws, ~1 layer in 20 by chance and any
@@ -370,7 +370,9 @@ def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.n
                 half = float(stats.t.ppf(0.975, draws - 1) * per_draw.std(ddof=1) / math.sqrt(draws))
             else:
                 half = float("nan")
-            lo, hi = mean - half, mean + half
+            # A variance is >= 0: the t band's lower end is cut at 0 (a few draws of a spread-out
+            # layer would print a negative variance). A prediction is >= 0 too, so no flag changes.
+            lo, hi = max(mean - half, 0.0), mean + half
             outside = half == half and not lo <= predicted <= hi
             comparable = math.isfinite(mean) and math.isfinite(predicted)
             flag = bool(outside and abs(mean - predicted) > tolerance * abs(predicted)) if comparable else None

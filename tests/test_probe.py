@@ -642,6 +642,14 @@ def test_summarize_band_flags_and_lines_by_hand():
     assert broken["layers"]["layers.1"]["forward"]["flag"] is None
     assert math.isnan(broken["layers"]["layers.1"]["forward"]["lo"])
 
+    # A variance is never negative: a band whose t interval reaches below 0 starts at 0.
+    spread = np.array([[0.01, 1.0], [5.0, 1.0], [0.02, 1.0]])  # layers.0: mean 1.68, t half-width ≈ 7.1
+    raw = {q: spread[:, None, :].copy() for q in ("forward", "backward", "weight_gradient")}
+    pred = {q: np.ones((3, 1, 2)) for q in ("forward", "backward")}
+    r = summarize(["layers.0", "layers.1"], raw, pred)["layers"]["layers.0"]["forward"]
+    _, hi = stats.t.interval(0.95, 2, loc=spread[:, 0].mean(), scale=stats.sem(spread[:, 0]))
+    assert r["lo"] == 0.0 and r["hi"] == pytest.approx(hi, rel=1e-12) and r["flag"] is False
+
 
 def test_a_non_finite_prediction_is_not_compared():
     """inf or NaN predicted: no verdict (flag None), not "explained" (flag False)."""
