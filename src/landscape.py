@@ -291,9 +291,26 @@ def first_nonfinite(path: dict) -> int | None:
 
 
 def _epochs_done(state: dict) -> float:
-    """Epochs whose training part had finished when the checkpoint was written (Lightning's
-    `epoch` is the 0-based index of the epoch in progress; an end-of-epoch checkpoint is written
-    during that epoch's validation)."""
+    """Epochs trained when the checkpoint was written, fractional mid-epoch (1.5 after a stop by
+    max_steps or Ctrl-C halfway through the second epoch): the index of the epoch in progress plus
+    the share of its batches done. The epoch's length is the one train.py stored, else what the
+    earlier epochs took; without either, the fit loop's count of epochs (Lightning's `epoch` is the
+    0-based index of the epoch in progress; an end-of-epoch checkpoint is written during that
+    epoch's validation)."""
+    try:
+        fit = state["loops"]["fit_loop"]
+        batches = fit["epoch_loop.batch_progress"]
+        # "processed", not "completed": a checkpoint written in on_train_batch_end (every N steps)
+        # comes before Lightning counts that batch completed
+        here, total = int(batches["current"]["processed"]), int(batches["total"]["processed"])
+        epoch = int(state["epoch"])
+        per_epoch = state.get("batches_per_epoch") or ((total - here) / epoch if epoch > 0 else None)
+        if batches.get("is_last_batch") or (per_epoch and here >= per_epoch):
+            return float(epoch + 1)
+        if per_epoch:
+            return epoch + here / per_epoch
+    except (KeyError, TypeError, ValueError):
+        pass
     try:
         return float(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
     except (KeyError, TypeError):

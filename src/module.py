@@ -281,6 +281,11 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # Lightning does not save RNG states; a resumed run that draws random numbers (dropout,
         # augmentations) needs them to continue the same stream.
         checkpoint["rng_states"] = collect_rng_states()
+        # The epoch's length in batches: what landscape.py needs to say "1.5 epochs" of a checkpoint
+        # written mid-epoch in the first epoch (later ones can tell it from the loop's counts)
+        batches = self.trainer.num_training_batches
+        if 0 < batches < float("inf"):
+            checkpoint["batches_per_epoch"] = int(batches)
 
     def on_load_checkpoint(self, checkpoint):
         # Only when resuming a fit: `trainer.test(ckpt_path=best)` loads the best epoch's

@@ -22,6 +22,7 @@ import torch
 from callbacks.weight_path import load_path, point_file
 from src.errors import CheckpointError
 from src.landscape import (
+    _epochs_done,
     landscape,
     load_run,
     recreate_init,
@@ -59,6 +60,9 @@ def test_recorded_path_survives_kill_and_resume(killed_and_resumed):
     # before the resume: points 0..7 on disk, the step-6 checkpoint knows 0..6
     assert sorted(before) == [point_file(run, s).name for s in range(KILL_AT + 1)]
     assert ckpt["global_step"] == 6 and ckpt["callbacks"]["WeightPath"]["steps"] == list(range(7))
+    # written mid-epoch: 6 steps of 5 an epoch are 1.2 epochs, as the path says (was 2.0)
+    assert ckpt["batches_per_epoch"] == 5 and _epochs_done(ckpt) == pytest.approx(1.2)
+    assert _epochs_done({k: v for k, v in ckpt.items() if k != "batches_per_epoch"}) == pytest.approx(1.2)
     path = load_path(run)
     assert path["steps"] == list(range(11))  # every step of 2 x 5, once: no duplicates, no gap
     assert path["epochs"][5] == 1.0 and path["epochs"][10] == 2.0

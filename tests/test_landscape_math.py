@@ -107,6 +107,29 @@ def test_epochs_done_from_the_fit_loop_else_the_epoch_index():
     assert _epochs_done({"loops": {"fit_loop": {}}}) == 0.0
 
 
+def _loop_state(epoch, here, total, last=False, processed=None, **extra):
+    """A checkpoint's loop counts as Lightning 2.6 writes them (only the keys _epochs_done reads)."""
+    fit = {"epoch_loop.batch_progress": {"current": {"processed": here}, "total": {"processed": total},
+                                         "is_last_batch": last},
+           "epoch_progress": {"current": {"processed": epoch + 1 if processed is None else processed}}}
+    return {"loops": {"fit_loop": fit}, "epoch": epoch, **extra}
+
+
+def test_epochs_done_is_fractional_for_a_checkpoint_written_mid_epoch():
+    """A stop by max_steps=15 with 10 batches an epoch: 1.5 epochs, not the 2 epochs the fit loop
+    counts (landscape.json and the panel titles said 'after 2 epochs')."""
+    assert _epochs_done(_loop_state(1, 5, 15, processed=2)) == 1.5
+    assert _epochs_done(_loop_state(1, 5, 15, processed=2, batches_per_epoch=10)) == 1.5
+    assert _epochs_done(_loop_state(3, 1, 31, batches_per_epoch=10)) == 3.1
+    # in the first epoch only the stored length tells; without it, the fit loop's count
+    assert _epochs_done(_loop_state(0, 5, 5, processed=1, batches_per_epoch=10)) == 0.5
+    assert _epochs_done(_loop_state(0, 5, 5, processed=1)) == 1.0
+    # written at an epoch's end (during its validation): whole epochs, the one in progress included
+    assert _epochs_done(_loop_state(0, 10, 10, last=True)) == 1.0
+    assert _epochs_done(_loop_state(2, 10, 30, last=False)) == 3.0  # all its batches done
+    assert _epochs_done(_loop_state(39, 195, 7800, last=True, batches_per_epoch=195)) == 40.0
+
+
 # ---------------------------------------------------------------------------------------------
 # directions
 
