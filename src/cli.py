@@ -391,11 +391,46 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
         refused = _refused_by_config_library(e)
         if guard := _sweep_guard():  # a multirun refused before its first job
             guard.forget_sweep_that_started_no_job()
+        if not user_wants_traceback and (line := report_of_a_stopped_sweep(e)):
+            print(f"error: {line}", file=sys.stderr, flush=True)
+            sys.exit(1)  # as a sweep with a failed job: the report is on disk
         if user_wants_traceback or not (_is_user_error(e) or isinstance(e, OSError) or refused):
             raise
         message = one_line(e)
         print(f"error: {'an override could not be applied: ' if refused else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _raised_by_the_sweeper(e: BaseException) -> bool:
+    """Raised inside Optuna or a Hydra sweeper plugin, not by a job or by Hydra's composition."""
+    tb, module = e.__traceback__, ""
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__"))
+        tb = tb.tb_next
+    return module.split(".")[0] in ("optuna", "hydra_plugins")
+
+
+def report_of_a_stopped_sweep(e: BaseException) -> str | None:
+    """A sweeper that gives up after its jobs ran (Optuna when no trial finished with a value:
+    every one diverged or failed) skips Hydra's end-of-multirun callbacks, so the sweep report is
+    written here and the failure said in one line. None when it is not that case."""
+    guard = _sweep_guard()
+    sweep_dir = guard.started_sweep.get("dir") if guard else None
+    if sweep_dir is None or not _raised_by_the_sweeper(e) or not sweep_dir.is_dir():
+        return None
+    if not any(p.is_dir() and (p / ".hydra").is_dir() for p in sweep_dir.iterdir()):
+        return None
+    from src.report import write_report
+
+    jobs = write_report(sweep_dir, guard.started_sweep.get("tolerance_pt", 1.0))
+    counts = {}
+    for job in jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    ran = ", ".join(f"{n} {status}" for status, n in counts.items())
+    why = one_line(e)
+    if "No trials are completed yet" in why:
+        why = "no trial finished with a value (a diverged or failed trial has none), so Optuna has no best one"
+    return f"the sweeper stopped: {why}; {len(jobs)} jobs ran ({ran}), report: {sweep_dir / 'summary.md'}"
 
 
 def _sweep_guard():

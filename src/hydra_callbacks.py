@@ -7,7 +7,9 @@ Exit status of `python train.py -m ...` (BasicLauncher, joblib or SLURM alike):
      failed, diverged, incomplete, interrupted; the Optuna presets leave out `diverged`, an
      expected outcome of a learning-rate search). Each job's reason is in summary.md, its
      traceback in its train.log;
-  other  Hydra itself failed (bad override, the sweeper gave up) before any report.
+  1  also: the sweeper gave up after its jobs ran (Optuna when no trial finished with a value);
+     src/cli.py writes the report of the jobs that ran and says why in one line;
+  other  Hydra itself failed (bad override) before any job.
 A job's failure never stops the other jobs: src/entry.py turns it into a results.json with
 status `failed` and returns None to the launcher.
 """
@@ -44,7 +46,9 @@ class EmptySweepGuard(Callback):
             if folder.exists():
                 break
             made = folder
-        started_sweep.update(dir=sweep_dir, made=made)
+        report = config.hydra.get("callbacks", {}).get("sweep_report") or {}
+        # src/cli.py writes the report itself when the sweeper stops before Hydra's end callbacks
+        started_sweep.update(dir=sweep_dir, made=made, tolerance_pt=report.get("tolerance_pt", 1.0))
 
 
 def forget_sweep_that_started_no_job() -> Path | None:

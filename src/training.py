@@ -269,13 +269,14 @@ def changes_on_resume(ckpt_path: str | None, stamp: dict) -> list[str]:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train, test the best-val checkpoint, write results.json. Returns `cfg.optimized_metric`."""
+    """Train, test the best-val checkpoint, write results.json. Returns `cfg.optimized_metric`
+    (None for a diverged run: a failed trial to Optuna)."""
     started = time.time()
     check_run_settings(cfg)
     out = Path(cfg.paths.output_dir)
     done, resume_from = continue_sweep_job(cfg, out)
-    if done is not None:  # as the run itself returned it: NaN for a diverged one (Optuna: failed)
-        return float("nan") if done["status"] == "diverged" else done.get(cfg.get("optimized_metric") or "test_acc")
+    if done is not None:  # as the run itself returned it: None for a diverged one (Optuna: failed)
+        return None if done["status"] == "diverged" else done.get(cfg.get("optimized_metric") or "test_acc")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out / "checkpoints")
 
@@ -407,7 +408,9 @@ def train(cfg: DictConfig) -> float | None:
         interrupted.reported = True  # rank 0 wrote results.json
         raise interrupted  # src/cli.py: one line, exit 128 + signal
     if diverged:
-        return float("nan")  # Optuna marks a NaN trial as failed and goes on
+        # No value: the Optuna sweeper records the trial as failed and goes on. Not NaN: Optuna
+        # 2.10 refuses a NaN value and the sweeper plugin (1.3) then crashes the whole search.
+        return None
     return {"test_acc": test_acc, "best_val_acc": results["best_val_acc"]}.get(
         cfg.get("optimized_metric") or "test_acc")
 

@@ -245,7 +245,7 @@ def test_a_constructor_error_through_instantiate_is_said_in_config_keys():
     with pytest.raises(Exception) as info:
         hydra.utils.instantiate(OmegaConf.create({"init": {"_target_": "src.init.Normal", "std": -0.1}}))
     assert cli._is_user_error(info.value)
-    assert cli.one_line(info.value) == "init.std=-0.1: must be > 0"
+    assert cli.one_line(info.value) == "init.std=-0.1: must be > 0 and finite"
 
 
 def test_instantiate_names_the_outer_full_key():

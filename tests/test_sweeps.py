@@ -264,7 +264,6 @@ def test_optuna_presets_compose(optim):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.utils import instantiate
     from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
-    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
     cfg = _compose([f"hparams_search={optim}_lr"])
     assert cfg.optim._target_ == {"sgd": "src.optim.SGD", "sgd_mom": "src.optim.SGDMomentum",
@@ -272,7 +271,10 @@ def test_optuna_presets_compose(optim):
     assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == "best_val_acc"
     assert "diverged" not in cfg.hydra.callbacks.sweep_report.fail_on  # a too-large lr is an answer
     sweeper = instantiate(cfg.hydra.sweeper)
-    assert isinstance(sweeper, OptunaSweeper)
+    # by name: Hydra's first plugin scan imports the plugin's module anew, so a class imported
+    # before it is another object (this test failed when run alone)
+    assert (type(sweeper).__module__, type(sweeper).__qualname__) == (
+        "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper", "OptunaSweeper")
     override = OverridesParser.create().parse_overrides([f"optim.lr={cfg.hydra.sweeper.params['optim.lr']}"])[0]
     dist = create_optuna_distribution_from_override(override)
     assert isinstance(dist, optuna.distributions.LogUniformDistribution) and dist.low < dist.high
@@ -321,6 +323,33 @@ def test_optuna_search_runs(tmp_path):
     assert (sweep / "optimization_results.yaml").exists()
     rows = read_csv(sweep / "summary.csv")
     assert len(rows) == 2 and all(r["status"] == "ok" and r["optim.lr"] for r in rows)
+
+
+def test_optuna_search_with_diverging_trials_goes_on_and_reports(tmp_path):
+    """A diverged trial returns no value: Optuna records it failed and the search goes on (a NaN
+    value crashed the whole search with two tracebacks and no report). When no trial has a
+    value, Optuna has no best one: one `error:` line, exit 1, and the report is written."""
+    search = ["-m", "hparams_search=sgd_lr", *QUICK]
+    sweep = tmp_path / "mixed"
+    proc = run_train(*search, "hydra.sweeper.n_trials=3", 'hydra.sweeper.params={optim.lr:"choice(0.05, 1000.0)"}',
+                     f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted(r["status"] for r in rows) == ["diverged", "ok", "ok"]  # TPE's seed 42 picks 1000 first
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "optim.lr: 0.05" in best
+
+    sweep = tmp_path / "all_diverged"
+    proc = run_train(*search, "hydra.sweeper.n_trials=2", 'hydra.sweeper.params={optim.lr:"choice(1000.0, 2000.0)"}',
+                     f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the sweeper stopped: no trial finished with a value (a diverged or failed trial has "
+                      f"none), so Optuna has no best one; 2 jobs ran (2 diverged), report: {sweep / 'summary.md'}"]
+    assert "Traceback" not in proc.stderr
+    assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["diverged", "diverged"]
+    assert not (sweep / "optimization_results.yaml").exists()
 
 
 # --- DDP simulated on 2 CPU processes ------------------------------------------------------
