@@ -81,6 +81,21 @@ class Job:
         v = self.results.get(metric) if self.status == "ok" else None
         return float(v) if v is not None and math.isfinite(float(v)) else None
 
+    def factor(self, key: str) -> str:
+        """The job's value of a swept key: its override; else its config group's option or its
+        config's value, so a default named in one sweep and left out in another is one setting
+        (they were two groups, `init=kaiming` and `init=`, compared with each other)."""
+        if key in self.overrides:
+            return self.overrides[key]
+        if key in self.choices:
+            return self.choices[key]
+        node = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return ""
+            node = node[part]
+        return "" if isinstance(node, dict) or node is None else str(node)
+
     @property
     def number(self) -> str:
         return self.name.split("_", 1)[0]
@@ -100,6 +115,17 @@ class Job:
     @property
     def val_scores(self) -> list:
         return [v for v in (self.results.get("val_scores") or []) if v is not None]
+
+
+def same_setting(value: str):
+    """What makes two written values one setting: `1e-3` and `0.001`, `true` and `True`, `[1, 2]`
+    and `[1,2]`."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    text = value.replace(" ", "") if value.startswith("[") else value
+    return text.lower() if text.lower() in ("true", "false", "null", "none") else text
 
 
 def _job_number(path: Path) -> tuple:
@@ -174,7 +200,7 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
     keys: list[str] = []
     for job in jobs:
         for k in job.overrides:
-            values = {j.overrides.get(k) for j in jobs}
+            values = {same_setting(j.factor(k)) for j in jobs}
             if k not in keys and (k in declared or len(values) > 1) and not _bookkeeping(k):
                 keys.append(k)
     return keys
@@ -233,15 +259,15 @@ class Group:
 
     @property
     def counted(self) -> list[Job]:
-        """The `ok` jobs that count: the last of each seed (every one without a seed)."""
-        last = {(j.seed if j.seed is not None else j.name): j for j in self.jobs if j.status == "ok"}
+        """The `ok` jobs that count: the last of each seed to finish (every one without a seed)."""
+        last = {(j.seed if j.seed is not None else j.name): j for j in _by_finish(self.jobs) if j.status == "ok"}
         return list(last.values())
 
     @property
     def repeated_seeds(self) -> dict:
-        """{seed: [its jobs]} for each seed that more than one `ok` job ran."""
+        """{seed: [its jobs, in the order they finished]} for each seed that more than one `ok` job ran."""
         runs: dict = {}
-        for j in self.jobs:
+        for j in _by_finish(self.jobs):
             if j.status == "ok" and j.seed is not None:
                 runs.setdefault(j.seed, []).append(j)
         return {seed: jobs for seed, jobs in runs.items() if len(jobs) > 1}
@@ -275,6 +301,15 @@ class Group:
                 for j in self.jobs if j.provenance}
 
 
+def _by_finish(jobs: list[Job]) -> list[Job]:
+    """In the order they finished (provenance.finished_at); a job without it keeps its place in
+    dir order, before those with it. Two sweeps into one dir both have a job 0: dir order alone
+    would count the earlier run of a repeated seed as "the last"."""
+    order = {id(j): i for i, j in enumerate(jobs)}
+    return sorted(jobs, key=lambda j: (bool(j.provenance.get("finished_at")), str(j.provenance.get("finished_at") or ""),
+                                       order[id(j)]))
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -294,10 +329,15 @@ def _pool_key(job: Job) -> tuple | None:
 
 def group_jobs(jobs: list[Job], factor_keys: list[str]) -> list[Group]:
     by_factors: dict[tuple, list[Job]] = {}
+    shown: dict[tuple, tuple] = {}  # the values as the first job of the group wrote them
     for job in jobs:
-        by_factors.setdefault(tuple(job.overrides.get(k, "") for k in factor_keys), []).append(job)
+        values = tuple(job.factor(k) for k in factor_keys)
+        key = tuple(same_setting(v) for v in values)
+        by_factors.setdefault(key, []).append(job)
+        shown.setdefault(key, values)
     groups: list[Group] = []
-    for values, members in by_factors.items():
+    for key, members in by_factors.items():
+        values = shown[key]
         pools: dict = {}
         for job in members:
             pools.setdefault(_pool_key(job), []).append(job)
@@ -365,7 +405,10 @@ def verdicts(groups: list[Group], factor_keys: list[str], metric: str, skip_keys
     for i, a in enumerate(groups):
         for b in groups[i + 1:]:
             differing = [k for k in factor_keys if a.factors[k] != b.factors[k]]
-            if len(differing) != 1 or differing[0] in skip_keys or a.environment != b.environment:
+            # a group with no provenance (all its jobs failed early) ran nowhere that could differ:
+            # its pairs are listed ("not compared, no finished job on one side"), not dropped
+            apart = a.environment and b.environment and a.environment != b.environment
+            if len(differing) != 1 or differing[0] in skip_keys or apart:
                 continue
             context = ",".join(f"{_short(k)}={a.factors[k]}" for k in factor_keys
                                if k != differing[0] and len({g.factors[k] for g in groups}) > 1)
@@ -519,7 +562,7 @@ def rows_of(jobs: list[Job], keys: list[str], groups: list[Group]) -> tuple[list
     header += ["device", "notes", "error"]
     rows = []
     for j in jobs:
-        row = {"job": j.name, "group": group_of.get(j.name), **{k: j.overrides.get(k, "") for k in keys},
+        row = {"job": j.name, "group": group_of.get(j.name), **{k: j.factor(k) for k in keys},
                "status": j.status, "device": device_column(j.provenance)}
         for m in ("test_acc", "best_val_acc", "best_val_epoch", "epochs", "seconds"):
             row[m] = j.get(m) if j.results else None
@@ -567,9 +610,9 @@ def group_rows(groups: list[Group], factor_keys: list[str], curves: list[Curve])
 def _group_notes(g: Group) -> list[str]:
     notes = [g.apart] if g.apart else []
     for seed, jobs in g.repeated_seeds.items():
-        numbers = [j.number for j in jobs]
-        named = numbers if len(set(numbers)) == len(numbers) else [j.name for j in jobs]  # from two sweeps
-        notes.append(f"seed {seed} ran {len(jobs)} times (jobs {', '.join(named)}): counted once, the last")
+        # full names: a seed runs twice only when two sweeps share the dir, and both have a job 0
+        notes.append(f"seed {seed} ran {len(jobs)} times (jobs {', '.join(j.name for j in jobs)}): counted "
+                     f"once, the last to finish ({jobs[-1].name})")
     if g.did_not_learn:
         notes.append("did not learn")
     # What a job's own warnings say its numbers are not (src/training.py): a group of them is
@@ -706,10 +749,17 @@ def md_groups(groups: list[Group], varying: list[str], metric: str, curves: list
                               "sd", "min – max", *others, "notes"], table)
 
 
-def md_verdicts(found: list[Verdict], groups: list[Group], metric: str) -> list[str]:
+def md_verdicts(found: list[Verdict], groups: list[Group], metric: str,
+                curves: list[Curve] = ()) -> list[str]:
     if not found:
+        if len(groups) <= 1:
+            return []
+        if curves:  # the pairs along a curve's axis are that curve's business
+            axes = ", ".join(f"`{c.key}`" for c in curves)
+            return ["", f"No pair of groups differs in exactly one factor other than {axes} (within the "
+                    "same torch version and device type); pairs along it are read off its curve below."]
         return ["", "No pair of groups differs in exactly one factor (within the same torch version "
-                "and device type): no verdicts."] if len(groups) > 1 else []
+                "and device type): no verdicts."]
     m = max(v.m for v in found)
     lines = ["", f"## Verdicts: pairs that differ in one factor ({_metric_name(metric)})", ""]
     if m:
@@ -717,8 +767,14 @@ def md_verdicts(found: list[Verdict], groups: list[Group], metric: str) -> list[
                   f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim "
                   "in this list ≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
     else:
-        lines += [f"{_plural(len(found), 'pair')}, none tested: a test needs 2 or more finished "
-                  "seeds on each side (sweep `seed=1,2,3`).", ""]
+        empty = sum(1 for v in found if not (v.d.n_a and v.d.n_b))
+        why = []
+        if empty:
+            why.append(f"{empty} with no finished job on one side")
+        if len(found) - empty:
+            why.append(f"{len(found) - empty} with fewer than 2 finished seeds on a side, which a test "
+                       "needs (sweep `seed=1,2,3`)")
+        lines += [f"{_plural(len(found), 'pair')}, none tested: {'; '.join(why)}.", ""]
     return lines + [f"- {v.sentence()}" for v in found]
 
 
@@ -796,12 +852,12 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
                 header: list[str], rows: list[dict]) -> str:
     varying = [k for k in keys if k != "seed" and len({g.factors[k] for g in groups}) > 1]
     counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
-    swept = [f"{k} ({_plural(len({j.overrides.get(k) for j in jobs}), 'value')})" for k in keys]
+    swept = [f"{k} ({_plural(len({same_setting(j.factor(k)) for j in jobs}), 'value')})" for k in keys]
     lines = [f"# Sweep report: `{sweep_dir}`", "",
              f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
              + (f"; swept: {', '.join(swept)}" if swept else ""), "", *provenance_lines(jobs), ""]
     lines += md_groups(groups, varying, metric, curves)
-    lines += md_verdicts(found, groups, metric)
+    lines += md_verdicts(found, groups, metric, curves)
     lines += md_curves(curves, metric, tolerance_pt)
     lines += md_tutorial(groups)
     lines += md_jobs(jobs, header, rows, metric)

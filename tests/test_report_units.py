@@ -206,6 +206,29 @@ def test_swept_keys_without_multirun_yaml(tmp_path):
     assert swept_keys(jobs, tmp_path) == ["seed", "init"]
 
 
+def test_a_default_named_in_one_sweep_and_left_out_in_another_is_one_setting(tmp_path):
+    """Two sweeps into one dir, the second naming the default init=kaiming and lr 1e-3 (=0.001):
+    one group per optimizer, not a `kaiming` and an empty `init=` group compared with each other."""
+    def job(name, optim, seed, **named):
+        return Job(name, tmp_path, overrides={"optim": optim, "seed": str(seed), **named},
+                   choices={"optim": optim, "init": "kaiming"}, status="ok",
+                   results={"status": "ok", "test_acc": 0.8, "provenance": prov(),
+                            "config": {"optim": {"lr": 0.001}, "init": {"_target_": "src.init.Kaiming"}}})
+    jobs = [job("0_a", "sgd", 1), job("1_a", "adam", 1),
+            job("0_b", "sgd", 2, init="kaiming", **{"optim.lr": "1e-3"}),
+            job("1_b", "adam", 2, init="kaiming", **{"optim.lr": "1e-3"})]
+    assert [j.factor("init") for j in jobs] == ["kaiming"] * 4
+    assert [j.factor("optim.lr") for j in jobs] == ["0.001", "0.001", "1e-3", "1e-3"]
+    assert jobs[0].factor("data.batch_size") == ""  # in neither: empty, as before
+    assert swept_keys(jobs, tmp_path) == ["optim", "seed"]  # init and lr do not differ
+    groups = group_jobs(jobs, ["optim", "init", "optim.lr"])
+    assert [(g.factors, [j.name for j in g.jobs]) for g in groups] == [
+        ({"optim": "sgd", "init": "kaiming", "optim.lr": "0.001"}, ["0_a", "0_b"]),
+        ({"optim": "adam", "init": "kaiming", "optim.lr": "0.001"}, ["1_a", "1_b"])]
+    _, rows = rows_of(jobs, ["init"], groups)
+    assert [r["init"] for r in rows] == ["kaiming"] * 4
+
+
 # --- groups --------------------------------------------------------------------------------------------
 
 def prov(torch="2.14.1", device_type="cpu", config_hash="h1", **extra) -> dict:
@@ -249,10 +272,19 @@ def test_group_values_are_keyed_by_seed_only_when_seeds_pair():
     assert g.values("test_acc") == {"1": 0.9, "2": 0.7} and g.summary("test_acc").n == 2
     assert [j.name for j in g.counted] == ["1_b", "2_c"]
     assert {seed: [j.name for j in jobs] for seed, jobs in g.repeated_seeds.items()} == {"1": ["0_a", "1_b"]}
-    assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0, 1): counted once, the last"]
-    # the same job number in two sweeps' dirs: named in full
-    g = Group(1, {}, [ok_job("0_x", 0.8, seed=1), ok_job("0_x,verbose=true", 0.8, seed=1)])
-    assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0_x, 0_x,verbose=true): counted once, the last"]
+    assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0_a, 1_b): counted once, the last to finish (1_b)"]
+    # two sweeps into one dir, the second with seed=2,1: its job 0 (seed 2) finished after the first
+    # sweep's job 1 (seed 2). The later run counts, whatever the dir names' order (it counted 1_s2).
+    def at(name, acc, seed, finished):
+        return ok_job(name, acc, seed=seed, provenance={"finished_at": f"2026-11-30T16:29:{finished}.000+00:00"})
+    first, second = [at("0_s1", 0.61, 1, 30), at("1_s2", 0.62, 2, 34)], [at("0_s2", 0.50, 2, 46), at("1_s1", 0.70, 1, 52)]
+    g = Group(1, {}, sorted(first + second, key=lambda j: j.name))  # dir order: 0_s1, 0_s2, 1_s1, 1_s2
+    assert g.values("test_acc") == {"1": 0.70, "2": 0.50}
+    assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0_s1, 1_s1): counted once, the last to finish (1_s1)",
+                               "seed 2 ran 2 times (jobs 1_s2, 0_s2): counted once, the last to finish (0_s2)"]
+    # a job without finished_at (older results.json) comes first: one that has it is surely later
+    g = Group(1, {}, [at("0_new", 0.9, 1, 10), ok_job("1_old", 0.8, seed=1)])
+    assert [j.name for j in g.counted] == ["0_new"]
     g = Group(1, {}, [ok_job("a", 0.8), ok_job("b", 0.9, seed=1)])
     assert g.values("test_acc") == {"a": 0.8, "b": 0.9}  # a job without a seed: by job name
     s = Group(1, {}, [ok_job("a", 0.8, seed=1), ok_job("b", 0.9, seed=2)]).summary("test_acc")
@@ -555,6 +587,47 @@ def test_verdict_sentences():
         "optim: adam − sgd: +1.23 pt, 1 seed each: 1 seed a side: no test"
     for n_a, n_b in ((0, 3), (3, 0), (0, 0)):
         assert _verdict(n_a, n_b).sentence() == "optim: adam − sgd: not compared, no finished job on one side"
+
+
+def test_verdicts_heading_says_why_nothing_was_tested():
+    from src.report import md_verdicts
+
+    groups = [Group(1, {"optim": "sgd"}, []), Group(2, {"optim": "adam"}, [])]
+    untested = {"test": "1 seed a side: no test", "p": None, "p_holm": None, "ci": None}
+    # every finished job on one side only: more seeds would not help (it said "sweep seed=1,2,3"
+    # to a sweep that had run seed=1,2,3)
+    assert md_verdicts([_verdict(0, 3, **untested)], groups, "test_acc")[3] == \
+        "1 pair, none tested: 1 with no finished job on one side."
+    assert md_verdicts([_verdict(1, 1, **untested), _verdict(3, 0, **untested)], groups, "test_acc")[3] == (
+        "2 pairs, none tested: 1 with no finished job on one side; 1 with fewer than 2 finished seeds on a "
+        "side, which a test needs (sweep `seed=1,2,3`).")
+    # no pair at all; or none left over by a curve, which gets the pairs along its axis
+    assert md_verdicts([], groups, "test_acc") == [
+        "", "No pair of groups differs in exactly one factor (within the same torch version and device type): "
+        "no verdicts."]
+    curve, _ = _curve_line([[_ok(0.8, 1)], [_ok(0.9, 1)], [_ok(0.7, 1)]], [1e-3, 1e-2, 1e-1], None)
+    assert md_verdicts([], groups, "test_acc", [curve]) == [
+        "", "No pair of groups differs in exactly one factor other than `lr_decade` (within the same torch "
+        "version and device type); pairs along it are read off its curve below."]
+    assert md_verdicts([], groups[:1], "test_acc", [curve]) == []
+
+
+def test_a_group_without_provenance_is_still_paired():
+    """A cell whose every job failed before writing provenance: its pairs are listed as not
+    compared (they were dropped, and the report said no pair differed in one factor)."""
+    from src.report import verdicts
+
+    ok = [Job(f"{i}", Path("."), overrides={"optim": "sgd", "seed": str(i)}, status="ok",
+              results={"status": "ok", "test_acc": 0.8 + i / 100, "provenance": prov()}) for i in (1, 2)]
+    failed = [Job(f"f{i}", Path("."), overrides={"optim": "adam", "seed": str(i)}, status="failed",
+                  results={"status": "failed"}) for i in (1, 2)]
+    other_torch = [Job("t", Path("."), overrides={"optim": "torch_sgd", "seed": "1"}, status="ok",
+                       results={"status": "ok", "test_acc": 0.8, "provenance": prov(torch="2.5.0")})]
+    groups = group_jobs(ok + failed + other_torch, ["optim"])
+    found = verdicts(groups, ["optim"], "test_acc")
+    # sgd-adam and adam-torch_sgd are listed; sgd-torch_sgd ran on two torch versions: never compared
+    assert [(v.a.factors["optim"], v.b.factors["optim"]) for v in found] == [("sgd", "adam"), ("adam", "torch_sgd")]
+    assert found[0].sentence() == "optim: adam − sgd: not compared, no finished job on one side"
 
 
 def _curve_line(points, x, tolerance, log=True):
