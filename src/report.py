@@ -522,7 +522,10 @@ def curve_sentence(curve: Curve, line: CurveLine, metric: str, tolerance_pt: flo
                                            if s.ci_low is not None else " (1 seed: no interval)")
     where = f"its best ({best_text} at {_short(curve.x_name)} = {_fmt_x(line.x[t.best])})"
     if t.low == t.high:
-        return f"{line.label} is within {tolerance_pt:g} pt of {where} only at that grid point{tail}."
+        side = {(True, False): "the grid's lowest", (False, True): "the grid's highest"}.get(
+            (t.open_low, t.open_high), "at the grid's edge")
+        edge = f", {side} (its best may lie beyond the grid: sweep further)" if t.open_low or t.open_high else ""
+        return f"{line.label} is within {tolerance_pt:g} pt of {where} only at that grid point{edge}{tail}."
     unit = ("decade" if abs(t.width - 1) < 1e-9 else "decades") if curve.log else _short(curve.x_name)
     at_least = "at least " if (t.open_low or t.open_high) else ""
     edge = " (the range reaches the grid's edge)" if at_least else ""
@@ -1086,7 +1089,9 @@ def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
             ax.plot([line.x[t.best]], [y], marker="*", color="k", markersize=7, transform=strips)
             open_ = "≥ " if t.open_low or t.open_high else ""
             unit = (" decade" if abs(t.width - 1) < 1e-9 else " decades") if curve.log else ""
-            ax.annotate(f"{open_}{t.width:.2g}{unit}", (line.x[t.high], y), xycoords=strips,
+            # one point at the grid's edge: "≥ 0 decades" is true but says nothing
+            label = "best at the grid's edge" if t.low == t.high and open_ else f"{open_}{t.width:.2g}{unit}"
+            ax.annotate(label, (line.x[t.high], y), xycoords=strips,
                         textcoords="offset points", xytext=(8, 0), va="center", fontsize=8, color=color)
         for x, g in zip(line.x, line.points, strict=True):
             if g.not_ok:

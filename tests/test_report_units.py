@@ -689,7 +689,16 @@ def test_the_small_readers_and_joiners_of_the_words():
     points = [[_ok(0.9, 1)], [ok_job("a", None, seed=1, status="diverged")], [ok_job("b", None, seed=1, status="failed")]]
     curve, line = _curve_line(points, x, Tolerance(best=0, low=0, high=0, width=0.0, open_low=True, open_high=False))
     assert curve_sentence(curve, line, "test_acc", 1.0).endswith(
-        "only at that grid point; not ok at 0.01 (1 of 1 diverged), 0.1 (1 of 1 failed).")
+        "only at that grid point, the grid's lowest (its best may lie beyond the grid: sweep further); "
+        "not ok at 0.01 (1 of 1 diverged), 0.1 (1 of 1 failed).")
+    points = [[_ok(0.5, 1)], [_ok(0.6, 1)], [_ok(0.9, 1)]]
+    curve, line = _curve_line(points, x, Tolerance(best=2, low=2, high=2, width=0.0, open_low=False, open_high=True))
+    assert curve_sentence(curve, line, "test_acc", 1.0).endswith(
+        "at lr = 0.1) only at that grid point, the grid's highest (its best may lie beyond the grid: sweep further).")
+    curve, line = _curve_line(points[2:], x[2:], Tolerance(best=0, low=0, high=0, width=0.0, open_low=True,
+                                                           open_high=True))
+    assert curve_sentence(curve, line, "test_acc", 1.0).endswith(
+        "only at that grid point, at the grid's edge (its best may lie beyond the grid: sweep further).")
 
 
 def test_notes_did_not_learn_at_chance_and_the_runs_own_warnings():
