@@ -79,7 +79,11 @@ class Job:
     def value(self, metric: str) -> float | None:
         """The metric of a finished (`ok`) job; None for any other status."""
         v = self.results.get(metric) if self.status == "ok" else None
-        return float(v) if v is not None and math.isfinite(float(v)) else None
+        try:
+            v = float(v) if v is not None and not isinstance(v, bool) else None
+        except (TypeError, ValueError):  # a hand-edited or damaged results.json: no number
+            return None
+        return v if v is not None and math.isfinite(v) else None
 
     def factor(self, key: str) -> str:
         """The job's value of a swept key: its override; else its config group's option or its
@@ -701,7 +705,11 @@ def timing_note(jobs: list[Job]) -> str:
     load average above the core count)."""
     spans = []
     for j in jobs:
-        if j.get("seconds") is None:
+        try:
+            seconds = float(j.get("seconds"))
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(seconds) or seconds < 0:
             continue
         end = None
         if j.provenance.get("finished_at"):
@@ -711,8 +719,11 @@ def timing_note(jobs: list[Job]) -> str:
                 pass
         if end is None:
             end = (j.path / "results.json").stat().st_mtime
-        # Shrunk by a little on both sides: back-to-back jobs must not count as overlapping.
-        spans.append((end - float(j.get("seconds")) + 0.5, end - 0.5))
+        # Shrunk by a little on both sides: back-to-back jobs must not count as overlapping. At most
+        # a quarter of the span, so a job under a second keeps a span (it turned inside out and
+        # parallel short jobs read "one after another").
+        trim = min(0.5, seconds / 4)
+        spans.append((end - seconds + trim, end - trim))
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda t: (t[0], t[1]))
     running = most = 0
     for _, step in events:

@@ -95,6 +95,8 @@ def test_job_value_is_a_finite_number_of_an_ok_job_only():
     assert ok_job("0", 0.8, status="diverged").value("test_acc") is None
     assert ok_job("0", 0.8, status="failed").value("test_acc") is None
     assert ok_job("0", None).value("test_acc") is None
+    for damaged in ("abc", [0.8], {"a": 1}, True):  # a hand-edited results.json: no number, no traceback
+        assert ok_job("0", damaged).value("test_acc") is None
     assert ok_job("0", float("nan")).value("test_acc") is None
     assert ok_job("0", float("inf")).value("test_acc") is None
     assert ok_job("0", 0.8, best_val_acc=0.9).value("best_val_acc") == 0.9
@@ -802,6 +804,11 @@ def test_timing_note_says_whether_jobs_shared_the_machine(tmp_path):
     assert timing_note([job(1, 60), job(2, 61.2)]).endswith("Up to 2 jobs ran at the same time, so their times "
                                                             "include waiting for shared cores.")
     assert timing_note([job(1, 60), job(2, 60.8)]).endswith("Jobs ran one after another.")
+    # two 0.8 s jobs that ended in the same second ran side by side; their spans turned inside out
+    # when a whole second was trimmed, and the note said "one after another"
+    assert "Up to 2 jobs" in timing_note([job(1.00, 0.8), job(1.00, 0.8)])
+    assert timing_note([job(1.00, 0.8), job(1.01, 0.8)]).endswith("Jobs ran one after another.")
+    assert timing_note([job(1, "abc"), job(2, -1), job(3, 60)]).endswith("Jobs ran one after another.")
     # (end is minutes.seconds) three at once only after one of four ended: each end counts one down
     assert "Up to 3 jobs" in timing_note([job(1.40, 100), job(0.20, 10), job(0.40, 10), job(0.45, 10)])
     assert timing_note([job(1, 60, load=2.0, cores=2)]).endswith("one after another.")  # at the core count: fine
