@@ -247,11 +247,18 @@ class Group:
     jobs: list[Job]
     apart: str = ""  # why these jobs are not pooled with others of the same factors
 
-    def label(self, keys: list[str] | None = None) -> str:
+    def label(self, keys: list[str] | None = None, compact: bool = False) -> str:
+        """The group's values of `keys`; `compact` (figure ticks): long numbers to 3 digits, as
+        Optuna's lr 0.00031489116479568613 is 0.000315."""
         keys = list(self.factors) if keys is None else keys
+
+        def shown(value: str) -> str:
+            number = _number(value) if compact and len(str(value)) > 7 else None
+            return str(value) if number is None else f"{number:.3g}"
+
         if len(keys) == 1:
-            return str(self.factors[keys[0]])
-        return ",".join(f"{_short(k)}={self.factors[k]}" for k in keys) or "all jobs"
+            return shown(self.factors[keys[0]])
+        return ",".join(f"{_short(k)}={shown(self.factors[k])}" for k in keys) or "all jobs"
 
     def values(self, metric: str) -> dict:
         """Metric of each `ok` job, keyed by seed; a seed that ran twice counts once, its later
@@ -492,7 +499,11 @@ def find_curves(groups: list[Group], factor_keys: list[str], metric: str,
             label = ",".join(f"{_short(k)}={v}" for k, v in zip(rest, values_rest, strict=True))
             if len(rest) == 1:
                 label = str(values_rest[0])
-            lines.append(CurveLine(label or "all", [g for _, g in placed], [x for x, _ in placed]))
+            # one line (an Optuna search, one optimizer's lr sweep): named by its optimizer when
+            # every job ran the same one ("sgd is within 1 pt...", not "all is within...")
+            optims = {j.choices.get("optim") for g in groups for j in g.jobs} - {None, ""}
+            label = label or (optims.pop() if len(optims) == 1 else "all")
+            lines.append(CurveLine(label, [g for _, g in placed], [x for x, _ in placed]))
         xs = [x for line in lines for x in line.x]
         log = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 10
         for line in lines:
@@ -961,7 +972,7 @@ def figure_means(groups: list[Group], factor_keys: list[str], metric: str):
             ax.scatter([100 * ref], [y], marker="*", s=110, color="darkorange", edgecolor="k",
                        linewidth=0.5, zorder=5)
     ax.set_yticks(range(len(groups)))
-    ax.set_yticklabels([g.label(varying) for g in groups], fontsize=10 if len(groups) <= 8 else 8)
+    ax.set_yticklabels([g.label(varying, compact=True) for g in groups], fontsize=10 if len(groups) <= 8 else 8)
     ax.set_ylim(len(groups) - 0.5, -0.5)  # first group on top
     name = metric.replace("_", " ")
     title = f"{name}: mean and 95 % CI over seeds (bars); grey dots: single seeds"
@@ -992,7 +1003,7 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
         mean, half = mean_and_band([r[:length] for r in runs])
         epochs = list(range(length))  # from 0, as best_val_epoch, the checkpoints and the progress bar count
         ax.plot(epochs, 100 * mean, color=colors[g.number], marker="o" if length < 4 else None,
-                label=f"{g.label(varying)} ({_plural(len(runs), 'seed')})")
+                label=f"{g.label(varying, compact=True)} ({_plural(len(runs), 'seed')})")
         ax.fill_between(epochs, (100 * (mean - half)).clip(0, 100), (100 * (mean + half)).clip(0, 100),
                         color=colors[g.number], alpha=0.2)  # an accuracy's band ends at 0 and 100 %
         # the first epoch sits far below the rest of a long run: the axis zooms on the rest;
@@ -1082,7 +1093,9 @@ def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
         ys = [max(lo, 100 * s.mean) for s in summaries if s.n]
         ax.plot(xs, ys, marker="o", color=color, label=line.label)
         # the interval of the mean, cut to what an accuracy can take; a point of 1 seed: none
-        band = [(y, y) if s.ci_low is None else (100 * s.ci_low, 100 * s.ci_high)
+        # ... and to the data area: the strips above and below belong to the ranges and the ×
+        # marks (a point drawn as ▼ at the floor keeps a band only where it reaches the data area)
+        band = [(y, y) if s.ci_low is None else (min(max(100 * s.ci_low, lo), hi), min(max(100 * s.ci_high, lo), hi))
                 for y, s in zip(ys, (s for s in summaries if s.n), strict=True)]
         ax.fill_between(xs, [b[0] for b in band], [b[1] for b in band], color=color, alpha=0.18)
         for x, s in zip(line.x, summaries, strict=True):

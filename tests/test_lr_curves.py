@@ -206,7 +206,7 @@ def test_curve_detection_needs_three_numeric_values(tmp_path):
 def test_a_curve_within_one_decade_has_a_linear_axis(tmp_path):
     write_report(_simple_sweep(tmp_path, "optim.momentum", [0.5, 0.7, 0.9]))
     row = read_csv(tmp_path / "sweep" / "summary_curves.csv")[0]
-    assert row["width_unit"] == "optim.momentum" and row["line"] == "all"
+    assert row["width_unit"] == "optim.momentum" and row["line"] == "sgd"  # one line, named by its optimizer
     assert float(row["best_x"]) == 0.9 and float(row["width"]) == pytest.approx(0.2)  # 0.7 is 1 pt below: in
 
 

@@ -314,8 +314,13 @@ def test_the_learning_rate_curves_band_is_the_cut_interval_of_each_point():
     fig = figure_curve(curve, "test_acc", 1.0)
     band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
     s1, s2 = groups[0].summary("test_acc"), groups[1].summary("test_acc")
-    assert band.max() == 100.0 and summarize([0.999, 0.9, 0.999]).ci_high > 1  # cut at 100 %
-    assert band.min() == pytest.approx(min(100 * s1.ci_low, 100 * s2.ci_low))  # 1 seed at 50 %: no band
+    # the band is the interval cut at 100 % and then to the data area: the strips above and below
+    # (0.045 of the axes each, one line) hold the ranges and the × marks
+    y0, y1 = fig.axes[0].get_ylim()
+    floor, top = y0 + 0.045 * (y1 - y0), y1 - 0.045 * (y1 - y0)
+    assert summarize([0.999, 0.9, 0.999]).ci_high > 1 and top < 100
+    assert band.max() == pytest.approx(top)  # group 2's interval reaches past 100 %, cut at the strip
+    assert band.min() == pytest.approx(floor) and 100 * s1.ci_low < floor  # 1 seed at 50 %: a ▼, no band
     assert min(abs(band - 100 * s1.ci_high)) < 1e-9 and min(abs(band - 100 * s2.ci_low)) < 1e-9
 
 
@@ -679,6 +684,11 @@ def test_the_small_readers_and_joiners_of_the_words():
     from src.stats import Tolerance
 
     assert Group(1, {"model.net.act_fn": "tanh", "optim": "sgd"}, []).label() == "act_fn=tanh,optim=sgd"
+    optuna = Group(1, {"optim.lr": "0.00031489116479568613", "optim": "sgd"}, [])
+    assert optuna.label(["optim.lr"]) == "0.00031489116479568613"  # the tables keep every digit
+    assert optuna.label(["optim.lr"], compact=True) == "0.000315"  # the figures' ticks: 3 digits
+    assert optuna.label(compact=True) == "lr=0.000315,optim=sgd"
+    assert Group(1, {"optim.lr": "0.1", "x": "1.2345678e-05"}, []).label(compact=True) == "lr=0.1,x=1.23e-05"
     assert [_number(v) for v in ("1e-3", 2, "-0.5", "nan", "inf", None, "abc", [1])] == \
         [0.001, 2.0, -0.5, None, None, None, None, None]
     config = {"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": 3}
