@@ -777,12 +777,14 @@ def test_group_notes_and_the_provenance_line():
     warned = [ok_job("0", 0.5, seed=1, warnings=["stopped early: 1.40 of 3 epochs (7 steps) by trainer.max_steps=7; …",
                                                  "test_acc is of the final weights, not of the best-val checkpoint: …"]),
               ok_job("1", 0.5, seed=2, warnings=["did not learn: …", "trainer.fast_dev_run: a smoke test …"]),
-              ok_job("2", 0.5, seed=3, warnings=["stopped early: 2.00 of 3 epochs (10 steps) by a callback …"]),
+              ok_job("2", 0.5, seed=3, warnings=["stopped early: 2.00 of 3 epochs (10 steps) by a callback …",
+                                                 "test_acc is over 2048 of the 10000 test images (…), not all"]),
               ok_job("3", None, seed=4, status="diverged", warnings=["stopped early: …"])]  # not counted
     assert _group_notes(Group(1, {}, warned)) == [
         "stopped early: 2 of 3 jobs, see Jobs", "test_acc not of the best-val checkpoint: 1 of 3 jobs, see Jobs",
-        "fast_dev_run smoke test: 1 of 3 jobs, see Jobs"]
-    assert _group_notes(Group(1, {}, warned[2:3])) == ["stopped early: 1 of 1 job, see Jobs"]
+        "fast_dev_run smoke test: 1 of 3 jobs, see Jobs", "test_acc over part of the test set: 1 of 3 jobs, see Jobs"]
+    assert _group_notes(Group(1, {}, warned[2:3])) == ["stopped early: 1 of 1 job, see Jobs",
+                                                       "test_acc over part of the test set: 1 of 1 job, see Jobs"]
     assert provenance_lines([Job("0", Path("."))]) == \
         ["Provenance: none recorded (results.json without a `provenance` entry)."]
     p = dict(python="3.11.2", torch="2.14.1", lightning="2.6.0", hydra="1.3.2", device_type="cpu", device="Xeon")
