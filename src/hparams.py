@@ -78,8 +78,11 @@ def log_hparams(loggers, cfg: DictConfig, results: dict, swept: list[str], trial
         if isinstance(logger, DummyLogger):  # trainer.fast_dev_run's stand-in: it writes nothing
             continue
         writer = getattr(logger, "experiment", None)
-        if not hasattr(writer, "_get_file_writer"):  # not TensorBoard: its own hyperparameter API
-            logger.log_hyperparams(every, metrics or None)
+        if not hasattr(writer, "_get_file_writer"):  # not TensorBoard: the Logger API, one argument
+            # (CSVLogger and WandbLogger take no metrics there: passing them failed every csv run)
+            logger.log_hyperparams(every)
+            if metrics:
+                logger.log_metrics(metrics, step=results["global_step"])
             continue
         names = dict.fromkeys(METRICS, 0.0)  # the metrics' names only; their values come below
         exp, _, _ = hparams_summaries(hp, names)       # the columns

@@ -127,3 +127,22 @@ def test_a_setting_lightning_refuses_at_fit_start_leaves_no_empty_logs(tmp_path,
     assert (out / "tensorboard").exists() == there_before
     if there_before:
         assert [p.name for p in (out / "tensorboard").iterdir()] == ["events.out.tfevents.earlier"]
+
+
+@pytest.mark.parametrize("logger", ["csv", "[csv,tensorboard]"])
+def test_a_csv_logged_run_ends_ok_with_its_hyperparameters_and_scores(tmp_path, logger):
+    """`logger=csv` failed every run at its very end (CSVLogger.log_hyperparams takes no metrics):
+    results.json said `failed` with no test_acc after training and testing had finished."""
+    import csv
+
+    import yaml
+
+    out = tmp_path / "run"
+    train(compose([*FAST, f"logger={logger}"], out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "ok" and results["test_acc"] is not None
+    hparams = yaml.safe_load((out / "csv" / "hparams.yaml").read_text())
+    assert hparams["optim"] == "adam" and hparams["status"] == "ok"
+    with open(out / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["hp/test_acc"]) for r in rows if r.get("hp/test_acc")] == [results["test_acc"]]
