@@ -382,12 +382,20 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its five lines
     if guard := _sweep_guard():  # from an earlier app in this process (tests)
         guard.started_sweep.clear()
+    kept: dict[Path, bytes | None] = {}
     try:
         if resume:
             refuse_a_used_run_dir(sys.argv)
             sys.argv = resume_argv(sys.argv)
+            kept = files_of_the_resumed_run(sys.argv)
         hydra_main()
+    except SystemExit as e:
+        if e.code == EXIT_USER_ERROR and kept:
+            restore_files(kept)
+        raise
     except Exception as e:
+        if kept:  # Hydra refused an override after it wrote .hydra/: the run is as it was
+            restore_files(kept)
         refused = _refused_by_config_library(e)
         if guard := _sweep_guard():  # a multirun refused before its first job
             guard.forget_sweep_that_started_no_job()
@@ -431,6 +439,44 @@ def report_of_a_stopped_sweep(e: BaseException) -> str | None:
     if "No trials are completed yet" in why:
         why = "no trial finished with a value (a diverged or failed trial has none), so Optuna has no best one"
     return f"the sweeper stopped: {why}; {len(jobs)} jobs ran ({ran}), report: {sweep_dir / 'summary.md'}"
+
+
+RUN_RECORDS = (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", "results.json")
+
+
+def files_of_the_resumed_run(argv: list[str]) -> dict[Path, bytes | None]:
+    """What a resume attempt would overwrite before it can fail on bad input: the run's .hydra/
+    files (Hydra writes them at the job's start, and the next plain resume reads its overrides back
+    from there) and its results.json. {path: content, or None when there was no such file}; {}
+    when this is not a resume into an existing run dir."""
+    values = {override_key(a): _value(a) for a in _overrides(argv)}
+    run = values.get("hydra.run.dir")
+    if values.get("ckpt_path") in (None, "", "null") or not run or not Path(run).is_dir():
+        return {}
+    kept = {}
+    for name in RUN_RECORDS:
+        path = Path(run) / name
+        try:
+            kept[path] = path.read_bytes() if path.is_file() else None
+        except OSError:
+            return {}  # unreadable: leave everything to the run itself
+    return kept
+
+
+def restore_files(kept: dict[Path, bytes | None]) -> None:
+    """Put the resumed run's records back: a resume refused for bad input (`optim.lr=abc`, a
+    damaged last.ckpt) changed nothing about the run. It overwrote an `ok` results.json with
+    `failed` and kept the bad override for every later resume."""
+    from src.utils import atomic_write_bytes
+
+    for path, content in kept.items():
+        try:
+            if content is None:
+                path.unlink(missing_ok=True)
+            elif not path.is_file() or path.read_bytes() != content:
+                atomic_write_bytes(path, content)
+        except OSError:
+            pass
 
 
 def _sweep_guard():

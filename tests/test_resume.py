@@ -118,6 +118,31 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted)
     assert list(run.parent.iterdir()) == [run]
 
 
+def test_a_resume_refused_for_bad_input_leaves_the_run_as_it_was(tmp_path, uninterrupted):
+    """`ckpt_path=<finished run> optim.lr=abc`: one error line, and the run's results.json and
+    .hydra/ untouched. Before, results.json became `failed` (test_acc gone) and overrides.yaml kept
+    `optim.lr=abc`, so every later plain resume failed on it again; a damaged last.ckpt did the same."""
+    import shutil
+
+    run = tmp_path / "finished"
+    shutil.copytree(uninterrupted.path(), run)
+    records = ["results.json", ".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml"]
+    before = {name: (run / name).read_bytes() for name in records}
+    assert json.loads(before["results.json"])["status"] == "ok"
+
+    res = run_script("train.py", f"ckpt_path={run}", "optim.lr=abc", timeout=300)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and len(errors) == 1 and "optim.lr" in errors[0], res.stderr[-2000:]
+    assert {name: (run / name).read_bytes() for name in records} == before
+
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # damaged
+    res = run_script("train.py", f"ckpt_path={run}", timeout=300)
+    assert res.returncode == 2 and "is not a checkpoint" in res.stderr, res.stderr[-2000:]
+    assert "optim.lr=abc" not in res.stderr  # the bad override was not kept for later resumes
+    assert {name: (run / name).read_bytes() for name in records} == before
+
+
 @pytest.mark.slow
 def test_resume_from_the_end_of_epoch_checkpoint(tmp_path, uninterrupted):
     # killed before step 6 (at the start of epoch 1): last.ckpt was written after epoch 0's
