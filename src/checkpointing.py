@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,16 @@ from src.utils import umask_mode
 
 HINT = "pass a run's checkpoints/last.ckpt (or the run dir)"
 TMP_SUFFIX = ".tmp"  # our temp files: .<name>.<random>.tmp beside the file they become
+
+
+def best_rank(path: Path) -> tuple:
+    """A best-*.ckpt's place among several (`callbacks.model_checkpoint.save_top_k` > 1), the best
+    last: the highest val_acc in its name, of those the earliest epoch (as results.json's best
+    epoch); names without them before, by epoch number (not by name: epoch=100 < epoch=99 there)."""
+    acc = re.search(r"val_acc=(\d+(?:\.\d+)?)", path.name)
+    epoch = re.search(r"epoch=(\d+)", path.name)
+    e = int(epoch.group(1)) if epoch else -1
+    return (1, float(acc.group(1)), -e) if acc else (0, e, 0)
 
 
 def resolve_ckpt_path(path: str | os.PathLike) -> Path:

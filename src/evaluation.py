@@ -5,7 +5,6 @@ same LightningModule, data module and trainer precision as training, so it equal
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import hydra
@@ -14,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from src.checkpointing import HINT
+from src.checkpointing import HINT, best_rank
 from src.cli import job_overrides, override_key
 from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
 from src.model import BaseNetwork
@@ -25,16 +24,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("test", "val")
 
 
-def _rank(path: Path) -> tuple:
-    """A best-*.ckpt's place among several (`callbacks.model_checkpoint.save_top_k` > 1): the
-    highest val_acc in its name, of those the earliest epoch (as results.json's best epoch);
-    names without them after, the latest epoch first."""
-    acc = re.search(r"val_acc=(\d+(?:\.\d+)?)", path.name)
-    epoch = re.search(r"epoch=(\d+)", path.name)
-    e = int(epoch.group(1)) if epoch else -1
-    return (1, float(acc.group(1)), -e) if acc else (0, e, 0)
-
-
 def best_checkpoint(given: str) -> Path:
     """A .ckpt as given; for a run dir, the best-val checkpoint its results.json names (or the
     best of its best-*.ckpt, when the run wrote no readable results.json)."""
@@ -43,9 +32,15 @@ def best_checkpoint(given: str) -> Path:
         return p
     if p.is_dir():
         best = read_json_object(p / "results.json").get("best_checkpoint")
-        if isinstance(best, str) and best and Path(best).is_file():
-            return Path(best)
-        found = sorted((p / "checkpoints").glob("best-*.ckpt"), key=_rank)
+        if isinstance(best, str) and best:
+            # The file of that name in *this* dir's checkpoints/: results.json holds an absolute
+            # path, which in a copied or moved run dir names the original's file
+            own = p / "checkpoints" / Path(best).name
+            if own.is_file():
+                return own
+            if Path(best).is_file() and Path(best).parent.name != "checkpoints":
+                return Path(best)  # a checkpoint dirpath set outside any run dir's checkpoints/
+        found = sorted((p / "checkpoints").glob("best-*.ckpt"), key=best_rank)
         if found:
             return found[-1]
         results = read_json_object(p / "results.json")

@@ -104,10 +104,16 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     if which == "last":
         path = ckpts / "last.ckpt"
     elif which == "best":
-        best = sorted(ckpts.glob("best-*.ckpt"))
+        from src.checkpointing import best_rank
+
+        best = sorted(ckpts.glob("best-*.ckpt"), key=best_rank)  # by val_acc, not by name
         path = best[-1] if best else ckpts / "best-*.ckpt"
     else:
         path = Path(which)
+        if path.resolve().parent != ckpts.resolve():
+            # another run's file would be drawn under this run's name
+            raise ConfigError(f"checkpoint={which} is not one of {run_dir}'s checkpoints; accepted: last, best, "
+                              f"or a file in {ckpts} (to draw that file, pass it as run=<file>)")
     if not path.is_file():
         raise CheckpointError(
             f"{run_dir} has no checkpoint {path.name} (checkpoint={which}): landscape.py needs a run of "
@@ -125,6 +131,9 @@ def resolve_runs(cfg: DictConfig) -> list[tuple[Path, Path | None]]:
     if run is not None and runs is not None:
         raise ConfigError("pass either run=<run dir> or runs=[...], not both")
     items = [run] if run is not None else (list(runs) if isinstance(runs, (list, ListConfig)) else [runs])
+    if not items or any(item is None or str(item).strip() == "" for item in items):
+        raise ConfigError(f"runs={OmegaConf.to_container(runs) if isinstance(runs, ListConfig) else runs!r} "
+                          "names no run: pass runs=[<run dir>,<run dir>], runs=<sweep dir> or run=<run dir>")
     out: list[tuple[Path, Path | None]] = []
     for item in items:
         p = Path(str(item)).expanduser()
@@ -214,6 +223,9 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
     net.load_state_dict(weights)
     net.eval().requires_grad_(False)
     layout = Layout.of(net)
+    if not all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point()):
+        raise CheckpointError(f"{ckpt}'s weights hold NaN or inf (the run diverged): there is no landscape "
+                              "around them; draw an earlier checkpoint (checkpoint=best, or run=<its .ckpt>)")
     config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")
     if not config:  # .hydra/ gone: the config results.json recorded, if it is readable
         config = read_json_object(run_dir / "results.json").get("config")
@@ -1101,6 +1113,14 @@ def landscape(cfg: DictConfig) -> dict:
         log.info("%s: grid %dx%d in %.1f s, centre loss %.5f (checkpoint %.5f), checks passed: %s",
                  run.name, s.resolution, s.resolution, r["grid"]["seconds"], r["checks"]["centre"]["grid"],
                  r["checks"]["centre"]["checkpoint"], r["checks"]["passed"])
+    for r in results:  # before anything is written: no figure can be drawn of an inf grid
+        grid = np.asarray(r["grid"]["loss"], dtype=float)
+        bad = int((~np.isfinite(grid)).sum())
+        if bad:
+            where = (f"landscape.range={list(s.range)} reaches weights too large for float32; accepted: a "
+                     "narrower landscape.range, e.g. [-1, 1]" if s.range is not None else
+                     "the weights along the directions grow too large for float32; try landscape.range=[-1, 1]")
+            raise ConfigError(f"the loss is not finite at {bad} of {grid.size} grid points of {r['name']}: {where}")
     record = {"directions": directions, "settings": {
         "resolution": s.resolution, "range": s.range, "subset": s.subset or "full", "seed": s.seed,
         "alpha_range": list(s.alpha_range), "checkpoint": s.checkpoint, "device": str(s.device)},

@@ -75,6 +75,25 @@ def test_of_several_best_checkpoints_the_highest_val_acc_wins(tmp_path):
     assert best_checkpoint(str(other)).name == "best-epoch=00.ckpt"
 
 
+def test_a_copied_run_dir_tests_its_own_checkpoint_not_the_originals(tmp_path):
+    """results.json names its best checkpoint by absolute path: in a copy of the run dir that is
+    the original's file, which eval.py tested while the original was there."""
+    import shutil
+
+    original = tmp_path / "original"
+    (original / "checkpoints").mkdir(parents=True)
+    best = original / "checkpoints" / "best-epoch=03-val_acc=0.8800.ckpt"
+    best.write_bytes(b"original")
+    (original / "checkpoints" / "best-epoch=01-val_acc=0.8900.ckpt").write_bytes(b"x")  # kept by hand, not the run's
+    (original / "results.json").write_text(json.dumps({"best_checkpoint": str(best)}))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    assert best_checkpoint(str(original)) == best
+    assert best_checkpoint(str(copy)) == copy / "checkpoints" / best.name  # the copy's file of that name
+    (copy / "checkpoints" / best.name).unlink()  # not in the copy: the copy's best by name, never the original's
+    assert best_checkpoint(str(copy)) == copy / "checkpoints" / "best-epoch=01-val_acc=0.8900.ckpt"
+
+
 def test_paths_that_are_no_checkpoint(tmp_path):
     with pytest.raises(CheckpointError) as e:
         best_checkpoint(str(tmp_path / "nope"))

@@ -222,6 +222,50 @@ def test_bad_input_names_the_callback_to_turn_on(tmp_path, killed_and_resumed):
         landscape(compose([f"run={no_path}", "directions=pca"], tmp_path / "o2", config_name="landscape"))
 
 
+def test_which_checkpoint_is_drawn_and_what_is_refused(tmp_path, killed_and_resumed):
+    """checkpoint=best is the highest val_acc (it was the last name in alphabetical order, and
+    epoch=100 sorts before epoch=99); another run's file, an empty runs=[], NaN weights and a range
+    whose grid overflows are one line each, before anything is written."""
+    import shutil
+
+    from src.errors import ConfigError
+    from src.landscape import find_checkpoint
+
+    run, _, _ = killed_and_resumed
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tensorboard", "weight_path"))
+    ckpts = copy / "checkpoints"
+    for old in ckpts.glob("best-*.ckpt"):
+        old.unlink()
+    last = (ckpts / "last.ckpt").read_bytes()
+    for name in ("best-epoch=99-val_acc=0.5000.ckpt", "best-epoch=100-val_acc=0.4000.ckpt",
+                 "best-epoch=07-val_acc=0.9000.ckpt", "best-epoch=08-val_acc=0.9000.ckpt"):
+        (ckpts / name).write_bytes(last)
+    assert find_checkpoint(copy, "best").name == "best-epoch=07-val_acc=0.9000.ckpt"  # the earliest of the best
+    assert find_checkpoint(copy, str(ckpts / "last.ckpt")) == ckpts / "last.ckpt"
+
+    def refused(*overrides, error=ConfigError):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        with pytest.raises(error) as e:
+            landscape(compose([*overrides, *FAST_LANDSCAPE], out, config_name="landscape"))
+        assert "\n" not in str(e.value) and not (out / "landscape.json").exists()
+        return str(e.value)
+
+    assert refused(f"runs=[{copy},{run}]", f"checkpoint={ckpts / 'last.ckpt'}") == (
+        f"checkpoint={ckpts / 'last.ckpt'} is not one of {run}'s checkpoints; accepted: last, best, or a file in "
+        f"{run / 'checkpoints'} (to draw that file, pass it as run=<file>)")
+    assert refused("runs=[]").startswith("runs=[] names no run: pass runs=[<run dir>,<run dir>]")
+    assert refused(f"run={copy}", "directions=random", "landscape.range=[-1e30,1e30]") == (
+        "the loss is not finite at 24 of 25 grid points of copy: landscape.range=[-1e+30, 1e+30] reaches weights "
+        "too large for float32; accepted: a narrower landscape.range, e.g. [-1, 1]")
+    state = torch.load(ckpts / "last.ckpt", weights_only=True)
+    next(iter(state["state_dict"].values())).fill_(float("nan"))
+    torch.save(state, ckpts / "last.ckpt")
+    assert refused(f"run={copy}", "directions=random", error=CheckpointError) == (
+        f"{ckpts / 'last.ckpt'}'s weights hold NaN or inf (the run diverged): there is no landscape around them; "
+        "draw an earlier checkpoint (checkpoint=best, or run=<its .ckpt>)")
+
+
 def test_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
     argv = ["landscape.py", f"run={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'out'}",
             "hydra/job_logging=none", "hydra/hydra_logging=none"]
