@@ -492,5 +492,5 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         self.setup()
         if self.pipeline == "tensor":
             return self.train_x[:n], self.train_y[:n]
-        items = [self.train_x[i] for i in range(n)]
+        items = [self.train_x[i] for i in range(min(n, len(self.train_x)))]  # as [:n]: a small split gives all
         return torch.stack([a for a, _ in items]), torch.tensor([b for _, b in items])

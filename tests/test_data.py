@@ -77,6 +77,18 @@ def test_diagnostic_batch_is_first_1024_training_images(dm):
     assert torch.equal(x, dm.train_x[:1024]) and torch.equal(y, dm.train_y[:1024])
 
 
+@pytest.mark.parametrize("pipeline", ["tensor", "torchvision"])
+def test_a_training_split_under_the_diagnostic_batch_gives_all_of_it(data_dir, pipeline):
+    """data.train_subset=500: the torchvision pipeline asked for images 0..1023 and crashed the run
+    (IndexError) at the diagnostics' first step; the tensor pipeline gave the 500."""
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), pipeline=pipeline, train_subset=500)
+    x, y = dm.diagnostic_batch()
+    assert x.shape == (500, 1, 28, 28) or x.shape[0] == 500
+    tensor = FashionMNISTDataModule(data_dir=str(data_dir), pipeline="tensor", train_subset=500)
+    tx, ty = tensor.diagnostic_batch()
+    assert torch.equal(y, ty) and torch.allclose(x.reshape(tx.shape), tx)  # the same 500 images either way
+
+
 # --- data on the accelerator (data.on_device) ------------------------------------------------
 
 def _fake_trainer(device: str):
