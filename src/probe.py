@@ -90,6 +90,13 @@ def probe(cfg: DictConfig) -> dict:
     report = probe_variances(net, init_scheme, batches, draws=settings["draws"], seed=int(cfg.seed),
                              tolerance=settings["tolerance"])
     report["warnings"] = flag_lines(report)
+    if len(x_all) < n * settings["batches"]:  # a training split smaller than asked for: say what was measured
+        sizes = sorted({len(b[0]) for b in batches}, reverse=True)
+        line = (f"probe: asked for {settings['batches']} batches of {n} images, the training split has "
+                f"{len(x_all)}: measured on {len(batches)} batch{'es' if len(batches) != 1 else ''} of "
+                f"{' and '.join(map(str, sizes))} images")
+        report["warnings"].insert(0, line)
+        print(f"warning: {line}", file=sys.stderr, flush=True)
 
     result = {kind: {name: s["var"] for name, s in stats[kind].items()} for kind in KINDS}
     init_name = _choice("init") or str(cfg.init.get("_target_", "")).rsplit(".", 1)[-1]
@@ -134,9 +141,17 @@ def probe(cfg: DictConfig) -> dict:
 
 def _probe_settings(cfg: DictConfig) -> dict:
     """probe.py's own values, checked before any work: each bad one is one `error:` line."""
-    from src.errors import ConfigError, integer
+    from src.errors import ConfigError, integer, is_int
 
-    p = cfg.get("probe") or {}
+    seed = cfg.get("seed", 0)  # conf/probe.yaml always has one
+    if not (is_int(seed) and 0 <= seed < 2**32):  # as train.py: seed_everything's own error is a traceback
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
+    p = cfg.get("probe")
+    if p is None:
+        p = {}
+    if not isinstance(p, (DictConfig, dict)):
+        raise ConfigError(f"probe={p!r} is not a group of settings; set its keys: probe.draws=10 probe.batches=4 "
+                          "probe.tolerance=0.1")
     settings = {"draws": integer("probe.draws", p.get("draws", 10)),
                 "batches": integer("probe.batches", p.get("batches", 4)),
                 "batch_size": integer("batch_size", cfg.get("batch_size", 1024))}
@@ -149,6 +164,8 @@ def _probe_settings(cfg: DictConfig) -> dict:
         kind = torch.device(device).type
     except RuntimeError:
         raise ConfigError(f"device={device!r} is not a device; use cpu, cuda or cuda:<index>") from None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is not supported here; use cpu, cuda or cuda:<index>")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but CUDA is not available on this machine; use device=cpu")
     settings["device"] = device

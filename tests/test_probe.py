@@ -51,6 +51,19 @@ def test_const_init_reproduces_the_tutorial_to_3_significant_digits(tmp_path):
         "activations_step000000.png", "gradients_step000000.png", "weights_step000000.png"]
 
 
+def test_a_split_smaller_than_asked_for_is_said(tmp_path, capsys):
+    """4 batches of 512 from a training split of 1000: 2 batches of 512 and 488, said on stderr and
+    in probe.json's warnings (it changed them silently)."""
+    cfg = compose_cfg("probe", tmp_path, ["data.train_subset=1000", "batch_size=512", "probe.batches=4",
+                                          "probe.draws=2", "tensorboard=false", "model.hidden_sizes=[16]"])
+    probe(cfg)
+    line = ("probe: asked for 4 batches of 512 images, the training split has 1000: measured on 2 batches of "
+            "512 and 488 images")
+    assert f"warning: {line}" in capsys.readouterr().err.splitlines()
+    saved = json.loads((tmp_path / "probe.json").read_text())
+    assert saved["variance"]["warnings"][0] == line and saved["variance"]["batches"] == 2
+
+
 def test_probe_json_has_one_entry_per_linear_layer_for_any_hidden_sizes(tmp_path):
     cfg = compose_cfg("probe", tmp_path, ["init=xavier", "model.act_fn=tanh", "model.hidden_sizes=[32,16,8]",
                                           "probe.draws=3", "probe.batches=2"])
@@ -864,6 +877,13 @@ def test_cuda_asked_for_where_there_is_none_is_one_line(monkeypatch):
     ({"probe": {"tolerance": "abc"}}, "probe.tolerance='abc' must be a number >= 0"),
     ({"probe": {"tolerance": float("nan")}}, "probe.tolerance=nan must be a number >= 0"),
     ({"device": "tpu"}, "device='tpu' is not a device; use cpu, cuda or cuda:<index>"),
+    # each of these was a traceback and exit 1
+    ({"device": "meta"}, "device='meta' is not supported here; use cpu, cuda or cuda:<index>"),
+    ({"seed": -1}, "seed=-1 must be an integer in [0, 2**32 - 1]"),
+    ({"seed": 2**40}, "seed=1099511627776 must be an integer in [0, 2**32 - 1]"),
+    ({"seed": "abc"}, "seed='abc' must be an integer in [0, 2**32 - 1]"),
+    ({"seed": None}, "seed=None must be an integer in [0, 2**32 - 1]"),
+    ({"probe": "abc"}, "probe='abc' is not a group of settings; set its keys: probe.draws=10"),
 ])
 def test_bad_probe_settings_are_one_line(cfg, message):
     from omegaconf import OmegaConf
