@@ -26,7 +26,7 @@ from pathlib import Path
 import src.resolvers  # registers ${lr_around:…}, ${job_dir_name:…} before Hydra composes
 from src.config import ROOT
 from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
-from src.utils import atomic_write_json, read_json_object
+from src.utils import atomic_write_json, read_json_object, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,7 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
         guard.started_sweep.clear()
     kept: dict[Path, bytes | None] = {}
     try:
+        refuse_a_run_dir_of_another_app(sys.argv)
         if resume:
             refuse_a_used_run_dir(sys.argv)
             sys.argv = resume_argv(sys.argv)
@@ -540,6 +541,23 @@ def resume_command(run_dir) -> str:
 def _overrides(argv: list[str]) -> list[str]:
     """The command line's `key=value` overrides (not flags such as `--config-dir=…`)."""
     return [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+
+
+def refuse_a_run_dir_of_another_app(argv: list[str]) -> None:
+    """`probe.py hydra.run.dir=<a train.py run>` would overwrite that run's results.json and
+    .hydra/ (its own probe.png too): refused before Hydra writes anything. Hydra names the app
+    that made a run dir in its .hydra/hydra.yaml (hydra.job.name: train, eval, probe, ...)."""
+    if "-m" in argv or "--multirun" in argv:
+        return
+    values = {override_key(a): _value(a) for a in _overrides(argv)}
+    if not values.get("hydra.run.dir"):
+        return
+    run = Path(values["hydra.run.dir"])
+    job = (read_yaml_mapping(run / ".hydra" / "hydra.yaml").get("hydra") or {}).get("job") or {}
+    made_by, app = job.get("name"), Path(argv[0]).stem
+    if made_by and made_by != app:
+        raise UserError(f"hydra.run.dir={run} holds a run of {made_by}.py; {app}.py would overwrite its results.json "
+                        "and .hydra/: give a new hydra.run.dir (or leave it out)")
 
 
 def refuse_a_used_run_dir(argv: list[str]) -> None:

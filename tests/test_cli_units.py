@@ -995,6 +995,30 @@ def test_another_runs_checkpoint_resumed_into_a_dir_that_holds_a_run_is_refused(
         cli.refuse_a_used_run_dir(["train.py", f"ckpt_path={given.format(other=other)}", f"hydra.run.dir={run}"])
 
 
+@pytest.mark.parametrize("app", ["probe.py", "eval.py", "landscape.py", "surfaces.py", "train.py"])
+def test_another_apps_run_dir_is_refused_before_hydra_writes(app_env, tmp_path, capsys, app):
+    """`probe.py hydra.run.dir=<a train.py run>` replaced the run's results.json with probe's (and
+    eval.py's failure marked a finished training run `failed`)."""
+    run = _used_run_dir(tmp_path, "ok", ["last.ckpt"])
+    (run / ".hydra").mkdir(exist_ok=True)
+    made_by = "probe" if app == "train.py" else "train"
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    name: {made_by}\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    app_env.setattr(sys, "argv", [app, f"hydra.run.dir={run}", f"ckpt_path={run}"])
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(lambda: pytest.fail("Hydra must not start"), resume=app == "train.py")
+    assert info.value.code == 2
+    assert error_lines(capsys) == [f"error: hydra.run.dir={run} holds a run of {made_by}.py; {app} would overwrite "
+                                   "its results.json and .hydra/: give a new hydra.run.dir (or leave it out)"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # its own kind of run dir, a dir Hydra did not make, or a sweep: not this check's business
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    name: {Path(app).stem}\n")
+    cli.refuse_a_run_dir_of_another_app([app, f"hydra.run.dir={run}"])
+    cli.refuse_a_run_dir_of_another_app([app, f"hydra.run.dir={tmp_path / 'new'}"])
+    (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: other\n")
+    cli.refuse_a_run_dir_of_another_app([app, "-m", f"hydra.run.dir={run}"])
+
+
 def test_a_missing_checkpoint_is_left_to_resume_argv_to_name(tmp_path):
     run = _used_run_dir(tmp_path, "ok", ["last.ckpt"])
     cli.refuse_a_used_run_dir(["train.py", f"ckpt_path={tmp_path}/nope", f"hydra.run.dir={run}"])
