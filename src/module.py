@@ -283,7 +283,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         checkpoint["rng_states"] = collect_rng_states()
         # The epoch's length in batches: what landscape.py needs to say "1.5 epochs" of a checkpoint
         # written mid-epoch in the first epoch (later ones can tell it from the loop's counts)
-        batches = self.trainer.num_training_batches
+        batches = self._trainer.num_training_batches if self._trainer is not None else 0
         if 0 < batches < float("inf"):
             checkpoint["batches_per_epoch"] = int(batches)
 
