@@ -104,9 +104,12 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if init_scheme is not None:
             init_scheme(self.net)
         self.optimizer = optimizer
-        self.progress_every_n_steps = int(progress_every_n_steps)
+        if isinstance(progress_every_n_steps, bool) or not isinstance(progress_every_n_steps, int) \
+                or progress_every_n_steps < 1:  # 0 divided by zero at the first step
+            raise ValueError(f"Invalid progress_every_n_steps={progress_every_n_steps!r}: must be an integer >= 1")
+        self.progress_every_n_steps = progress_every_n_steps
         if not isinstance(manual_step, bool):  # `maybe` would read as true
-            raise ValueError(f"manual_step={manual_step!r} must be true or false")
+            raise ValueError(f"Invalid manual_step={manual_step!r}: must be true or false")
         self.manual_step = manual_step
         num_classes = self.net.config["num_classes"]
         # validate_args=False: the argument checks sync with the host on every update.

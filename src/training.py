@@ -89,6 +89,30 @@ def check_run_settings(cfg: DictConfig) -> None:
     group = cfg.get("group_callbacks", True)
     if not isinstance(group, bool):
         raise ConfigError(f"group_callbacks={group!r} must be true or false")
+    # Each of these ran on, read in a way nobody meant (`skip_test=abc` skipped the test, a metric
+    # name Optuna cannot get failed every trial after it trained) or crashed mid-run.
+    if not isinstance(skip := cfg.get("skip_test", False), bool):
+        raise ConfigError(f"skip_test={skip!r} must be true or false")
+    if (metric := cfg.get("optimized_metric")) not in (None, "test_acc", "best_val_acc"):
+        raise ConfigError(f"optimized_metric={metric!r} is not what train() can return; accepted: "
+                          "best_val_acc (searches: never looks at test data) or test_acc")
+    if str(shown := cfg.get("print_config", "compact")).lower() not in ("compact", "full", "false"):
+        raise ConfigError(f"print_config={shown!r} is not one of: compact, full, false")
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+    if not (is_int(accumulate) and accumulate >= 1):
+        raise ConfigError(f"trainer.accumulate_grad_batches={accumulate!r} must be a whole number of batches "
+                          ">= 1 per optimizer step (1: every batch)")
+    clip = cfg.trainer.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                             or not math.isfinite(clip) or clip < 0):
+        raise ConfigError(f"trainer.gradient_clip_val={clip!r} must be a number >= 0 (0 or null: no clipping); "
+                          "a negative one was ignored")
+    model = cfg.get("model") or {}
+    classes, inputs = model.get("num_classes", 10), model.get("input_size", 784)
+    if is_int(classes) and 0 < classes < 10:  # FashionMNIST's labels are 0..9: a loss on label 3 of 1 logit
+        raise ConfigError(f"model.num_classes={classes} is fewer than FashionMNIST's 10 classes; accepted: 10")
+    if is_int(inputs) and inputs > 0 and inputs != 784:
+        raise ConfigError(f"model.input_size={inputs}: FashionMNIST's images are 28x28 = 784 values; accepted: 784")
     check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator", "auto"))
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     # Lightning's `ddp` starts the extra processes by re-running the command line; inside a local

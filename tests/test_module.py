@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -135,7 +136,7 @@ def test_progress_bar_loss_every_n_steps(tmp_path):
             shown.append(trainer.progress_bar_metrics.get("train/loss"))
 
     net = _net()
-    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5), progress_every_n_steps="3")
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5), progress_every_n_steps=3)
     trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, accelerator="cpu", callbacks=[Watch()],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0)
@@ -323,8 +324,15 @@ def test_clipping_and_accumulation_keep_lightnings_loop(tmp_path, setting):
     assert not torch.equal(next(module.net.parameters()), next(plain.net.parameters()))
 
 
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3"])
+def test_progress_every_n_steps_must_be_a_whole_number_of_steps(value):
+    with pytest.raises(ValueError, match=rf"^Invalid progress_every_n_steps={re.escape(repr(value))}: must be an "
+                                         r"integer >= 1$"):  # 0 divided by zero at the first step
+        ClassifierModule(_net(), None, progress_every_n_steps=value)
+
+
 def test_manual_step_must_be_a_bool():
-    with pytest.raises(ValueError, match=r"^manual_step='maybe' must be true or false$"):
+    with pytest.raises(ValueError, match=r"^Invalid manual_step='maybe': must be true or false$"):
         ClassifierModule(_net(), None, manual_step="maybe")
 
 

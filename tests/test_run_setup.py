@@ -7,6 +7,7 @@ a run prints. Fast: the mutation tests run this file (scripts/mutants.py trainin
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -132,6 +133,36 @@ def test_duration_seconds_reads_max_time_as_lightning_does(value, expected):
     from src.training import duration_seconds
 
     assert duration_seconds(value) == expected
+
+
+@pytest.mark.parametrize("top, trainer, message", [
+    # each ran on, read as nobody meant, or crashed mid-run
+    ({"skip_test": "abc"}, {}, "skip_test='abc' must be true or false"),
+    ({"optimized_metric": "val_acc"}, {}, "optimized_metric='val_acc' is not what train() can return; accepted: "
+                                          "best_val_acc (searches: never looks at test data) or test_acc"),
+    ({"print_config": "foo"}, {}, "print_config='foo' is not one of: compact, full, false"),
+    ({}, {"accumulate_grad_batches": 0}, "trainer.accumulate_grad_batches=0 must be a whole number of batches >= 1 "
+                                         "per optimizer step (1: every batch)"),
+    ({}, {"accumulate_grad_batches": 1.5}, "trainer.accumulate_grad_batches=1.5 must be a whole number"),
+    ({}, {"gradient_clip_val": -1}, "trainer.gradient_clip_val=-1 must be a number >= 0 (0 or null: no clipping); "
+                                    "a negative one was ignored"),
+    ({}, {"gradient_clip_val": "abc"}, "trainer.gradient_clip_val='abc' must be a number >= 0"),
+    ({"model": {"num_classes": 1}}, {}, "model.num_classes=1 is fewer than FashionMNIST's 10 classes; accepted: 10"),
+    ({"model": {"input_size": 100}}, {}, "model.input_size=100: FashionMNIST's images are 28x28 = 784 values; "
+                                         "accepted: 784"),
+])
+def test_settings_that_ran_wrong_or_crashed_mid_run_are_refused(top, trainer, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        check({**settings(**trainer), **top})
+
+
+@pytest.mark.parametrize("top, trainer", [
+    ({"skip_test": True, "optimized_metric": "test_acc", "print_config": False}, {"accumulate_grad_batches": 3}),
+    ({"optimized_metric": None, "print_config": "FULL", "model": {"num_classes": 12}}, {"gradient_clip_val": 0.5}),
+    ({}, {"gradient_clip_val": None, "gradient_clip_val ": 0}),
+])
+def test_the_accepted_values_of_those_settings_pass(top, trainer):
+    check({**settings(**trainer), **top})
 
 
 def test_barebones_is_refused_with_what_it_would_turn_off():
