@@ -50,6 +50,24 @@ from src.errors import DataError, integer, is_int
 
 N_TRAIN = 50_000  # the tutorial's split of the 60,000 training images: 50,000 train, 10,000 val
 MEAN, STD = 0.2861, 0.3530  # the tutorial's normalisation: pixels get mean 0, std 1
+CLASSES, IMAGE_VALUES = 10, 28 * 28
+
+
+def check_model_fits_data(model) -> None:
+    """A network FashionMNIST can train: a loss on label 3 of 1 logit, or a 784-value image into a
+    100-input layer, fails at the first batch with a shape or index error."""
+    from src.errors import ConfigError
+
+    model = model or {}
+    classes, inputs = model.get("num_classes", CLASSES), model.get("input_size", IMAGE_VALUES)
+    if is_int(classes) and 0 < classes < CLASSES:
+        raise ConfigError(f"model.num_classes={classes} is fewer than FashionMNIST's {CLASSES} classes; "
+                          f"accepted: {CLASSES}")
+    if is_int(inputs) and inputs > 0 and inputs != IMAGE_VALUES:
+        raise ConfigError(f"model.input_size={inputs}: FashionMNIST's images are 28x28 = {IMAGE_VALUES} values; "
+                          f"accepted: {IMAGE_VALUES}")
+
+
 SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 
 # sha256 of the decompressed IDX files (the original content, whoever compressed it), and size

@@ -146,6 +146,9 @@ def _probe_settings(cfg: DictConfig) -> dict:
     seed = cfg.get("seed", 0)  # conf/probe.yaml always has one
     if not (is_int(seed) and 0 <= seed < 2**32):  # as train.py: seed_everything's own error is a traceback
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
+    from src.data import check_model_fits_data
+
+    check_model_fits_data(cfg.get("model"))
     p = cfg.get("probe")
     if p is None:
         p = {}

@@ -36,6 +36,7 @@ from src.checkpointing import (
     checkpoint_stamp,
     remove_stale_temp_files,
 )
+from src.data import check_model_fits_data
 from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
 from src.hparams import log_hparams, trial_name
 from src.provenance import config_hash, hash_of, provenance, what_is_trained
@@ -107,12 +108,7 @@ def check_run_settings(cfg: DictConfig) -> None:
                              or not math.isfinite(clip) or clip < 0):
         raise ConfigError(f"trainer.gradient_clip_val={clip!r} must be a number >= 0 (0 or null: no clipping); "
                           "a negative one was ignored")
-    model = cfg.get("model") or {}
-    classes, inputs = model.get("num_classes", 10), model.get("input_size", 784)
-    if is_int(classes) and 0 < classes < 10:  # FashionMNIST's labels are 0..9: a loss on label 3 of 1 logit
-        raise ConfigError(f"model.num_classes={classes} is fewer than FashionMNIST's 10 classes; accepted: 10")
-    if is_int(inputs) and inputs > 0 and inputs != 784:
-        raise ConfigError(f"model.input_size={inputs}: FashionMNIST's images are 28x28 = 784 values; accepted: 784")
+    check_model_fits_data(cfg.get("model"))
     check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator", "auto"))
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     # Lightning's `ddp` starts the extra processes by re-running the command line; inside a local

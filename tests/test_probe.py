@@ -884,6 +884,7 @@ def test_cuda_asked_for_where_there_is_none_is_one_line(monkeypatch):
     ({"seed": "abc"}, "seed='abc' must be an integer in [0, 2**32 - 1]"),
     ({"seed": None}, "seed=None must be an integer in [0, 2**32 - 1]"),
     ({"probe": "abc"}, "probe='abc' is not a group of settings; set its keys: probe.draws=10"),
+    ({"model": {"num_classes": 1}}, "model.num_classes=1 is fewer than FashionMNIST's 10 classes"),  # IndexError
 ])
 def test_bad_probe_settings_are_one_line(cfg, message):
     from omegaconf import OmegaConf
