@@ -118,10 +118,15 @@ def evaluate(cfg: DictConfig) -> float:
                              deterministic=True)
     except (MisconfigurationException, ImportError, ValueError) as e:  # an accelerator or precision Lightning refuses
         raise ConfigError(in_group("precision" if str(e).startswith("Precision ") else "accelerator", e)) from None
-    module = ClassifierModule(BaseNetwork(**model_cfg))
-    if trainer.precision == "64-true":
-        module.double()  # a float64 run's weights, not rounded to float32 on the way in
-    module.load_state_dict(state["state_dict"])
+    try:  # the file loads but its inside is not what train.py writes (edited, or another app's)
+        module = ClassifierModule(BaseNetwork(**model_cfg))
+        if trainer.precision == "64-true":
+            module.double()  # a float64 run's weights, not rounded to float32 on the way in
+        module.load_state_dict(state["state_dict"])
+    except Exception as e:
+        why = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} is not a checkpoint of this app "
+                              f"({type(e).__name__}: {why}); {HINT}") from None
     test = trainer.test if cfg.split == "test" else trainer.validate
     metrics = test(module, datamodule=datamodule, verbose=False)[0]
     acc, loss = float(metrics[f"{cfg.split}/acc"]), float(metrics[f"{cfg.split}/loss"])

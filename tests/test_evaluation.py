@@ -131,6 +131,18 @@ def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")  # no hyperparameters: another app's
     with pytest.raises(CheckpointError, match=r"is not a checkpoint of this app \(KeyError\)"):
         evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'other.ckpt'}"))
+    # loads, but its inside is not train.py's: each was a traceback (exit 1)
+    model = {"act_fn": "relu", "input_size": 784, "num_classes": 10, "hidden_sizes": [8]}
+    for name, state, error in (
+            ("string_model", {"hyper_parameters": {"model": "mlp"}, "state_dict": {}}, "TypeError"),
+            ("no_weights", {"hyper_parameters": {"model": model}}, "KeyError"),
+            ("other_sizes", {"hyper_parameters": {"model": model},
+                             "state_dict": {"net.layers.0.weight": torch.zeros(3, 3)}}, "RuntimeError")):
+        torch.save(state, tmp_path / f"{name}.ckpt")
+        with pytest.raises(CheckpointError) as e:
+            evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / name}.ckpt"))
+        assert str(e.value).startswith(f"ckpt_path={tmp_path / name}.ckpt: {tmp_path / name}.ckpt is not a "
+                                       f"checkpoint of this app ({error}: ") and "\n" not in str(e.value)
     assert not (tmp_path / "out" / "eval.json").exists()
 
 
