@@ -29,7 +29,18 @@ def trial_name(overrides: list[str], swept: list[str]) -> str:
     """A sweep job's trial in the HParams tab: its swept values in the order of its overrides
     ("adam · kaiming"; TensorBoard's column is narrow); "" when it sweeps nothing."""
     pairs = (o.partition("=") for o in overrides)
-    return " · ".join(value for key, _, value in pairs if key.lstrip("+~") in swept)
+    return " · ".join(value for key, _, value in pairs if key.lstrip("+~") in swept and value)
+
+
+def run_name(overrides: list[str], keys: list[str]) -> str:
+    """A single run's trial: a config group's choice by its value, any other key as its last part
+    = value ("normal · std=0.1 · act_fn=tanh"): a bare 0.1 would not say what it sets."""
+    parts = []
+    for key, _, value in (o.partition("=") for o in overrides):
+        key = key.lstrip("+~")
+        if key in keys and value:
+            parts.append(value if "." not in key else f"{key.rsplit('.', 1)[-1]}={value}")
+    return " · ".join(parts)
 
 
 def hparams_of(cfg: DictConfig) -> dict:

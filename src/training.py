@@ -38,7 +38,7 @@ from src.checkpointing import (
 )
 from src.data import check_model_fits_data
 from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
-from src.hparams import log_hparams, trial_name
+from src.hparams import log_hparams, run_name, trial_name
 from src.provenance import config_hash, hash_of, provenance, what_is_trained
 from src.utils import atomic_write_json, read_json_object
 
@@ -419,7 +419,14 @@ def train(cfg: DictConfig) -> float | None:
         results["warnings"].append(what)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
-        log_hparams(trainer.loggers, cfg, results, swept, trial=trial_name(cli.job_overrides(), swept) or out.name)
+        trial = trial_name(cli.job_overrides(), swept)
+        if not cli.is_multirun():
+            # A single run's HParams row: its own overrides are its columns and its name, then the
+            # run dir's time (runs of a notebook of tries were told apart by the time alone)
+            swept = given_keys(cli.job_overrides())
+            trial = " · ".join(filter(None, [run_name(cli.job_overrides(), swept)
+                                             or f"{cfg.get('optim_name')} · {cfg.get('init_name')}", out.name]))
+        log_hparams(trainer.loggers, cfg, results, swept, trial=trial or out.name)
         for logger in trainer.loggers:
             logger.finalize("success" if status == "ok" else "failed")
         atomic_write_json(out / "results.json", results)
@@ -433,6 +440,19 @@ def train(cfg: DictConfig) -> float | None:
         return None
     return {"test_acc": test_acc, "best_val_acc": results["best_val_acc"]}.get(
         cfg.get("optimized_metric") or "test_acc")
+
+
+TENSORBOARD_URL = "http://localhost:6006/#timeseries&_smoothingWeight=0 (unsmoothed)"
+
+
+def given_keys(overrides: list[str]) -> list[str]:
+    """The keys a single run's command line sets, those that say what it trains (not where it
+    writes, how it prints, or `hydra.*`)."""
+    from src.provenance import BOOKKEEPING_KEYS
+
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    return [k for k in dict.fromkeys(keys)
+            if k.split(".")[0] not in BOOKKEEPING_KEYS - {"seed"} and not k.endswith(("_dir", "_path"))]
 
 
 def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
@@ -525,4 +545,6 @@ def print_end(results: dict) -> None:
         print(f"warning: {warning}", flush=True)
     print(f"results: {out / 'results.json'}", flush=True)
     if (out / "tensorboard").is_dir():
-        print(f"tensorboard --logdir {out / 'tensorboard'}", flush=True)
+        # TensorBoard smooths every chart by 0.6 at first: a layer statistic logged every 200 steps
+        # (3 points in a short run) then reads up to 10x off; the URL turns that off
+        print(f"tensorboard --logdir {out / 'tensorboard'}   # then {TENSORBOARD_URL}", flush=True)

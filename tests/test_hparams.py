@@ -30,12 +30,29 @@ def test_columns_put_the_swept_axes_first_and_pad_to_five():
     assert columns(["optim.lr", "optim"]) == ["lr", "optim", "init", "status", "act_fn"]
 
 
+def test_a_single_runs_own_overrides_are_its_columns_and_its_name():
+    """`train.py init=normal init.std=0.1 model.act_fn=tanh`: HParams showed init=normal and not the
+    std, and the Trial ID was the run dir's time, cut to `2026-11-30_16-...` for every run."""
+    from src.hparams import run_name
+    from src.training import given_keys
+
+    overrides = ["init=normal", "init.std=0.1", "model.act_fn=tanh", "paths.log_dir=/x", "hydra.run.dir=/y",
+                 "print_config=false", "seed=3", "+trainer.limit_train_batches=5", "~callbacks.weight_stats"]
+    keys = given_keys(overrides)
+    assert keys == ["init", "init.std", "model.act_fn", "seed", "trainer.limit_train_batches", "callbacks.weight_stats"]
+    assert columns(keys)[:4] == ["init", "init_std", "act_fn", "seed"]
+    assert run_name(overrides, keys) == "normal · std=0.1 · act_fn=tanh · 3 · limit_train_batches=5"
+
+
 def test_a_run_declares_its_columns_and_real_metrics(tmp_path, data_dir):
     out = tmp_path / "ok"
     train(compose([*FAST, "optim=sgd"], out))
     cols, trial, values, scalars = hparams_records(out / "tensorboard")
-    assert cols == ["optim", "init", "lr", "status", "act_fn"]
-    assert trial == "ok"  # a single run is named by its run dir
+    # a single run's columns are what its command line set (FAST's trainer keys have no column but
+    # max_epochs and accelerator), then the four every row has; its name: those values, its run dir
+    assert cols == ["max_epochs", "accelerator", "optim", "init", "lr", "status"]
+    assert trial == ("max_epochs=1 · limit_train_batches=10 · limit_val_batches=2 · limit_test_batches=2 · "
+                     "accelerator=cpu · none · sgd · ok")
     assert values["optim"] == "sgd" and values["status"] == "ok" and math.isclose(values["lr"], 0.1)
     assert values["hidden_sizes"] == "[512, 256, 256, 128]"  # every value travels with the run
     assert "hp/test_acc" in scalars and "hp/best_val_acc" in scalars
@@ -101,13 +118,17 @@ def test_columns_of_unknown_keys_and_without_padding_past_five():
 
 
 class _Plain:
-    """A logger without TensorBoard's writer (CSV, W&B...): its own log_hyperparams."""
+    """A logger without TensorBoard's writer (CSV, W&B...), with the Logger API's signatures:
+    log_hyperparams(params) takes no metrics (passing them failed every `logger=csv` run)."""
 
     def __init__(self):
         self.calls = []
 
-    def log_hyperparams(self, params, metrics=None):
-        self.calls.append((params, metrics))
+    def log_hyperparams(self, params):
+        self.calls.append(("hparams", params))
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append(("metrics", metrics, step))
 
 
 def test_log_hparams_to_loggers_without_tensorboard():
@@ -117,10 +138,11 @@ def test_log_hparams_to_loggers_without_tensorboard():
     first, second = _Plain(), _Plain()
     log_hparams([first, second], cfg, {"status": "ok", "test_acc": 0.5, "best_val_acc": 0.6, "global_step": 9},
                 ["optim"], "t")
-    expected = ({**hparams_of(cfg), "status": "ok"}, {"hp/test_acc": 0.5, "hp/best_val_acc": 0.6})
-    assert first.calls == second.calls == [expected]
+    expected = [("hparams", {**hparams_of(cfg), "status": "ok"}),
+                ("metrics", {"hp/test_acc": 0.5, "hp/best_val_acc": 0.6}, 9)]
+    assert first.calls == second.calls == expected
     log_hparams([first], cfg, {"status": "diverged", "test_acc": None, "global_step": 3}, [], "t")
-    assert first.calls[-1] == ({**hparams_of(cfg), "status": "diverged"}, None)
+    assert first.calls[2:] == [("hparams", {**hparams_of(cfg), "status": "diverged"})]  # no metrics at all
 
 
 def test_log_hparams_skips_fast_dev_runs_dummy_logger_and_goes_on():
@@ -133,7 +155,7 @@ def test_log_hparams_skips_fast_dev_runs_dummy_logger_and_goes_on():
     cfg = _cfg({"_target_": "src.optim.SGD", "lr": 0.1}, {"_target_": "src.init.Xavier"})
     after = _Plain()
     log_hparams([DummyLogger(), after], cfg, {"status": "ok", "test_acc": 0.5, "global_step": 1}, [], "t")
-    assert len(after.calls) == 1  # the loggers after it still get the row
+    assert [c[0] for c in after.calls] == ["hparams", "metrics"]  # the loggers after it still get the row
 
 
 def test_log_hparams_to_tensorboard_status_and_metrics_at_the_step(tmp_path):
