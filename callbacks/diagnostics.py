@@ -660,7 +660,8 @@ class DistributionFigures(DrawsInBackground):
     written on a background thread while the training goes on, and the callback waits for them
     at teardown. `seconds` counts only the part on the training's path."""
 
-    XLABELS = {"activations": "Activation vals", "gradients": "Grad magnitude", "weights": "Weight vals"}
+    # the values, signed (the tutorial's "Grad magnitude" was not a magnitude)
+    XLABELS = {"activations": "activation value", "gradients": "gradient value", "weights": "weight value"}
 
     def __init__(self, every_n_epochs: int = 0, batch_size: int = 1024,
                  kinds: tuple[str, ...] = ("activations", "gradients", "weights"),

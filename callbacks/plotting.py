@@ -69,7 +69,8 @@ def plot_dists(values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
             ax.plot(x, dens * scale, color=color, linewidth=1.5)
         shape = (shapes or {}).get(key)
         dims = f" ({shape[1]} → {shape[0]})" if shape is not None and len(shape) > 1 else ""
-        ax.set_title(f"{key}{dims}", fontsize=10)
+        # the spread in numbers: each panel has its own x range, so widths alone do not compare
+        ax.set_title(f"{key}{dims} · var {float(v.var()):.2g}", fontsize=10)
         ax.set_ylabel("Density" if stat == "density" else "Count", fontsize=9)
         if xlabel:
             ax.set_xlabel(xlabel, fontsize=9)

@@ -752,6 +752,21 @@ def test_depth_profile_lines_dark_to_light_thinned_and_each_legible_on_white():
     assert min(contrast_on_white(ln.get_color()) for ln in ax.lines) >= 2  # viridis' yellow end was 1.26
 
 
+def test_distribution_panels_say_each_layers_variance_and_name_the_values():
+    """Each panel has its own x range, so its spread is said in numbers; the axis names signed values
+    (the tutorial's "Grad magnitude" was not a magnitude)."""
+    from callbacks.diagnostics import plot_distribution_values
+
+    rng = np.random.default_rng(0)
+    values = {"gradients": {"layers.0": rng.normal(0, 0.1, 4000), "layers.2": rng.normal(0, 2.0, 4000)}}
+    fig = plot_distribution_values(values, {"layers.0": (512, 784), "layers.2": (256, 512)}, "run")["gradients"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    variances = [values["gradients"][k].var() for k in ("layers.0", "layers.2")]
+    assert titles == [f"layers.0 (784 → 512) · var {variances[0]:.2g}", f"layers.2 (512 → 256) · var {variances[1]:.2g}"]
+    assert titles[0].endswith("var 0.01") and titles[1].endswith("var 4.1")  # 0.1² and about 2²
+    assert {ax.get_xlabel() for ax in fig.axes if ax.get_visible()} == {"gradient value"}
+
+
 @pytest.mark.parametrize("loggers, said", [
     ([], "no logger"),
     (["csv"], "CSVLogger"),
