@@ -27,6 +27,7 @@ import copy
 import functools
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -402,6 +403,58 @@ def flag_lines(report: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _ends(values: list[float]) -> tuple[int, int] | None:
+    """Positions of the first and last known values (not None, not NaN, not inf), when both are > 0."""
+    known = [i for i, v in enumerate(values) if _finite(v)]  # an inf end would make the factor ×inf or ÷0
+    if len(known) < 2 or values[known[0]] <= 0 or values[known[-1]] <= 0:
+        return None
+    return known[0], known[-1]
+
+
+def trend_sentence(values: list[float], names: list[str], what: str, direction: str = "with depth") -> str:
+    """`Forward variance shrinks ×9.2 per layer with depth (×3e+03 from layers.0 to layers.6): vanishing.`
+
+    The per-layer factor is the geometric mean between the first and the last known value, per
+    position (a layer without a value between them still counts). Vanishing/exploding: more than
+    ×2 per layer; stable: all values within ×2; in between, a mild decay or growth (the per-layer
+    factor is within ×2 but adds up), or, when the last value is within ×2 of the first but the
+    middle is not, uneven (a bump is no trend)."""
+    ends = _ends(values)
+    finite = [v for v in values if _finite(v) and v > 0]
+    if ends is None:
+        return f"{what}: no positive values to compare."
+    first, last = ends
+    ratio = values[last] / values[first]
+    factor = ratio ** (1 / (last - first))
+    spread = max(finite) / min(finite)
+    span = f"{names[first]} to {names[last]}"
+    if spread < 2:  # then the ends are within ×2 too, so the per-layer factor is as well
+        return f"{what} stays within ×{spread:.3g} from {span}: stable."
+    if max(ratio, 1 / ratio) < 2:
+        return (f"{what} varies ×{spread:.3g} from {span} but ends within ×{max(ratio, 1 / ratio):.3g} of where "
+                f"it started: uneven, no trend {direction}.")
+    verb, per_layer = ("shrinks", 1 / factor) if factor < 1 else ("grows", factor)
+    verdict = ("vanishing" if factor < 1 else "exploding") if not 0.5 <= factor <= 2 else \
+        ("mild decay" if factor < 1 else "mild growth")
+    return f"{what} {verb} ×{per_layer:.3g} per layer {direction} (×{spread:.3g} from {span}): {verdict}."
+
+
+def trends(report: dict) -> dict[str, str]:
+    """The verdict per direction: forward over the hidden layers (the logits have no activation to
+    keep in range), backward from the last hidden layer to the input (the logits' gradient starts it)."""
+    names = list(report["layers"])
+    means = {q: [report["layers"][n][q]["mean"] for n in names] for q in QUANTITIES}
+    hidden = names[:-1] if len(names) > 2 else names
+    back = list(reversed(hidden))
+    return {"forward": trend_sentence(means["forward"][: len(hidden)], hidden, "Forward variance", "with depth"),
+            "backward": trend_sentence([report["layers"][n]["backward"]["mean"] for n in back], back,
+                                       "Backward variance", "towards the input")}
+
+
 def variance_figure(report: dict, title: str):
     """Variance vs depth, log y: forward (top) and backward (bottom) panels, each with the measured
     band (95 % of the mean over draws), the single draws, the measured mean and the prediction."""
@@ -409,9 +462,13 @@ def variance_figure(report: dict, title: str):
 
     names = list(report["layers"])
     xs = np.arange(len(names))
-    fig = Figure(figsize=(6.4, 7.6))
+    fig = Figure(figsize=(6.4, 8.2))
     lines = title.count("\n") + 1
-    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.08, top=1 - (0.075 + 0.028 * lines), hspace=0.55)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.1, top=1 - (0.085 + 0.026 * lines), hspace=0.62)
+    # the answer on the figure, not only in the terminal: "shrinks ×9.2 per layer ...: vanishing."
+    # (without the span in brackets, which the terminal keeps: the line has to fit the panel)
+    verdicts = {q: re.sub(r" \(×[^)]*\)", "", sentence.split(" variance ", 1)[-1])
+                for q, sentence in trends(report).items()}
     axes = fig.subplots(2, 1)
     labels = [f"{n}\n{report['layers'][n]['fan_in']}→{report['layers'][n]['fan_out']}" for n in names]
     heading = {"forward": "forward: variance of each Linear's output",
@@ -442,12 +499,14 @@ def variance_figure(report: dict, title: str):
             where = zero[0] if len(zero) == 1 else f"{len(zero)} layers"
             ax.text(0.5, 1.0, f"predicted 0 at {where}: no weight variance, the theory does not apply",
                     transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="C3")
-            ax.set_title(heading[q] + "\n", fontsize=10)
+            ax.set_title(f"{heading[q]}\n{verdicts[q]}\n", fontsize=9.5)
         ax.set_yscale("log")
         _at_least_a_decade(ax)  # so a flat profile looks flat, not like noise blown up
         ax.set_xticks(xs, labels, fontsize=8.5)
         if not zero:
-            ax.set_title(heading[q], fontsize=10)
+            ax.set_title(f"{heading[q]}\n{verdicts[q]}", fontsize=9.5)
+        if q == "backward":  # read right to left: the gradient starts at the loss
+            ax.set_xlabel("← the gradient flows from the loss (right) towards the input (left)", fontsize=8.5)
         ax.set_ylabel("variance", fontsize=9.5)
         ax.tick_params(axis="y", labelsize=8.5)
         ax.grid(True, which="major", alpha=0.3)

@@ -41,12 +41,15 @@ from callbacks.diagnostics import (
     weight_gradients_of,
     weights_of,
 )
-from callbacks.variance_probe import (
+from callbacks.variance_probe import (  # noqa: F401  (trend_sentence: probe's API, tests use it)
     QUANTITIES,
+    _finite,
     flag_lines,
     probe_title,
     probe_variances,
     save_probe_figure,
+    trend_sentence,
+    trends,
     variance_figure,
 )
 from src.utils import atomic_write_json, atomic_write_text, read_json_object
@@ -229,46 +232,6 @@ def sci(v) -> str:
     return "—" if v is None or v != v else f"{v:.2e}"
 
 
-def _finite(v) -> bool:
-    return v is not None and math.isfinite(v)
-
-
-def _ends(values: list[float]) -> tuple[int, int] | None:
-    """Positions of the first and last known values (not None, not NaN, not inf), when both are > 0."""
-    known = [i for i, v in enumerate(values) if _finite(v)]  # an inf end would make the factor ×inf or ÷0
-    if len(known) < 2 or values[known[0]] <= 0 or values[known[-1]] <= 0:
-        return None
-    return known[0], known[-1]
-
-
-def trend_sentence(values: list[float], names: list[str], what: str, direction: str = "with depth") -> str:
-    """`Forward variance shrinks ×9.2 per layer with depth (×3e+03 from layers.0 to layers.6): vanishing.`
-
-    The per-layer factor is the geometric mean between the first and the last known value, per
-    position (a layer without a value between them still counts). Vanishing/exploding: more than
-    ×2 per layer; stable: all values within ×2; in between, a mild decay or growth (the per-layer
-    factor is within ×2 but adds up), or, when the last value is within ×2 of the first but the
-    middle is not, uneven (a bump is no trend)."""
-    ends = _ends(values)
-    finite = [v for v in values if _finite(v) and v > 0]
-    if ends is None:
-        return f"{what}: no positive values to compare."
-    first, last = ends
-    ratio = values[last] / values[first]
-    factor = ratio ** (1 / (last - first))
-    spread = max(finite) / min(finite)
-    span = f"{names[first]} to {names[last]}"
-    if spread < 2:  # then the ends are within ×2 too, so the per-layer factor is as well
-        return f"{what} stays within ×{spread:.3g} from {span}: stable."
-    if max(ratio, 1 / ratio) < 2:
-        return (f"{what} varies ×{spread:.3g} from {span} but ends within ×{max(ratio, 1 / ratio):.3g} of where "
-                f"it started: uneven, no trend {direction}.")
-    verb, per_layer = ("shrinks", 1 / factor) if factor < 1 else ("grows", factor)
-    verdict = ("vanishing" if factor < 1 else "exploding") if not 0.5 <= factor <= 2 else \
-        ("mild decay" if factor < 1 else "mild growth")
-    return f"{what} {verb} ×{per_layer:.3g} per layer {direction} (×{spread:.3g} from {span}): {verdict}."
-
-
 def not_compared(report: dict, quantity: str) -> dict[str, list[str]]:
     """{reason: [layer, ...]} for the layers whose prediction was never held against a band: they
     are neither flagged nor explained."""
@@ -336,15 +299,7 @@ def print_tables(result: dict) -> None:
             table.add_row(name, _shape(meta, name), sci(r["predicted"]), sci(r["mean"]),
                           f"{sci(r['lo'])} – {sci(r['hi'])}", ratio, flag)
         console.print(table)
-        means = [report["layers"][n][q]["mean"] for n in names]
-        if q == "forward":
-            hidden = names[:-1] if len(names) > 2 else names
-            trend = trend_sentence(means[: len(hidden)], hidden, "Forward variance", "with depth")
-        else:  # from the last hidden layer back to the input (the logits' gradient is the start)
-            back = list(reversed(names[:-1])) if len(names) > 2 else list(reversed(names))
-            trend = trend_sentence([report["layers"][n][q]["mean"] for n in back], back,
-                                   "Backward variance", "towards the input")
-        console.print(f"  {trend} {flag_sentence(report, q)}\n")
+        console.print(f"  {trends(report)[q]} {flag_sentence(report, q)}\n")
 
     table = Table(title="The tutorial's numbers (draw 0, the diagnostic batch)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)

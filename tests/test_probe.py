@@ -664,6 +664,28 @@ def test_summarize_band_flags_and_lines_by_hand():
     assert r["lo"] == 0.0 and r["hi"] == pytest.approx(hi, rel=1e-12) and r["flag"] is False
 
 
+def test_the_figure_says_each_panels_verdict_and_which_way_the_gradient_flows():
+    """probe.png's answer was only in the terminal; each panel now carries the terminal's verdict
+    (without its bracketed span, to fit), and the backward panel says to read it right to left."""
+    from callbacks.variance_probe import summarize, trends, variance_figure
+
+    names = ["layers.0", "layers.2", "layers.4", "layers.6", "layers.8"]
+    forward = np.array([1.0, 10.0, 100.0, 1000.0, 5.0])  # ×10 a layer over the hidden ones
+    backward = np.array([1.0, 1.1, 0.9, 1.05, 3.0])  # stable from layers.6 back to layers.0
+    raw = {"forward": np.tile(forward, (2, 1, 1)) * np.array([0.99, 1.01])[:, None, None],
+           "backward": np.tile(backward, (2, 1, 1)), "weight_gradient": np.ones((2, 1, 5))}
+    report = summarize(names, raw, {q: raw[q].copy() for q in ("forward", "backward")})
+    for n in names:
+        report["layers"][n].update(fan_in=8, fan_out=8)
+    said = trends(report)
+    assert said["forward"] == "Forward variance grows ×10 per layer with depth (×1e+03 from layers.0 to layers.6): exploding."
+    assert said["backward"].startswith("Backward variance stays within ×1.22 from layers.6 to layers.0: stable")
+    top, bottom = variance_figure(report, "t").axes
+    assert top.get_title() == "forward: variance of each Linear's output\ngrows ×10 per layer with depth: exploding."
+    assert bottom.get_title().endswith("\nstays within ×1.22 from layers.6 to layers.0: stable.")
+    assert bottom.get_xlabel() == "← the gradient flows from the loss (right) towards the input (left)"
+
+
 def test_a_non_finite_prediction_is_not_compared():
     """inf or NaN predicted: no verdict (flag None), not "explained" (flag False)."""
     from callbacks.variance_probe import summarize
@@ -834,7 +856,8 @@ def test_gradient_sentence_edges():
 
 
 def test_number_format_rows_and_the_header():
-    from src.probe import _ends, header_arguments, sci, table_rows
+    from callbacks.variance_probe import _ends
+    from src.probe import header_arguments, sci, table_rows
 
     assert (sci(None), sci(float("nan")), sci(1234.5), sci(0.0)) == ("—", "—", "1.23e+03", "0.00e+00")
     # the trend needs positive known ends; a zero in the middle is left to the sentence
