@@ -894,8 +894,15 @@ def _draw_path(ax, r: dict, z_of=None) -> None:
     px, py = np.asarray(p["x"]), np.asarray(p["y"])
     ax.plot(px, py, "-", color="white", linewidth=2.6, zorder=4)
     ax.plot(px, py, "o-", color="crimson", markersize=3.5, linewidth=1.3, zorder=5, label="training path (projected)")
-    ax.plot(px[0], py[0], "o", color="white", markeredgecolor="black", markersize=9, zorder=6, label="init")
-    ax.plot(0, 0, "*", color="gold", markeredgecolor="black", markersize=15, zorder=6, label="final (checkpoint)")
+    # the network's own loss at both ends: the contour under the init marker is the plane's, which
+    # can be far lower (0.61 under a true 2.54), and a reader takes the colour for the start's loss
+    true = p.get("loss") or []
+    init_loss = f" (loss {_fmt_loss(true[0])})" if true else ""
+    final = (r.get("checks") or {}).get("centre", {}).get("checkpoint")
+    final_loss = f", loss {_fmt_loss(final)}" if final is not None else ""
+    ax.plot(px[0], py[0], "o", color="white", markeredgecolor="black", markersize=9, zorder=6, label=f"init{init_loss}")
+    ax.plot(0, 0, "*", color="gold", markeredgecolor="black", markersize=15, zorder=6,
+            label=f"final (checkpoint{final_loss})")
     epochs = np.asarray(p["epochs"])
     # label whole epochs (at most 5 of them), else 4 evenly spaced points
     whole = [i for i in range(1, len(px) - 1) if float(epochs[i]).is_integer()]
@@ -917,10 +924,10 @@ def path_faithfulness(r: dict) -> list[str]:
     off = np.abs(plane - true) / np.maximum(true, 1e-12)
     worst = int(np.argmax(res))
     return [f"the plane holds {100 * d['explained_total']:.1f} % of the path's variance",
-            f"off-plane residual: median {100 * np.median(res):.0f} %, max {100 * res[worst]:.0f} % "
-            f"(epoch {epochs[worst]:.2g})",
-            f"contour vs true loss along the path: median {100 * np.median(off):.0f} % apart; "
-            f"at init {_fmt_loss(plane[0])} vs {_fmt_loss(true[0])}"]
+            f"off the plane: median {100 * np.median(res):.0f} % of a point's way to the end, "
+            f"max {100 * res[worst]:.0f} % (epoch {epochs[worst]:.2g})",
+            f"colour under the path = loss on the plane: median {100 * np.median(off):.0f} % off the network's; "
+            f"init {_fmt_loss(plane[0])} vs {_fmt_loss(true[0])}"]
 
 
 def plot_2d(results: list[dict], subtitle: str):
@@ -1041,7 +1048,8 @@ def plot_interpolation(results: list[dict], subtitle: str):
     ax_acc.set_ylim(0, 100)
     handles, labels = ax_loss.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=9)
-    fig.suptitle(f"Straight line from the initial to the final weights\n{subtitle}", fontsize=11)
+    # the subtitle's images only: the plane's directions have nothing to do with a straight line
+    fig.suptitle(f"Straight line from the initial to the final weights\n{subtitle.split(' · ', 1)[-1]}", fontsize=11)
     return fig
 
 

@@ -574,8 +574,8 @@ def test_path_faithfulness_lines_by_hand():
     # the final point (w_final, step 30) is left out: its residual is 0 by construction
     assert path_faithfulness(r) == [
         "the plane holds 87.5 % of the path's variance",
-        "off-plane residual: median 80 %, max 90 % (epoch 0.5)",
-        "contour vs true loss along the path: median 60 % apart; at init 3.2 vs 2"]  # 1.2 / 2, 0 / 1.5, 0.4 / 0.5
+        "off the plane: median 80 % of a point's way to the end, max 90 % (epoch 0.5)",
+        "colour under the path = loss on the plane: median 60 % off the network's; init 3.2 vs 2"]  # 1.2 / 2, 0 / 1.5, 0.4 / 0.5
 
 
 def test_loss_labels_ticks_and_colour_scale():
