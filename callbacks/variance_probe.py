@@ -28,6 +28,7 @@ import functools
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -587,6 +588,10 @@ class VarianceProbe(DrawsInBackground):
             title = probe_title(run_label(pl_module), self.report)
             draw_in_background(functools.partial(_draw_probe, self.report, title,
                                                  out / "probe.png" if self.save_png else None, writer))
+        # The answer a student came for, before the first epoch: does the signal keep its size?
+        said = {q: re.sub(r" \(×[^)]*\)", "", sentence).rstrip(".") for q, sentence in trends(self.report).items()}
+        print(f"at init (probe.png): {said['forward'][0].lower()}{said['forward'][1:]}; "
+              f"{said['backward'][0].lower()}{said['backward'][1:]}", file=sys.stdout, flush=True)
         for line in flag_lines(self.report):
             self.warnings.append(line)
             rank_zero_warn(line)

@@ -146,3 +146,23 @@ def test_a_csv_logged_run_ends_ok_with_its_hyperparameters_and_scores(tmp_path, 
     with open(out / "csv" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["hp/test_acc"]) for r in rows if r.get("hp/test_acc")] == [results["test_acc"]]
+
+
+def test_a_run_says_the_probes_verdict_before_its_first_epoch(tmp_path, capsys):
+    """The student's question (does the signal keep its size with depth?) was answered only in
+    probe.png; the terminal now says it at the start, from the same probe.json."""
+    from callbacks.variance_probe import trends
+
+    out = tmp_path / "run"
+    train(compose([*FAST, "callbacks=default", "callbacks.variance_probe.draws=2", "init=normal",
+                   "init.std=0.1", "model.act_fn=identity"], out))
+    lines = capsys.readouterr().out.splitlines()
+    said = [line for line in lines if line.startswith("at init (probe.png): ")]
+    report = json.loads((out / "probe.json").read_text())["variance"]
+    verdicts = trends(report)
+    assert verdicts["forward"].startswith("Forward variance grows ×") and verdicts["forward"].endswith(": exploding.")
+    forward_factor = verdicts["forward"].split("×")[1].split()[0]  # "3.17": the per-layer factor
+    assert len(said) == 1 and said[0].startswith(f"at init (probe.png): forward variance grows ×{forward_factor} "
+                                                 "per layer with depth: exploding; backward variance ")
+    assert "(×" not in said[0] and said[0].endswith(verdicts["backward"].rsplit(": ", 1)[-1].rstrip("."))
+    assert lines.index(said[0]) < next(i for i, line in enumerate(lines) if line.startswith("epoch 0/"))
