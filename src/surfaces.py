@@ -438,6 +438,7 @@ def plot_2d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_r
             settings: dict[str, dict] | None = None) -> Figure:
     """Heatmap + contours of the loss with each optimizer's path (the tutorial's 2-D view); the
     legend names each optimizer with its hyperparameters and final loss; each end is marked."""
+    from matplotlib import patheffects
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
@@ -455,8 +456,10 @@ def plot_2d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_r
         color = _color(label, i)
         # earlier labels on top (as the tutorial's steep-optima plot): plain SGD's short path
         # would otherwise vanish under the others; alpha keeps the ones below visible
-        ax.plot(path[:, 0], path[:, 1], color=color, marker="o", markersize=3, linewidth=1, alpha=0.75,
-                zorder=9 - i, label=legend_label(label, (settings or {}).get(label), float(pts[-1, 2])))
+        # a thin white edge: the tutorial's grey (Adam) and blue vanished on the dark valley floor
+        ax.plot(path[:, 0], path[:, 1], color=color, marker="o", markersize=3, linewidth=1, alpha=0.85,
+                zorder=9 - i, label=legend_label(label, (settings or {}).get(label), float(pts[-1, 2])),
+                path_effects=[patheffects.withStroke(linewidth=2.2, foreground="white", alpha=0.6)])
         ends.append(mark_end(ax, pts, color, label, x_range, y_range))
     ax.plot(*spec.init, marker="*", color="white", markeredgecolor="black", markersize=14,
             linestyle="none", zorder=10, label="start")  # fmt: skip
@@ -468,9 +471,8 @@ def plot_2d(spec: SurfaceSpec, trajectories: dict[str, np.ndarray], x_range, y_r
     ax.set_ylim(*y_range)
     ax.set_xlabel("$w_1$")
     ax.set_ylabel("$w_2$")
-    ax.set_title(
-        f"{spec.name}: {spec.steps} steps from {spec.init} ({str(spec.dtype).removeprefix('torch.')})"
-    )
+    dtype = str(spec.dtype).removeprefix("torch.")  # named only when it is not the tutorial's float32
+    ax.set_title(f"{spec.name}: {spec.steps} steps from {spec.init}" + (f" ({dtype})" if dtype != "float32" else ""))
     ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     return fig
