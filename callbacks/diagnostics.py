@@ -798,5 +798,7 @@ DEPTH_YLABELS = {"activations": "activation variance", "gradients": "weight-grad
 def depth_profile_figure(kind: str, depth_stat: str, history: dict[int, dict[str, float]], title: str):
     from callbacks.plotting import plot_depth_profile
 
+    # the update ratio's usual healthy size (docs/diagnostics.md): far below it a layer barely moves
+    guide = (1e-3, "~1e-3: a usual healthy update ratio") if kind == "updates" else None
     return plot_depth_profile(history, ylabel=DEPTH_YLABELS.get(kind, f"{kind} {depth_stat}"),
-                              title=f"{DEPTH_YLABELS.get(kind, kind)} by depth\n{title}")
+                              title=f"{DEPTH_YLABELS.get(kind, kind)} by depth\n{title}", guide=guide)

@@ -83,7 +83,7 @@ def plot_dists(values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]
 
 
 def plot_depth_profile(history: dict[int, dict[str, float]], ylabel: str, title: str | None = None,
-                       max_lines: int = 12) -> Figure:
+                       max_lines: int = 12, guide: tuple[float, str] | None = None) -> Figure:
     """Value vs layer index, one line per logged step (dark = early, light = late), log y.
 
     More than `max_lines` steps are thinned to evenly spaced ones (first and last kept)."""
@@ -107,6 +107,10 @@ def plot_depth_profile(history: dict[int, dict[str, float]], ylabel: str, title:
                 color=cmap(latest * i / max(1, len(steps) - 1)), label=f"step {step}")
     ax.set_yscale("log")
     ax.set_xticks(range(len(layers)), layers, fontsize=9)
+    if guide is not None:  # a reference value to read the lines against (e.g. the usual update ratio)
+        ax.axhline(guide[0], color="0.35", linestyle="--", linewidth=1, zorder=0)
+        ax.annotate(guide[1], (0, guide[0]), xycoords=("axes fraction", "data"), xytext=(3, 3),
+                    textcoords="offset points", fontsize=8, color="0.3")
     ax.set_xlabel("layer (input → output)", fontsize=10)
     ax.set_ylabel(ylabel, fontsize=10)
     ax.tick_params(axis="y", labelsize=9)

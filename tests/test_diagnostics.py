@@ -752,6 +752,18 @@ def test_depth_profile_lines_dark_to_light_thinned_and_each_legible_on_white():
     assert min(contrast_on_white(ln.get_color()) for ln in ax.lines) >= 2  # viridis' yellow end was 1.26
 
 
+def test_the_update_ratio_figure_has_the_usual_healthy_size_to_read_against():
+    from callbacks.diagnostics import depth_profile_figure
+
+    history = {0: {"layers.0": 2e-2, "layers.2": 1e-2}, 200: {"layers.0": 1e-6, "layers.2": 2e-6}}
+    ax = depth_profile_figure("updates", "ratio", history, "t").axes[0]
+    guides = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(guides) == 1 and list(guides[0].get_ydata()) == [1e-3, 1e-3]
+    assert [t.get_text() for t in ax.texts] == ["~1e-3: a usual healthy update ratio"]
+    other = depth_profile_figure("gradients", "var", history, "t").axes[0]  # a variance has no such size
+    assert not [ln for ln in other.lines if ln.get_linestyle() == "--"] and not other.texts
+
+
 def test_distribution_panels_say_each_layers_variance_and_name_the_values():
     """Each panel has its own x range, so its spread is said in numbers; the axis names signed values
     (the tutorial's "Grad magnitude" was not a magnitude)."""
