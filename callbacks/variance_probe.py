@@ -590,7 +590,8 @@ class VarianceProbe(DrawsInBackground):
                                                  out / "probe.png" if self.save_png else None, writer))
         # The answer a student came for, before the first epoch: does the signal keep its size?
         said = {q: re.sub(r" \(×[^)]*\)", "", sentence).rstrip(".") for q, sentence in trends(self.report).items()}
-        print(f"at init (probe.png): {said['forward'][0].lower()}{said['forward'][1:]}; "
+        where = " (probe.png)" if self.save_png else ""
+        print(f"at init{where}: {said['forward'][0].lower()}{said['forward'][1:]}; "
               f"{said['backward'][0].lower()}{said['backward'][1:]}", file=sys.stdout, flush=True)
         for line in flag_lines(self.report):
             self.warnings.append(line)

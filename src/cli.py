@@ -429,17 +429,22 @@ def report_of_a_stopped_sweep(e: BaseException) -> str | None:
         return None
     if not any(p.is_dir() and (p / ".hydra").is_dir() for p in sweep_dir.iterdir()):
         return None
-    from src.report import write_report
+    from src.report import find_jobs, load_job, write_report
 
-    jobs = write_report(sweep_dir, guard.started_sweep.get("tolerance_pt", 1.0))
-    counts = {}
-    for job in jobs:
-        counts[job.status] = counts.get(job.status, 0) + 1
-    ran = ", ".join(f"{n} {status}" for status, n in counts.items())
     why = one_line(e)
     if "No trials are completed yet" in why:
         why = "no trial finished with a value (a diverged or failed trial has none), so Optuna has no best one"
-    return f"the sweeper stopped: {why}; {len(jobs)} jobs ran ({ran}), report: {sweep_dir / 'summary.md'}"
+    if not guard.started_sweep.get("report", True):  # the user turned the report off
+        jobs = [load_job(p) for p in find_jobs(sweep_dir)]
+        where = f"its jobs are in {sweep_dir}"
+    else:
+        jobs = write_report(sweep_dir, guard.started_sweep.get("tolerance_pt", 1.0))
+        where = f"report: {sweep_dir / 'summary.md'}"
+    counts = {}
+    for job in jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    held = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f"the sweeper stopped: {why}; the sweep dir holds {len(jobs)} jobs ({held}), {where}"
 
 
 RUN_RECORDS = (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", "results.json")
@@ -461,15 +466,29 @@ def files_of_the_resumed_run(argv: list[str]) -> dict[Path, bytes | None]:
             kept[path] = path.read_bytes() if path.is_file() else None
         except OSError:
             return {}  # unreadable: leave everything to the run itself
+    kept[Path(run) / "checkpoints"] = _checkpoints_state(Path(run) / "checkpoints")
     return kept
+
+
+def _checkpoints_state(folder: Path) -> bytes:
+    """The checkpoint files' names, sizes and times: changed once the resumed run trained a step."""
+    try:
+        return repr(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.ckpt"))).encode()
+    except OSError:
+        return b""
 
 
 def restore_files(kept: dict[Path, bytes | None]) -> None:
     """Put the resumed run's records back: a resume refused for bad input (`optim.lr=abc`, a
     damaged last.ckpt) changed nothing about the run. It overwrote an `ok` results.json with
-    `failed` and kept the bad override for every later resume."""
+    `failed` and kept the bad override for every later resume. Not once it trained: a failure after
+    that (a full disk at a checkpoint) is the run's own ending, and its results.json says so."""
     from src.utils import atomic_write_bytes
 
+    kept = dict(kept)
+    checkpoints = next((p for p in kept if p.name == "checkpoints"), None)
+    if checkpoints is not None and _checkpoints_state(checkpoints) != kept.pop(checkpoints):
+        return
     for path, content in kept.items():
         try:
             if content is None:
@@ -553,8 +572,9 @@ def refuse_a_run_dir_of_another_app(argv: list[str]) -> None:
     if not values.get("hydra.run.dir"):
         return
     run = Path(values["hydra.run.dir"])
-    job = (read_yaml_mapping(run / ".hydra" / "hydra.yaml").get("hydra") or {}).get("job") or {}
-    made_by, app = job.get("name"), Path(argv[0]).stem
+    hydra = read_yaml_mapping(run / ".hydra" / "hydra.yaml").get("hydra")
+    job = hydra.get("job") if isinstance(hydra, dict) else None  # a hand-edited file: no verdict
+    made_by, app = (job.get("name") if isinstance(job, dict) else None), Path(argv[0]).stem
     if made_by and made_by != app:
         raise UserError(f"hydra.run.dir={run} holds a run of {made_by}.py; {app}.py would overwrite its results.json "
                         "and .hydra/: give a new hydra.run.dir (or leave it out)")
@@ -654,10 +674,14 @@ def start_line(cfg) -> str:
     return " · ".join(parts)
 
 
+PRINT_CONFIG_OFF = ("false", "none", "off", "null")  # print_config values that print nothing
+PRINT_CONFIG_VALUES = ("compact", "full", *PRINT_CONFIG_OFF)
+
+
 def print_start(cfg) -> None:
     """The start block: one line of choices and the run dir; the whole tree with print_config=full."""
     mode = str(cfg.get("print_config", "compact")).lower()
-    if mode in ("false", "none", "off"):
+    if mode in PRINT_CONFIG_OFF:
         return
     if mode == "full":
         import rich

@@ -5,8 +5,8 @@ default columns, so the experiment declares only the swept axes of the sweep (`o
 `lr`, `seed`, …) and a few that always matter (`optim`, `init`, `lr`, `status`); every value
 still travels with the run. Metrics are the run's real `hp/test_acc` and
 `hp/best_val_acc`, absent when the run has none (diverged, interrupted, skip_test) — never a 0.0
-stand-in. The trial is named by the job's swept values (`adam · kaiming`) or, for a single run,
-by its run dir.
+stand-in. The trial is named by the job's swept values (`adam · kaiming`); a single run's own
+overrides are its columns and its name (`normal · std=0.1 · act_fn=tanh`), then its run dir.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ def trial_name(overrides: list[str], swept: list[str]) -> str:
     return " · ".join(value for key, _, value in pairs if key.lstrip("+~") in swept and value)
 
 
-def run_name(overrides: list[str], keys: list[str]) -> str:
-    """A single run's trial: a config group's choice by its value, any other key as its last part
-    = value ("normal · std=0.1 · act_fn=tanh"): a bare 0.1 would not say what it sets."""
+def run_name(overrides: list[str], keys: list[str], groups=("optim", "init", "model", "data")) -> str:
+    """A single run's trial: the choice of a config group that says what is trained by its value,
+    any other key as its last part = value ("normal · std=0.1 · act_fn=tanh · seed=3"): a bare 0.1
+    or 3 would not say what it sets."""
     parts = []
     for key, _, value in (o.partition("=") for o in overrides):
         key = key.lstrip("+~")
         if key in keys and value:
-            parts.append(value if "." not in key else f"{key.rsplit('.', 1)[-1]}={value}")
+            parts.append(value if key in groups else f"{key.rsplit('.', 1)[-1]}={value}")
     return " · ".join(parts)
 
 

@@ -48,7 +48,8 @@ class EmptySweepGuard(Callback):
             made = folder
         report = config.hydra.get("callbacks", {}).get("sweep_report") or {}
         # src/cli.py writes the report itself when the sweeper stops before Hydra's end callbacks
-        started_sweep.update(dir=sweep_dir, made=made, tolerance_pt=report.get("tolerance_pt", 1.0))
+        started_sweep.update(dir=sweep_dir, made=made, tolerance_pt=report.get("tolerance_pt", 1.0),
+                             report=bool(report))
 
 
 def forget_sweep_that_started_no_job() -> Path | None:

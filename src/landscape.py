@@ -106,10 +106,15 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     elif which == "best":
         from src.checkpointing import best_rank
 
-        best = sorted(ckpts.glob("best-*.ckpt"), key=best_rank)  # by val_acc, not by name
-        path = best[-1] if best else ckpts / "best-*.ckpt"
+        # the one the run tested (results.json: whatever it monitored), else by the val_acc in the names
+        named = read_json_object(run_dir / "results.json").get("best_checkpoint")
+        own = ckpts / Path(named).name if isinstance(named, str) and named else None
+        best = sorted(ckpts.glob("best-*.ckpt"), key=best_rank)
+        path = own if own is not None and own.is_file() else best[-1] if best else ckpts / "best-*.ckpt"
     else:
         path = Path(which)
+        if not path.is_absolute() and (ckpts / path).is_file():  # checkpoint=last.ckpt: a file of the run's
+            path = ckpts / path
         if path.resolve().parent != ckpts.resolve():
             # another run's file would be drawn under this run's name
             raise ConfigError(f"checkpoint={which} is not one of {run_dir}'s checkpoints; accepted: last, best, "
@@ -132,8 +137,9 @@ def resolve_runs(cfg: DictConfig) -> list[tuple[Path, Path | None]]:
         raise ConfigError("pass either run=<run dir> or runs=[...], not both")
     items = [run] if run is not None else (list(runs) if isinstance(runs, (list, ListConfig)) else [runs])
     if not items or any(item is None or str(item).strip() == "" for item in items):
-        raise ConfigError(f"runs={OmegaConf.to_container(runs) if isinstance(runs, ListConfig) else runs!r} "
-                          "names no run: pass runs=[<run dir>,<run dir>], runs=<sweep dir> or run=<run dir>")
+        given = (f"run={run!r}" if run is not None else
+                 f"runs={OmegaConf.to_container(runs) if isinstance(runs, ListConfig) else runs!r}")
+        raise ConfigError(f"{given} names no run: pass run=<run dir>, runs=[<run dir>,<run dir>] or runs=<sweep dir>")
     out: list[tuple[Path, Path | None]] = []
     for item in items:
         p = Path(str(item)).expanduser()

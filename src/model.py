@@ -35,7 +35,8 @@ class BaseNetwork(nn.Module):
                 is_int(h) and h > 0 for h in hidden_sizes):  # (`abc` was read letter by letter, 1.5 as 1)
             raise ConfigError(f"model.hidden_sizes={hidden_sizes!r} must be a non-empty list of positive integers")
         if not (is_int(input_size) and is_int(num_classes)) or input_size <= 0 or num_classes <= 0:
-            raise ConfigError(f"model.input_size={input_size} and model.num_classes={num_classes} must be positive")
+            raise ConfigError(f"model.input_size={input_size!r} and model.num_classes={num_classes!r} must be "
+                              "positive integers")
         sizes = [input_size, *hidden_sizes]
         layers: list[nn.Module] = []
         for d_in, d_out in zip(sizes[:-1], sizes[1:], strict=True):

@@ -98,7 +98,9 @@ class Job:
             if not isinstance(node, dict) or part not in node:
                 return ""
             node = node[part]
-        return "" if isinstance(node, dict) or node is None else str(node)
+        if node is None:
+            return "null"  # as an explicit `key=null` override writes it: one setting
+        return "" if isinstance(node, dict) else str(node)
 
     @property
     def number(self) -> str:
@@ -114,7 +116,13 @@ class Job:
 
     @property
     def seed(self):
-        return self.overrides.get("seed", self.config.get("seed"))
+        """The job's seed, "42" whether an override (a string) or the config (an int) gave it: two
+        sweeps into one dir, one with seed=42 and one leaving it at its default 42, ran one seed."""
+        seed = self.overrides.get("seed", self.config.get("seed"))
+        if seed is None:
+            return None
+        number = same_setting(str(seed))
+        return str(int(number)) if isinstance(number, float) and number.is_integer() else str(seed)
 
     @property
     def val_scores(self) -> list:

@@ -97,7 +97,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     if (metric := cfg.get("optimized_metric")) not in (None, "test_acc", "best_val_acc"):
         raise ConfigError(f"optimized_metric={metric!r} is not what train() can return; accepted: "
                           "best_val_acc (searches: never looks at test data) or test_acc")
-    if str(shown := cfg.get("print_config", "compact")).lower() not in ("compact", "full", "false"):
+    if str(shown := cfg.get("print_config", "compact")).lower() not in cli.PRINT_CONFIG_VALUES:
         raise ConfigError(f"print_config={shown!r} is not one of: compact, full, false")
     accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
     if not (is_int(accumulate) and accumulate >= 1):
@@ -451,8 +451,12 @@ def given_keys(overrides: list[str]) -> list[str]:
     from src.provenance import BOOKKEEPING_KEYS
 
     keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    # what is logged or shown, not trained: the callbacks, loggers, the diagnostics' interval, the bar
+    shown_only = ("callbacks", "logger", "diagnostics", "group_callbacks", "trainer.enable_",
+                  "trainer.log_every_n_steps", "module.progress_every_n_steps")
     return [k for k in dict.fromkeys(keys)
-            if k.split(".")[0] not in BOOKKEEPING_KEYS - {"seed"} and not k.endswith(("_dir", "_path"))]
+            if k.split(".")[0] not in BOOKKEEPING_KEYS - {"seed"} and not k.endswith(("_dir", "_path"))
+            and not k.startswith(shown_only)]
 
 
 def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:

@@ -995,6 +995,35 @@ def test_another_runs_checkpoint_resumed_into_a_dir_that_holds_a_run_is_refused(
         cli.refuse_a_used_run_dir(["train.py", f"ckpt_path={given.format(other=other)}", f"hydra.run.dir={run}"])
 
 
+def test_a_refused_resume_gets_its_records_back_but_not_once_it_trained(tmp_path):
+    import os
+
+    run = _used_run_dir(tmp_path, "ok", ["last.ckpt"])
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- optim=sgd\n")
+    argv = ["train.py", f"ckpt_path={run}", f"hydra.run.dir={run}"]
+    kept = cli.files_of_the_resumed_run(argv)
+    ok = (run / "results.json").read_bytes()
+
+    def attempt():  # what a resume does to the records before it fails
+        (run / "results.json").write_text('{"status": "failed"}')
+        (run / ".hydra" / "overrides.yaml").write_text("- optim.lr=abc\n")
+        (run / ".hydra" / "config.yaml").write_text("new: 1\n")  # there was none
+
+    attempt()
+    cli.restore_files(kept)  # refused before training: the run as it was
+    assert (run / "results.json").read_bytes() == ok
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- optim=sgd\n"
+    assert not (run / ".hydra" / "config.yaml").exists()
+    attempt()
+    last = run / "checkpoints" / "last.ckpt"
+    os.utime(last, ns=(last.stat().st_atime_ns, last.stat().st_mtime_ns + 10**9))  # it trained and saved
+    cli.restore_files(kept)  # then failed: that ending is the run's own
+    assert (run / "results.json").read_text() == '{"status": "failed"}'
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- optim.lr=abc\n"
+    assert cli.files_of_the_resumed_run(["train.py", f"hydra.run.dir={run}"]) == {}  # not a resume
+
+
 @pytest.mark.parametrize("app", ["probe.py", "eval.py", "landscape.py", "surfaces.py", "train.py"])
 def test_another_apps_run_dir_is_refused_before_hydra_writes(app_env, tmp_path, capsys, app):
     """`probe.py hydra.run.dir=<a train.py run>` replaced the run's results.json with probe's (and

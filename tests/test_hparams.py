@@ -38,10 +38,11 @@ def test_a_single_runs_own_overrides_are_its_columns_and_its_name():
 
     overrides = ["init=normal", "init.std=0.1", "model.act_fn=tanh", "paths.log_dir=/x", "hydra.run.dir=/y",
                  "print_config=false", "seed=3", "+trainer.limit_train_batches=5", "~callbacks.weight_stats"]
-    keys = given_keys(overrides)
-    assert keys == ["init", "init.std", "model.act_fn", "seed", "trainer.limit_train_batches", "callbacks.weight_stats"]
+    overrides += ["logger=csv", "trainer.enable_progress_bar=false", "diagnostics.every_n_steps=5", "optim=sgd"]
+    keys = given_keys(overrides)  # what it trains, not what it logs or shows
+    assert keys == ["init", "init.std", "model.act_fn", "seed", "trainer.limit_train_batches", "optim"]
     assert columns(keys)[:4] == ["init", "init_std", "act_fn", "seed"]
-    assert run_name(overrides, keys) == "normal · std=0.1 · act_fn=tanh · 3 · limit_train_batches=5"
+    assert run_name(overrides, keys) == "normal · std=0.1 · act_fn=tanh · seed=3 · limit_train_batches=5 · sgd"
 
 
 def test_a_run_declares_its_columns_and_real_metrics(tmp_path, data_dir):
@@ -52,7 +53,7 @@ def test_a_run_declares_its_columns_and_real_metrics(tmp_path, data_dir):
     # max_epochs and accelerator), then the four every row has; its name: those values, its run dir
     assert cols == ["max_epochs", "accelerator", "optim", "init", "lr", "status"]
     assert trial == ("max_epochs=1 · limit_train_batches=10 · limit_val_batches=2 · limit_test_batches=2 · "
-                     "accelerator=cpu · none · sgd · ok")
+                     "accelerator=cpu · sgd · ok")
     assert values["optim"] == "sgd" and values["status"] == "ok" and math.isclose(values["lr"], 0.1)
     assert values["hidden_sizes"] == "[512, 256, 256, 128]"  # every value travels with the run
     assert "hp/test_acc" in scalars and "hp/best_val_acc" in scalars

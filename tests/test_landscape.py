@@ -254,7 +254,13 @@ def test_which_checkpoint_is_drawn_and_what_is_refused(tmp_path, killed_and_resu
     assert refused(f"runs=[{copy},{run}]", f"checkpoint={ckpts / 'last.ckpt'}") == (
         f"checkpoint={ckpts / 'last.ckpt'} is not one of {run}'s checkpoints; accepted: last, best, or a file in "
         f"{run / 'checkpoints'} (to draw that file, pass it as run=<file>)")
-    assert refused("runs=[]").startswith("runs=[] names no run: pass runs=[<run dir>,<run dir>]")
+    assert refused("runs=[]").startswith("runs=[] names no run: pass run=<run dir>, runs=[<run dir>,<run dir>]")
+    assert refused("run=").startswith("run='' names no run: pass run=<run dir>")
+    assert find_checkpoint(copy, "last.ckpt") == ckpts / "last.ckpt"  # a name in the run's checkpoints/
+    # the one results.json names wins over the names' val_acc (a run that monitored val/loss)
+    (copy / "results.json").write_text(json.dumps({"best_checkpoint": "/elsewhere/best-epoch=99-val_acc=0.5000.ckpt"}))
+    assert find_checkpoint(copy, "best").name == "best-epoch=99-val_acc=0.5000.ckpt"
+    (copy / "results.json").unlink()
     assert refused(f"run={copy}", "directions=random", "landscape.range=[-1e30,1e30]") == (
         "the loss is not finite at 24 of 25 grid points of copy: landscape.range=[-1e+30, 1e+30] reaches weights "
         "too large for float32; accepted: a narrower landscape.range, e.g. [-1, 1]")

@@ -222,6 +222,8 @@ def test_a_default_named_in_one_sweep_and_left_out_in_another_is_one_setting(tmp
     assert [j.factor("init") for j in jobs] == ["kaiming"] * 4
     assert [j.factor("optim.lr") for j in jobs] == ["0.001", "0.001", "1e-3", "1e-3"]
     assert jobs[0].factor("data.batch_size") == ""  # in neither: empty, as before
+    nulled = Job("n", tmp_path, results={"config": {"init": {"gain": None}}})
+    assert nulled.factor("init.gain") == "null"  # as `init.gain=null` on a command line writes it
     assert swept_keys(jobs, tmp_path) == ["optim", "seed"]  # init and lr do not differ
     groups = group_jobs(jobs, ["optim", "init", "optim.lr"])
     assert [(g.factors, [j.name for j in g.jobs]) for g in groups] == [
@@ -284,6 +286,12 @@ def test_group_values_are_keyed_by_seed_only_when_seeds_pair():
     assert g.values("test_acc") == {"1": 0.70, "2": 0.50}
     assert _group_notes(g) == ["seed 1 ran 2 times (jobs 0_s1, 1_s1): counted once, the last to finish (1_s1)",
                                "seed 2 ran 2 times (jobs 1_s2, 0_s2): counted once, the last to finish (0_s2)"]
+    # seed=42 given in one sweep (the string "42") and left at its default in another (the config's
+    # int 42): one seed, counted once (it was two seeds, n inflated, and pairing lost)
+    given = Job("0_a", Path("."), overrides={"seed": "42"}, status="ok", results={"status": "ok", "test_acc": 0.8})
+    default = Job("0_b", Path("."), status="ok", results={"status": "ok", "test_acc": 0.81, "config": {"seed": 42}})
+    assert given.seed == default.seed == "42" and Job("x", Path(".")).seed is None
+    assert Group(1, {}, [given, default]).values("test_acc") == {"42": 0.81}
     # a job without finished_at (older results.json) comes first: one that has it is surely later
     g = Group(1, {}, [at("0_new", 0.9, 1, 10), ok_job("1_old", 0.8, seed=1)])
     assert [j.name for j in g.counted] == ["0_new"]

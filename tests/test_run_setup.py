@@ -160,6 +160,7 @@ def test_settings_that_ran_wrong_or_crashed_mid_run_are_refused(top, trainer, me
     ({"skip_test": True, "optimized_metric": "test_acc", "print_config": False}, {"accumulate_grad_batches": 3}),
     ({"optimized_metric": None, "print_config": "FULL", "model": {"num_classes": 12}}, {"gradient_clip_val": 0.5}),
     ({}, {"gradient_clip_val": None, "gradient_clip_val ": 0}),
+    *(({"print_config": off}, {}) for off in ("off", "none", None, "null", "False")),  # what print_start reads as off
 ])
 def test_the_accepted_values_of_those_settings_pass(top, trainer):
     check({**settings(**trainer), **top})

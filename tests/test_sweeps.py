@@ -346,7 +346,8 @@ def test_optuna_search_with_diverging_trials_goes_on_and_reports(tmp_path):
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: the sweeper stopped: no trial finished with a value (a diverged or failed trial has "
-                      f"none), so Optuna has no best one; 2 jobs ran (2 diverged), report: {sweep / 'summary.md'}"]
+                      f"none), so Optuna has no best one; the sweep dir holds 2 jobs (2 diverged), report: "
+                      f"{sweep / 'summary.md'}"]
     assert "Traceback" not in proc.stderr
     assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["diverged", "diverged"]
     assert not (sweep / "optimization_results.yaml").exists()
