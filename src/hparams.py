@@ -36,12 +36,12 @@ def run_name(overrides: list[str], keys: list[str], groups=("optim", "init", "mo
     """A single run's trial: the choice of a config group that says what is trained by its value,
     any other key as its last part = value ("normal · std=0.1 · act_fn=tanh · seed=3"): a bare 0.1
     or 3 would not say what it sets."""
-    parts = []
+    last: dict[str, str] = {}
     for key, _, value in (o.partition("=") for o in overrides):
         key = key.lstrip("+~")
         if key in keys and value:
-            parts.append(value if key in groups else f"{key.rsplit('.', 1)[-1]}={value}")
-    return " · ".join(parts)
+            last[key] = value  # a key given twice: the last one counts, as in Hydra
+    return " · ".join(value if key in groups else f"{key.rsplit('.', 1)[-1]}={value}" for key, value in last.items())
 
 
 def hparams_of(cfg: DictConfig) -> dict:

@@ -233,7 +233,10 @@ def test_tensorboard_hparams_metrics_are_the_results(run):
 
     content = ea.PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
-    assert start.group_name == run["out"].name  # a single run's trial is named by its dir
+    # a single run's trial: what its command line set (each key once, its last value), then its dir
+    assert start.group_name.endswith(f" · {run['out'].name}")
+    assert start.group_name.startswith("max_epochs=3 · limit_train_batches=10 · limit_val_batches=2 · ")
+    assert start.group_name.count("max_epochs=") == 1
 
 
 def test_the_other_results_fields_describe_this_run(run):
