@@ -711,7 +711,8 @@ class DistributionFigures(DrawsInBackground):
         self._last_step = step
         with self.timed():  # the measurement only: drawing goes on in the background
             out = Path(self.dirpath or trainer.default_root_dir) / "figures"
-            title = f"{run_label(pl_module)} · step {step} · {when}"
+            label = run_label(pl_module)
+            title = f"{label} · step {step} · {when}"
             net = _net(pl_module)
             values = distribution_values(net, self._batch, self.kinds)
             depth = []
@@ -719,17 +720,22 @@ class DistributionFigures(DrawsInBackground):
                 depth = [(cb.kind, cb.depth_stat, dict(cb.history)) for cb in each_callback(trainer.callbacks)
                          if isinstance(cb, _Diagnostics) and len(cb.history) > 1]  # one step: the probe shows it
             job = partial(_draw_and_save, values, layer_shapes(net), depth, title,
-                          out if self.save_png else None, writer, step)
+                          out if self.save_png else None, writer, step, label)
             if self.background:
                 draw_in_background(job)
             else:
                 job()
 
 
-def _draw_and_save(values: dict, shapes: dict, depth: list, title: str, out: Path | None, writer, step: int) -> None:
+def _draw_and_save(values: dict, shapes: dict, depth: list, title: str, out: Path | None, writer, step: int,
+                   label: str | None = None) -> None:
     figures = {f"distributions/{k}": f for k, f in plot_distribution_values(values, shapes, title).items()}
     for kind, stat, history in depth:
-        figures[f"depth/{kind}"] = depth_profile_figure(kind, stat, history, title)
+        # its own steps, not the drawing's: gradients and updates are not measured at the end of
+        # training, so "step 585 · end of training" over lines that stop at 400 misled
+        steps = sorted(history)
+        own = f"{label} · logged at steps {steps[0]}–{steps[-1]}" if label is not None else title
+        figures[f"depth/{kind}"] = depth_profile_figure(kind, stat, history, own)
     save_figures(figures, out, writer, step)
 
 

@@ -764,6 +764,20 @@ def test_the_update_ratio_figure_has_the_usual_healthy_size_to_read_against():
     assert not [ln for ln in other.lines if ln.get_linestyle() == "--"] and not other.texts
 
 
+def test_a_depth_figure_is_titled_by_its_own_logged_steps(monkeypatch):
+    """Drawn at the end of training (step 585), the gradient figure's lines stop at step 400 (no
+    gradient is measured at the end): its title said "step 585 · end of training"."""
+    import callbacks.diagnostics as diagnostics
+
+    titles = {}
+    monkeypatch.setattr(diagnostics, "depth_profile_figure", lambda kind, stat, history, title: titles.setdefault(kind, title))
+    monkeypatch.setattr(diagnostics, "save_figures", lambda figures, out, writer, step: None)
+    depth = [("gradients", "var", {0: {"layers.0": 1.0}, 200: {"layers.0": 1.0}, 400: {"layers.0": 1.0}}),
+             ("activations", "var", {0: {"layers.0": 1.0}, 585: {"layers.0": 1.0}})]
+    diagnostics._draw_and_save({}, {}, depth, "adam · step 585 · end of training", None, None, 585, "adam")
+    assert titles == {"gradients": "adam · logged at steps 0–400", "activations": "adam · logged at steps 0–585"}
+
+
 def test_distribution_panels_say_each_layers_variance_and_name_the_values():
     """Each panel has its own x range, so its spread is said in numbers; the axis names signed values
     (the tutorial's "Grad magnitude" was not a magnitude)."""
