@@ -218,6 +218,36 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
     return keys
 
 
+def planned_jobs(sweep_dir: Path) -> int | None:
+    """How many jobs the sweep asked for (multirun.yaml): the product of its sweeps' lengths for
+    Hydra's basic sweeper (the command line's over a preset's params of the same key), an Optuna
+    search's n_trials; None when it cannot be told (another sweeper, glob, an unreadable file)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = read_yaml_mapping(Path(sweep_dir) / "multirun.yaml").get("hydra")
+    sweeper = (hydra_cfg or {}).get("sweeper") if isinstance(hydra_cfg, dict) else None
+    if not isinstance(sweeper, dict):
+        return None
+    target = str(sweeper.get("_target_", ""))
+    if "optuna" in target.lower():
+        trials = sweeper.get("n_trials")
+        return trials if isinstance(trials, int) and not isinstance(trials, bool) and trials > 0 else None
+    if not target.endswith("BasicSweeper"):
+        return None
+    params = sweeper.get("params") or {}
+    task = (hydra_cfg.get("overrides") or {}).get("task") or []
+    counts: dict[str, int] = {}
+    parser = OverridesParser.create()
+    try:
+        for arg in [f"{k}={v}" for k, v in params.items()] + [str(a) for a in task]:
+            (override,) = parser.parse_overrides([arg])
+            key = override.get_key_element().lstrip("+~")
+            counts[key] = len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+    except Exception:  # glob, interval, an odd value: no count rather than a wrong one
+        return None
+    return math.prod(counts.values())
+
+
 def _bookkeeping(key: str) -> bool:
     """How a job was started or where it wrote (`print_config`, `verbose`, `+sweep.rerun`, paths),
     not what it trained: never a factor (provenance's config_hash leaves them out too)."""
@@ -887,8 +917,12 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
     varying = [k for k in keys if k != "seed" and len({g.factors[k] for g in groups}) > 1]
     counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
     swept = [f"{k} ({_plural(len({same_setting(j.factor(k)) for j in jobs}), 'value')})" for k in keys]
+    planned = planned_jobs(sweep_dir)
+    # a sweep stopped before some jobs started: they have no dir, and nothing else would say so
+    missing = (f" (of {planned} planned: {planned - len(jobs)} never started; to run them, start the same "
+               "command with this hydra.sweep.dir)") if planned is not None and planned > len(jobs) else ""
     lines = [f"# Sweep report: `{sweep_dir}`", "",
-             f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+             f"{len(jobs)} jobs{missing}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
              + (f"; swept: {', '.join(swept)}" if swept else ""), "", *provenance_lines(jobs), ""]
     lines += md_groups(groups, varying, metric, curves)
     lines += md_verdicts(found, groups, metric, curves)

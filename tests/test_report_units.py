@@ -192,6 +192,40 @@ def test_swept_keys_are_declared_sweeps_plus_keys_that_differ(tmp_path):
     assert swept_keys(jobs, tmp_path) == ["optim", "init", "extra", "trainer.max_epochs"]
 
 
+@pytest.mark.parametrize("sweeper, task, planned", [
+    ("_target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["optim=sgd,adam", "seed=1,2", "x=3"], 4),
+    ("_target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n    params:\n      optim: sgd,sgd_mom,adam\n"
+     "      seed: range(42,47)", [], 15),  # a preset's params
+    ("_target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n    params:\n      seed: range(42,47)",
+     ["seed=1,2"], 2),  # the command line's sweep over the preset's
+    ("_target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["optim=sgd"], 1),
+    ("_target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper\n    n_trials: 12", [], 12),
+    ("_target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["lr=glob(*)"], None),  # cannot tell
+    ("_target_: some.other.Sweeper", ["optim=sgd,adam"], None),
+])
+def test_planned_jobs_are_read_from_multirun_yaml(tmp_path, sweeper, task, planned):
+    from src.report import planned_jobs
+
+    lines = "".join(f"\n    - {t}" for t in task)
+    (tmp_path / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    {sweeper}\n  overrides:\n    task:{lines or ' []'}\n")
+    assert planned_jobs(tmp_path) == planned
+    assert planned_jobs(tmp_path / "nope") is None
+
+
+def test_a_sweep_stopped_before_some_jobs_started_says_so(tmp_path):
+    """Killed after its first jobs, the report listed 2 jobs and 'optim (1 value)', nothing about
+    the 2 that never started."""
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  sweeper:\n    _target_: hydra._internal.core_plugins."
+                                           "basic_sweeper.BasicSweeper\n  overrides:\n    task:\n    - optim=sgd,adam\n"
+                                           "    - seed=1,2\n")
+    from src.report import to_markdown
+
+    jobs = [ok_job("0_optim=sgd,seed=1", 0.8, seed=1), ok_job("1_optim=sgd,seed=2", 0.81, seed=2)]
+    text = to_markdown(tmp_path, jobs, ["seed"], group_jobs(jobs, []), "test_acc", [], [], 1.0, *rows_of(jobs, ["seed"], []))
+    assert text.splitlines()[2] == ("2 jobs (of 4 planned: 2 never started; to run them, start the same command with "
+                                    "this hydra.sweep.dir): 2 ok; swept: seed (2 values)")
+
+
 def test_how_a_job_was_started_or_where_it_wrote_is_never_a_factor(tmp_path):
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - verbose=true,false\n")
     keys = {"print_config": ("false", "full"), "verbose": ("true", "false"), "sweep.rerun": ("all", "no"),
