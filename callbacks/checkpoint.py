@@ -21,6 +21,11 @@ class StepCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._every_n_train_steps or trainer.global_step % self._every_n_train_steps:
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if batch_idx + 1 == trainer.num_training_batches:
+            # The epoch's last batch: the epoch-end checkpoint comes right after its validation.
+            # One written here, before the validation, resumes past it: Lightning skips that
+            # epoch's validation (a run stopped in it ended with one val score fewer).
+            return None
         # Under manual optimization (the module's own step) Lightning warns at each such save, in
         # 20 lines, that the checkpoint holds the weights after the step: that is what it is
         # meant to hold, as under Lightning's own loop.

@@ -26,6 +26,7 @@ class GracefulInterrupt(pl.Callback):
         self.received: int | None = None
         self._previous: dict[int, object] = {}
         self._saved_step = -1
+        self._fit_ended = False
 
     def _handler(self, signum, frame):
         if self.received == signal.SIGINT and signum == signal.SIGINT:
@@ -38,7 +39,7 @@ class GracefulInterrupt(pl.Callback):
             previous(signum, frame)  # e.g. Lightning's own notifier, kept for DDP broadcast
 
     def on_fit_start(self, trainer, pl_module):
-        self.received = None
+        self.received, self._fit_ended = None, False
         for signum in SIGNALS:
             previous = signal.getsignal(signum)
             if previous is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
@@ -46,6 +47,17 @@ class GracefulInterrupt(pl.Callback):
                 signal.signal(signum, self._handler)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Not after an epoch's last batch: a checkpoint there, before the epoch's validation,
+        # resumes past the validation (Lightning skips it). The stop comes in the validation
+        # (no checkpoint: the one before resumes) or at the fit's end.
+        if self.received is not None and batch_idx + 1 != trainer.num_training_batches:
+            raise Interrupted(self.received)
+
+    # A signal after an epoch's last batch stops in its validation, or after the last epoch at the
+    # fit's end (on_fit_end): the next batch boundary may never come (a Ctrl-C in the last
+    # validation was swallowed; the run tested and ended `ok`, exit 0). No checkpoint is written
+    # in a validation: the last one, from before this epoch, resumes to the same result.
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if self.received is not None:
             raise Interrupted(self.received)
 
@@ -55,7 +67,8 @@ class GracefulInterrupt(pl.Callback):
         # from before the epoch's validation, resumes to the same result.
         stopped = isinstance(exception, SIGTERMException) or (
             isinstance(exception, Interrupted) and not exception.at_once)
-        if stopped and trainer.state.stage == "train" and trainer.global_step != self._saved_step:
+        batch_boundary = trainer.state.stage == "train" and not self._fit_ended
+        if stopped and batch_boundary and trainer.global_step != self._saved_step:
             # Weights, optimizer and loop state agree here, so a resume continues exactly from
             # this step (mid-epoch included).
             # weights_only=False said out loud: a full checkpoint, without Lightning's INFO line
@@ -73,6 +86,9 @@ class GracefulInterrupt(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         self._restore()
+        if self.received is not None:  # after the last epoch: the test is not run
+            self._fit_ended = True
+            raise Interrupted(self.received)
 
     def _restore(self):
         for signum, handler in self._previous.items():

@@ -344,6 +344,13 @@ def run_task(task: Callable, cfg):
     sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
 
 
+def again_command() -> str:
+    """This process's command line, to start a run again that has no checkpoint to resume from."""
+    import shlex
+
+    return shlex.join(["python", Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def interrupted_line(stopped: Interrupted, cfg) -> str:
     """What to do next, and (unless train() already wrote it) results.json that says so. In a
     multirun the next step is the same sweep again: its finished jobs are skipped, a job with a
@@ -354,7 +361,9 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
     resume = resume_command(out)
     command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
     checkpoint = (out / "checkpoints" / "last.ckpt").is_file()
-    resumable = checkpoint or stopped.reported  # train() wrote results.json naming the run dir
+    # Only a checkpoint makes a run resumable: a second Ctrl-C in the first epoch stops before
+    # any (train() said so too), and `ckpt_path=` on that dir is then refused
+    resumable = checkpoint
     if is_multirun():
         from hydra.core.hydra_config import HydraConfig
 

@@ -362,8 +362,11 @@ def train(cfg: DictConfig) -> float | None:
     test_acc = None
     test_started = time.time()
     if not cfg.get("skip_test", False) and diverged is None and interrupted is None and trainer.state.finished:
-        metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
-        test_acc = _finite(metrics[0]["test/acc"]) if metrics else None
+        try:
+            metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+            test_acc = _finite(metrics[0]["test/acc"]) if metrics else None
+        except (Interrupted, SIGTERMException) as e:  # a stop in the test pass: the fit's scores are kept,
+            interrupted = e if isinstance(e, Interrupted) else Interrupted(signal.SIGTERM)  # resuming tests it
     test_seconds = time.time() - test_started
 
     status = "diverged" if diverged else "interrupted" if interrupted or trainer.interrupted else "ok"
@@ -408,8 +411,11 @@ def train(cfg: DictConfig) -> float | None:
         # val/train scores above are those of the epochs that finished with finite weights.
         results.update(diverged_step=diverged.step, diverged_epoch=diverged.epoch, error=str(diverged))
     if interrupted:
-        results.update(signal=interrupted.signal_name, error=str(interrupted),
-                       resume=cli.resume_command(out))
+        if (out / "checkpoints" / "last.ckpt").is_file():
+            results.update(signal=interrupted.signal_name, error=str(interrupted), resume=cli.resume_command(out))
+        else:  # stopped at once (a second Ctrl-C) before the first checkpoint: nothing to resume
+            results.update(signal=interrupted.signal_name, error=f"{interrupted} before the first checkpoint",
+                           again=cli.again_command())
     results["warnings"] = stamp["changes"] + run_warnings(module, callbacks, val_scores)
     if status == "ok" and (what := _stopped_early(cfg, trainer)):
         results["warnings"].append(what)

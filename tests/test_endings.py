@@ -200,3 +200,76 @@ def test_a_sweep_jobs_resume_command_runs_as_printed(tmp_path, data_dir):
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads((job / "results.json").read_text())
     assert (r["status"], r["epochs"], r["resumed_from"]) == ("ok", 2, str(job / "checkpoints" / "last.ckpt"))
+
+
+class SignalIn(pl.Callback):
+    """Test helper: send `signum` (`times` times) in the last epoch's validation, in the test pass,
+    or at step `at_step` of a fresh run. `+callbacks.sig._target_=tests.test_endings.SignalIn ...`."""
+
+    def __init__(self, where: str, signum: int, times: int = 1, at_step: int = 1):
+        self.where, self.signum, self.times, self.at_step = where, signum, times, at_step
+
+    def _send(self):
+        for _ in range(self.times):
+            os.kill(os.getpid(), self.signum)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        last = trainer.current_epoch == trainer.max_epochs - 1
+        if self.where == "last_validation" and last and not trainer.sanity_checking and trainer.ckpt_path is None:
+            self.where = "sent"
+            self._send()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.where == "test" and trainer.ckpt_path and "best" in str(trainer.ckpt_path):
+            self.where = "sent"
+            self._send()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.where == "step" and trainer.global_step == self.at_step:
+            self.where = "sent"
+            self._send()
+
+
+def _signal_run(tmp_path, where, signum, times=1):
+    run = tmp_path / "run"
+    res = run_script("train.py", *SHORT, f"hydra.run.dir={run}", "+callbacks.sig._target_=tests.test_endings.SignalIn",
+                     f"+callbacks.sig.where={where}", f"+callbacks.sig.signum={int(signum)}",
+                     f"+callbacks.sig.times={times}", timeout=300)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    return run, res, json.loads((run / "results.json").read_text()), errors
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_last_validation_stops_the_run(tmp_path, data_dir, signum):
+    """A Ctrl-C after the fit's last training batch was swallowed: the run validated, tested and
+    ended `ok` with exit 0 (in a sweep every later job ran too). Now it stops there, untested, and
+    the resume finishes it."""
+    run, res, r, errors = _signal_run(tmp_path, "last_validation", signum)
+    assert res.returncode == 128 + signum, res.stderr[-2000:]
+    assert r["status"] == "interrupted" and r["test_acc"] is None and r["signal"] == signal.Signals(signum).name
+    assert len(r["val_scores"]) == 1  # the first epoch's; the last one's validation was stopped
+    assert errors == [f"error: interrupted by {signal.Signals(signum).name}; resume with: python train.py ckpt_path={run}"]
+    resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = json.loads((run / "results.json").read_text())
+    assert done["status"] == "ok" and done["test_acc"] is not None and done["val_scores"][0] == r["val_scores"][0]
+    assert len(done["val_scores"]) == 2
+
+
+def test_a_signal_in_the_test_pass_keeps_the_fits_scores(tmp_path, data_dir):
+    """results.json was a stub ({status, signal, error, resume}): the finished fit's val_scores
+    were gone until the resume."""
+    run, res, r, errors = _signal_run(tmp_path, "test", signal.SIGTERM)
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr[-2000:]
+    assert r["status"] == "interrupted" and r["test_acc"] is None and len(r["val_scores"]) == 2
+    assert r["best_val_acc"] == max(r["val_scores"]) and r["resume"] == f"python train.py ckpt_path={run}"
+
+
+def test_a_second_ctrl_c_before_the_first_checkpoint_says_start_again(tmp_path, data_dir):
+    """It offered `resume with: ... ckpt_path=<run>`, which was then refused: no checkpoint."""
+    run, res, r, errors = _signal_run(tmp_path, "step", signal.SIGINT, times=2)
+    assert res.returncode == 128 + signal.SIGINT, res.stderr[-2000:]
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+    assert r["status"] == "interrupted" and "resume" not in r and r["again"].startswith("python train.py ")
+    assert r["error"].endswith("before the first checkpoint")
+    assert len(errors) == 1 and "before the first checkpoint; start it again: python train.py " in errors[0]
