@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -312,11 +313,17 @@ def run_task(task: Callable, cfg):
         quiet_frameworks()
     logs_above_the_progress_bar()
     stop = StopSignals()
+    started = time.time()
     try:
         with stop:
             value = task(cfg)
     except (Interrupted, KeyboardInterrupt) as e:
         stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+        if not stopped.reported and _finished_here(Path(cfg.paths.output_dir), started):
+            # after the task wrote its finished results.json (the last lines of train()): it stands
+            print(f"error: {stopped} after the run had finished (its results.json is complete)"
+                  + (f"; {_continue_sweep()}" if is_multirun() else ""), file=sys.stderr, flush=True)
+            sys.exit(stopped.exit_code)
     except SystemExit as e:
         if type(e).__name__ != "SIGTERMException":  # Lightning's SIGTERM stop in its test loop
             raise
@@ -344,6 +351,31 @@ def run_task(task: Callable, cfg):
     sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
 
 
+def _finished_here(out: Path, since: float) -> bool:
+    """results.json in `out` says `ok` or `diverged` and was written by this task (after `since`)."""
+    path = out / "results.json"
+    try:
+        return path.stat().st_mtime >= since - 1 and read_json_object(path).get("status") in ("ok", "diverged")
+    except OSError:
+        return False
+
+
+def _sweep_command() -> list[str]:
+    """This multirun's command line, with its sweep dir: run again, it continues the sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
+    if not any(a.startswith("hydra.sweep.dir=") for a in command):
+        command.append(override("hydra.sweep.dir", HydraConfig.get().sweep.dir))
+    return command
+
+
+def _continue_sweep() -> str:
+    import shlex
+
+    return f"continue the sweep: {shlex.join(_sweep_command())}"
+
+
 def again_command() -> str:
     """This process's command line, to start a run again that has no checkpoint to resume from."""
     import shlex
@@ -365,10 +397,7 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
     # any (train() said so too), and `ckpt_path=` on that dir is then refused
     resumable = checkpoint
     if is_multirun():
-        from hydra.core.hydra_config import HydraConfig
-
-        if not any(a.startswith("hydra.sweep.dir=") for a in command):
-            command.append(override("hydra.sweep.dir", HydraConfig.get().sweep.dir))
+        command = _sweep_command()
         next_step = f"continue the sweep: {shlex.join(command)}"
     else:
         next_step = f"resume with: {resume}" if resumable else f"start it again: {shlex.join(command)}"
@@ -392,15 +421,33 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
     if guard := _sweep_guard():  # from an earlier app in this process (tests)
         guard.started_sweep.clear()
     kept: dict[Path, bytes | None] = {}
+    command = again_command()  # as typed: what to run again after a stop outside any job
     try:
         refuse_a_run_dir_of_another_app(sys.argv)
         if resume:
             refuse_a_used_run_dir(sys.argv)
             sys.argv = resume_argv(sys.argv)
             kept = files_of_the_resumed_run(sys.argv)
-        hydra_main()
+        # SIGTERM and Ctrl-C where no job is in charge (start-up, between a sweep's jobs, before its
+        # report) stop the app with one line; each job's own (run_task) take over inside it.
+        with StopSignals():
+            hydra_main()
+    except Interrupted as e:  # outside every job: nothing of a run to mark
+        if kept:
+            restore_files(kept)
+        guard = _sweep_guard()
+        sweep = guard.started_sweep.get("dir") if guard else None
+        if sweep is not None and "hydra.sweep.dir=" not in command:
+            import shlex
+
+            command += f" {shlex.quote(override('hydra.sweep.dir', sweep))}"
+        where, what = (("between the sweep's jobs", "continue the sweep") if sweep is not None else
+                       ("before the run started", "start it again"))
+        print(f"error: {e} {where}; {what}: {command}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     except SystemExit as e:
-        if e.code == EXIT_USER_ERROR and kept:
+        # a resume refused for bad input, or stopped before it trained: the run as it was
+        if kept and (e.code == EXIT_USER_ERROR or (isinstance(e.code, int) and e.code > 128)):
             restore_files(kept)
         raise
     except Exception as e:

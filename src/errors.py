@@ -79,9 +79,15 @@ class Interrupted(Exception):
     wrote the interrupted results.json itself. The process exits 128 + signal."""
 
     def __init__(self, signum: int, at_once: bool = False):
+        import re
         import signal
 
-        self.signum, self.at_once, self.reported = signum, at_once, False
+        if not isinstance(signum, int):  # rebuilt by a library as type(e)(message) (OmegaConf does)
+            name = re.search(r"SIG[A-Z0-9]+", str(signum))
+            signum = signal.Signals[name.group()].value if name and name.group() in signal.Signals.__members__ \
+                else signal.SIGINT
+            at_once = True
+        self.signum, self.at_once, self.reported = int(signum), at_once, False
         self.signal_name = signal.Signals(signum).name
         super().__init__(f"interrupted by {self.signal_name}")
 

@@ -662,6 +662,8 @@ def test_bad_input_logs_no_traceback(single_run, tmp_path, capsys, caplog):
 
 def test_an_interrupted_fit_says_how_to_resume_and_exits_128_plus_the_signal(single_run, tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"status": "interrupted"}')
+    (tmp_path / "checkpoints").mkdir()  # what makes it resumable (a stop at once before it: start again)
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
 
     def task(cfg):
         stopped = Interrupted(signal.SIGTERM)
@@ -993,6 +995,34 @@ def test_another_runs_checkpoint_resumed_into_a_dir_that_holds_a_run_is_refused(
     with pytest.raises(UserError, match=f"^hydra.run.dir={re.escape(str(run))} already holds a finished run "
                                         r"\(status ok, 2 checkpoints\); give a new hydra.run.dir"):
         cli.refuse_a_used_run_dir(["train.py", f"ckpt_path={given.format(other=other)}", f"hydra.run.dir={run}"])
+
+
+@pytest.mark.parametrize("sweep", [True, False])
+def test_a_stop_outside_every_job_is_one_line_with_the_way_on(app_env, tmp_path, capsys, sweep):
+    """SIGTERM between a sweep's jobs (or before a run's dir exists) reached no job's handler: the
+    process died silently, or Ctrl-C printed Hydra's KeyboardInterrupt traceback."""
+    import signal
+
+    from src import hydra_callbacks
+    from src.errors import Interrupted
+
+    def main():
+        if sweep:
+            hydra_callbacks.started_sweep.update(dir=tmp_path / "sw", made=None)
+        raise Interrupted(signal.SIGTERM)
+
+    app_env.setattr(sys, "argv", ["train.py", *(["-m"] if sweep else []), "optim=sgd,adam" if sweep else "optim=sgd"])
+    with pytest.raises(SystemExit) as info:
+        cli.run_app(main)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert error_lines(capsys) == ([f"error: interrupted by SIGTERM between the sweep's jobs; continue the sweep: "
+                                    f"python train.py -m optim=sgd,adam hydra.sweep.dir={tmp_path / 'sw'}"] if sweep else
+                                   ["error: interrupted by SIGTERM before the run started; start it again: "
+                                    "python train.py optim=sgd"])
+    # OmegaConf rebuilds an exception from its message (type(e)(text)): the signal survives it
+    rebuilt = Interrupted("interrupted by SIGTERM\n    full_key: name")
+    assert rebuilt.signum == signal.SIGTERM and rebuilt.at_once and rebuilt.exit_code == 143
+    assert Interrupted("no name here").signum == signal.SIGINT
 
 
 def test_a_refused_resume_gets_its_records_back_but_not_once_it_trained(tmp_path):

@@ -273,3 +273,33 @@ def test_a_second_ctrl_c_before_the_first_checkpoint_says_start_again(tmp_path, 
     assert r["status"] == "interrupted" and "resume" not in r and r["again"].startswith("python train.py ")
     assert r["error"].endswith("before the first checkpoint")
     assert len(errors) == 1 and "before the first checkpoint; start it again: python train.py " in errors[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_a_sweeps_jobs_says_how_to_continue(tmp_path, data_dir, signum):
+    """Between two jobs no job's handler is in charge: SIGTERM killed the sweep silently, Ctrl-C
+    printed a 60-line KeyboardInterrupt traceback from Hydra's override parser."""
+    from tests.conftest import PYTHON, ROOT
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "optim=sgd,adam", *FAST, "callbacks=essential", "logger=none", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([PYTHON, str(ROOT / "train.py"), *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PROJECT_ROOT": str(ROOT)})
+    for line in proc.stdout:
+        if line.startswith("results: "):  # the first job has written its results: signal from here on
+            proc.send_signal(signum)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert "Traceback" not in err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    # the signal lands in the first job's last lines or in Hydra's gap before the second: either
+    # way the finished job stands, and the line says how to go on
+    name = signal.Signals(signum).name
+    assert len(errors) == 1 and any(errors[0].startswith(f"error: interrupted by {name}{where}; continue the sweep: "
+                                                         "python train.py -m optim=sgd,adam ")
+                                    for where in (" between the sweep's jobs",
+                                                  " after the run had finished (its results.json is complete)"))
+    assert errors[0].endswith(f"hydra.sweep.dir={sweep}")
+    first = json.loads(next(sweep.glob("0_*/results.json")).read_text())
+    assert first["status"] == "ok" and not list(sweep.glob("1_*/results.json"))
