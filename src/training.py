@@ -109,6 +109,18 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.gradient_clip_val={clip!r} must be a number >= 0 (0 or null: no clipping); "
                           "a negative one was ignored")
     check_model_fits_data(cfg.get("model"))
+    # A fraction under one evaluation batch: Lightning refuses it only when it gets there, after
+    # an epoch of training (validation) or after all of them (the test: the run ended `failed`).
+    eval_batch = (cfg.get("data") or {}).get("eval_batch_size", 1024)
+    devices = cfg.trainer.get("devices", 1)
+    if is_int(eval_batch) and eval_batch > 0:
+        batches = math.ceil(math.ceil(10_000 / (devices if is_int(devices) and devices > 0 else 1)) / eval_batch)
+        for key in ("limit_val_batches", "limit_test_batches"):
+            limit = cfg.trainer.get(key)
+            if type(limit) is float and 0 < limit < 1 and int(limit * batches) < 1:
+                raise ConfigError(f"trainer.{key}={limit} is less than one of the {batches} batches of {eval_batch} "
+                                  f"images (data.eval_batch_size); accepted: a fraction >= {1 / batches:.3g}, or a "
+                                  "number of batches >= 1")
     check_accelerator("trainer.accelerator", cfg.trainer.get("accelerator", "auto"))
     strategy, devices = str(cfg.trainer.get("strategy", "auto")), cfg.trainer.get("devices", 1)
     # Lightning's `ddp` starts the extra processes by re-running the command line; inside a local
@@ -344,7 +356,7 @@ def train(cfg: DictConfig) -> float | None:
     except Exception as e:
         # trainer.detect_anomaly=true: a NaN gradient is a divergence too
         if (diverged := anomaly_divergence(e, trainer, module)) is None:
-            if trainer.global_step == 0 and not ckpt_path:
+            if trainer.global_step == _global_step_of(ckpt_path):  # not one step trained here
                 remove_new_files(log_dirs)
             raise
         print(f"diverged: {diverged}", file=sys.stderr, flush=True)
@@ -449,6 +461,18 @@ def train(cfg: DictConfig) -> float | None:
 
 
 TENSORBOARD_URL = "http://localhost:6006/#timeseries&_smoothingWeight=0 (unsmoothed)"
+
+
+def _global_step_of(ckpt_path: str | None) -> int | None:
+    """The step a fit starts from: 0, or the resumed checkpoint's (None when unreadable)."""
+    if not ckpt_path:
+        return 0
+    import torch
+
+    try:
+        return int(torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0))
+    except Exception:
+        return None
 
 
 def given_keys(overrides: list[str]) -> list[str]:

@@ -148,6 +148,13 @@ def test_duration_seconds_reads_max_time_as_lightning_does(value, expected):
                                     "a negative one was ignored"),
     ({}, {"gradient_clip_val": "abc"}, "trainer.gradient_clip_val='abc' must be a number >= 0"),
     ({"model": {"num_classes": 1}}, {}, "model.num_classes=1 is fewer than FashionMNIST's 10 classes; accepted: 10"),
+    # under one of the 10 test batches of 1024: the run trained every epoch, then failed at the test
+    ({"data": {"eval_batch_size": 1024}}, {"limit_test_batches": 0.0001},
+     "trainer.limit_test_batches=0.0001 is less than one of the 10 batches of 1024 images (data.eval_batch_size); "
+     "accepted: a fraction >= 0.1, or a number of batches >= 1"),
+    ({"data": {"eval_batch_size": 512}}, {"limit_val_batches": 0.04}, "trainer.limit_val_batches=0.04 is less than "
+     "one of the 20 batches of 512 images"),
+    ({}, {"limit_val_batches": 0.15, "devices": 2}, "trainer.limit_val_batches=0.15 is less than one of the 5 batches"),
     ({"model": {"input_size": 100}}, {}, "model.input_size=100: FashionMNIST's images are 28x28 = 784 values; "
                                          "accepted: 784"),
 ])
@@ -161,6 +168,8 @@ def test_settings_that_ran_wrong_or_crashed_mid_run_are_refused(top, trainer, me
     ({"optimized_metric": None, "print_config": "FULL", "model": {"num_classes": 12}}, {"gradient_clip_val": 0.5}),
     ({}, {"gradient_clip_val": None, "gradient_clip_val ": 0}),
     *(({"print_config": off}, {}) for off in ("off", "none", None, "null", "False")),  # what print_start reads as off
+    ({}, {"limit_test_batches": 0.1, "limit_val_batches": 0.0}),  # one batch of 10; 0.0: validation off
+    ({}, {"limit_test_batches": 2, "limit_val_batches": 1.0}),
 ])
 def test_the_accepted_values_of_those_settings_pass(top, trainer):
     check({**settings(**trainer), **top})

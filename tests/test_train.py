@@ -129,6 +129,21 @@ def test_a_setting_lightning_refuses_at_fit_start_leaves_no_empty_logs(tmp_path,
         assert [p.name for p in (out / "tensorboard").iterdir()] == ["events.out.tfevents.earlier"]
 
 
+def test_a_resume_lightning_refuses_at_fit_start_adds_no_empty_events_file(tmp_path, data_dir):
+    """The same refusal on a resume: the run's TensorBoard got an empty events file (a run with
+    nothing in it), since the clean-up was only for fresh runs."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    out = tmp_path / "run"
+    train(compose([*FAST, "data.train_subset=2560"], out))
+    before = sorted(p.name for p in (out / "tensorboard").iterdir())
+    cfg = compose([*FAST, "trainer.max_epochs=2", "trainer.limit_train_batches=0.001", "data.train_subset=2560",
+                   f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"], out)
+    with pytest.raises(MisconfigurationException, match="limit_train_batches"):
+        train(cfg)
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == before
+
+
 @pytest.mark.parametrize("logger", ["csv", "[csv,tensorboard]"])
 def test_a_csv_logged_run_ends_ok_with_its_hyperparameters_and_scores(tmp_path, logger):
     """`logger=csv` failed every run at its very end (CSVLogger.log_hyperparams takes no metrics):
