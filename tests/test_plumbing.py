@@ -303,7 +303,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
             assert stop.received == signal.SIGINT
             os.kill(os.getpid(), signal.SIGINT)  # the second: now
         finally:
-            stop.on_fit_end(None, None)
+            stop._restore()  # as after on_exception (a fit stopped this way never reaches on_fit_end)
     assert e.value.signum == signal.SIGINT and e.value.at_once
     stop.on_fit_start(None, None)  # a new fit forgets the old signal
     try:
@@ -312,7 +312,8 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C after a SIGTERM is only noted
         assert stop.received == signal.SIGINT
     finally:
-        stop.on_fit_end(None, None)
+        with pytest.raises(Interrupted):  # noted and not yet acted on: the fit's end stops the run
+            stop.on_fit_end(None, None)
 
 
 def test_sigterm_still_reaches_the_handler_before_ours(tmp_path):
@@ -323,7 +324,9 @@ def test_sigterm_still_reaches_the_handler_before_ours(tmp_path):
         stop.on_fit_start(None, None)
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: not passed on
-        stop.on_fit_end(None, None)
+        with pytest.raises(Interrupted) as e:  # a signal noted after the last batch stops at the fit's end
+            stop.on_fit_end(None, None)
+        assert e.value.signum == signal.SIGINT and not e.value.at_once
         assert seen == [signal.SIGTERM]
         os.kill(os.getpid(), signal.SIGTERM)  # given back: the old handler alone
         assert seen == [signal.SIGTERM, signal.SIGTERM] and stop.received == signal.SIGINT
@@ -404,3 +407,20 @@ def test_step_checkpoint_argument():
     on, off = StepCheckpoint("/tmp/x", 3), StepCheckpoint("/tmp/x")
     assert on.enabled and not off.enabled and on._every_n_train_steps == 3 and on.dirpath == "/tmp/x"
     assert (on.save_top_k, on.save_last, on._every_n_epochs, on._enable_version_counter) == (0, True, 0, False)
+
+
+def test_a_signal_after_an_epochs_last_batch_stops_in_its_validation_without_a_checkpoint(tmp_path):
+    """A checkpoint written at an epoch's last batch, before its validation, resumes past that
+    validation (Lightning skips it): the stop waits for the validation, where none is written."""
+    stop = GracefulInterrupt(str(tmp_path))
+    stop.received = signal.SIGTERM
+    trainer = SimpleNamespace(num_training_batches=5, state=SimpleNamespace(stage="validate"), global_step=10,
+                              save_checkpoint=lambda *a, **k: pytest.fail("no checkpoint in a validation"))
+    stop.on_train_batch_end(trainer, None, None, None, 4)  # the epoch's last batch: not here
+    with pytest.raises(Interrupted):
+        stop.on_train_batch_end(trainer, None, None, None, 3)
+    with pytest.raises(Interrupted) as e:
+        stop.on_validation_batch_end(trainer, None, None, None, 0)
+    stop.on_exception(trainer, None, e.value)  # stage validate: nothing written
+    stop._fit_ended, trainer.state.stage = True, "train"
+    stop.on_exception(trainer, None, Interrupted(signal.SIGTERM))  # raised at the fit's end: nothing either
