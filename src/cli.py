@@ -26,7 +26,15 @@ from pathlib import Path
 
 import src.resolvers  # registers ${lr_around:…}, ${job_dir_name:…} before Hydra composes
 from src.config import ROOT
-from src.errors import CheckpointError, Interrupted, UserError, in_group, last_line, root_cause
+from src.errors import (
+    CheckpointError,
+    Interrupted,
+    StopRequested,
+    UserError,
+    in_group,
+    last_line,
+    root_cause,
+)
 from src.utils import atomic_write_json, read_json_object, read_yaml_mapping
 
 log = logging.getLogger(__name__)
@@ -274,9 +282,10 @@ class StopSignals:
     batch boundary; Lightning's SIGTERM handler then calls this one too, which only notes it. A
     signal the shell ignores (a background job's Ctrl-C) stays ignored."""
 
-    def __init__(self):
+    def __init__(self, outside_jobs: bool = False):
         self.pending: int | None = None
         self._previous: dict = {}
+        self.outside_jobs = outside_jobs  # run_app's: raise what no job's `except Exception` can catch
 
     def __enter__(self):
         import signal
@@ -301,6 +310,8 @@ class StopSignals:
         import signal
 
         if signal.getsignal(signum) is self:
+            if self.outside_jobs:
+                raise StopRequested(Interrupted(signum, at_once=True))
             raise Interrupted(signum, at_once=True)
         self.pending = self.pending or signum
 
@@ -430,9 +441,10 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
             kept = files_of_the_resumed_run(sys.argv)
         # SIGTERM and Ctrl-C where no job is in charge (start-up, between a sweep's jobs, before its
         # report) stop the app with one line; each job's own (run_task) take over inside it.
-        with StopSignals():
+        with StopSignals(outside_jobs=True):
             hydra_main()
-    except Interrupted as e:  # outside every job: nothing of a run to mark
+    except (StopRequested, Interrupted) as stop:  # outside every job: nothing of a run to mark
+        e = stop.interrupted if isinstance(stop, StopRequested) else stop
         if kept:
             restore_files(kept)
         guard = _sweep_guard()

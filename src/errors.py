@@ -71,6 +71,16 @@ def check_accelerator(key: str, value) -> None:
                           f"(torch.cuda.is_available() is False); use {key}=cpu or auto")
 
 
+class StopRequested(BaseException):
+    """SIGTERM or Ctrl-C where no job is in charge (src/cli.py run_app): a BaseException, so that
+    Hydra's job wrapper, which catches every Exception of a job's last lines as that job's failure
+    and goes on with the next job, lets it through (a SIGTERM there was swallowed, exit 0)."""
+
+    def __init__(self, interrupted: Interrupted):
+        self.interrupted = interrupted
+        super().__init__(str(interrupted))
+
+
 class Interrupted(Exception):
     """The run was asked to stop (SIGTERM from a scheduler, Ctrl-C). During a fit it is raised
     at a batch boundary by callbacks/interrupt.py, after last.ckpt was saved there; a second

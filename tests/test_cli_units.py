@@ -1019,6 +1019,17 @@ def test_a_stop_outside_every_job_is_one_line_with_the_way_on(app_env, tmp_path,
                                     f"python train.py -m optim=sgd,adam hydra.sweep.dir={tmp_path / 'sw'}"] if sweep else
                                    ["error: interrupted by SIGTERM before the run started; start it again: "
                                     "python train.py optim=sgd"])
+    # the app's own handler raises what Hydra's job wrapper (`except Exception`: the job failed, go
+    # on) cannot catch: a SIGTERM in a job's last lines was swallowed there and the sweep went on, exit 0
+    from src.errors import StopRequested
+
+    with cli.StopSignals(outside_jobs=True):
+        with pytest.raises(StopRequested) as stop:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except Exception:  # noqa: BLE001  (as Hydra's run_job does)
+                pytest.fail("an Exception would be swallowed by Hydra's job wrapper")
+    assert not isinstance(stop.value, Exception) and stop.value.interrupted.signum == signal.SIGTERM
     # OmegaConf rebuilds an exception from its message (type(e)(text)): the signal survives it
     rebuilt = Interrupted("interrupted by SIGTERM\n    full_key: name")
     assert rebuilt.signum == signal.SIGTERM and rebuilt.at_once and rebuilt.exit_code == 143
