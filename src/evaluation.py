@@ -123,10 +123,15 @@ def evaluate(cfg: DictConfig) -> float:
         if trainer.precision == "64-true":
             module.double()  # a float64 run's weights, not rounded to float32 on the way in
         module.load_state_dict(state["state_dict"])
+        weights = [t for t in state["state_dict"].values() if torch.is_tensor(t) and t.is_floating_point()]
     except Exception as e:
         why = " ".join(str(e).split())[:200]
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} is not a checkpoint of this app "
                               f"({type(e).__name__}: {why}); {HINT}") from None
+    if not all(bool(torch.isfinite(t).all()) for t in weights):
+        # a diverged run's weights score chance level with a NaN loss: that is no test result
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path}'s weights hold NaN or inf (the run diverged); "
+                              "test a checkpoint from before the divergence (a best-*.ckpt, or an earlier last.ckpt)")
     test = trainer.test if cfg.split == "test" else trainer.validate
     metrics = test(module, datamodule=datamodule, verbose=False)[0]
     acc, loss = float(metrics[f"{cfg.split}/acc"]), float(metrics[f"{cfg.split}/loss"])

@@ -143,6 +143,13 @@ def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):
             evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / name}.ckpt"))
         assert str(e.value).startswith(f"ckpt_path={tmp_path / name}.ckpt: {tmp_path / name}.ckpt is not a "
                                        f"checkpoint of this app ({error}: ") and "\n" not in str(e.value)
+    # the weights of a diverged run: chance level and a NaN loss reported `ok` before
+    nan = {"hyper_parameters": {"model": model}, "state_dict": {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in ClassifierModule(BaseNetwork(**model)).state_dict().items()}}
+    torch.save(nan, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError, match=r"nan.ckpt's weights hold NaN or inf \(the run diverged\); test a checkpoint"):
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'nan.ckpt'}"))
     assert not (tmp_path / "out" / "eval.json").exists()
 
 
