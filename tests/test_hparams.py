@@ -43,6 +43,9 @@ def test_a_single_runs_own_overrides_are_its_columns_and_its_name():
     assert keys == ["init", "init.std", "model.act_fn", "seed", "trainer.limit_train_batches", "optim"]
     assert columns(keys)[:4] == ["init", "init_std", "act_fn", "seed"]
     assert run_name(overrides, keys) == "normal · std=0.1 · act_fn=tanh · seed=3 · limit_train_batches=5 · sgd"
+    # a value with "=" in it is the value; a deep key is named by its last part
+    assert run_name(["+data.tag=a=b", "model.net.act_fn=tanh"], ["data.tag", "model.net.act_fn"]) == \
+        "tag=a=b · act_fn=tanh"
 
 
 def test_a_run_declares_its_columns_and_real_metrics(tmp_path, data_dir):

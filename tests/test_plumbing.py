@@ -421,6 +421,10 @@ def test_a_signal_after_an_epochs_last_batch_stops_in_its_validation_without_a_c
         stop.on_train_batch_end(trainer, None, None, None, 3)
     with pytest.raises(Interrupted) as e:
         stop.on_validation_batch_end(trainer, None, None, None, 0)
+    assert e.value.signum == signal.SIGTERM and not e.value.at_once
     stop.on_exception(trainer, None, e.value)  # stage validate: nothing written
-    stop._fit_ended, trainer.state.stage = True, "train"
-    stop.on_exception(trainer, None, Interrupted(signal.SIGTERM))  # raised at the fit's end: nothing either
+    with pytest.raises(Interrupted) as e:  # noted after the last epoch's validation: the fit's end
+        stop.on_fit_end(trainer, None)
+    assert e.value.signum == signal.SIGTERM and not e.value.at_once
+    trainer.state.stage = "train"
+    stop.on_exception(trainer, None, e.value)  # raised at the fit's end: nothing written either
