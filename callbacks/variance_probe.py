@@ -448,12 +448,18 @@ def trends(report: dict) -> dict[str, str]:
     """The verdict per direction: forward over the hidden layers (the logits have no activation to
     keep in range), backward from the last hidden layer to the input (the logits' gradient starts it)."""
     names = list(report["layers"])
-    means = {q: [report["layers"][n][q]["mean"] for n in names] for q in QUANTITIES}
     hidden = names[:-1] if len(names) > 2 else names
     back = list(reversed(hidden))
-    return {"forward": trend_sentence(means["forward"][: len(hidden)], hidden, "Forward variance", "with depth"),
+    return {"forward": trend_sentence([report["layers"][n]["forward"]["mean"] for n in hidden], hidden,
+                                      "Forward variance", "with depth"),
             "backward": trend_sentence([report["layers"][n]["backward"]["mean"] for n in back], back,
                                        "Backward variance", "towards the input")}
+
+
+def short_trends(report: dict) -> dict[str, str]:
+    """trends() without the bracketed span and the final stop, for a panel title or one terminal
+    line: "Forward variance grows ×3.17 per layer with depth: exploding"."""
+    return {q: re.sub(r" \(×[^)]*\)", "", sentence).rstrip(".") for q, sentence in trends(report).items()}
 
 
 def variance_figure(report: dict, title: str):
@@ -468,8 +474,7 @@ def variance_figure(report: dict, title: str):
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.1, top=1 - (0.085 + 0.026 * lines), hspace=0.62)
     # the answer on the figure, not only in the terminal: "shrinks ×9.2 per layer ...: vanishing."
     # (without the span in brackets, which the terminal keeps: the line has to fit the panel)
-    verdicts = {q: re.sub(r" \(×[^)]*\)", "", sentence.split(" variance ", 1)[-1])
-                for q, sentence in trends(report).items()}
+    verdicts = {q: f"{sentence.split(' variance ', 1)[-1]}." for q, sentence in short_trends(report).items()}
     axes = fig.subplots(2, 1)
     labels = [f"{n}\n{report['layers'][n]['fan_in']}→{report['layers'][n]['fan_out']}" for n in names]
     heading = {"forward": "forward: variance of each Linear's output",
@@ -589,10 +594,9 @@ class VarianceProbe(DrawsInBackground):
             draw_in_background(functools.partial(_draw_probe, self.report, title,
                                                  out / "probe.png" if self.save_png else None, writer))
         # The answer a student came for, before the first epoch: does the signal keep its size?
-        said = {q: re.sub(r" \(×[^)]*\)", "", sentence).rstrip(".") for q, sentence in trends(self.report).items()}
+        said = short_trends(self.report)
         where = " (probe.png)" if self.save_png else ""
-        print(f"at init{where}: {said['forward'][0].lower()}{said['forward'][1:]}; "
-              f"{said['backward'][0].lower()}{said['backward'][1:]}", file=sys.stdout, flush=True)
+        print(f"at init{where}: {said['forward'].lower()}; {said['backward'].lower()}", file=sys.stdout, flush=True)
         for line in flag_lines(self.report):
             self.warnings.append(line)
             rank_zero_warn(line)
