@@ -32,6 +32,11 @@ def best_rank(path: Path) -> tuple:
     return (1, float(acc.group(1)), -e) if acc else (0, e, 0)
 
 
+def finite_weights(state_dict: dict) -> bool:
+    """Every floating-point tensor of a checkpoint's state_dict is finite (a diverged run's is not)."""
+    return all(bool(torch.isfinite(t).all()) for t in state_dict.values() if torch.is_tensor(t) and t.is_floating_point())
+
+
 def resolve_ckpt_path(path: str | os.PathLike) -> Path:
     """`ckpt_path` may name the checkpoint or the run dir (then its checkpoints/last.ckpt)."""
     p = Path(path)

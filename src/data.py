@@ -46,9 +46,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from src.errors import DataError, integer, is_int
+from src.errors import ConfigError, DataError, integer, is_int
 
 N_TRAIN = 50_000  # the tutorial's split of the 60,000 training images: 50,000 train, 10,000 val
+N_EVAL = 10_000  # images in the validation split, and in the test set
 MEAN, STD = 0.2861, 0.3530  # the tutorial's normalisation: pixels get mean 0, std 1
 CLASSES, IMAGE_VALUES = 10, 28 * 28
 
@@ -56,8 +57,6 @@ CLASSES, IMAGE_VALUES = 10, 28 * 28
 def check_model_fits_data(model) -> None:
     """A network FashionMNIST can train: a loss on label 3 of 1 logit, or a 784-value image into a
     100-input layer, fails at the first batch with a shape or index error."""
-    from src.errors import ConfigError
-
     model = model or {}
     classes, inputs = model.get("num_classes", CLASSES), model.get("input_size", IMAGE_VALUES)
     if is_int(classes) and 0 < classes < CLASSES:

@@ -54,6 +54,14 @@ def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def seed_value(key: str, value) -> int:
+    """`value` if it is a seed numpy and torch accept, else the one-line error naming `key`
+    (seed_everything's own is a traceback)."""
+    if not (is_int(value) and 0 <= value < 2**32):
+        raise ConfigError(f"{key}={value!r} must be an integer in [0, 2**32 - 1]")
+    return value
+
+
 def integer(key: str, value, low: int = 1) -> int:
     """`value` if it is an integer >= low, else the one-line error naming `key`."""
     if not is_int(value) or value < low:

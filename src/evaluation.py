@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from src.checkpointing import HINT, best_rank
+from src.checkpointing import HINT, best_rank, finite_weights
 from src.cli import job_overrides, override_key
 from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
 from src.model import BaseNetwork
@@ -123,12 +123,11 @@ def evaluate(cfg: DictConfig) -> float:
         if trainer.precision == "64-true":
             module.double()  # a float64 run's weights, not rounded to float32 on the way in
         module.load_state_dict(state["state_dict"])
-        weights = [t for t in state["state_dict"].values() if torch.is_tensor(t) and t.is_floating_point()]
     except Exception as e:
         why = " ".join(str(e).split())[:200]
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} is not a checkpoint of this app "
                               f"({type(e).__name__}: {why}); {HINT}") from None
-    if not all(bool(torch.isfinite(t).all()) for t in weights):
+    if not finite_weights(state["state_dict"]):
         # a diverged run's weights score chance level with a NaN loss: that is no test result
         raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path}'s weights hold NaN or inf (the run diverged); "
                               "test a checkpoint from before the divergence (a best-*.ckpt, or an earlier last.ckpt)")

@@ -229,7 +229,9 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
     net.load_state_dict(weights)
     net.eval().requires_grad_(False)
     layout = Layout.of(net)
-    if not all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point()):
+    from src.checkpointing import finite_weights
+
+    if not finite_weights(weights):
         raise CheckpointError(f"{ckpt}'s weights hold NaN or inf (the run diverged): there is no landscape "
                               "around them; draw an earlier checkpoint (checkpoint=best, or run=<its .ckpt>)")
     config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")

@@ -144,13 +144,10 @@ def probe(cfg: DictConfig) -> dict:
 
 def _probe_settings(cfg: DictConfig) -> dict:
     """probe.py's own values, checked before any work: each bad one is one `error:` line."""
-    from src.errors import ConfigError, integer, is_int
-
-    seed = cfg.get("seed", 0)  # conf/probe.yaml always has one
-    if not (is_int(seed) and 0 <= seed < 2**32):  # as train.py: seed_everything's own error is a traceback
-        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
     from src.data import check_model_fits_data
+    from src.errors import ConfigError, integer, seed_value
 
+    seed_value("seed", cfg.get("seed", 0))  # as train.py (conf/probe.yaml always has one)
     check_model_fits_data(cfg.get("model"))
     p = cfg.get("probe")
     if p is None:

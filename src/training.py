@@ -36,8 +36,16 @@ from src.checkpointing import (
     checkpoint_stamp,
     remove_stale_temp_files,
 )
-from src.data import check_model_fits_data
-from src.errors import ConfigError, Interrupted, check_accelerator, in_group, integer, is_int
+from src.data import N_EVAL, check_model_fits_data
+from src.errors import (
+    ConfigError,
+    Interrupted,
+    check_accelerator,
+    in_group,
+    integer,
+    is_int,
+    seed_value,
+)
 from src.hparams import log_hparams, run_name, trial_name
 from src.provenance import config_hash, hash_of, provenance, what_is_trained
 from src.utils import atomic_write_json, read_json_object
@@ -53,9 +61,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     # Every interpolation resolves now: results.json resolves the whole config, and a key that
     # cannot (`+note=${nope}`) would otherwise fail the run after its last epoch.
     OmegaConf.to_container(cfg, resolve=True)
-    seed = cfg.seed
-    if not (is_int(seed) and 0 <= seed < 2**32):
-        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1]")
+    seed_value("seed", cfg.seed)
     # Lightning reads -1 as "forever"; a run that never ends is never what a user meant here.
     integer("trainer.max_epochs", cfg.trainer.max_epochs)
     # One validation after every epoch: val_scores, best_val_epoch, the best-val checkpoint's
@@ -114,7 +120,8 @@ def check_run_settings(cfg: DictConfig) -> None:
     eval_batch = (cfg.get("data") or {}).get("eval_batch_size", 1024)
     devices = cfg.trainer.get("devices", 1)
     if is_int(eval_batch) and eval_batch > 0:
-        batches = math.ceil(math.ceil(10_000 / (devices if is_int(devices) and devices > 0 else 1)) / eval_batch)
+        images = math.ceil(N_EVAL / (devices if is_int(devices) and devices > 0 else 1))  # a rank's share
+        batches = math.ceil(images / eval_batch)
         for key in ("limit_val_batches", "limit_test_batches"):
             limit = cfg.trainer.get(key)
             if type(limit) is float and 0 < limit < 1 and int(limit * batches) < 1:
@@ -580,5 +587,5 @@ def print_end(results: dict) -> None:
     print(f"results: {out / 'results.json'}", flush=True)
     if (out / "tensorboard").is_dir():
         # TensorBoard smooths every chart by 0.6 at first: a layer statistic logged every 200 steps
-        # (3 points in a short run) then reads up to 10x off; the URL turns that off
+        # (3 points in a short run) is then drawn far from its logged values; the URL turns that off
         print(f"tensorboard --logdir {out / 'tensorboard'}   # then {TENSORBOARD_URL}", flush=True)
