@@ -371,13 +371,21 @@ def _finished_here(out: Path, since: float) -> bool:
         return False
 
 
-def _sweep_command() -> list[str]:
-    """This multirun's command line, with its sweep dir: run again, it continues the sweep."""
-    from hydra.core.hydra_config import HydraConfig
+def _command_line() -> list[str]:
+    """This process's command line as a user would type it again."""
+    return ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
 
-    command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
+
+def _sweep_command(sweep_dir=None, command: list[str] | None = None) -> list[str]:
+    """This multirun's command line (or `command`), with its sweep dir: run again, it continues
+    the sweep."""
+    command = list(command or _command_line())
     if not any(a.startswith("hydra.sweep.dir=") for a in command):
-        command.append(override("hydra.sweep.dir", HydraConfig.get().sweep.dir))
+        if sweep_dir is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            sweep_dir = HydraConfig.get().sweep.dir
+        command.append(override("hydra.sweep.dir", sweep_dir))
     return command
 
 
@@ -391,7 +399,7 @@ def again_command() -> str:
     """This process's command line, to start a run again that has no checkpoint to resume from."""
     import shlex
 
-    return shlex.join(["python", Path(sys.argv[0]).name, *sys.argv[1:]])
+    return shlex.join(_command_line())
 
 
 def interrupted_line(stopped: Interrupted, cfg) -> str:
@@ -402,7 +410,7 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
 
     out = Path(cfg.paths.output_dir)
     resume = resume_command(out)
-    command = ["python", Path(sys.argv[0]).name, *sys.argv[1:]]
+    command = _command_line()
     checkpoint = (out / "checkpoints" / "last.ckpt").is_file()
     # Only a checkpoint makes a run resumable: a second Ctrl-C in the first epoch stops before
     # any (train() said so too), and `ckpt_path=` on that dir is then refused
@@ -431,40 +439,38 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its five lines
     if guard := _sweep_guard():  # from an earlier app in this process (tests)
         guard.started_sweep.clear()
-    kept: dict[Path, bytes | None] = {}
-    command = again_command()  # as typed: what to run again after a stop outside any job
+    kept: RunRecords | None = None
+    typed = _command_line()  # what to run again after a stop outside any job (before resume_argv)
     try:
         refuse_a_run_dir_of_another_app(sys.argv)
         if resume:
             refuse_a_used_run_dir(sys.argv)
             sys.argv = resume_argv(sys.argv)
-            kept = files_of_the_resumed_run(sys.argv)
+            kept = RunRecords.of_the_resumed_run(sys.argv)
         # SIGTERM and Ctrl-C where no job is in charge (start-up, between a sweep's jobs, before its
         # report) stop the app with one line; each job's own (run_task) take over inside it.
         with StopSignals(outside_jobs=True):
             hydra_main()
     except (StopRequested, Interrupted) as stop:  # outside every job: nothing of a run to mark
+        import shlex
+
         e = stop.interrupted if isinstance(stop, StopRequested) else stop
         if kept:
-            restore_files(kept)
+            kept.restore()
         guard = _sweep_guard()
         sweep = guard.started_sweep.get("dir") if guard else None
-        if sweep is not None and "hydra.sweep.dir=" not in command:
-            import shlex
-
-            command += f" {shlex.quote(override('hydra.sweep.dir', sweep))}"
-        where, what = (("between the sweep's jobs", "continue the sweep") if sweep is not None else
-                       ("before the run started", "start it again"))
-        print(f"error: {e} {where}; {what}: {command}", file=sys.stderr, flush=True)
+        where, what, command = (("between the sweep's jobs", "continue the sweep", _sweep_command(sweep, typed))
+                                if sweep is not None else ("before the run started", "start it again", typed))
+        print(f"error: {e} {where}; {what}: {shlex.join(command)}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     except SystemExit as e:
         # a resume refused for bad input, or stopped before it trained: the run as it was
         if kept and (e.code == EXIT_USER_ERROR or (isinstance(e.code, int) and e.code > 128)):
-            restore_files(kept)
+            kept.restore()
         raise
     except Exception as e:
         if kept:  # Hydra refused an override after it wrote .hydra/: the run is as it was
-            restore_files(kept)
+            kept.restore()
         refused = _refused_by_config_library(e)
         if guard := _sweep_guard():  # a multirun refused before its first job
             guard.forget_sweep_that_started_no_job()
@@ -515,56 +521,58 @@ def report_of_a_stopped_sweep(e: BaseException) -> str | None:
     return f"the sweeper stopped: {why}; the sweep dir holds {len(jobs)} jobs ({held}), {where}"
 
 
-RUN_RECORDS = (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", "results.json")
+class RunRecords:
+    """What a resume attempt overwrites before it can fail on bad input: the run's .hydra/ files
+    (Hydra writes them at the job's start, and the next plain resume reads its overrides back from
+    there) and its results.json, with the checkpoints' names, sizes and times to tell whether the
+    attempt trained."""
 
+    NAMES = (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml", "results.json")
 
-def files_of_the_resumed_run(argv: list[str]) -> dict[Path, bytes | None]:
-    """What a resume attempt would overwrite before it can fail on bad input: the run's .hydra/
-    files (Hydra writes them at the job's start, and the next plain resume reads its overrides back
-    from there) and its results.json. {path: content, or None when there was no such file}; {}
-    when this is not a resume into an existing run dir."""
-    values = {override_key(a): _value(a) for a in _overrides(argv)}
-    run = values.get("hydra.run.dir")
-    if values.get("ckpt_path") in (None, "", "null") or not run or not Path(run).is_dir():
-        return {}
-    kept = {}
-    for name in RUN_RECORDS:
-        path = Path(run) / name
+    def __init__(self, run: Path, files: dict[Path, bytes | None]):
+        self.run, self.files = run, files
+        self.checkpoints = self._checkpoints_state()
+
+    @classmethod
+    def of_the_resumed_run(cls, argv: list[str]) -> RunRecords | None:
+        """The records of the run dir a resume goes into; None when this is no such resume."""
+        values = {override_key(a): _value(a) for a in _overrides(argv)}
+        run = values.get("hydra.run.dir")
+        if values.get("ckpt_path") in (None, "", "null") or not run or not Path(run).is_dir():
+            return None
+        files = {}
+        for name in cls.NAMES:
+            path = Path(run) / name
+            try:
+                files[path] = path.read_bytes() if path.is_file() else None  # None: there was none
+            except OSError:
+                return None  # unreadable: leave everything to the run itself
+        return cls(Path(run), files)
+
+    def _checkpoints_state(self) -> str:
         try:
-            kept[path] = path.read_bytes() if path.is_file() else None
+            return repr(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                               for p in (self.run / "checkpoints").glob("*.ckpt")))
         except OSError:
-            return {}  # unreadable: leave everything to the run itself
-    kept[Path(run) / "checkpoints"] = _checkpoints_state(Path(run) / "checkpoints")
-    return kept
+            return ""
 
+    def restore(self) -> None:
+        """Put the records back: a resume refused for bad input (`optim.lr=abc`, a damaged
+        last.ckpt) changed nothing about the run. It overwrote an `ok` results.json with `failed`
+        and kept the bad override for every later resume. Not once it trained: a failure after that
+        (a full disk at a checkpoint) is the run's own ending, and its results.json says so."""
+        from src.utils import atomic_write_bytes
 
-def _checkpoints_state(folder: Path) -> bytes:
-    """The checkpoint files' names, sizes and times: changed once the resumed run trained a step."""
-    try:
-        return repr(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.ckpt"))).encode()
-    except OSError:
-        return b""
-
-
-def restore_files(kept: dict[Path, bytes | None]) -> None:
-    """Put the resumed run's records back: a resume refused for bad input (`optim.lr=abc`, a
-    damaged last.ckpt) changed nothing about the run. It overwrote an `ok` results.json with
-    `failed` and kept the bad override for every later resume. Not once it trained: a failure after
-    that (a full disk at a checkpoint) is the run's own ending, and its results.json says so."""
-    from src.utils import atomic_write_bytes
-
-    kept = dict(kept)
-    checkpoints = next((p for p in kept if p.name == "checkpoints"), None)
-    if checkpoints is not None and _checkpoints_state(checkpoints) != kept.pop(checkpoints):
-        return
-    for path, content in kept.items():
-        try:
-            if content is None:
-                path.unlink(missing_ok=True)
-            elif not path.is_file() or path.read_bytes() != content:
-                atomic_write_bytes(path, content)
-        except OSError:
-            pass
+        if self._checkpoints_state() != self.checkpoints:
+            return
+        for path, content in self.files.items():
+            try:
+                if content is None:
+                    path.unlink(missing_ok=True)
+                elif not path.is_file() or path.read_bytes() != content:
+                    atomic_write_bytes(path, content)
+            except OSError:
+                pass
 
 
 def _sweep_guard():

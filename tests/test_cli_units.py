@@ -1043,7 +1043,7 @@ def test_a_refused_resume_gets_its_records_back_but_not_once_it_trained(tmp_path
     (run / ".hydra").mkdir(exist_ok=True)
     (run / ".hydra" / "overrides.yaml").write_text("- optim=sgd\n")
     argv = ["train.py", f"ckpt_path={run}", f"hydra.run.dir={run}"]
-    kept = cli.files_of_the_resumed_run(argv)
+    kept = cli.RunRecords.of_the_resumed_run(argv)
     ok = (run / "results.json").read_bytes()
 
     def attempt():  # what a resume does to the records before it fails
@@ -1052,17 +1052,17 @@ def test_a_refused_resume_gets_its_records_back_but_not_once_it_trained(tmp_path
         (run / ".hydra" / "config.yaml").write_text("new: 1\n")  # there was none
 
     attempt()
-    cli.restore_files(kept)  # refused before training: the run as it was
+    kept.restore()  # refused before training: the run as it was
     assert (run / "results.json").read_bytes() == ok
     assert (run / ".hydra" / "overrides.yaml").read_text() == "- optim=sgd\n"
     assert not (run / ".hydra" / "config.yaml").exists()
     attempt()
     last = run / "checkpoints" / "last.ckpt"
     os.utime(last, ns=(last.stat().st_atime_ns, last.stat().st_mtime_ns + 10**9))  # it trained and saved
-    cli.restore_files(kept)  # then failed: that ending is the run's own
+    kept.restore()  # then failed: that ending is the run's own
     assert (run / "results.json").read_text() == '{"status": "failed"}'
     assert (run / ".hydra" / "overrides.yaml").read_text() == "- optim.lr=abc\n"
-    assert cli.files_of_the_resumed_run(["train.py", f"hydra.run.dir={run}"]) == {}  # not a resume
+    assert cli.RunRecords.of_the_resumed_run(["train.py", f"hydra.run.dir={run}"]) is None  # not a resume
 
 
 @pytest.mark.parametrize("app", ["probe.py", "eval.py", "landscape.py", "surfaces.py", "train.py"])
