@@ -739,8 +739,10 @@ def start_line(cfg) -> str:
                   if k in optim and not (k == "weight_decay" and not optim[k])]
     init_args = [f"{k}={fmt(v)}" for k, v in init.items() if not str(k).startswith("_")]
     model = cfg.get("model") or {}
+    from omegaconf import ListConfig
+
     sizes = model.get("hidden_sizes", [])
-    sizes = list(sizes) if isinstance(sizes, (list, tuple)) or hasattr(sizes, "_iter_ex") else sizes  # 5: the model says why
+    sizes = list(sizes) if isinstance(sizes, (list, tuple, ListConfig)) else sizes  # 5: the model says why
     parts = [" ".join([f"optim={cfg.get('optim_name') or '?'}", *optim_args]),
              " ".join([f"init={cfg.get('init_name') or '?'}", *init_args]),
              f"model {model.get('act_fn')} {fmt(sizes)}"]
