@@ -747,7 +747,8 @@ def start_line(cfg) -> str:
              " ".join([f"init={cfg.get('init_name') or '?'}", *init_args]),
              f"model {model.get('act_fn')} {fmt(sizes)}"]
     if "trainer" in cfg:
-        parts += [f"{cfg.trainer.max_epochs} epochs", str(cfg.trainer.accelerator)]
+        epochs = cfg.trainer.max_epochs
+        parts += [f"{epochs} epoch{'' if epochs == 1 else 's'}", str(cfg.trainer.accelerator)]
     parts.append(f"seed {cfg.seed}")
     return " · ".join(parts)
 

@@ -1317,6 +1317,11 @@ def test_start_line_names_every_choice_a_user_makes(tmp_path):
                                    "model tanh [64,32] · 3 epochs · cpu · seed 7")
 
 
+def test_start_line_says_one_epoch_in_the_singular(tmp_path):
+    cfg = compose_config(["trainer.max_epochs=1"], tmp_path)
+    assert " · 1 epoch · auto · " in cli.start_line(cfg)
+
+
 def test_start_line_without_a_trainer_or_names():
     cfg = OmegaConf.create({"optim": {"lr": 1e-05, "weight_decay": 0.0, "_target_": "x"},
                             "init": {"_target_": "y", "gain": 2.0}, "model": {"act_fn": "relu"}, "seed": 0})
