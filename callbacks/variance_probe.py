@@ -596,7 +596,8 @@ class VarianceProbe(DrawsInBackground):
         # The answer a student came for, before the first epoch: does the signal keep its size?
         said = short_trends(self.report)
         where = " (probe.png)" if self.save_png else ""
-        print(f"at init{where}: {said['forward'].lower()}; {said['backward'].lower()}", file=sys.stdout, flush=True)
+        # One verdict a line: together they overran an 80-column terminal mid-word.
+        print(f"at init{where}:\n  {said['forward'].lower()}\n  {said['backward'].lower()}", file=sys.stdout, flush=True)
         for line in flag_lines(self.report):
             self.warnings.append(line)
             rank_zero_warn(line)

@@ -587,5 +587,6 @@ def print_end(results: dict) -> None:
     print(f"results: {out / 'results.json'}", flush=True)
     if (out / "tensorboard").is_dir():
         # TensorBoard smooths every chart by 0.6 at first: a layer statistic logged every 200 steps
-        # (3 points in a short run) is then drawn far from its logged values; the URL turns that off
-        print(f"tensorboard --logdir {out / 'tensorboard'}   # then {TENSORBOARD_URL}", flush=True)
+        # (3 points in a short run) is then drawn far from its logged values; the URL turns that
+        # off. Two lines: each fits a terminal, and both can be pasted into a shell.
+        print(f"tensorboard --logdir {out / 'tensorboard'}\n  # then open {TENSORBOARD_URL}", flush=True)

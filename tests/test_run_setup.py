@@ -643,7 +643,7 @@ def test_the_end_block(tmp_path, capsys):
     assert capsys.readouterr().out == (
         "ok: test acc 88.57 % · best val acc 89.12 % (epoch 12) · 40 epochs in 61.3 s\n"
         "warning: did not learn: …\n"
-        f"results: {tmp_path / 'results.json'}\ntensorboard --logdir {tmp_path / 'tensorboard'}   # then "
+        f"results: {tmp_path / 'results.json'}\ntensorboard --logdir {tmp_path / 'tensorboard'}\n  # then open "
         "http://localhost:6006/#timeseries&_smoothingWeight=0 (unsmoothed)\n")
 
 

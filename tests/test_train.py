@@ -172,12 +172,15 @@ def test_a_run_says_the_probes_verdict_before_its_first_epoch(tmp_path, capsys):
     train(compose([*FAST, "callbacks=default", "callbacks.variance_probe.draws=2", "init=normal",
                    "init.std=0.1", "model.act_fn=identity"], out))
     lines = capsys.readouterr().out.splitlines()
-    said = [line for line in lines if line.startswith("at init (probe.png): ")]
+    said = [i for i, line in enumerate(lines) if line.startswith("at init")]
+    assert len(said) == 1 and lines[said[0]] == "at init (probe.png):"
+    forward, backward = lines[said[0] + 1], lines[said[0] + 2]
     report = json.loads((out / "probe.json").read_text())["variance"]
     verdicts = trends(report)
     assert verdicts["forward"].startswith("Forward variance grows ×") and verdicts["forward"].endswith(": exploding.")
     forward_factor = verdicts["forward"].split("×")[1].split()[0]  # "3.17": the per-layer factor
-    assert len(said) == 1 and said[0].startswith(f"at init (probe.png): forward variance grows ×{forward_factor} "
-                                                 "per layer with depth: exploding; backward variance ")
-    assert "(×" not in said[0] and said[0].endswith(verdicts["backward"].rsplit(": ", 1)[-1].rstrip("."))
-    assert lines.index(said[0]) < next(i for i, line in enumerate(lines) if line.startswith("epoch 0/"))
+    assert forward == f"  forward variance grows ×{forward_factor} per layer with depth: exploding"
+    assert backward.startswith("  backward variance ") and "(×" not in backward
+    assert backward.endswith(verdicts["backward"].rsplit(": ", 1)[-1].rstrip("."))
+    assert max(len(line) for line in lines[said[0]:said[0] + 3]) <= 80  # fits a terminal
+    assert said[0] < next(i for i, line in enumerate(lines) if line.startswith("epoch 0/"))
