@@ -150,7 +150,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # the resume argv, the start line (in-process, real Hydra and OmegaConf exceptions).
     "cli": ("src/cli.py", None, ["tests/test_cli_units.py"], 80),
     # eval.py: which checkpoint a run dir means, its messages, accuracy and loss of a split.
-    "evaluation": ("src/evaluation.py", None, ["tests/test_evaluation.py"], 80),
+    "evaluation": ("src/evaluation.py", None, ["tests/test_evaluation.py", "tests/test_eval_precision.py"], 80),
     # Where a number came from, and the config hash the sweep report groups jobs by.
     "provenance": ("src/provenance.py", None, ["tests/test_provenance.py"], 80),
     # train()'s first half: what no constructor checks, building from the config, how a

@@ -94,6 +94,35 @@ def test_a_copied_run_dir_tests_its_own_checkpoint_not_the_originals(tmp_path):
     assert best_checkpoint(str(copy)) == copy / "checkpoints" / "best-epoch=01-val_acc=0.8900.ckpt"
 
 
+def test_a_best_checkpoint_named_outside_the_run_dir(tmp_path):
+    """results.json may name a file under a checkpoint dirpath set outside any run dir (taken as
+    named), or in another run's checkpoints/ (never taken: this run's own best is)."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    own = run / "checkpoints" / "best-epoch=01.ckpt"
+    own.write_bytes(b"x")
+    elsewhere = tmp_path / "my_ckpts" / "best-epoch=04.ckpt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"x")
+    (run / "results.json").write_text(json.dumps({"best_checkpoint": str(elsewhere)}))
+    assert best_checkpoint(str(run)) == elsewhere
+    other = tmp_path / "other" / "checkpoints" / "best-epoch=07.ckpt"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"x")
+    (run / "results.json").write_text(json.dumps({"best_checkpoint": str(other)}))
+    assert best_checkpoint(str(run)) == own
+
+
+def test_a_failed_run_without_checkpoints_says_how_it_ended(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"status": "failed", "error": "first line\nsecond line"}))
+    with pytest.raises(CheckpointError) as e:
+        best_checkpoint(str(run))
+    assert str(e.value) == (f"ckpt_path={run}: the run ended failed with no best-val checkpoint: first line; "
+                            "it has no weights to test")
+
+
 def test_paths_that_are_no_checkpoint(tmp_path):
     with pytest.raises(CheckpointError) as e:
         best_checkpoint(str(tmp_path / "nope"))
@@ -143,6 +172,10 @@ def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):
             evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / name}.ckpt"))
         assert str(e.value).startswith(f"ckpt_path={tmp_path / name}.ckpt: {tmp_path / name}.ckpt is not a "
                                        f"checkpoint of this app ({error}: ") and "\n" not in str(e.value)
+        if name == "other_sizes":  # torch's reason, its whitespace folded to one line and cut
+            why = str(e.value).split("(RuntimeError: ", 1)[1].rsplit("); ", 1)[0]
+            assert why.startswith("Error(s) in loading state_dict for ClassifierModule: Missing key(s)")
+            assert len(why) == 200 and "  " not in why
     # the weights of a diverged run: chance level and a NaN loss reported `ok` before
     nan = {"hyper_parameters": {"model": model}, "state_dict": {
         k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
@@ -163,6 +196,14 @@ def test_an_accelerator_lightning_refuses_is_a_config_error(tmp_path, accelerato
     with pytest.raises(ConfigError) as e:
         evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'net.ckpt'}", f"accelerator={accelerator}"))
     assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_precision_lightning_refuses_is_a_config_error(tmp_path):
+    _checkpoint(tmp_path / "net.ckpt")
+    with pytest.raises(ConfigError) as e:
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'net.ckpt'}", "precision=17"))
+    assert str(e.value).startswith("precision: Precision 17 is invalid. Allowed precision values: ("), str(e.value)
+    assert not (tmp_path / "out" / "eval.json").exists()
 
 
 def test_gpu_without_cuda_says_so(tmp_path, monkeypatch):
@@ -201,5 +242,6 @@ def test_accuracy_and_loss_equal_a_plain_forward_pass(tmp_path, data_dir, capsys
     assert acc == pytest.approx(expected_acc, abs=1e-6)
     record = json.loads((tmp_path / "runs" / "eval" / "eval.json").read_text())
     assert record["status"] == "ok" and record["split"] == split and record["checkpoint"] == str(ckpt)
+    assert record["split_seed"] == 42 and record["precision"] == "32-true"
     assert record["acc"] == acc and record["loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert capsys.readouterr().out.strip() == f"{split} acc {100 * acc:.2f} %  (loss {record['loss']:.4f})  {ckpt}"
