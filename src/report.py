@@ -1026,14 +1026,36 @@ def figure_means(groups: list[Group], factor_keys: list[str], metric: str):
     return fig
 
 
-def figure_val_curves(groups: list[Group], factor_keys: list[str]):
-    """Validation accuracy per epoch: mean over seeds ± 95 % band, one line per group."""
+MAX_VAL_CURVES = 8  # more lines than this in one panel cannot be told apart
+
+
+def val_curve_groups(groups: list[Group], curves: list[Curve], metric: str) -> tuple[list[Group], str]:
+    """The groups the val-curves panel draws, and what the title says of the choice: every one
+    that learned, up to MAX_VAL_CURVES; past that, each learning-rate curve's best setting (★),
+    or else the best MAX_VAL_CURVES by the comparison metric (all are in summary.md)."""
+    drawn = [g for g in groups if any(j.val_scores for j in g.counted) and not g.did_not_learn]
+    if len(drawn) <= MAX_VAL_CURVES:
+        return drawn, ""
+    best = {id(line.points[line.tolerance.best]) for c in curves for line in c.lines if line.tolerance}
+    if best and len(best) <= MAX_VAL_CURVES:
+        x_names = ", ".join(sorted({_short(c.x_name) for c in curves}))
+        return [g for g in drawn if id(g) in best], f"each line's best {x_names} (★) of {len(drawn)} groups"
+    ranked = {id(g) for g in sorted(drawn, key=lambda g: -(g.summary(metric).mean or 0.0))[:MAX_VAL_CURVES]}
+    return [g for g in drawn if id(g) in ranked], (f"the {MAX_VAL_CURVES} best of {len(drawn)} groups by "
+                                               f"{_metric_name(metric)}")
+
+
+def figure_val_curves(groups: list[Group], factor_keys: list[str], curves: list[Curve] = (),
+                      metric: str = "test_acc"):
+    """Validation accuracy per epoch: mean over seeds ± 95 % band, one line per group (up to
+    MAX_VAL_CURVES of them: val_curve_groups)."""
     import matplotlib.ticker
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=PANEL_SIZE)
     varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
     colors = group_colors(groups, varying)
+    picked, choice = val_curve_groups(groups, list(curves), metric)
     shown, hidden = [], 0
     for g in groups:
         runs = [j.val_scores for j in g.counted if j.val_scores]
@@ -1041,6 +1063,8 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
             continue
         if g.did_not_learn:
             hidden += 1
+            continue
+        if id(g) not in {id(p) for p in picked}:
             continue
         length = min(len(r) for r in runs)
         mean, half = mean_and_band([r[:length] for r in runs])
@@ -1055,8 +1079,11 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str]):
     if shown:
         ax.set_ylim(*_zoom(shown, pad=0.08))
     title = "Validation accuracy: mean ± 95 % band over seeds"
-    if hidden:
-        title += f"\n(not drawn: {_plural(hidden, 'group')} that did not learn)"
+    notes = [f"not drawn: {_plural(hidden, 'group')} that did not learn"] if hidden else []
+    if choice:
+        notes.insert(0, f"drawn: {choice}")
+    if notes:
+        title += f"\n({'; '.join(notes)})"
     ax.set(xlabel="epoch", ylabel="val accuracy (%)", title=title)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
@@ -1248,7 +1275,7 @@ def figures(groups: list[Group], factor_keys: list[str], metric: str, curves: li
             tolerance_pt: float) -> dict[str, object]:
     """Tag -> rendered panel, in the order of summary.png."""
     panels = {"report/means": figure_means(groups, factor_keys, metric),
-              "report/val_curves": figure_val_curves(groups, factor_keys)}
+              "report/val_curves": figure_val_curves(groups, factor_keys, curves, metric)}
     axes = heatmap_axes(groups, factor_keys, [c.key for c in curves])
     if axes:
         panels["report/heatmap"] = figure_heatmap(groups, *axes, metric)

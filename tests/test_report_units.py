@@ -376,6 +376,35 @@ def test_the_val_curves_axis_leaves_out_only_a_long_runs_first_epoch(epochs, fir
     assert (low <= 50.3) == first_in_view and high > 80.0 + 0.1 * (epochs - 1)
 
 
+def test_the_val_curves_panel_draws_at_most_eight_groups_and_says_which():
+    """A 3-optimizer x 7-learning-rate sweep drew 21 overlapping bands in one panel: it now draws
+    each curve line's best (★), or without a curve the 8 best by the metric, and says so."""
+    from src.report import MAX_VAL_CURVES, figure_val_curves, find_curves
+
+    def g(number, optim, lr, acc):
+        return Group(number, {"optim": optim, "optim.lr": str(lr)},
+                     [ok_job(f"{number}_{i}", acc + 0.001 * i, seed=i, val_scores=[acc - 0.1, acc])
+                      for i in range(2)])
+    lrs = [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1]
+    peak = {"sgd": 0.1, "sgd_mom": 0.03, "adam": 0.001}
+    groups = [g(7 * i + k + 1, optim, lr, 0.85 - 0.01 * abs(lrs.index(lr) - lrs.index(peak[optim])) + 0.002 * i)
+              for i, optim in enumerate(peak) for k, lr in enumerate(lrs)]
+    curves = find_curves(groups, ["optim", "optim.lr"], "test_acc")
+    ax = figure_val_curves(groups, ["optim", "optim.lr"], curves, "test_acc").axes[0]
+    assert sorted(line.get_label() for line in ax.lines) == sorted(
+        f"optim={o},lr={peak[o]} (2 seeds)" for o in peak)
+    assert ax.get_title().endswith("\n(drawn: each line's best lr (★) of 21 groups)")
+    ax = figure_val_curves(groups, ["optim", "optim.lr"], [], "test_acc").axes[0]  # no curve: the best 8
+    ranked = sorted(groups, key=lambda x: -x.summary("test_acc").mean)[:MAX_VAL_CURVES]
+    assert len(ax.lines) == MAX_VAL_CURVES == 8
+    assert [line.get_label() for line in ax.lines] == [
+        f"optim={x.factors['optim']},lr={x.factors['optim.lr']} (2 seeds)" for x in groups if x in ranked]
+    assert ax.get_title().endswith("\n(drawn: the 8 best of 21 groups by test accuracy)")
+    few = groups[:MAX_VAL_CURVES]  # up to 8: all of them, and the title says nothing of a choice
+    ax = figure_val_curves(few, ["optim", "optim.lr"], [], "test_acc").axes[0]
+    assert len(ax.lines) == 8 and ax.get_title() == "Validation accuracy: mean ± 95 % band over seeds"
+
+
 def test_statuses():
     assert _statuses([]) == ""
     assert _statuses([ok_job("a", 1), ok_job("b", 1)]) == "ok"
