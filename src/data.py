@@ -307,7 +307,8 @@ class EpochBatchSampler:
 
     That makes shuffling reproducible across restarts (resume needs no RNG state for it), and
     lets the tensor and torchvision pipelines share one order. Under DDP each rank takes every
-    world_size-th batch. `skip` drops the first batches of the next epoch (mid-epoch resume).
+    world_size-th batch; with drop_last the epoch's last (batches mod world_size) are dropped, so
+    every rank trains the same number of steps. `skip` drops the first batches of the next epoch (mid-epoch resume).
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
@@ -339,6 +340,10 @@ class EpochBatchSampler:
         batches = list(torch.split(order, self.batch_size))
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
+        if self.drop_last:
+            # Every rank the same number of batches: a rank with one more would wait in DDP's
+            # gradient all-reduce for ranks that are already waiting at the epoch's end (a hang).
+            del batches[len(batches) - len(batches) % self.world_size:]
         skip, self.skip = self.skip, 0
         return batches[self.rank::self.world_size][skip:]
 
@@ -347,8 +352,9 @@ class EpochBatchSampler:
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
-        total = full + (0 if self.drop_last or rest == 0 else 1)
-        return len(range(self.rank, total, self.world_size))
+        if self.drop_last:
+            return full // self.world_size
+        return len(range(self.rank, full + (rest > 0), self.world_size))
 
 
 class TensorLoader:

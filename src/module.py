@@ -232,7 +232,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
     def end_train_epoch(self):
         self.flush_train_acc()
         acc = self.train_acc.compute()
-        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True)
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         self.train_acc.reset()
         self.drain_losses()
         # One loss per optimizer step: Lightning steps after every k-th batch and the last.
@@ -240,18 +240,21 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         steps = math.ceil(batches / k) if k > 1 else batches
         epoch_losses = self.history["train_losses"][-steps:]
         if epoch_losses:
-            self.log("train/epoch_loss", sum(epoch_losses) / len(epoch_losses), on_step=False, on_epoch=True)
+            self.log("train/epoch_loss", sum(epoch_losses) / len(epoch_losses), on_step=False, on_epoch=True,
+                     sync_dist=True)
         self.history["train_scores"].append(float(acc))
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
         self.val_acc.update(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=False)
+        # sync_dist: under DDP the epoch's loss over every rank's batches (reduced once, at its end);
+        # the accuracies are synced by torchmetrics already, and say so to Lightning
+        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=False, sync_dist=True)
 
     def on_validation_epoch_end(self):
         acc = self.val_acc.compute()
-        self.log("val/acc", acc, prog_bar=True)
+        self.log("val/acc", acc, prog_bar=True, sync_dist=True)
         self.val_acc.reset()
         if not self.trainer.sanity_checking:
             self.history["val_scores"].append(float(acc))
@@ -264,10 +267,10 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         logits = self.net(x)
         self.test_acc.update(logits, y)
         self.tested_images += len(y)  # what test_acc is over (trainer.limit_test_batches)
-        self.log("test/loss", F.cross_entropy(logits, y), on_epoch=True)
+        self.log("test/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
 
     def on_test_epoch_end(self):
-        self.log("test/acc", self.test_acc.compute())
+        self.log("test/acc", self.test_acc.compute(), sync_dist=True)
         self.test_acc.reset()
 
     def configure_optimizers(self):

@@ -3,7 +3,8 @@
 A recording callback saves, on each rank, the batches it trained on in the epoch, the weights
 at the start and the gradient of the first step as the optimizer sees it. Then, here, with
 plain torch on data decoded by torchvision:
-  * the ranks' batches are disjoint and together are exactly the epoch (the training split);
+  * the ranks' batches are disjoint and together are the epoch (the training split) less its
+    last batch, so that both ranks take the same number of steps;
   * the gradient each rank steps with is the gradient of the mean loss over both ranks'
     batches concatenated (DDP averages), not its own batch's;
   * val_scores and test_acc are the accuracies of the trained weights on the first images of
@@ -24,7 +25,9 @@ import torch.nn.functional as F
 from tests.conftest import run_script
 from tests.test_truth_training import accuracy, plain_mlp, torchvision_split
 
-SUBSET, BATCH, EVAL_BATCH, EVAL_BATCHES, WORLD = 2048, 256, 512, 2, 2
+# 9 batches: an odd count, which hung (rank 0 in its 5th step's all-reduce, rank 1 at the epoch's
+# end); the last batch of the epoch is dropped so that each rank takes 4
+SUBSET, BATCH, EVAL_BATCH, EVAL_BATCHES, WORLD = 2304, 256, 512, 2, 2
 
 
 class RecordRank(pl.Callback):
@@ -95,13 +98,14 @@ def test_ranks_see_disjoint_batches_whose_union_is_the_epoch(ddp_run, data_dir):
     assert results["status"] == "ok" and results["config"]["trainer"]["devices"] == WORLD
     per_rank = []
     for rank in ranks:
-        assert len(rank["batches"]) == SUBSET // BATCH // WORLD
+        assert len(rank["batches"]) == SUBSET // BATCH // WORLD == 4
         assert all(x.shape[0] == BATCH for x, _ in rank["batches"])
         per_rank.append(Counter((p, int(y)) for x, ys in rank["batches"] for p, y in zip(pixels(x), ys, strict=True)))
     images, labels = expected_epoch(data_dir)
     epoch = Counter((img.numpy().tobytes(), int(y)) for img, y in zip(images, labels, strict=True))
     assert not set(per_rank[0]) & set(per_rank[1])  # no sample on both ranks
-    assert per_rank[0] + per_rank[1] == epoch  # together: every sample of the epoch, once
+    both = per_rank[0] + per_rank[1]  # together: the epoch, less one batch of it, each sample once
+    assert both <= epoch and (epoch - both).total() == BATCH and max(both.values()) == 1
 
 
 def test_each_rank_steps_with_the_gradient_of_both_batches(ddp_run):
