@@ -77,13 +77,13 @@ class Job:
         return self.results.get(key)
 
     def value(self, metric: str) -> float | None:
-        """The metric of a finished (`ok`) job; None for any other status."""
+        """The metric of a finished (`ok`) job; None for any other status, or a sentinel."""
         v = self.results.get(metric) if self.status == "ok" else None
         try:
             v = float(v) if v is not None and not isinstance(v, bool) else None
         except (TypeError, ValueError):  # a hand-edited or damaged results.json: no number
             return None
-        return v if v is not None and math.isfinite(v) else None
+        return without_sentinel(metric, v) if v is not None and math.isfinite(v) else None
 
     def factor(self, key: str) -> str:
         """The job's value of a swept key: its override; else its config group's option or its
@@ -127,6 +127,15 @@ class Job:
     @property
     def val_scores(self) -> list:
         return [v for v in (self.results.get("val_scores") or []) if v is not None]
+
+
+def without_sentinel(metric: str, value):
+    """None for results.json's `best_val_epoch: -1` (no epoch was validated, e.g.
+    trainer.limit_val_batches=0, so there is no best one); the value otherwise. The job rows and
+    the group numbers both read it here: averaged, -1 read `-1.0 [-1.0, -1.0]` in the Groups table."""
+    if metric == "best_val_epoch" and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return None
+    return value
 
 
 def same_setting(value: str):
@@ -621,9 +630,7 @@ def rows_of(jobs: list[Job], keys: list[str], groups: list[Group]) -> tuple[list
         row = {"job": j.name, "group": group_of.get(j.name), **{k: j.factor(k) for k in keys},
                "status": j.status, "device": device_column(j.provenance)}
         for m in ("test_acc", "best_val_acc", "best_val_epoch", "epochs", "seconds"):
-            row[m] = j.get(m) if j.results else None
-        if isinstance(row["best_val_epoch"], (int, float)) and row["best_val_epoch"] < 0:
-            row["best_val_epoch"] = None  # results.json's -1: no epoch was validated, no best one
+            row[m] = without_sentinel(m, j.get(m)) if j.results else None
         if with_ref:
             row["tutorial_test_acc"] = tutorial_reference(j)
         row["notes"] = "; ".join(j.notes)
@@ -831,15 +838,31 @@ def md_verdicts(found: list[Verdict], groups: list[Group], metric: str,
                   f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim "
                   "in this list ≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
     else:
-        empty = sum(1 for v in found if not (v.d.n_a and v.d.n_b))
-        why = []
-        if empty:
-            why.append(f"{empty} with no finished job on one side")
-        if len(found) - empty:
-            why.append(f"{len(found) - empty} with fewer than 2 finished seeds on a side, which a test "
-                       "needs (sweep `seed=1,2,3`)")
+        why = [f"{n} with {reason}" for reason, n in _untested_reasons(found).items()]
         lines += [f"{_plural(len(found), 'pair')}, none tested: {'; '.join(why)}.", ""]
     return lines + [f"- {v.sentence()}" for v in found]
+
+
+FEW_SEEDS = "fewer than 2 finished seeds on a side, which a test needs (sweep `seed=1,2,3`)"
+
+
+def _untested_reasons(found: list[Verdict]) -> dict[str, int]:
+    """{why: how many pairs} for the pairs without a test, empty sides first, then too few seeds,
+    then stats.compare's other reasons as they come. Only too few seeds is told to sweep more
+    seeds: every pair that was not empty counted as that, and `optim=sgd,torch_sgd seed=1,2` (the
+    same numbers on every seed) was told `sweep seed=1,2,3`."""
+    counts: dict[str, int] = {"no finished job on one side": 0, FEW_SEEDS: 0}
+    for v in found:
+        if v.d.p is not None:
+            continue
+        if not (v.d.n_a and v.d.n_b):
+            why = "no finished job on one side"
+        elif min(v.d.n_a, v.d.n_b) < 2:
+            why = FEW_SEEDS
+        else:
+            why = v.d.test.removeprefix("not tested: ")
+        counts[why] = counts.get(why, 0) + 1
+    return {why: n for why, n in counts.items() if n}
 
 
 def md_curves(curves: list[Curve], metric: str, tolerance_pt: float) -> list[str]:

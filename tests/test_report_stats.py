@@ -205,6 +205,37 @@ def test_one_seed_gives_no_interval_and_no_test(tmp_path):
     assert row["test_acc_ci_low"] == "" and row["test_acc_sd"] == ""
 
 
+def test_a_sweep_that_never_validated_has_no_best_epoch(tmp_path):
+    """`trainer.limit_val_batches=0`: every results.json says best_val_epoch -1. The Groups table
+    read `-1.0 [-1.0, -1.0]` and summary_groups.csv -1.0; the job rows already said nothing."""
+    sweep = tmp_path / "sweep"
+    for n, (seed, acc) in enumerate([(1, 0.81), (2, 0.82)]):
+        write_job(sweep, n, {"seed": seed, "trainer.limit_val_batches": 0},
+                  {**ok_run(acc, 0.9, seed, "noval", n), "best_val_acc": None, "best_val_epoch": -1,
+                   "val_scores": []})
+    write_report(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert "| 1 | 2 | 81.50 | [75.15, 87.85] | 0.71 | 81.00 – 82.00 | – | – | 10 [4, 17] |  |" in md
+    assert "-1.0" not in md
+    row = read_csv(sweep / "summary_groups.csv")[0]
+    assert [row[f"best_val_epoch_{s}"] for s in ("mean", "sd", "ci_low", "ci_high", "min", "max")] == [""] * 6
+    assert [r["best_val_epoch"] for r in read_csv(sweep / "summary.csv")] == ["", ""]
+
+
+def test_identical_optimizers_are_not_told_to_sweep_more_seeds(tmp_path):
+    """`optim=sgd,torch_sgd seed=1,2`: the same numbers on every seed. The summary said `1 with fewer
+    than 2 finished seeds on a side ... (sweep seed=1,2,3)` to a sweep with 2 seeds on each side."""
+    sweep = tmp_path / "sweep"
+    for n, (optim, seed) in enumerate([("sgd", 1), ("sgd", 2), ("torch_sgd", 1), ("torch_sgd", 2)]):
+        write_job(sweep, n, {"optim": optim, "seed": seed}, ok_run(0.80 + 0.01 * seed, 0.9, seed, optim, n))
+    write_report(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert ("1 pair, none tested: 1 with identical difference on every seed.\n\n"
+            "- optim: torch_sgd − sgd: +0.00 pt [+0.00, +0.00], 2 seeds each: not tested: identical "
+            "difference on every seed\n") in md
+    assert "seed=1,2,3" not in md
+
+
 def test_different_torch_versions_are_never_pooled(tmp_path):
     sweep = tmp_path / "sweep"
     for n, (seed, torch_version) in enumerate([(1, "2.14.1"), (2, "2.14.1"), (3, "2.13.0"), (4, "2.13.0")]):

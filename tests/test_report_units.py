@@ -346,6 +346,30 @@ def test_a_groups_intervals_stay_inside_what_each_metric_can_take():
     assert Group(1, {}, [ok_job("a", 0.9, best_val_epoch=3)]).bounds("best_val_epoch") == (0.0, math.inf)
 
 
+def test_best_val_epoch_minus_one_is_no_epoch_in_the_group_numbers():
+    """results.json's `best_val_epoch: -1` (no epoch validated: trainer.limit_val_batches=0) was
+    averaged: the Groups table read `-1.0 [-1.0, -1.0]` and summary_groups.csv -1.0, while the job
+    rows left it empty. Now a missing value everywhere."""
+    none = Group(1, {"optim": "sgd"}, [ok_job("a", 0.81, seed=1, best_val_epoch=-1, epochs=3, seconds=10.0),
+                                       ok_job("b", 0.82, seed=2, best_val_epoch=-1, epochs=3, seconds=10.0)])
+    assert none.values("best_val_epoch") == {} and none.summary("best_val_epoch") == Summary(n=0)
+    assert none.counted[0].value("best_val_epoch") is None and none.counted[0].value("epochs") == 3.0
+    assert md_groups([none], ["optim"], "test_acc", [])[6].endswith(" | – | – | 10 [10, 10] |  |")
+    header, rows = group_rows([none], ["optim"], [])
+    assert [rows[0][f"best_val_epoch_{s}"] for s in ("mean", "sd", "ci_low", "ci_high", "min", "max")] == [None] * 6
+    assert "best_val_epoch_mean,best_val_epoch_sd,best_val_epoch_ci_low,best_val_epoch_ci_high," \
+           "best_val_epoch_min,best_val_epoch_max" in to_csv(header, rows)
+    assert ",,,,,,10.0,0.0,10.0,10.0,10.0,10.0," in to_csv(header, rows)
+    # a group where some seeds validated: the mean of those, not pulled down by the -1
+    some = Group(2, {"optim": "adam"}, [ok_job("c", 0.8, seed=1, best_val_epoch=-1, epochs=3),
+                                        ok_job("d", 0.8, seed=2, best_val_epoch=2, epochs=3)])
+    assert some.values("best_val_epoch") == {"2": 2.0}
+    assert _cell("best_val_epoch", some.summary("best_val_epoch")) == "2.0"
+    # the job rows read it through the same rule; a real epoch 0 stays
+    _, job_rows = rows_of(none.jobs + [ok_job("e", 0.8, best_val_epoch=0)], [], [none])
+    assert [r["best_val_epoch"] for r in job_rows] == [None, None, 0]
+
+
 def test_the_learning_rate_curves_band_is_the_cut_interval_of_each_point():
     from src.report import figure_curve, find_curves
 
@@ -688,6 +712,29 @@ def test_verdicts_heading_says_why_nothing_was_tested():
         "", "No pair of groups differs in exactly one factor other than `lr_decade` (within the same torch "
         "version and device type); pairs along it are read off its curve below."]
     assert md_verdicts([], groups[:1], "test_acc", [curve]) == []
+
+
+def test_untested_pairs_are_counted_by_their_own_reason():
+    """`optim=sgd,torch_sgd seed=1,2` (the same numbers on every seed) read `1 with fewer than 2
+    finished seeds on a side ... (sweep seed=1,2,3)`: every pair with a finished job on both sides
+    was counted as too few seeds. Only too few seeds advises more seeds."""
+    from src.report import Verdict, md_verdicts
+    from src.stats import compare
+
+    sgd, torch_sgd, adam = (Group(i, {"optim": o}, []) for i, o in enumerate(("sgd", "torch_sgd", "adam"), 1))
+    same = {"1": 0.81, "2": 0.82}
+    identical = Verdict("optim", sgd, torch_sgd, compare(same, dict(same)), "")
+    assert md_verdicts([identical], [sgd, torch_sgd], "test_acc")[3:] == [
+        "1 pair, none tested: 1 with identical difference on every seed.", "",
+        "- optim: torch_sgd − sgd: +0.00 pt [+0.00, +0.00], 2 seeds each: not tested: identical difference "
+        "on every seed"]
+    flat = Verdict("optim", sgd, adam, compare({"1": 0.8, "2": 0.8}, {"3": 0.9, "4": 0.9}), "")
+    one_seed = Verdict("optim", torch_sgd, adam, compare({"1": 0.8}, {"1": 0.9, "2": 0.9}), "")
+    empty = Verdict("optim", sgd, adam, compare({}, {"1": 0.9}), "")
+    assert md_verdicts([identical, flat, one_seed, empty, identical], [sgd, torch_sgd, adam], "test_acc")[3] == (
+        "5 pairs, none tested: 1 with no finished job on one side; 1 with fewer than 2 finished seeds on a "
+        "side, which a test needs (sweep `seed=1,2,3`); 2 with identical difference on every seed; "
+        "1 with no spread within either group.")
 
 
 def test_a_group_without_provenance_is_still_paired():
