@@ -237,8 +237,9 @@ def continue_sweep_job(cfg: DictConfig, out: Path) -> tuple[dict | None, str | N
     same = before == this
     finished = old.get("status") in ("ok", "diverged")
     if finished and same and not rerun:
-        outcome = (f"test acc {old.get('test_acc')}" if old["status"] == "ok"
-                   else f"at step {old.get('diverged_step')}")
+        acc = old.get("test_acc")
+        acc = f"{100 * acc:.2f} %" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "n/a"
+        outcome = f"test acc {acc}" if old["status"] == "ok" else f"at step {old.get('diverged_step')}"
         print(f"skipping {out.name}: already {old['status']} ({outcome}); +sweep.rerun=all reruns it", flush=True)
         return old, None
     if cfg.get("ckpt_path"):

@@ -437,8 +437,12 @@ def test_an_ok_job_of_the_same_config_and_seed_is_skipped(job, capsys):
     cfg, out = job
     old = _results(out, cfg)
     assert continue_sweep_job(cfg, out) == (old, None)
-    assert capsys.readouterr().out == (f"skipping {out.name}: already ok (test acc 0.8); "
+    assert capsys.readouterr().out == (f"skipping {out.name}: already ok (test acc 80.00 %); "
                                        "+sweep.rerun=all reruns it\n")
+    # skip_test=true left no test accuracy
+    (out / "results.json").write_text(json.dumps({**old, "test_acc": None}))
+    continue_sweep_job(cfg, out)
+    assert "already ok (test acc n/a);" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("why", ["failed", "other config", "other seed", "no provenance", "broken json",
