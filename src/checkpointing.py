@@ -205,6 +205,24 @@ def share_step_count(checkpoint: dict) -> None:
         auto["step"] = copy.deepcopy(manual)
 
 
+def resume_a_cut_epoch(checkpoint: dict) -> None:
+    """`trainer.max_steps` (or max_time) ends a fit mid-epoch, and Lightning then still runs the
+    epoch's end: it counts the epoch processed, and the checkpoints written there (last.ckpt)
+    say "at an epoch's end" while their position is mid-epoch. Resumed without the limit,
+    Lightning took such an epoch as finished: it trained nothing (the next epoch was past
+    max_epochs) or started the next one, skipping the rest of this one. Here the epoch is made
+    unprocessed again, what a mid-epoch checkpoint says: the rest of it is trained, validated."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = fit_loop.get("epoch_progress")
+    batches = fit_loop.get("epoch_loop.batch_progress")
+    if not epochs or not batches or batches.get("is_last_batch") or not batches["current"].get("completed"):
+        return  # an epoch's last batch (resume_after_epoch_end), or no batch of it: a real epoch end
+    total = epochs["total"]
+    if total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
+        total["processed"] -= 1
+        epochs["current"]["processed"] -= 1
+
+
 def resume_after_epoch_end(checkpoint: dict) -> None:
     """A checkpoint written at an epoch's end (after its validation: last.ckpt, best-*.ckpt; or at
     the end of the fit) holds that epoch's last batch as the loop's position. Without

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.checkpointing import (
     collect_rng_states,
+    resume_a_cut_epoch,
     resume_after_epoch_end,
     set_rng_states,
     share_step_count,
@@ -305,10 +306,15 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
         share_step_count(checkpoint)
+        resume_a_cut_epoch(checkpoint)
         if self.trainer.max_steps != -1:
             resume_after_epoch_end(checkpoint)
 
     def on_train_start(self):
+        if self.trainer.fit_loop.restarted_mid_epoch:
+            # Lightning calls no on_train_epoch_start for the epoch it resumes mid-way: its time
+            # in this process is timed from here (it was missing from timing.epoch_seconds)
+            self._epoch_started = time.perf_counter()
         # On resume Lightning restores the optimizer's param_groups from the checkpoint, which
         # would silently override `optim.lr=...` given on the command line. The config wins:
         # its hyperparameters are applied on top of the restored state (buffers, moments, steps).
