@@ -386,6 +386,27 @@ class TensorLoader:
         self.batch_sampler.skip = int(state.get("served", 0))
 
 
+class ResumableDataLoader(torch.utils.data.DataLoader):
+    """The torchvision pipeline's DataLoader, with TensorLoader's `state_dict`/`load_state_dict`:
+    a plain DataLoader has none, so a mid-epoch resume served the epoch's first batches again
+    and trained another run than the uninterrupted one (only a Lightning warning said so).
+    The position is counted as batches reach the loop, not as workers prefetch them."""
+
+    _served = 0
+
+    def __iter__(self):
+        self._served = self.batch_sampler.skip
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.batch_sampler.epoch, "served": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.skip = int(state.get("served", 0))
+
+
 class _IndexedDataset(torch.utils.data.Dataset):
     """torchvision FashionMNIST restricted to given indices (per-sample transforms)."""
 
@@ -491,9 +512,9 @@ class FashionMNISTDataModule(pl.LightningDataModule):
             return TensorLoader(x, y, sampler)
         # Pinned host memory lets Lightning's copy to a GPU run without blocking the host.
         device = self._device()
-        return torch.utils.data.DataLoader(x, batch_sampler=sampler, num_workers=self.num_workers,
-                                           persistent_workers=self.num_workers > 0,
-                                           pin_memory=device is not None and device.type == "cuda")
+        return ResumableDataLoader(x, batch_sampler=sampler, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0,
+                                   pin_memory=device is not None and device.type == "cuda")
 
     def train_dataloader(self):
         # `trainer.overfit_batches`: the first N batches of the unshuffled split, the same ones

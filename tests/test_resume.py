@@ -186,23 +186,29 @@ def test_a_checkpoint_with_an_inert_step_checkpoint_resumes_without_lightnings_w
         assert _results(run)["status"] == "ok" and _results(run)["epochs"] == 2
 
 
-@pytest.mark.parametrize("resumed_with", [[], ["+trainer.max_steps=100"]])
-def test_a_run_max_steps_stopped_mid_epoch_resumes_the_rest_of_that_epoch(tmp_path, data_dir, resumed_with):
+@pytest.mark.parametrize("resumed_with, pipeline", [([], "tensor"), (["+trainer.max_steps=100"], "tensor"),
+                                                     ([], "torchvision")])
+def test_a_run_max_steps_stopped_mid_epoch_resumes_the_rest_of_that_epoch(tmp_path, data_dir, resumed_with,
+                                                                          pipeline):
     """max_steps=7 stops 2 batches into epoch 1 (5 an epoch). Lightning still ran that epoch's end
     and counted it processed; resumed without the limit (or a larger one) it took the epoch as
     done: it trained nothing (max_epochs=2, `ok`, 1 val score) or would start the next epoch.
-    resume_a_cut_epoch (src/checkpointing.py) resumes the rest of epoch 1: the uninterrupted run."""
+    resume_a_cut_epoch (src/checkpointing.py) resumes the rest of epoch 1: the uninterrupted run.
+    The torchvision pipeline's DataLoader had no state: resumed, it served epoch 1's first
+    batches again (data.ResumableDataLoader)."""
     from src.training import train
     from tests.conftest import compose
 
     base = ["data.train_subset=1280", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-            "trainer.accelerator=cpu", "callbacks=none", "print_config=false", "trainer.max_epochs=2"]
+            "trainer.accelerator=cpu", "callbacks=none", "print_config=false", "trainer.max_epochs=2",
+            f"data.pipeline={pipeline}"]
     whole, first = tmp_path / "whole", tmp_path / "first"
     train(compose(base, whole))
     train(compose([*base, "+trainer.max_steps=7"], first))
     saved = _last_ckpt(first)["loops"]["fit_loop"]
     assert saved["epoch_progress"]["total"] == {"ready": 2, "started": 2, "processed": 2, "completed": 1}
     assert saved["epoch_loop.batch_progress"]["current"]["completed"] == 2 and _results(first)["global_step"] == 7
+    assert saved["state_dict"]["combined_loader"] == [{"epoch": 1, "served": 2}]
     train(compose([*base, *resumed_with, f"ckpt_path={first}/checkpoints/last.ckpt"], first))
     a, b = _results(whole), _results(first)
     assert a["global_step"] == 10 and len(a["val_scores"]) == 2
