@@ -3,6 +3,7 @@ NeurIPS 2018), with the run's own recorded path on it. What `python landscape.py
 
     landscape(cfg)
       -> resolve_runs           run=<dir> | runs=[<dir>,...] | runs=<sweep dir>
+      -> drawable               a sweep's jobs with no checkpoint to draw (diverged early) skipped
       -> load_run               checkpoint weights, the run's config, its initial weights, its path
       -> directions             random (filter-normalised, seeded) or pca (of the recorded path)
       -> evaluate_family        the grid: loss and accuracy of w + a*d1 + b*d2 on a fixed subset
@@ -10,7 +11,7 @@ NeurIPS 2018), with the run's own recorded path on it. What `python landscape.py
       -> honesty checks         grid centre = checkpoint loss; a=0/1 = init/final losses;
                                 the model's weights unchanged
       -> landscape.json, landscape_2d.png, landscape_3d.png, interpolation.png (output dir),
-         the same figures in each run's TensorBoard dir
+         the same figures in each run's TensorBoard dir, if its own logger was TensorBoard
 
 Fast because nothing is evaluated one parameter set at a time. For a family of parameter sets
 base + sum_k c_k d_k (the grid: k = 2; the interpolation: base 0, d = w_init, w_final):
@@ -97,38 +98,80 @@ class Run:
     label: str = ""
 
 
-def find_checkpoint(run_dir: Path, which: str) -> Path:
-    """`last` (the end of training, where the recorded path ends), `best` (ModelCheckpoint's
-    best-*.ckpt) or a file path."""
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    """The file `checkpoint=` names in a run dir, whether or not it is there: `last` (the end of
+    training, where the recorded path ends), `best` (ModelCheckpoint's best-*.ckpt) or a file path."""
     ckpts = run_dir / "checkpoints"
     if which == "last":
-        path = ckpts / "last.ckpt"
-    elif which == "best":
+        return ckpts / "last.ckpt"
+    if which == "best":
         from src.checkpointing import best_rank
 
         # the one the run tested (results.json: whatever it monitored), else by the val_acc in the names
         named = read_json_object(run_dir / "results.json").get("best_checkpoint")
         own = ckpts / Path(named).name if isinstance(named, str) and named else None
         best = sorted(ckpts.glob("best-*.ckpt"), key=best_rank)
-        path = own if own is not None and own.is_file() else best[-1] if best else ckpts / "best-*.ckpt"
-    else:
-        path = Path(which)
-        if not path.is_absolute() and (ckpts / path).is_file():  # checkpoint=last.ckpt: a file of the run's
-            path = ckpts / path
-        if path.resolve().parent != ckpts.resolve():
-            # another run's file would be drawn under this run's name
-            raise ConfigError(f"checkpoint={which} is not one of {run_dir}'s checkpoints; accepted: last, best, "
-                              f"or a file in {ckpts} (to draw that file, pass it as run=<file>)")
-    if not path.is_file():
-        raise CheckpointError(
-            f"{run_dir} has no checkpoint {path.name} (checkpoint={which}): landscape.py needs a run of "
-            "train.py, whose always-on ModelCheckpoint writes checkpoints/last.ckpt after each epoch; "
-            "pass its run dir")
+        return own if own is not None and own.is_file() else best[-1] if best else ckpts / "best-*.ckpt"
+    path = Path(which)
+    if not path.is_absolute() and (ckpts / path).is_file():  # checkpoint=last.ckpt: a file of the run's
+        path = ckpts / path
+    if path.resolve().parent != ckpts.resolve():
+        # another run's file would be drawn under this run's name
+        raise ConfigError(f"checkpoint={which} is not one of {run_dir}'s checkpoints; accepted: last, best, "
+                          f"or a file in {ckpts} (to draw that file, pass it as run=<file>)")
     return path
 
 
-def resolve_runs(cfg: DictConfig) -> list[tuple[Path, Path | None]]:
-    """(run dir, checkpoint file or None) for `run=<dir or .ckpt>`, `runs=[...]` or `runs=<sweep dir>`."""
+def why_no_checkpoint(run_dir: Path) -> str | None:
+    """Why a run dir holds no checkpoint at all, as its results.json says (`diverged before its
+    first checkpoint (loss became nan at step 3 ...)`); None when it has a .ckpt, or says nothing."""
+    from src.report import status_of
+
+    if any((run_dir / "checkpoints").glob("*.ckpt")):
+        return None
+    results = read_json_object(run_dir / "results.json")
+    if not results:
+        return None
+    status = status_of(results)
+    error = str(results.get("error") or "").strip().splitlines()
+    detail = f" ({error[0].strip()})" if error else ""
+    if status in ("diverged", "failed", "interrupted"):
+        return f"{status} before its first checkpoint{detail}"
+    return f"ended {status} (results.json), yet its checkpoints/ holds no .ckpt{detail}"
+
+
+def skip_reason(run_dir: Path, which: str) -> str | None:
+    """Why a job of a sweep dir has no checkpoint to draw (it is then skipped); None if it has one."""
+    path = checkpoint_path(run_dir, which)
+    if path.is_file():
+        return None
+    if (why := why_no_checkpoint(run_dir)) is not None:
+        return why
+    if any((run_dir / "checkpoints").glob("*.ckpt")):
+        return f"no checkpoint {path.name} (checkpoint={which})"
+    return "no checkpoint and no results.json: killed before its first checkpoint, or still running"
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path:
+    """The file `checkpoint=` names in a run dir (see `checkpoint_path`); one error line when it is
+    not there, saying why where the run's results.json knows, and what is accepted."""
+    path = checkpoint_path(run_dir, which)
+    if not path.is_file():
+        why = why_no_checkpoint(run_dir)
+        accepted = {
+            "last": "a run dir of train.py with checkpoints/last.ckpt (its always-on ModelCheckpoint writes "
+                    "it after each epoch), or a .ckpt file as run=<file>",
+            "best": "checkpoint=last, a run dir of train.py with a checkpoints/best-*.ckpt (written when "
+                    "validation improves), or a .ckpt file as run=<file>",
+        }.get(which, f"checkpoint=last, best, or a file in {run_dir / 'checkpoints'}")
+        raise CheckpointError(f"{run_dir} has no checkpoint {path.name} (checkpoint={which})"
+                              f"{f': the run {why}' if why else ''}; accepted: {accepted}")
+    return path
+
+
+def resolve_runs(cfg: DictConfig) -> list[tuple[Path, Path | None, Path | None]]:
+    """(run dir, checkpoint file or None, the sweep dir it is a job of or None) for
+    `run=<dir or .ckpt>`, `runs=[...]` or `runs=<sweep dir>`."""
     run, runs = cfg.get("run"), cfg.get("runs")
     if run is None and runs is None:
         raise ConfigError("pass a trained run: landscape.py run=<run dir> (or runs=[<dir>,<dir>] or "
@@ -140,23 +183,46 @@ def resolve_runs(cfg: DictConfig) -> list[tuple[Path, Path | None]]:
         given = (f"run={run!r}" if run is not None else
                  f"runs={OmegaConf.to_container(runs) if isinstance(runs, ListConfig) else runs!r}")
         raise ConfigError(f"{given} names no run: pass run=<run dir>, runs=[<run dir>,<run dir>] or runs=<sweep dir>")
-    out: list[tuple[Path, Path | None]] = []
+    out: list[tuple[Path, Path | None, Path | None]] = []
     for item in items:
         p = Path(str(item)).expanduser()
         if p.is_file() and p.suffix == ".ckpt":
-            out.append((p.parent.parent if p.parent.name == "checkpoints" else p.parent, p))
+            out.append((p.parent.parent if p.parent.name == "checkpoints" else p.parent, p, None))
         elif p.is_dir() and not (p / "checkpoints").is_dir() and not (p / ".hydra").is_dir():
             from src.report import find_jobs  # a sweep dir: its job dirs, in job order
 
             jobs = find_jobs(p)
             if not jobs:
                 raise CheckpointError(f"{p} is neither a run dir (no checkpoints/) nor a sweep dir (no job dirs)")
-            out += [(j, None) for j in jobs]
+            out += [(j, None, p) for j in jobs]
         elif p.is_dir():
-            out.append((p, None))
+            out.append((p, None, None))
         else:
             raise CheckpointError(f"run={item} does not exist; pass a run dir of train.py (logs/train/runs/...)")
     return out
+
+
+def drawable(targets: list[tuple[Path, Path | None, Path | None]], which: str
+             ) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
+    """The runs to draw, and the jobs of a sweep dir left out for having no checkpoint to draw
+    (a learning-rate sweep's diverged jobs): {name, run_dir, status, reason} each. A run given
+    by itself (run=, or in a list) is never skipped: its missing checkpoint is an error."""
+    from src.report import status_of
+
+    drawn, skipped = [], []
+    for run_dir, ckpt, sweep in targets:
+        reason = skip_reason(run_dir, which) if sweep is not None and ckpt is None else None
+        if reason is None:
+            drawn.append((run_dir, ckpt))
+            continue
+        results = read_json_object(run_dir / "results.json")
+        skipped.append({"name": run_dir.name, "run_dir": str(run_dir), "sweep_dir": str(sweep),
+                        "status": status_of(results) if results else None, "reason": reason})
+    if not drawn:
+        sweeps = ", ".join(dict.fromkeys(j["sweep_dir"] for j in skipped))
+        raise CheckpointError(f"no job of {sweeps} has a checkpoint to draw: "
+                              + "; ".join(f"{j['name']}: {j['reason']}" for j in skipped))
+    return drawn, skipped
 
 
 def _choices(run_dir: Path) -> dict:
@@ -1084,12 +1150,35 @@ def write_figures(results: list[dict], subtitle: str, out: Path) -> dict[str, Pa
     return written
 
 
-def write_tensorboard(r: dict, pngs: dict[str, Path]) -> None:
-    """The run's figures and a summary in *its* TensorBoard dir, beside its training curves."""
+def own_tensorboard(run: Run) -> tuple[Path | None, str]:
+    """(<run dir>/tensorboard, "") when the run's own logger was TensorBoard, else (None, why not).
+
+    Decided by the run's config, not by whether <run dir>/tensorboard exists: that dir can be there
+    without the run having logged into it (landscape.py wrote it into logger=none and logger=csv
+    runs before this check; a resume then advertised it), and a TensorBoard run killed before its
+    logger's first write has none yet, though its resume logs there. The config is what the run's
+    loggers were built from: .hydra/config.yaml, written at the start of each try (a killed run has
+    no results.json), else results.json's (load_run). Only when neither is readable (a .ckpt
+    outside a run dir) is the dir's existence, before anything here wrote, all there is to go on."""
+    tb = run.dir / "tensorboard"
+    if "logger" not in run.config:
+        return (tb, "") if tb.is_dir() else (
+            None, "its config (.hydra/config.yaml, results.json) is unreadable and it has no tensorboard/ dir")
+    loggers = run.config.get("logger") or {}
+    loggers = loggers if isinstance(loggers, dict) else {}
+    if any(isinstance(v, dict) and str(v.get("_target_", "")).rsplit(".", 1)[-1] == "TensorBoardLogger"
+           for v in loggers.values()):
+        return tb, ""
+    name = ",".join(map(str, loggers)) or "none"  # the config's, as the check (hydra.yaml's choices can differ)
+    return None, f"it was trained with logger={name}"
+
+
+def write_tensorboard(r: dict, pngs: dict[str, Path], tb_dir: Path) -> None:
+    """The run's figures and a summary in *its* TensorBoard dir (`own_tensorboard`), beside its
+    training curves."""
     from matplotlib import image as mpimg
     from torch.utils.tensorboard import SummaryWriter
 
-    tb_dir = Path(r["run_dir"]) / "tensorboard"
     with SummaryWriter(log_dir=str(tb_dir)) as tb:
         for tag, png in pngs.items():
             tb.add_image(f"landscape/{tag}", mpimg.imread(png)[..., :3], global_step=r["global_step"],
@@ -1110,11 +1199,14 @@ def write_tensorboard(r: dict, pngs: dict[str, Path]) -> None:
 def landscape(cfg: DictConfig) -> dict:
     """The landscape of one or several runs; writes into cfg.paths.output_dir; returns the record."""
     s = read_settings(cfg)
-    targets = resolve_runs(cfg)
+    targets, skipped = drawable(resolve_runs(cfg), s.checkpoint)
+    for job in skipped:  # a sweep's jobs without a checkpoint (diverged early, by design in an lr sweep)
+        print(f"skipped {job['name']}: {job['reason']}", flush=True)
     out = Path(cfg.paths.output_dir)
     data_dir = str(cfg.paths.data_dir)
     need_path = s.directions == "pca"
     runs = [load_run(d, s.checkpoint, ckpt, str(s.device), need_path) for d, ckpt in targets]
+    tensorboards = [own_tensorboard(run) for run in runs]  # before anything here writes
     directions = s.directions
     if directions == "auto":
         directions = "pca" if all(r.path is not None and len(r.path["steps"]) >= 3 for r in runs) else "random"
@@ -1137,19 +1229,25 @@ def landscape(cfg: DictConfig) -> dict:
                      "narrower landscape.range, e.g. [-1, 1]" if s.range is not None else
                      "the weights along the directions grow too large for float32; try landscape.range=[-1, 1]")
             raise ConfigError(f"the loss is not finite at {bad} of {grid.size} grid points of {r['name']}: {where}")
+    for r, (tb, why) in zip(results, tensorboards, strict=True):
+        r["tensorboard"] = {"dir": str(tb) if tb is not None else None, "left_out": why or None}
     record = {"directions": directions, "settings": {
         "resolution": s.resolution, "range": s.range, "subset": s.subset or "full", "seed": s.seed,
         "alpha_range": list(s.alpha_range), "checkpoint": s.checkpoint, "device": str(s.device)},
-        "runs": results}
+        "runs": results, "skipped": skipped}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "landscape.json", record)
 
     subtitle = _subtitle(results, s)
     written = write_figures(results, subtitle, out)
-    for r in results:
+    for r, (tb, why) in zip(results, tensorboards, strict=True):
         # each run's own figures go to its TensorBoard (for several runs, drawn again one by one)
         pngs = written if len(results) == 1 else write_figures([r], subtitle, out / "runs" / r["name"])
-        write_tensorboard(r, pngs)
+        if tb is not None:
+            write_tensorboard(r, pngs, tb)
+        else:
+            print(f"{r['name']}: no TensorBoard images: {why}, so its run dir gets no tensorboard/ "
+                  f"(the figures and landscape.json are in {out})", flush=True)
     failed = [r["name"] for r in results if not r["checks"]["passed"]]
     if failed:
         raise RuntimeError(f"honesty checks failed for {', '.join(failed)}: see checks in {out / 'landscape.json'}")

@@ -196,6 +196,7 @@ def test_landscape_of_a_recorded_run(killed_and_resumed, tmp_path):
     for name in ("landscape_2d.png", "landscape_3d.png", "interpolation.png"):
         assert (out / name).stat().st_size > 20_000, name
     assert len(set((run / "tensorboard").glob("events.out.tfevents.*")) - tb_before) == 1
+    assert r["tensorboard"] == {"dir": str(run / "tensorboard"), "left_out": None}  # its logger was tensorboard
 
 
 def test_several_runs_and_random_directions(killed_and_resumed, tmp_path):
@@ -293,3 +294,148 @@ def test_job_dir_names_are_quoted_for_hydra():
     assert quote(["runs=[a,b]", "run='x=y'", "run=plain/dir"]) == ["runs=[a,b]", "run='x=y'", "run=plain/dir"]
     cfg = compose(quote(["x", f"run={job}"])[1:], ROOT / "logs" / "unused", config_name="landscape")
     assert cfg.run == job
+
+
+# ---------------------------------------------------------------------------------------------
+# A learning-rate sweep whose second job diverges before its first checkpoint (by design), trained
+# without a logger: the sweep is drawn without that job, and no TensorBoard dir is made in the
+# job that is drawn.
+
+SWEEP = ["optim=sgd", "optim.lr=0.1,100", "logger=none", "trainer.max_epochs=1", "data.train_subset=1280",
+         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.accelerator=cpu",
+         "callbacks=essential", "print_config=false"]
+NO_CHECKPOINT_ACCEPTED = ("accepted: a run dir of train.py with checkpoints/last.ckpt (its always-on "
+                          "ModelCheckpoint writes it after each epoch), or a .ckpt file as run=<file>")
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory, data_dir):
+    from src.report import find_jobs
+
+    sweep = tmp_path_factory.mktemp("lr_sweep") / "sweep"
+    res = run_script("train.py", "-m", *SWEEP, f"hydra.sweep.dir={sweep}")
+    ok, diverged = find_jobs(sweep)
+    assert (ok / "checkpoints" / "last.ckpt").is_file(), res.stderr[-3000:]
+    results = json.loads((diverged / "results.json").read_text())
+    assert results["status"] == "diverged" and not (diverged / "checkpoints").exists(), res.stderr[-3000:]
+    assert not (ok / "tensorboard").exists() and not (diverged / "tensorboard").exists()
+    return sweep, ok, diverged, results["error"].splitlines()[0]
+
+
+def _landscape_cli(monkeypatch, capsys, *args) -> tuple[int, list[str], list[str]]:
+    """landscape.py as a user runs it: (exit status, stdout lines, stderr lines)."""
+    argv = ["landscape.py", *args, *FAST_LANDSCAPE, "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    monkeypatch.setattr(sys, "argv", argv)
+    code = 0
+    try:
+        runpy.run_path(str(ROOT / "landscape.py"), run_name="__main__")
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), [ln for ln in out.err.splitlines() if ln.strip()]
+
+
+def test_a_sweeps_job_that_diverged_before_its_first_checkpoint_is_skipped_and_recorded(
+        lr_sweep, tmp_path, monkeypatch, capsys):
+    sweep, ok, diverged, error = lr_sweep
+    assert error.startswith("loss became nan")
+    out = tmp_path / "out"
+    code, stdout, stderr = _landscape_cli(monkeypatch, capsys, f"runs={sweep}", f"hydra.run.dir={out}")
+    assert code == 0 and stderr == [], stderr
+    reason = f"diverged before its first checkpoint ({error})"
+    assert [ln for ln in stdout if ln.startswith("skipped ")] == [f"skipped {diverged.name}: {reason}"]
+    record = json.loads((out / "landscape.json").read_text())
+    assert [r["name"] for r in record["runs"]] == [ok.name]
+    assert record["skipped"] == [{"name": diverged.name, "run_dir": str(diverged), "sweep_dir": str(sweep),
+                                  "status": "diverged", "reason": reason}]
+    for name in ("landscape_2d.png", "landscape_3d.png", "interpolation.png"):
+        assert (out / name).is_file(), name
+    # bug 2: the job logged nothing to TensorBoard; landscape.py leaves it that way and says so
+    assert record["runs"][0]["tensorboard"] == {"dir": None, "left_out": "it was trained with logger=none"}
+    assert f"{ok.name}: no TensorBoard images: it was trained with logger=none, so its run dir gets no " \
+           f"tensorboard/ (the figures and landscape.json are in {out})" in stdout
+    assert not (ok / "tensorboard").exists()
+
+
+def test_no_job_left_and_a_run_given_by_itself_without_a_checkpoint_are_one_error_line(
+        lr_sweep, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    sweep, ok, diverged, error = lr_sweep
+    # run=<the diverged job>: an error, not a skip, and it does not ask for the run dir it was given
+    code, _, stderr = _landscape_cli(monkeypatch, capsys, f"run={diverged}", f"hydra.run.dir={tmp_path / 'o1'}")
+    message = (f"{diverged} has no checkpoint last.ckpt (checkpoint=last): the run diverged before its first "
+               f"checkpoint ({error}); {NO_CHECKPOINT_ACCEPTED}")
+    assert code == 2 and stderr == [f"error: {message}"]
+    assert "pass its run dir" not in stderr[0]
+    # an explicit list is no sweep dir: the same error
+    with pytest.raises(CheckpointError) as e:
+        landscape(compose([f"runs=['{ok}','{diverged}']", *FAST_LANDSCAPE], tmp_path / "o2", config_name="landscape"))
+    assert str(e.value) == message
+    # a sweep dir of which no job has a checkpoint: the diverged one, one killed before its first
+    # (no results.json)
+    only = tmp_path / "only"
+    shutil.copytree(diverged, only / diverged.name)
+    shutil.copytree(diverged, only / "2_killed")
+    (only / "2_killed" / "results.json").unlink()
+    code, stdout, stderr = _landscape_cli(monkeypatch, capsys, f"runs={only}", f"hydra.run.dir={tmp_path / 'o3'}")
+    assert code == 2 and stderr == [
+        f"error: no job of {only} has a checkpoint to draw: {diverged.name}: diverged before its first "
+        f"checkpoint ({error}); 2_killed: no checkpoint and no results.json: killed before its first "
+        "checkpoint, or still running"], stderr
+    assert not [ln for ln in stdout if ln.startswith("skipped ")]
+    for o in ("o1", "o2", "o3"):
+        assert not (tmp_path / o / "landscape.json").exists()
+
+
+def test_tensorboard_images_only_into_a_run_whose_own_logger_was_tensorboard(killed_and_resumed, tmp_path,
+                                                                             capsys):
+    """The run's config decides, not an existing tensorboard/ (an earlier landscape.py wrote one
+    into logger=csv runs); only without a readable config does the dir's existence."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[0], run, ignore=shutil.ignore_patterns("weight_path"))
+    tb = run / "tensorboard"
+    csv = {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": "${paths.output_dir}", "name": "csv",
+           "version": ""}
+    tensorboard = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["logger"]["tensorboard"]
+
+    def draw(loggers: dict | None) -> tuple[dict, set, list[str]]:
+        if loggers is not None:  # as `train.py logger=...` writes them: both files say the same
+            config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+            config["logger"] = loggers
+            (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+            results = json.loads((run / "results.json").read_text())
+            results["config"]["logger"] = loggers
+            (run / "results.json").write_text(json.dumps(results))
+        before = set(tb.glob("events.out.tfevents.*"))
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        r = landscape(compose([f"run={run}", "directions=random", *FAST_LANDSCAPE], out,
+                              config_name="landscape"))["runs"][0]
+        assert json.loads((out / "landscape.json").read_text())["runs"][0]["tensorboard"] == r["tensorboard"]
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if "TensorBoard" in ln]
+        return r["tensorboard"], set(tb.glob("events.out.tfevents.*")) - before, lines
+
+    def left_out(why: str, out_index: int) -> list[str]:
+        return [f"run: no TensorBoard images: {why}, so its run dir gets no tensorboard/ (the figures and "
+                f"landscape.json are in {tmp_path / f'out{out_index}'})"]
+
+    assert tb.is_dir()  # there, but not the run's logger's: left alone
+    assert draw({"csv": csv}) == ({"dir": None, "left_out": "it was trained with logger=csv"}, set(),
+                                  left_out("it was trained with logger=csv", 0))
+    assert draw({}) == ({"dir": None, "left_out": "it was trained with logger=none"}, set(),
+                        left_out("it was trained with logger=none", 1))
+    info, new, lines = draw({"csv": csv, "tensorboard": tensorboard})
+    assert info == {"dir": str(tb), "left_out": None} and len(new) == 1 and lines == []
+    # no readable config (.hydra/ and results.json broken): an existing tensorboard/ is the run's
+    (run / ".hydra" / "config.yaml").write_text("model: [1,\n")
+    (run / "results.json").write_text("[1]")
+    info, new, lines = draw(None)
+    assert info == {"dir": str(tb), "left_out": None} and len(new) == 1 and lines == []
+    shutil.rmtree(tb)
+    why = "its config (.hydra/config.yaml, results.json) is unreadable and it has no tensorboard/ dir"
+    assert draw(None) == ({"dir": None, "left_out": why}, set(), left_out(why, 4))
+    assert not tb.exists()
