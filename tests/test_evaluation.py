@@ -21,6 +21,29 @@ from tests.conftest import compose
 from tests.test_checkpointing import NotWeights
 
 
+def test_the_trainer_is_one_device_no_logger_no_checkpoints(tmp_path, monkeypatch):
+    """First in this file: a Trainer of devices=2 would start DDP, which runs the command line
+    again (under mutation testing, the test runner itself, left running as an orphan)."""
+    import pytorch_lightning as pl
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    _checkpoint(tmp_path / "net.ckpt")
+    monkeypatch.setattr(pl, "Trainer", trainer)
+    with pytest.raises(Stop):
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path / 'net.ckpt'}"))
+    assert seen == {"accelerator": "cpu", "devices": 1, "precision": "32-true", "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False,
+                    "deterministic": True}
+
+
 def test_best_checkpoint_of_a_run_dir(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
