@@ -66,11 +66,13 @@ def missing_checkpoint_message(given: str) -> str:
     return f"ckpt_path={given} does not exist; {HINT}"
 
 
-def check_checkpoint(given: str | None, model_cfg: dict, optim_target: str | None) -> str | None:
+def check_checkpoint(given: str | None, model_cfg: dict, optim_target: str | None,
+                     validates: bool = True) -> str | None:
     """The checkpoint to resume from, checked against the config; None for a fresh run.
 
-    A path that does not exist, a file that is not a Lightning checkpoint of this app, or a
-    checkpoint of another architecture or optimizer class is a CheckpointError (one line)."""
+    A path that does not exist, a file that is not a Lightning checkpoint of this app, a
+    checkpoint of another architecture or optimizer class, or of a run that trained epochs
+    without validation resumed with it (`validates`), is a CheckpointError (one line)."""
     if not given:
         return None
     path = resolve_ckpt_path(str(given))
@@ -94,6 +96,16 @@ def check_checkpoint(given: str | None, model_cfg: dict, optim_target: str | Non
         raise CheckpointError(
             f"ckpt_path={given} was trained with optimizer {saved_opt}, but this run asks for {optim_target}; "
             "resume with the same optim= (its hyperparameters, e.g. optim.lr, may change)")
+    history = ckpt.get("history") or {}
+    trained, validated = len(history.get("train_scores") or []), len(history.get("val_scores") or [])
+    if validates and trained > validated:
+        # val_scores[i] is epoch i's (best_val_epoch, the report's curves): with validation
+        # turned on now, the first score would be of epoch `trained`, read as epoch 0
+        raise CheckpointError(
+            f"ckpt_path={given}: the run trained {trained} epoch{'s' if trained != 1 else ''}, {validated} of them "
+            "validated (trainer.limit_val_batches=0), and results.json's val_scores count epochs from the first, "
+            "so it cannot validate from here on; resume it with trainer.limit_val_batches=0, or start a new run "
+            "to validate")
     return str(path)
 
 

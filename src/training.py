@@ -323,8 +323,10 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg)
     # A bad ckpt_path fails here, before any data is read.
+    limit_val = cfg.trainer.get("limit_val_batches")
     ckpt_path = check_checkpoint(resume_from, module.hparams["model"],
-                                 (module.hparams.get("optim_cfg") or {}).get("_target_"))
+                                 (module.hparams.get("optim_cfg") or {}).get("_target_"),
+                                 validates=not (type(limit_val) in (int, float) and limit_val == 0))
     # Each checkpoint says what it was trained with: a sweep started again resumes only its own
     # config's (continue_sweep_job), and a resume under a changed config is said in results.json.
     trained = what_is_trained(cfg)

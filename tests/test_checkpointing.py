@@ -120,6 +120,31 @@ def test_check_checkpoint_messages(tmp_path):
                          "src.optim.Adam; resume with the same optim= (its hyperparameters, e.g. optim.lr, may change)")
 
 
+def test_a_run_that_trained_without_validation_resumes_only_without_it(tmp_path):
+    """Resumed with validation turned on, its first val score was epoch 1's and results.json
+    called it epoch 0 (best_val_epoch, `epochs` 1 of 2 trained)."""
+    def ckpt(name, train_scores, val_scores):
+        path = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": {"w": torch.ones(2)}, "loops": {}, "hyper_parameters": {},
+                    "history": {"train_scores": train_scores, "val_scores": val_scores}}, path)
+        return str(path)
+
+    never = ckpt("never", [0.5], [])
+    with pytest.raises(CheckpointError) as e:
+        check_checkpoint(never, MODEL, None)
+    assert str(e.value) == (f"ckpt_path={never}: the run trained 1 epoch, 0 of them validated "
+                            "(trainer.limit_val_batches=0), and results.json's val_scores count epochs from the "
+                            "first, so it cannot validate from here on; resume it with "
+                            "trainer.limit_val_batches=0, or start a new run to validate")
+    assert check_checkpoint(never, MODEL, None, validates=False) == never
+    stopped = ckpt("stopped", [0.5, 0.6, 0.7], [0.4, 0.5])  # validation turned off after epoch 1
+    with pytest.raises(CheckpointError, match=r"trained 3 epochs, 2 of them validated"):
+        check_checkpoint(stopped, MODEL, None)
+    every = ckpt("every", [0.5, 0.6], [0.4, 0.5])
+    assert check_checkpoint(every, MODEL, None) == every == check_checkpoint(every, MODEL, None, validates=False)
+    assert check_checkpoint(ckpt("none", [], []), MODEL, None) is not None  # mid-epoch 0: nothing to count
+
+
 def test_stale_temp_files_of_our_naming_only(tmp_path):
     assert remove_stale_temp_files(tmp_path / "missing") == []
     ours = [tmp_path / ".last.ckpt.abc123.tmp", tmp_path / ".best-1.ckpt.x.tmp"]
