@@ -432,8 +432,10 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
                                 ("num_workers", num_workers, 0)):
             integer(f"data.{key}", value, low)
-        if train_subset is not None and not (is_int(train_subset) and train_subset >= 1):
-            raise ValueError(f"data.train_subset={train_subset!r} must be null (all {N_TRAIN}) or an integer >= 1")
+        # More than the split holds trained on all of it while results.json's config said the number
+        if train_subset is not None and not (is_int(train_subset) and 1 <= train_subset <= N_TRAIN):
+            raise ValueError(f"data.train_subset={train_subset!r} must be null (all {N_TRAIN}) or an integer "
+                             f"from 1 to {N_TRAIN} (the training split's images)")
         for key, value in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
             if not (is_int(value) and 0 <= value < 2**32):
                 raise ValueError(f"data.{key}={value!r} must be an integer in [0, 2**32 - 1]")

@@ -112,7 +112,9 @@ def test_on_device_auto_means_not_the_cpu():
     ({"eval_batch_size": 0}, r"data.eval_batch_size=0 must be an integer >= 1"),
     # each of these was taken or crashed: 0 meant all, -5 gave 'the largest that works is -5',
     # abc a TypeError; split_seed=abc a RuntimeError from torch; `maybe` read as true
-    ({"train_subset": 0}, r"data.train_subset=0 must be null \(all 50000\) or an integer >= 1"),
+    ({"train_subset": 0}, r"data.train_subset=0 must be null \(all 50000\) or an integer from 1 to 50000 "
+                          r"\(the training split's images\)"),
+    ({"train_subset": 50001}, r"data.train_subset=50001 must be null \(all 50000\) or an integer from 1 to"),
     ({"train_subset": -5}, r"data.train_subset=-5 must be null"),
     ({"train_subset": "abc"}, r"data.train_subset='abc' must be null"),
     ({"split_seed": "abc"}, r"data.split_seed='abc' must be an integer in \[0, 2\*\*32 - 1\]"),
