@@ -588,4 +588,10 @@ def summary_table(record: dict) -> str:
         f = t["final"]
         w1, w2, loss = (fmt_number(f[k], 6) for k in ("w1", "w2", "loss"))
         lines.append(f"{label:<12} {w1:>14} {w2:>14} {loss:>14}   {settings_text(t['optimizer'])}")
+    for label, t in record["trajectories"].items():
+        # a path that left the floats says so: a row of nan alone read like a result
+        step = next((i for i, row in enumerate(t.get("points") or []) if not all(math.isfinite(v) for v in row)), None)
+        if step is not None:
+            lines.append(f"warning: {label} diverged: its weights or loss are not finite from step {step} on "
+                         f"(of {s['steps']}); try a smaller optim.lr")
     return "\n".join(lines)

@@ -327,6 +327,13 @@ def test_final_values_and_summary_table():
         "optimizer                w1             w2           loss   settings",
         "SGD                    0.25           -1.5         -0.125   lr 0.5",
         "Adam               0.333333              0    1.23457e+08   lr 0.2"]
+    # a path that left the floats: nan alone read like a result, exit 0 and nothing said
+    nan = float("nan")
+    record["trajectories"]["SGD"]["points"] = [[5.0, 5.0, 1.0], [1e30, -1e30, float("inf")], [nan, nan, nan]]
+    assert summary_table(record).splitlines()[-1] == (
+        "warning: SGD diverged: its weights or loss are not finite from step 1 on (of 3); try a smaller optim.lr")
+    record["trajectories"]["SGD"]["points"] = points.tolist()
+    assert len(summary_table(record).splitlines()) == 4
 
 
 def test_end_arrow_geometry():
