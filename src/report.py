@@ -954,8 +954,19 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
     lines += md_jobs(jobs, header, rows, metric)
     lines += ["", "Files: `summary.csv` (jobs, full names), `summary_groups.csv`, `summary_pairs.csv`, "
               f"`summary_curves.csv`, `summary.png`; TensorBoard: `tensorboard --logdir {sweep_dir}` "
-              "(HParams tab: one row per job; the `tensorboard` run holds these figures).", ""]
+              f"({hparams_rows(jobs)}; the `tensorboard` run holds these figures).", ""]
     return "\n".join(lines)
+
+
+def hparams_rows(jobs: list[Job]) -> str:
+    """What TensorBoard's HParams tab will list: only jobs whose logger was TensorBoard wrote a row
+    (a logger=csv sweep has none, and was told to look for one per job)."""
+    logged = sum(1 for j in jobs if (j.path / "tensorboard").is_dir())
+    if logged == len(jobs):
+        return "HParams tab: one row per job"
+    if logged == 0:
+        return "no HParams rows: no job logged to TensorBoard (logger=tensorboard does)"
+    return f"HParams tab: a row for each of the {logged} of {len(jobs)} jobs that logged to TensorBoard"
 
 
 # --- figures -------------------------------------------------------------------------------------

@@ -429,6 +429,20 @@ def test_the_val_curves_panel_draws_at_most_eight_groups_and_says_which():
     assert len(ax.lines) == 8 and ax.get_title() == "Validation accuracy: mean ± 95 % band over seeds"
 
 
+def test_the_hparams_hint_counts_the_jobs_that_logged_to_tensorboard(tmp_path):
+    from src.report import hparams_rows
+
+    jobs = [Job(str(i), tmp_path / str(i), overrides={}, status="ok", results={"status": "ok"}) for i in range(3)]
+    for j in jobs:
+        j.path.mkdir()
+    assert hparams_rows(jobs) == "no HParams rows: no job logged to TensorBoard (logger=tensorboard does)"
+    (jobs[0].path / "tensorboard").mkdir()
+    assert hparams_rows(jobs) == "HParams tab: a row for each of the 1 of 3 jobs that logged to TensorBoard"
+    for j in jobs[1:]:
+        (j.path / "tensorboard").mkdir()
+    assert hparams_rows(jobs) == "HParams tab: one row per job"
+
+
 def test_statuses():
     assert _statuses([]) == ""
     assert _statuses([ok_job("a", 1), ok_job("b", 1)]) == "ok"
