@@ -240,7 +240,10 @@ def quiet_frameworks() -> None:
     """No availability lines, adverts or known-harmless warnings from the libraries (`verbose=true`
     keeps them): a run's terminal shows the run."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
-                 "lightning_fabric.utilities.rank_zero"):
+                 "lightning_fabric.utilities.rank_zero",
+                 # `Received SIGTERM: 15` before our own line, and FakeTensor cache statistics at
+                 # exit after it (Hydra's root logger shows INFO)
+                 "pytorch_lightning.trainer.connectors.signal_connector", "torch._subclasses.fake_tensor"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*does not have many workers.*",
                     ".*Checkpoint directory .* exists and is not empty.*",
@@ -284,6 +287,7 @@ class StopSignals:
 
     def __init__(self, outside_jobs: bool = False):
         self.pending: int | None = None
+        self.received: int | None = None  # the first signal, whichever way it was handled
         self._previous: dict = {}
         self.outside_jobs = outside_jobs  # run_app's: raise what no job's `except Exception` can catch
 
@@ -309,6 +313,7 @@ class StopSignals:
     def __call__(self, signum, frame) -> None:
         import signal
 
+        self.received = self.received or signum
         if signal.getsignal(signum) is self:
             if self.outside_jobs:
                 raise StopRequested(Interrupted(signum, at_once=True))
@@ -340,15 +345,12 @@ def run_task(task: Callable, cfg):
             raise
         stopped = Interrupted(signal.SIGTERM)
     except Exception as e:
-        user = _is_user_error(e) or isinstance(e, OSError)
-        message = one_line(e)
-        mark_failed(Path(cfg.paths.output_dir), message, cfg)
-        if not user:
-            log.exception("crashed")  # the traceback, once: to the terminal and the job's log file
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        if is_multirun():
-            return None  # the other jobs go on; the sweep report lists this one
-        sys.exit(EXIT_USER_ERROR if user else EXIT_CRASH)
+        if stop.received is None:
+            _failed(e, cfg)
+            return None  # a multirun's other jobs go on; the sweep report lists this one
+        # The stop raised inside a library (mid-import: numpy's lazy attributes) that caught it as
+        # an Exception and failed otherwise (a RecursionError): the run was stopped, not broken.
+        stopped = Interrupted(stop.received)
     else:
         if stop.pending is None:
             return value
@@ -360,6 +362,18 @@ def run_task(task: Callable, cfg):
         sys.exit(stopped.exit_code)
     print(f"error: {interrupted_line(stopped, cfg)}", file=sys.stderr, flush=True)
     sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
+
+
+def _failed(e: Exception, cfg) -> None:
+    """A task's failure: marked in its results.json and said in one line; exits, but in a multirun."""
+    user = _is_user_error(e) or isinstance(e, OSError)
+    message = one_line(e)
+    mark_failed(Path(cfg.paths.output_dir), message, cfg)
+    if not user:
+        log.exception("crashed")  # the traceback, once: to the terminal and the job's log file
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if not is_multirun():
+        sys.exit(EXIT_USER_ERROR if user else EXIT_CRASH)
 
 
 def _finished_here(out: Path, since: float) -> bool:

@@ -481,7 +481,8 @@ def test_swept_keys_with_an_empty_multirun_yaml(hydra_runtime, tmp_path):
 
 
 LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
-           "lightning_fabric.utilities.rank_zero")
+           "lightning_fabric.utilities.rank_zero", "pytorch_lightning.trainer.connectors.signal_connector",
+           "torch._subclasses.fake_tensor")
 
 
 @pytest.fixture
@@ -502,7 +503,7 @@ def test_quiet_frameworks_raises_the_libraries_log_level(restore_logging_and_war
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG)
     cli.quiet_frameworks()
-    assert [logging.getLogger(name).level for name in LOGGERS] == [logging.WARNING] * 3
+    assert [logging.getLogger(name).level for name in LOGGERS] == [logging.WARNING] * 5
 
 
 STEP_CHECKPOINT = ('Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be '
@@ -754,6 +755,28 @@ def test_a_stop_without_a_run_dir_writes_nothing(single_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         cli.run_task(task, _cfg(tmp_path / "never made"))
     assert info.value.code == 143 and not (tmp_path / "never made").exists()
+
+
+def test_a_stop_a_library_turned_into_another_error_is_still_a_stop(single_run, tmp_path, capsys):
+    """SIGTERM during the start-up's imports raised inside numpy's lazy attribute import, which
+    caught it as an Exception and failed with a RecursionError: the run was marked failed with
+    the traceback of a crash. A signal received makes what follows an interruption."""
+    def task(cfg):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises Interrupted here
+        except Exception:  # a library's fallback that does not expect it
+            raise RecursionError("maximum recursion depth exceeded") from None
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(task, _cfg(tmp_path))
+    assert info.value.code == 143
+    (line,) = error_lines(capsys)
+    assert line.startswith("error: interrupted by SIGTERM before the first checkpoint; start it again: ")
+    assert _results(tmp_path)["status"] == "interrupted"
+    # without a signal the same error is a crash
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(lambda cfg: (_ for _ in ()).throw(RecursionError("deep")), _cfg(tmp_path))
+    assert info.value.code == cli.EXIT_CRASH and _results(tmp_path)["status"] == "failed"
 
 
 def test_another_system_exit_passes_through(single_run, tmp_path):
