@@ -49,6 +49,10 @@ def best_checkpoint(given: str) -> Path:
             why = str(results.get("error") or "").splitlines()[0:1]
             raise CheckpointError(f"ckpt_path={given}: the run ended {results['status']} with no best-val "
                                   f"checkpoint{(': ' + why[0]) if why else ''}; it has no weights to test")
+        last = p / "checkpoints" / "last.ckpt"
+        if last.is_file():  # no epoch validated (trainer.limit_val_batches=0): its last weights are there
+            raise CheckpointError(f"ckpt_path={given} has no best-*.ckpt in checkpoints/ (no validation chose "
+                                  f"one); to test its last weights, pass the file: ckpt_path={last}")
         raise CheckpointError(f"ckpt_path={given} has no best-*.ckpt in checkpoints/; {HINT}")
     if p.exists():
         raise CheckpointError(f"ckpt_path={given} is neither a checkpoint file nor a run dir; {HINT}")
