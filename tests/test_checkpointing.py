@@ -82,6 +82,14 @@ def test_missing_checkpoint_messages(tmp_path):
     assert missing_checkpoint_message(str(file)) == f"ckpt_path={file} is neither a checkpoint file nor a run dir; {HINT}"
     assert missing_checkpoint_message(str(tmp_path / "nope")) == f"ckpt_path={tmp_path / 'nope'} does not exist; {HINT}"
     assert HINT == "pass a run's checkpoints/last.ckpt (or the run dir)"
+    # ~callbacks.model_checkpoint: Lightning's own checkpoint, no last.ckpt ("no checkpoint yet" was untrue)
+    (only_ckpts / "checkpoints" / "epoch=0-step=7.ckpt").write_bytes(b"x")
+    newest = only_ckpts / "checkpoints" / "epoch=1-step=14.ckpt"
+    newest.write_bytes(b"x")
+    os.utime(only_ckpts / "checkpoints" / "epoch=0-step=7.ckpt", (1, 1))
+    assert missing_checkpoint_message(str(only_ckpts)) == (
+        f"ckpt_path={only_ckpts}: this run has no checkpoints/last.ckpt (it ran without "
+        f"callbacks.model_checkpoint?); resume from one of its files: \"ckpt_path='{newest}'\"")
 
 
 def test_check_checkpoint_accepts_the_same_model_and_optimizer(tmp_path):
