@@ -307,14 +307,15 @@ class EpochBatchSampler:
 
     That makes shuffling reproducible across restarts (resume needs no RNG state for it), and
     lets the tensor and torchvision pipelines share one order. Under DDP each rank takes every
-    world_size-th batch; with drop_last the epoch's last (batches mod world_size) are dropped, so
-    every rank trains the same number of steps. `skip` drops the first batches of the next epoch (mid-epoch resume).
+    world_size-th batch; with `even_ranks` (training) the epoch's last (batches mod world_size)
+    are dropped, so every rank takes the same number of steps. `skip` drops the first batches of the next epoch (mid-epoch resume).
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, even_ranks: bool = False):
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+        self.even_ranks = even_ranks
         self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -340,7 +341,7 @@ class EpochBatchSampler:
         batches = list(torch.split(order, self.batch_size))
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        if self.drop_last:
+        if self.even_ranks:
             # Every rank the same number of batches: a rank with one more would wait in DDP's
             # gradient all-reduce for ranks that are already waiting at the epoch's end (a hang).
             del batches[len(batches) - len(batches) % self.world_size:]
@@ -352,9 +353,8 @@ class EpochBatchSampler:
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
-        if self.drop_last:
-            return full // self.world_size
-        return len(range(self.rank, full + (rest > 0), self.world_size))
+        total = full + (0 if self.drop_last or rest == 0 else 1)
+        return total // self.world_size if self.even_ranks else len(range(self.rank, total, self.world_size))
 
 
 class TensorLoader:
@@ -505,11 +505,13 @@ class FashionMNISTDataModule(pl.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def _loader(self, x, y, batch_size, shuffle, drop_last):
+    def _loader(self, x, y, batch_size, shuffle, drop_last, train=False):
         rank, world = self._rank()
         n = len(x)
+        # Training steps synchronise the ranks (DDP's all-reduce): each rank needs as many; the
+        # evaluation passes sync once, at their end, and see every image
         sampler = EpochBatchSampler(n, batch_size, shuffle, drop_last, seed=self.shuffle_seed,
-                                    rank=rank, world_size=world)
+                                    rank=rank, world_size=world, even_ranks=train)
         if self.pipeline == "tensor":
             return TensorLoader(x, y, sampler)
         # Pinned host memory lets Lightning's copy to a GPU run without blocking the host.
@@ -523,7 +525,7 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         # every epoch. Lightning unshuffles only a RandomSampler's loader, never this sampler.
         overfit = getattr(self.trainer, "overfit_batches", 0) > 0  # no trainer (by hand): 0
         return self._loader(self.train_x, getattr(self, "train_y", None), self.batch_size,
-                            shuffle=not overfit, drop_last=self.drop_last)
+                            shuffle=not overfit, drop_last=self.drop_last, train=True)
 
     def val_dataloader(self):
         return self._loader(self.val_x, getattr(self, "val_y", None), self.eval_batch_size,

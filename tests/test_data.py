@@ -415,7 +415,8 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
 @pytest.mark.parametrize("n, batch, drop_last, world", [(10, 3, False, 1), (10, 3, True, 1), (9, 3, False, 1),
                                                          (9, 3, True, 1), (10, 3, False, 2), (10, 3, True, 2),
                                                          (11, 2, False, 3), (2, 3, True, 1), (21, 3, True, 2),
-                                                         (23, 3, True, 3), (2000, 256, True, 2)])
+                                                         (23, 3, True, 3), (2000, 256, True, 2),
+                                                         (1700, 256, False, 2), (20, 3, False, 3)])
 def test_ranks_split_the_epochs_batches_and_len_counts_them(n, batch, drop_last, world):
     from src.data import EpochBatchSampler
 
@@ -424,18 +425,21 @@ def test_ranks_split_the_epochs_batches_and_len_counts_them(n, batch, drop_last,
     sizes = [len(b) for b in whole]
     assert sizes == [batch] * (n // batch) + ([] if drop_last or n % batch == 0 else [n % batch])
     assert len(every) == len(whole)
-    per_rank, counts = [], set()
-    # Training (drop_last) under DDP: every rank the same number of batches, the epoch's last
-    # len(whole) % world dropped. 7 batches on 2 ranks (train_subset=2000) hung: 4 against 3.
-    shared = whole[:len(whole) - len(whole) % world] if drop_last else whole
-    for rank in range(world):
-        s = EpochBatchSampler(n, batch, shuffle=True, drop_last=drop_last, seed=1, rank=rank, world_size=world)
-        mine = [b.tolist() for b in s]
-        assert mine == shared[rank::world] and len(s) == len(mine)
-        per_rank += mine
-        counts.add(len(mine))
-    assert sorted(map(tuple, per_rank)) == sorted(map(tuple, shared))
-    assert len(counts) == 1 or not drop_last
+    # Evaluation: every batch, spread over the ranks. Training (even_ranks): every rank the same
+    # number of batches, the epoch's last len(whole) % world dropped; 7 batches on 2 ranks
+    # (train_subset=2000, or 1700 with drop_last=false) hung: 4 against 3.
+    for even in (False, True):
+        shared = whole[:len(whole) - len(whole) % world] if even else whole
+        per_rank, counts = [], set()
+        for rank in range(world):
+            s = EpochBatchSampler(n, batch, shuffle=True, drop_last=drop_last, seed=1, rank=rank, world_size=world,
+                                  even_ranks=even)
+            mine = [b.tolist() for b in s]
+            assert mine == shared[rank::world] and len(s) == len(mine)
+            per_rank += mine
+            counts.add(len(mine))
+        assert sorted(map(tuple, per_rank)) == sorted(map(tuple, shared))
+        assert len(counts) == 1 or not even
 
 
 def test_a_resumed_loader_skips_what_it_served_once():
