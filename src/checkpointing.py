@@ -222,22 +222,32 @@ def share_step_count(checkpoint: dict) -> None:
         auto["step"] = copy.deepcopy(manual)
 
 
-def resume_a_cut_epoch(checkpoint: dict) -> None:
+def resume_a_cut_epoch(checkpoint: dict) -> str | None:
     """`trainer.max_steps` (or max_time) ends a fit mid-epoch, and Lightning then still runs the
     epoch's end: it counts the epoch processed, and the checkpoints written there (last.ckpt)
     say "at an epoch's end" while their position is mid-epoch. Resumed without the limit,
     Lightning took such an epoch as finished: it trained nothing (the next epoch was past
     max_epochs) or started the next one, skipping the rest of this one. Here the epoch is made
-    unprocessed again, what a mid-epoch checkpoint says: the rest of it is trained, validated."""
+    unprocessed again, what a mid-epoch checkpoint says: the rest of it is trained, validated.
+    But max_time (a stop by `should_stop`) validates the cut epoch: its val score is already
+    epoch i's (val_scores count epochs), and a second validation would shift every later one.
+    That epoch stays as it was validated, and the sentence returned says so (results.json)."""
     fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs = fit_loop.get("epoch_progress")
     batches = fit_loop.get("epoch_loop.batch_progress")
     if not epochs or not batches or batches.get("is_last_batch") or not batches["current"].get("completed"):
-        return  # an epoch's last batch (resume_after_epoch_end), or no batch of it: a real epoch end
+        return None  # an epoch's last batch (resume_after_epoch_end), or no batch of it: a real epoch end
     total = epochs["total"]
-    if total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
-        total["processed"] -= 1
-        epochs["current"]["processed"] -= 1
+    if not total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
+        return None
+    if len((checkpoint.get("history") or {}).get("val_scores") or []) > total["completed"]:
+        done = batches["current"]["completed"]
+        return (f"epoch {total['completed']} was cut after {done} batch{'es' if done != 1 else ''} (trainer.max_time, or a callback) "
+                "and validated as it stood; the resumed run goes on from the next epoch, and the cut epoch's "
+                "other batches are not trained")
+    total["processed"] -= 1
+    epochs["current"]["processed"] -= 1
+    return None
 
 
 def resume_after_epoch_end(checkpoint: dict) -> None:

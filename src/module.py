@@ -136,6 +136,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         # Wall seconds of each epoch this process ran (train + validation), for results.json's
         # `timing`: an epoch ends with a host sync (drain_losses), so on a GPU this is its time.
         self.epoch_seconds: list[float] = []
+        self.resume_notes: list[str] = []  # what a resume could not make as if never stopped
         self.tested_images = 0
         self._epoch_started = None
 
@@ -306,7 +307,8 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
         share_step_count(checkpoint)
-        resume_a_cut_epoch(checkpoint)
+        if (cut := resume_a_cut_epoch(checkpoint)) is not None:
+            self.resume_notes.append(cut)
         if self.trainer.max_steps != -1:
             resume_after_epoch_end(checkpoint)
 

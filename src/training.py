@@ -509,7 +509,7 @@ def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
                      f"({100 * chance:.0f} %)")
     for cb in callbacks:
         found += list(getattr(cb, "warnings", None) or [])
-    return found
+    return found + list(getattr(module, "resume_notes", None) or [])
 
 
 def _stopped_early(cfg: DictConfig, trainer: pl.Trainer) -> str | None:

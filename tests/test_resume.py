@@ -217,6 +217,40 @@ def test_a_run_max_steps_stopped_mid_epoch_resumes_the_rest_of_that_epoch(tmp_pa
     assert len(b["timing"]["epoch_seconds"]) == 1  # the resumed epoch, timed in this process
 
 
+def test_an_epoch_max_time_cut_and_validated_is_not_validated_again_on_resume(tmp_path, data_dir):
+    """max_time stops by should_stop, and Lightning validates the cut epoch: its val score is
+    epoch 0's. Reopening the epoch (as after max_steps) validated it a second time: val_scores
+    [0.50, 0.87] for one epoch, best_val_epoch 1 of max_epochs 1. It stays cut, and results.json
+    says so."""
+    from src.training import train
+    from tests.conftest import compose
+
+    base = ["data.train_subset=1280", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+            "trainer.accelerator=cpu", "callbacks=none", "print_config=false", "trainer.max_epochs=2",
+            "+callbacks.stop._target_=tests.test_resume.StopAfter", "+callbacks.stop.batches=2"]
+    first = tmp_path / "first"
+    train(compose(base, first))  # should_stop after 2 batches, as max_time sets it
+    cut = _results(first)
+    assert len(cut["val_scores"]) == 1 and cut["global_step"] == 2
+    train(compose([*base[:-2], f"ckpt_path={first}/checkpoints/last.ckpt"], first))
+    r = _results(first)
+    assert r["status"] == "ok" and r["global_step"] == 7 and r["epochs"] == 2
+    assert len(r["val_scores"]) == 2 and r["val_scores"][0] == cut["val_scores"][0]
+    assert ("epoch 0 was cut after 2 batches (trainer.max_time, or a callback) and validated as it stood; the resumed run goes "
+            "on from the next epoch, and the cut epoch's other batches are not trained") in r["warnings"]
+
+
+class StopAfter(pl.Callback):
+    """Sets trainer.should_stop after `batches` training batches, as trainer.max_time does."""
+
+    def __init__(self, batches: int):
+        self.batches = batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.batches:
+            trainer.should_stop = True
+
+
 @pytest.mark.parametrize("max_steps, validate", [(8, True), (100, True), (8, False)])
 def test_a_run_with_max_steps_resumed_after_an_epoch_ends_where_an_uninterrupted_one_does(tmp_path, data_dir,
                                                                                            max_steps, validate):
