@@ -287,7 +287,7 @@ class StopSignals:
 
     def __init__(self, outside_jobs: bool = False):
         self.pending: int | None = None
-        self.received: int | None = None  # the first signal, whichever way it was handled
+        self.raised: int | None = None  # a signal this handler raised into the running code
         self._previous: dict = {}
         self.outside_jobs = outside_jobs  # run_app's: raise what no job's `except Exception` can catch
 
@@ -313,8 +313,8 @@ class StopSignals:
     def __call__(self, signum, frame) -> None:
         import signal
 
-        self.received = self.received or signum
         if signal.getsignal(signum) is self:
+            self.raised = self.raised or signum
             if self.outside_jobs:
                 raise StopRequested(Interrupted(signum, at_once=True))
             raise Interrupted(signum, at_once=True)
@@ -345,12 +345,14 @@ def run_task(task: Callable, cfg):
             raise
         stopped = Interrupted(signal.SIGTERM)
     except Exception as e:
-        if stop.received is None:
+        if stop.raised is None:  # a signal during a fit is only noted here: it stops at a batch boundary
             _failed(e, cfg)
             return None  # a multirun's other jobs go on; the sweep report lists this one
-        # The stop raised inside a library (mid-import: numpy's lazy attributes) that caught it as
-        # an Exception and failed otherwise (a RecursionError): the run was stopped, not broken.
-        stopped = Interrupted(stop.received)
+        # Our Interrupted, raised into whatever ran (mid-import: numpy's lazy attributes), was
+        # caught there as an Exception and became another error (a RecursionError): the run was
+        # stopped, not broken. The traceback stays in the job's log.
+        log.debug("after %s", signal.Signals(stop.raised).name, exc_info=True)
+        stopped = Interrupted(stop.raised)
     else:
         if stop.pending is None:
             return value

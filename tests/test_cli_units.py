@@ -16,6 +16,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from omegaconf import OmegaConf
@@ -777,6 +778,15 @@ def test_a_stop_a_library_turned_into_another_error_is_still_a_stop(single_run, 
     with pytest.raises(SystemExit) as info:
         cli.run_task(lambda cfg: (_ for _ in ()).throw(RecursionError("deep")), _cfg(tmp_path))
     assert info.value.code == cli.EXIT_CRASH and _results(tmp_path)["status"] == "failed"
+    # a signal only noted (a fit's: it stops at the next batch boundary), then a real failure: failed
+    def noted_then_broken(cfg):
+        with mock.patch("signal.getsignal", return_value=None):  # Lightning's handler in charge
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise OSError(errno.EIO, "Input/output error", "last.ckpt")
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_task(noted_then_broken, _cfg(tmp_path))
+    assert info.value.code == 2 and _results(tmp_path)["status"] == "failed"
 
 
 def test_another_system_exit_passes_through(single_run, tmp_path):
