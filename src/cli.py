@@ -350,7 +350,7 @@ def run_task(task: Callable, cfg):
             return None  # a multirun's other jobs go on; the sweep report lists this one
         # Our Interrupted, raised into whatever ran (mid-import: numpy's lazy attributes), was
         # caught there as an Exception and became another error (a RecursionError): the run was
-        # stopped, not broken. The traceback stays in the job's log.
+        # stopped, not broken. Its traceback is logged at debug level (`hydra.verbose=true`).
         log.debug("after %s", signal.Signals(stop.raised).name, exc_info=True)
         stopped = Interrupted(stop.raised)
     else:
