@@ -51,10 +51,11 @@ def missing_checkpoint_message(given: str) -> str:
     """A run dir without last.ckpt was killed before its first checkpoint: say how to restart it."""
     p = Path(given)
     others = sorted((p / "checkpoints").glob("*.ckpt"), key=lambda f: f.stat().st_mtime) if p.is_dir() else []
-    if others:  # no last.ckpt, but Lightning's own (`~callbacks.model_checkpoint`): the newest resumes
-        # (quoted twice: Hydra reads the `=` in `epoch=0-step=7.ckpt` as its own, the shell the quotes)
-        return (f"ckpt_path={given}: this run has no checkpoints/last.ckpt (it ran without "
-                f"callbacks.model_checkpoint?); resume from one of its files: \"ckpt_path='{others[-1]}'\"")
+    if others:  # no last.ckpt, but other checkpoints (Lightning's own, or a best-* written just before
+        # a kill): the newest resumes. Quoted twice: Hydra reads the `=` in `epoch=0-step=7.ckpt`
+        # as its own, the shell the quotes.
+        return (f"ckpt_path={given}: this run has no checkpoints/last.ckpt (stopped before writing it, or run "
+                f"without callbacks.model_checkpoint); resume from its newest checkpoint: \"ckpt_path='{others[-1]}'\"")
     if p.is_dir() and ((p / ".hydra").is_dir() or (p / "checkpoints").is_dir()):
         overrides = []
         saved = p / ".hydra" / "overrides.yaml"

@@ -88,8 +88,8 @@ def test_missing_checkpoint_messages(tmp_path):
     newest.write_bytes(b"x")
     os.utime(only_ckpts / "checkpoints" / "epoch=0-step=7.ckpt", (1, 1))
     assert missing_checkpoint_message(str(only_ckpts)) == (
-        f"ckpt_path={only_ckpts}: this run has no checkpoints/last.ckpt (it ran without "
-        f"callbacks.model_checkpoint?); resume from one of its files: \"ckpt_path='{newest}'\"")
+        f"ckpt_path={only_ckpts}: this run has no checkpoints/last.ckpt (stopped before writing it, or run "
+        f"without callbacks.model_checkpoint); resume from its newest checkpoint: \"ckpt_path='{newest}'\"")
 
 
 def test_check_checkpoint_accepts_the_same_model_and_optimizer(tmp_path):
