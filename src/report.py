@@ -958,10 +958,21 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
     return "\n".join(lines)
 
 
+def logged_to_tensorboard(job: Job) -> bool:
+    """A TensorBoardLogger in the job's config (results.json); its tensorboard/ dir where the
+    config is unknown. The dir alone is no proof: landscape.py once made one in logger=csv runs."""
+    config = job.results.get("config") if isinstance(job.results, dict) else None
+    if isinstance(config, dict) and "logger" in config:
+        loggers = config["logger"] if isinstance(config["logger"], dict) else {}
+        return any(isinstance(lg, dict) and str(lg.get("_target_", "")).endswith("TensorBoardLogger")
+                   for lg in loggers.values())
+    return (job.path / "tensorboard").is_dir()
+
+
 def hparams_rows(jobs: list[Job]) -> str:
     """What TensorBoard's HParams tab will list: only jobs whose logger was TensorBoard wrote a row
     (a logger=csv sweep has none, and was told to look for one per job)."""
-    logged = sum(1 for j in jobs if (j.path / "tensorboard").is_dir())
+    logged = sum(1 for j in jobs if logged_to_tensorboard(j))
     if logged == len(jobs):
         return "HParams tab: one row per job"
     if logged == 0:
@@ -1071,9 +1082,11 @@ def val_curve_groups(groups: list[Group], curves: list[Curve], metric: str) -> t
     if len(drawn) <= MAX_VAL_CURVES:
         return drawn, ""
     best = {id(line.points[line.tolerance.best]) for c in curves for line in c.lines if line.tolerance}
-    if best and len(best) <= MAX_VAL_CURVES:
+    best_drawn = [g for g in drawn if id(g) in best]
+    # one line's best alone (a single-optimizer lr sweep) says less than the 8 best groups
+    if 2 <= len(best_drawn) <= MAX_VAL_CURVES:
         x_names = ", ".join(sorted({_short(c.x_name) for c in curves}))
-        return [g for g in drawn if id(g) in best], f"each line's best {x_names} (★) of {len(drawn)} groups"
+        return best_drawn, f"each line's best {x_names} (★) of {len(drawn)} groups"
     ranked = {id(g) for g in sorted(drawn, key=lambda g: -(g.summary(metric).mean or 0.0))[:MAX_VAL_CURVES]}
     return [g for g in drawn if id(g) in ranked], (f"the {MAX_VAL_CURVES} best of {len(drawn)} groups by "
                                                f"{_metric_name(metric)}")

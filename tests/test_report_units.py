@@ -424,6 +424,14 @@ def test_the_val_curves_panel_draws_at_most_eight_groups_and_says_which():
     assert [line.get_label() for line in ax.lines] == [
         f"optim={x.factors['optim']},lr={x.factors['optim.lr']} (2 seeds)" for x in groups if x in ranked]
     assert ax.get_title().endswith("\n(drawn: the 8 best of 21 groups by test accuracy)")
+    # a curve line's best with no val scores is not drawn; one best left alone: the 8 best instead
+    for j in groups[peak_index := 7 + lrs.index(peak["sgd_mom"])].jobs:
+        j.results["val_scores"] = []
+    for j in groups[14 + lrs.index(peak["adam"])].jobs:
+        j.results["val_scores"] = []
+    ax = figure_val_curves(groups, ["optim", "optim.lr"], curves, "test_acc").axes[0]
+    assert len(ax.lines) == 8 and ax.get_title().endswith("(drawn: the 8 best of 19 groups by test accuracy)")
+    assert groups[peak_index].factors["optim"] == "sgd_mom"
     few = groups[:MAX_VAL_CURVES]  # up to 8: all of them, and the title says nothing of a choice
     ax = figure_val_curves(few, ["optim", "optim.lr"], [], "test_acc").axes[0]
     assert len(ax.lines) == 8 and ax.get_title() == "Validation accuracy: mean ± 95 % band over seeds"
@@ -441,6 +449,12 @@ def test_the_hparams_hint_counts_the_jobs_that_logged_to_tensorboard(tmp_path):
     for j in jobs[1:]:
         (j.path / "tensorboard").mkdir()
     assert hparams_rows(jobs) == "HParams tab: one row per job"
+    # the config says which logger ran: a tensorboard/ dir in a logger=csv job is not a row
+    csv = {"csv": {"_target_": "pytorch_lightning.loggers.CSVLogger"}}
+    tb = {"tensorboard": {"_target_": "pytorch_lightning.loggers.TensorBoardLogger"}}
+    for j, logger in zip(jobs, (csv, {**csv, **tb}, {}), strict=True):
+        j.results["config"] = {"logger": logger}
+    assert hparams_rows(jobs) == "HParams tab: a row for each of the 1 of 3 jobs that logged to TensorBoard"
 
 
 def test_statuses():
