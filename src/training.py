@@ -340,7 +340,8 @@ def train(cfg: DictConfig) -> float | None:
 
     checkpoint_io = AtomicCheckpointIO(stamp=stamp)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, plugins=[checkpoint_io],
+        cfg.trainer, _convert_="all",  # plain dicts: Lightning reads max_time={seconds: 5} as one
+        logger=loggers or False, plugins=[checkpoint_io],
         callbacks=group_callbacks(callbacks) if cfg.get("group_callbacks", True) else callbacks,
         enable_progress_bar=any(isinstance(cb, ProgressBar) for cb in callbacks),
         profiler=cfg.trainer.get("profiler") or NoProfiler())

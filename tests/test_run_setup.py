@@ -120,6 +120,16 @@ def test_a_max_time_of_zero_is_refused(value, shown):
                             "DD:HH:MM:SS (00:02:00:00 for two hours), or leave it out")
 
 
+def test_a_max_time_given_as_a_dict_reaches_lightning_as_one(tmp_path, data_dir):
+    """Lightning reads a dict max_time as timedelta's arguments; as a DictConfig (Hydra's way
+    of passing it) the Trainer crashed: `Missing key total_seconds`."""
+    from src.training import train
+
+    train(compose([*FAST, "+trainer.max_time={minutes: 10}"], tmp_path))
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"] == "ok" and r["config"]["trainer"]["max_time"] == {"minutes": 10}
+
+
 @pytest.mark.parametrize("value", ["00:00:00:01", "00:02:00:00", {"minutes": 1}, None,
                                    "soon", "1:2", {"fortnights": 0}])  # the last three: Lightning's to refuse
 def test_a_max_time_above_zero_or_not_a_duration_is_ours_to_pass(value):
