@@ -16,6 +16,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -1436,3 +1437,78 @@ def test_a_printed_override_reads_back_as_the_value_in_hydra_and_the_shell(value
     assert cli._value(word) == value  # as resume_argv reads it
     assert shlex.split(cli.shell_words("python", "train.py", word)) == ["python", "train.py", word]
     assert cli.override("ckpt_path", "/tmp/plain/run") == "ckpt_path=/tmp/plain/run"  # nothing to quote
+
+
+# ---------------------------------------------------------------------------------------------
+# A sweeper that gives up (Optuna with no finished trial), and whether a task finished here
+
+
+def _raise_in(module: str, message: str) -> BaseException:
+    """An exception whose innermost frame is in `module` (e.g. optuna's), as the sweeper raises it."""
+    scope = {"__name__": module}
+    exec(compile(f"def boom():\n    raise ValueError({message!r})", f"<{module}>", "exec"), scope)
+    try:
+        scope["boom"]()
+    except ValueError as e:
+        return e
+    raise AssertionError("not raised")
+
+
+def _stopped_sweep(tmp_path) -> Path:
+    sweep = tmp_path / "sweep"
+    for name, status in (("0_optim.lr=100", "diverged"), ("1_optim.lr=300", "diverged"), ("2_optim.lr=x", "failed")):
+        (sweep / name / ".hydra").mkdir(parents=True)
+        (sweep / name / "results.json").write_text(json.dumps({"status": status}))
+    return sweep
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_a_sweeper_that_gave_up_gets_its_report_and_one_line(tmp_path, monkeypatch, report):
+    sweep = _stopped_sweep(tmp_path)
+    guard = SimpleNamespace(started_sweep={"dir": sweep, "report": report, "tolerance_pt": 1.0})
+    monkeypatch.setattr(cli, "_sweep_guard", lambda: guard)
+    e = _raise_in("optuna.study.study", "No trials are completed yet.")
+    where = f"report: {sweep / 'summary.md'}" if report else f"its jobs are in {sweep}"
+    assert cli.report_of_a_stopped_sweep(e) == (
+        "the sweeper stopped: no trial finished with a value (a diverged or failed trial has none), so Optuna "
+        f"has no best one; the sweep dir holds 3 jobs (2 diverged, 1 failed), {where}")
+    assert (sweep / "summary.md").is_file() is report
+    other = _raise_in("hydra_plugins.hydra_optuna_sweeper._impl", "the search space is empty")
+    assert cli.report_of_a_stopped_sweep(other).startswith("the sweeper stopped: ValueError: the search space is empty; ")
+
+
+def test_not_a_sweeper_that_gave_up(tmp_path, monkeypatch):
+    sweep = _stopped_sweep(tmp_path)
+    by_optuna = _raise_in("optuna.study.study", "No trials are completed yet.")
+    monkeypatch.setattr(cli, "_sweep_guard", lambda: None)  # no Hydra app loaded the callbacks
+    assert cli.report_of_a_stopped_sweep(by_optuna) is None
+    guard = SimpleNamespace(started_sweep={})
+    monkeypatch.setattr(cli, "_sweep_guard", lambda: guard)
+    assert cli.report_of_a_stopped_sweep(by_optuna) is None  # no sweep started
+    guard.started_sweep = {"dir": sweep}
+    assert cli.report_of_a_stopped_sweep(_raise_in("src.training", "x")) is None  # a job's own error
+    assert cli.report_of_a_stopped_sweep(_raise_in("hydra._internal.utils", "x")) is None  # composition
+    assert not cli._raised_by_the_sweeper(ValueError("never raised"))  # no traceback
+    guard.started_sweep = {"dir": tmp_path / "none"}
+    assert cli.report_of_a_stopped_sweep(by_optuna) is None  # the dir was never made
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)  # a dir, but no job dir (no .hydra/) in it
+    guard.started_sweep = {"dir": empty}
+    assert cli.report_of_a_stopped_sweep(by_optuna) is None
+    assert not (sweep / "summary.md").exists()
+
+
+def test_finished_here_means_a_finished_results_json_written_since(tmp_path):
+    import time
+
+    since = time.time()
+    assert not cli._finished_here(tmp_path, since)  # none
+    for status, finished in (("ok", True), ("diverged", True), ("failed", False), ("interrupted", False)):
+        (tmp_path / "results.json").write_text(json.dumps({"status": status}))
+        assert cli._finished_here(tmp_path, since) is finished, status
+    (tmp_path / "results.json").write_text(json.dumps({"status": "ok"}))
+    os.utime(tmp_path / "results.json", (since - 0.5, since - 0.5))
+    assert cli._finished_here(tmp_path, since)  # within the second before: file times are coarse
+    os.utime(tmp_path / "results.json", (since - 5, since - 5))
+    assert not cli._finished_here(tmp_path, since)  # an earlier task's
+
