@@ -96,3 +96,36 @@ class SweepReport(Callback):
             # SystemExit is not an Exception, so it passes Hydra's callback guard and sets the
             # process exit status; the report is already on disk.
             sys.exit(EXIT_SWEEP_HAD_FAILURES)
+
+
+class JobsExit(Callback):
+    """The exit status of eval.py's and surfaces.py's multiruns, which have no sweep report: 1
+    when a job failed or left nothing, each said in one line (they replace conf/hydra/default.yaml's
+    SweepReport, which read their jobs as training runs: `incomplete`, exit 1 when all were fine).
+    A job is fine when it wrote `success_file` and no results.json says otherwise."""
+
+    def __init__(self, success_file: str, exit_on_failure: bool = True, fail_on: list[str] | None = None,
+                 **_report_settings) -> None:
+        self.success_file, self.exit_on_failure = success_file, exit_on_failure
+        self.fail_on = list(fail_on) if fail_on is not None else None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from src.report import BAD_STATUSES, find_jobs
+        from src.utils import read_json_object
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        fail_on = self.fail_on if self.fail_on is not None else BAD_STATUSES
+        bad = []
+        for job in find_jobs(sweep_dir):
+            results = read_json_object(job / "results.json")
+            status = results.get("status") or ("ok" if (job / self.success_file).is_file() else "incomplete")
+            if status in fail_on:
+                why = str(results.get("error") or f"no {self.success_file}").splitlines()[0]
+                bad.append(f"error: job {job.name}: {status}: {why}")
+        for line in bad:
+            print(line, file=sys.stderr, flush=True)
+        if bad and self.exit_on_failure:
+            sys.exit(EXIT_SWEEP_HAD_FAILURES)
+

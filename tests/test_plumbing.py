@@ -428,3 +428,37 @@ def test_a_signal_after_an_epochs_last_batch_stops_in_its_validation_without_a_c
     assert e.value.signum == signal.SIGTERM and not e.value.at_once
     trainer.state.stage = "train"
     stop.on_exception(trainer, None, e.value)  # raised at the fit's end: nothing written either
+
+
+def test_eval_and_surfaces_multiruns_exit_1_for_a_failed_or_empty_job(tmp_path, capsys):
+    """eval.py -m read its jobs as training runs (`incomplete`, exit 1 when both were fine);
+    surfaces.py -m exited 0 with failed jobs. JobsExit: a job is fine when it wrote its file."""
+    from omegaconf import OmegaConf
+
+    from src.hydra_callbacks import JobsExit
+
+    sweep = tmp_path / "sweep"
+    for name in ("0_split=test", "1_split=val", "2_", "3_"):
+        (sweep / name / ".hydra").mkdir(parents=True)
+    (sweep / "0_split=test" / "eval.json").write_text("{}")
+    (sweep / "1_split=val" / "eval.json").write_text("{}")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    callback = JobsExit(success_file="eval.json", tolerance_pt=1.0)  # the replaced report's keys are taken
+    (sweep / "2_" / "eval.json").write_text("{}")
+    (sweep / "3_" / "eval.json").write_text("{}")
+    callback.on_multirun_end(config)  # all fine: no exit, nothing said
+    assert capsys.readouterr().err == ""
+    (sweep / "2_" / "eval.json").unlink()
+    (sweep / "2_" / "results.json").write_text(json.dumps({"status": "failed", "error": "ckpt_path=x does not exist\nmore"}))
+    (sweep / "3_" / "eval.json").unlink()  # killed before it wrote anything
+    with pytest.raises(SystemExit) as e:
+        callback.on_multirun_end(config)
+    assert e.value.code == 1
+    assert capsys.readouterr().err.splitlines() == ["error: job 2_: failed: ckpt_path=x does not exist",
+                                                    "error: job 3_: incomplete: no eval.json"]
+    JobsExit(success_file="eval.json", exit_on_failure=False).on_multirun_end(config)  # said, no exit
+    assert len(capsys.readouterr().err.splitlines()) == 2
+    with pytest.raises(SystemExit):
+        JobsExit(success_file="eval.json", fail_on=["failed"]).on_multirun_end(config)
+    assert capsys.readouterr().err.splitlines() == ["error: job 2_: failed: ckpt_path=x does not exist"]
+    JobsExit(success_file="x").on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "no")}}}))
