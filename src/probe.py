@@ -162,6 +162,8 @@ def _probe_settings(cfg: DictConfig) -> dict:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ConfigError(f"probe.tolerance={tolerance!r} must be a number >= 0 (relative, e.g. 0.1)")
     settings["tolerance"] = float(tolerance)
+    if not isinstance(cfg.get("tensorboard", True), bool):  # `maybe` read as true
+        raise ConfigError(f"tensorboard={cfg.get('tensorboard')!r} must be true or false")
     device = str(cfg.get("device", "cpu"))
     try:
         kind = torch.device(device).type

@@ -900,6 +900,7 @@ def test_cuda_asked_for_where_there_is_none_is_one_line(monkeypatch):
     ({"probe": {"tolerance": "abc"}}, "probe.tolerance='abc' must be a number >= 0"),
     ({"probe": {"tolerance": float("nan")}}, "probe.tolerance=nan must be a number >= 0"),
     ({"device": "tpu"}, "device='tpu' is not a device; use cpu, cuda or cuda:<index>"),
+    ({"tensorboard": "maybe"}, "tensorboard='maybe' must be true or false"),  # wrote TensorBoard files
     # each of these was a traceback and exit 1
     ({"device": "meta"}, "device='meta' is not supported here; use cpu, cuda or cuda:<index>"),
     ({"seed": -1}, "seed=-1 must be an integer in [0, 2**32 - 1]"),
