@@ -313,7 +313,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             resume_after_epoch_end(checkpoint)
 
     def on_train_start(self):
-        if self.trainer.fit_loop.restarted_mid_epoch:
+        if getattr(getattr(self.trainer, "fit_loop", None), "restarted_mid_epoch", False):
             # Lightning calls no on_train_epoch_start for the epoch it resumes mid-way: its time
             # in this process is timed from here (it was missing from timing.epoch_seconds)
             self._epoch_started = time.perf_counter()
