@@ -28,6 +28,7 @@ from src.checkpointing import (
     missing_checkpoint_message,
     remove_stale_temp_files,
     resolve_ckpt_path,
+    resume_a_cut_epoch,
     resume_after_epoch_end,
     set_rng_states,
     share_step_count,
@@ -350,6 +351,44 @@ def loop_records(processed: int, completed: int, last_batch: bool, epochs_before
             "zero_grad": {"total": counts(4), "current": counts(4)}}},
         "epoch_loop.val_loop.batch_progress": {"total": {"ready": 2, "completed": 2}},
         "state_dict": {"combined_loader": [{"epoch": 0, "served": 4}]}}}}
+
+
+def _cut(done: int, val_scores: int, epochs_before: int = 1) -> dict:
+    """A checkpoint written at the end of a fit that max_steps (or max_time) cut `done` batches
+    into the epoch after `epochs_before` whole ones: Lightning counted that epoch processed."""
+    ckpt = loop_records(1, 0, False, epochs_before=epochs_before)
+    ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"] = {
+        "ready": done, "completed": done, "started": done, "processed": done}
+    ckpt["history"] = {"val_scores": [0.5] * val_scores}
+    return ckpt
+
+
+def test_resume_a_cut_epoch_reopens_only_an_unvalidated_cut_epoch():
+    cut = _cut(2, val_scores=1)  # max_steps: epoch 1 cut after 2 batches, not validated
+    assert resume_a_cut_epoch(cut) is None
+    epochs = cut["loops"]["fit_loop"]["epoch_progress"]
+    assert epochs["total"] == {"ready": 2, "started": 2, "processed": 1, "completed": 1}  # mid-epoch again
+    assert epochs["current"] == {"ready": 2, "started": 2, "processed": 1, "completed": 1}
+    # max_time: the cut epoch was validated (2 scores for 1 whole epoch): left as it is, and said
+    validated = _cut(3, val_scores=2)
+    assert resume_a_cut_epoch(validated) == (
+        "epoch 1 was cut after 3 batches (trainer.max_time, or a callback) and validated as it stood; the resumed "
+        "run goes on from the next epoch, and the cut epoch's other batches are not trained")
+    assert validated == {**_cut(3, val_scores=2)}
+    one = _cut(1, val_scores=2)
+    assert "cut after 1 batch (" in resume_a_cut_epoch(one)
+    # not a cut epoch: each left unchanged
+    for ckpt in (loop_records(1, 0, True, epochs_before=1),  # at the epoch's last batch
+                 _cut(0, val_scores=1),  # no batch of it served
+                 loop_records(0, 0, False, epochs_before=1),  # a mid-epoch checkpoint: processed < started
+                 loop_records(1, 1, False, epochs_before=1),  # counted completed
+                 {"loops": {}}, {}):
+        before = copy.deepcopy(ckpt)
+        assert resume_a_cut_epoch(ckpt) is None and ckpt == before
+    no_history = _cut(2, val_scores=0)
+    del no_history["history"]
+    assert resume_a_cut_epoch(no_history) is None  # an older checkpoint: reopened
+    assert no_history["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"] == 1
 
 
 def test_resume_after_epoch_end_changes_only_a_checkpoint_written_after_an_epochs_end():
