@@ -124,7 +124,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # The training path's recorder: which steps, the weights of each, the files, the resume's clean-up.
     "weight_path": ("callbacks/weight_path.py", None, ["tests/test_weight_path.py"], 80),
     # Resuming: which checkpoint, its checks and messages, the atomic writer, the RNG states.
-    "checkpointing": ("src/checkpointing.py", None, ["tests/test_checkpointing.py"], 80),
+    "checkpointing": ("src/checkpointing.py", None, ["tests/test_checkpointing.py", "tests/test_evaluation.py"], 80),
     # TensorBoard's HParams tab: the trial's name, the columns, the values, the real metrics.
     "hparams": ("src/hparams.py", None, ["tests/test_hparams.py"], 80),
     # The LightningModule: the losses and accuracies it keeps and logs, checkpoint contents,
