@@ -436,7 +436,10 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
         next_step = f"continue the sweep: {shlex.join(command)}"
     else:
         next_step = f"resume with: {resume}" if resumable else f"start it again: {shlex.join(command)}"
-    error = str(stopped) if resumable else f"{stopped} before the first checkpoint"
+    # eval.py, landscape.py, probe.py and surfaces.py write no checkpoints: "before the first
+    # checkpoint" would promise one
+    checkpointing = cfg.get("task_name") not in ("eval", "landscape", "probe") and "surface" not in cfg
+    error = str(stopped) if resumable or not checkpointing else f"{stopped} before the first checkpoint"
     if not stopped.reported:  # else train() wrote results.json, with `resume`
         extra = {"resume": resume} if checkpoint else {"again": shlex.join(command)}
         mark_failed(out, error, cfg, status="interrupted", signal=stopped.signal_name, **extra)

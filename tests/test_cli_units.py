@@ -869,6 +869,19 @@ def test_a_sweep_dir_given_is_not_given_twice(hydra_runtime, monkeypatch, tmp_pa
                     "python train.py -m seed=1,2 hydra.sweep.dir=mine")
 
 
+@pytest.mark.parametrize("extra, checkpointing", [({}, True), ({"task_name": "compare_optimizers"}, True),
+                                                   ({"task_name": "probe"}, False), ({"task_name": "eval"}, False),
+                                                   ({"task_name": "landscape"}, False), ({"surface": {}}, False)])
+def test_a_task_without_checkpoints_is_not_stopped_before_its_first_one(single_run, tmp_path, monkeypatch,
+                                                                        extra, checkpointing):
+    """probe.py said `interrupted by SIGTERM before the first checkpoint`: it writes none."""
+    monkeypatch.setattr(sys, "argv", ["probe.py", "init=normal"])
+    line = cli.interrupted_line(Interrupted(signal.SIGTERM), _cfg(tmp_path, **extra))
+    said = "interrupted by SIGTERM before the first checkpoint" if checkpointing else "interrupted by SIGTERM"
+    assert line == f"{said}; start it again: python probe.py init=normal"
+    assert _results(tmp_path)["error"] == said and _results(tmp_path)["again"] == "python probe.py init=normal"
+
+
 def test_a_signal_the_shell_ignores_stays_ignored(single_run, tmp_path):
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C
     try:
