@@ -357,7 +357,20 @@ class EpochBatchSampler:
         return total // self.world_size if self.even_ranks else len(range(self.rank, total, self.world_size))
 
 
-class TensorLoader:
+class EpochPosition:
+    """How many batches of the current epoch a loader served (`_served`), as Lightning saves and
+    restores a loader's state: loaded, the next pass skips them (EpochBatchSampler.skip)."""
+
+    _served = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.batch_sampler.epoch, "served": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.skip = int(state.get("served", 0))
+
+
+class TensorLoader(EpochPosition):
     """An iterable of (images, labels) batches made by indexing two in-memory tensors.
 
     Lightning accepts any iterable with a `__len__`; it calls `set_epoch` on `.batch_sampler`.
@@ -367,7 +380,6 @@ class TensorLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_sampler: EpochBatchSampler):
         self.images, self.labels, self.batch_sampler = images, labels, batch_sampler
-        self._served = 0
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -379,32 +391,18 @@ class TensorLoader:
             self._served += 1
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.batch_sampler.epoch, "served": self._served}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.batch_sampler.skip = int(state.get("served", 0))
-
-
-class ResumableDataLoader(torch.utils.data.DataLoader):
-    """The torchvision pipeline's DataLoader, with TensorLoader's `state_dict`/`load_state_dict`:
-    a plain DataLoader has none, so a mid-epoch resume served the epoch's first batches again
-    and trained another run than the uninterrupted one (only a Lightning warning said so).
-    The position is counted as batches reach the loop, not as workers prefetch them."""
-
-    _served = 0
+class ResumableDataLoader(EpochPosition, torch.utils.data.DataLoader):
+    """The torchvision pipeline's DataLoader, with TensorLoader's position in the epoch: a plain
+    DataLoader has none, so a mid-epoch resume served the epoch's first batches again and trained
+    another run than the uninterrupted one (only a Lightning warning said so). The position is
+    counted as batches reach the loop, not as workers prefetch them."""
 
     def __iter__(self):
         self._served = self.batch_sampler.skip
         for batch in super().__iter__():
             self._served += 1
             yield batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.batch_sampler.epoch, "served": self._served}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batch_sampler.skip = int(state.get("served", 0))
 
 
 class _IndexedDataset(torch.utils.data.Dataset):
