@@ -1160,16 +1160,17 @@ def own_tensorboard(run: Run) -> tuple[Path | None, str]:
     loggers were built from: .hydra/config.yaml, written at the start of each try (a killed run has
     no results.json), else results.json's (load_run). Only when neither is readable (a .ckpt
     outside a run dir) is the dir's existence, before anything here wrote, all there is to go on."""
+    from src.report import tensorboard_in
+
     tb = run.dir / "tensorboard"
-    if "logger" not in run.config:
+    said = tensorboard_in(run.config)
+    if said is None:
         return (tb, "") if tb.is_dir() else (
             None, "its config (.hydra/config.yaml, results.json) is unreadable and it has no tensorboard/ dir")
-    loggers = run.config.get("logger") or {}
-    loggers = loggers if isinstance(loggers, dict) else {}
-    if any(isinstance(v, dict) and str(v.get("_target_", "")).rsplit(".", 1)[-1] == "TensorBoardLogger"
-           for v in loggers.values()):
+    if said:
         return tb, ""
-    name = ",".join(map(str, loggers)) or "none"  # the config's, as the check (hydra.yaml's choices can differ)
+    loggers = run.config.get("logger")
+    name = ",".join(map(str, loggers)) if isinstance(loggers, dict) and loggers else "none"  # the config's
     return None, f"it was trained with logger={name}"
 
 

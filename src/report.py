@@ -958,15 +958,21 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
     return "\n".join(lines)
 
 
+def tensorboard_in(config) -> bool | None:
+    """Whether a run's config (results.json's, .hydra/config.yaml) built a TensorBoardLogger;
+    None when it has no logger section to say."""
+    if not isinstance(config, dict) or "logger" not in config:
+        return None
+    loggers = config["logger"] if isinstance(config["logger"], dict) else {}
+    return any(isinstance(lg, dict) and str(lg.get("_target_", "")).rsplit(".", 1)[-1] == "TensorBoardLogger"
+               for lg in loggers.values())
+
+
 def logged_to_tensorboard(job: Job) -> bool:
-    """A TensorBoardLogger in the job's config (results.json); its tensorboard/ dir where the
-    config is unknown. The dir alone is no proof: landscape.py once made one in logger=csv runs."""
-    config = job.results.get("config") if isinstance(job.results, dict) else None
-    if isinstance(config, dict) and "logger" in config:
-        loggers = config["logger"] if isinstance(config["logger"], dict) else {}
-        return any(isinstance(lg, dict) and str(lg.get("_target_", "")).endswith("TensorBoardLogger")
-                   for lg in loggers.values())
-    return (job.path / "tensorboard").is_dir()
+    """A TensorBoardLogger in the job's config; its tensorboard/ dir where the config is unknown.
+    The dir alone is no proof: landscape.py once made one in logger=csv runs."""
+    said = tensorboard_in(job.results.get("config") if isinstance(job.results, dict) else None)
+    return (job.path / "tensorboard").is_dir() if said is None else said
 
 
 def hparams_rows(jobs: list[Job]) -> str:
