@@ -71,6 +71,16 @@ def forget_sweep_that_started_no_job() -> Path | None:
     return made
 
 
+def say_failures(problems: list[str], exit_on_failure: bool = True) -> None:
+    """After a multirun: one `error:` line each, then exit 1 when there were any. SystemExit is
+    not an Exception, so it passes Hydra's callback guard and sets the process exit status (what
+    the callback wrote is already on disk)."""
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+    if problems and exit_on_failure:
+        sys.exit(EXIT_SWEEP_HAD_FAILURES)
+
+
 class SweepReport(Callback):
     def __init__(self, exit_on_failure: bool = True, fail_on: list[str] | None = None,
                  tolerance_pt: float = 1.0) -> None:
@@ -90,12 +100,7 @@ class SweepReport(Callback):
         bad = [j for j in jobs if j.status in fail_on]
         log.info("Sweep report: %s (%d jobs, %d ok)", sweep_dir / "summary.md", len(jobs),
                  sum(j.status == "ok" for j in jobs))
-        for j in bad:
-            print(f"error: job {j.name}: {j.status}: {j.error}", file=sys.stderr, flush=True)
-        if bad and self.exit_on_failure:
-            # SystemExit is not an Exception, so it passes Hydra's callback guard and sets the
-            # process exit status; the report is already on disk.
-            sys.exit(EXIT_SWEEP_HAD_FAILURES)
+        say_failures([f"job {j.name}: {j.status}: {j.error}" for j in bad], self.exit_on_failure)
 
 
 class JobsExit(Callback):
@@ -123,9 +128,6 @@ class JobsExit(Callback):
             status = results.get("status") or ("ok" if (job / self.success_file).is_file() else "incomplete")
             if status in fail_on:
                 why = str(results.get("error") or f"no {self.success_file}").splitlines()[0]
-                bad.append(f"error: job {job.name}: {status}: {why}")
-        for line in bad:
-            print(line, file=sys.stderr, flush=True)
-        if bad and self.exit_on_failure:
-            sys.exit(EXIT_SWEEP_HAD_FAILURES)
+                bad.append(f"job {job.name}: {status}: {why}")
+        say_failures(bad, self.exit_on_failure)
 

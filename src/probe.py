@@ -457,10 +457,9 @@ class ProbeSummary(Callback):
             md, csv_path, _ = written
             print(md.read_text(), flush=True)
             log.info("probe summary: %s and %s", md, csv_path)
-        for p in problems:
-            print(f"error: {p}", file=sys.stderr, flush=True)
-        if problems and self.exit_on_failure:
-            sys.exit(1)  # SystemExit passes Hydra's callback guard and sets the exit status
+        from src.hydra_callbacks import say_failures
+
+        say_failures(problems, self.exit_on_failure)
 
 
 def net_device(net: torch.nn.Module) -> torch.device:
