@@ -1109,6 +1109,7 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str], curves: list[
     varying = [k for k in factor_keys if len({g.factors[k] for g in groups}) > 1]
     colors = group_colors(groups, varying)
     picked, choice = val_curve_groups(groups, list(curves), metric)
+    picked_ids = {id(g) for g in picked}
     shown, hidden = [], 0
     for g in groups:
         runs = [j.val_scores for j in g.counted if j.val_scores]
@@ -1117,7 +1118,7 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str], curves: list[
         if g.did_not_learn:
             hidden += 1
             continue
-        if id(g) not in {id(p) for p in picked}:
+        if id(g) not in picked_ids:
             continue
         length = min(len(r) for r in runs)
         mean, half = mean_and_band([r[:length] for r in runs])
