@@ -40,6 +40,7 @@ import json
 import os
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,36 @@ class ResumableDataLoader(EpochPosition, torch.utils.data.DataLoader):
             self._served += 1
             yield batch
 
+    def killed_workers(self) -> list[int]:
+        """The pids of this loader's workers that a signal ended (exit code minus the signal)."""
+        return [w.pid for w in getattr(self, "_started_workers", ()) if (w.exitcode or 0) < 0]
+
+    def _get_iterator(self):
+        # Wrapped here, not in __init__: Lightning adds its worker seeding only to a loader
+        # without a worker_init_fn, when the fit sets up, which comes first.
+        if self.num_workers > 0 and not isinstance(self.worker_init_fn, _WorkerInit):
+            self.worker_init_fn = _WorkerInit(self.worker_init_fn)
+        iterator = super()._get_iterator()
+        # kept: Lightning's teardown drops the iterator, and with it the workers' exit codes
+        self._started_workers = [*getattr(self, "_started_workers", ()), *getattr(iterator, "_workers", ())]
+        return iterator
+
+
+class _WorkerInit:
+    """Each worker in a process group of its own: `kill -TERM -<pgid>` (a scheduler's stop) and a
+    terminal's Ctrl-C reached the workers with the main process, and a dead worker's error
+    replaced the main process's own stop at the next batch boundary (its mid-epoch last.ckpt,
+    its scores in results.json). The main process shuts its workers down itself; one whose main
+    process was killed exits on its own (torch's watchdog)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, worker_id: int) -> None:
+        os.setpgid(0, 0)
+        if self.inner is not None:
+            self.inner(worker_id)
+
 
 class _IndexedDataset(torch.utils.data.Dataset):
     """torchvision FashionMNIST restricted to given indices (per-sample transforms)."""
@@ -457,6 +488,7 @@ class FashionMNISTDataModule(pl.LightningDataModule):
         self.system_dir, self.allow_download, self.train_subset = system_dir, allow_download, train_subset
         self.cache = bool(cache)
         self._train_loader = None
+        self._worker_loaders = weakref.WeakSet()  # those with workers: killed_workers()
         self.source = None
 
     def prepare_data(self) -> None:
@@ -514,9 +546,16 @@ class FashionMNISTDataModule(pl.LightningDataModule):
             return TensorLoader(x, y, sampler)
         # Pinned host memory lets Lightning's copy to a GPU run without blocking the host.
         device = self._device()
-        return ResumableDataLoader(x, batch_sampler=sampler, num_workers=self.num_workers,
-                                   persistent_workers=self.num_workers > 0,
-                                   pin_memory=device is not None and device.type == "cuda")
+        loader = ResumableDataLoader(x, batch_sampler=sampler, num_workers=self.num_workers,
+                                     persistent_workers=self.num_workers > 0,
+                                     pin_memory=device is not None and device.type == "cuda")
+        if self.num_workers > 0:
+            self._worker_loaders.add(loader)
+        return loader
+
+    def killed_workers(self) -> list[int]:
+        """The pids of the data workers that a signal ended, in every loader made here."""
+        return [pid for loader in list(self._worker_loaders) for pid in loader.killed_workers()]
 
     def train_dataloader(self):
         # `trainer.overfit_batches`: the first N batches of the unshuffled split, the same ones

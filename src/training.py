@@ -29,6 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from callbacks.diagnostics import diagnostics_seconds
 from callbacks.divergence import Diverged, anomaly_divergence
 from callbacks.group import group_callbacks
+from callbacks.interrupt import GracefulInterrupt
 from src import cli
 from src.checkpointing import (
     AtomicCheckpointIO,
@@ -365,8 +366,10 @@ def train(cfg: DictConfig) -> float | None:
     except SIGTERMException:  # Lightning's own stop (SIGTERM during validation): exit 0 otherwise
         interrupted = Interrupted(signal.SIGTERM)
     except Exception as e:
+        if (interrupted := _workers_stopped_with_the_run(callbacks, datamodule)) is not None:
+            log.debug("a stop that also ended the data workers", exc_info=True)
         # trainer.detect_anomaly=true: a NaN gradient is a divergence too
-        if (diverged := anomaly_divergence(e, trainer, module)) is None:
+        elif (diverged := anomaly_divergence(e, trainer, module)) is None:
             if trainer.global_step == _global_step_of(ckpt_path):  # not one step trained here
                 remove_new_files(log_dirs)
             raise
@@ -472,6 +475,17 @@ def train(cfg: DictConfig) -> float | None:
 
 
 TENSORBOARD_URL = "http://localhost:6006/#timeseries&_smoothingWeight=0 (unsmoothed)"
+
+
+def _workers_stopped_with_the_run(callbacks: list, datamodule) -> Interrupted | None:
+    """A stop signal sent to every process of a job (a scheduler's, by cgroup rather than by
+    process group: data._WorkerInit covers that one) also ends the DataLoader workers, and the
+    main process's error about a dead worker (torch's RuntimeError, EOFError, a connection reset)
+    can come before the batch boundary where the run stops. The run was stopped, not broken:
+    `interrupted`, resumed from the last checkpoint written. None for any other error."""
+    received = next((cb.received for cb in callbacks if isinstance(cb, GracefulInterrupt)), None)
+    killed = getattr(datamodule, "killed_workers", list)()
+    return Interrupted(received) if received is not None and killed else None
 
 
 def _global_step_of(ckpt_path: str | None) -> int | None:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ import yaml
 
 from src.cli import EXIT_USER_ERROR, run_task
 from src.training import train
-from tests.conftest import FAST, compose, run_script, warnings_of
+from tests.conftest import FAST, PYTHON, ROOT, compose, run_script, warnings_of
 from tests.test_resume import METRICS, SHORT
 
 
@@ -29,6 +30,51 @@ class SignalAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.at_step and trainer.ckpt_path is None:
             os.kill(os.getpid(), self.signum)
+
+
+class SignalWhileWaitingForData(pl.Callback):
+    """Test helper: from `at_step` on, send `signum` to this process group once the main thread
+    waits for a DataLoader worker's batch (the moment a worker's death is an error there)."""
+
+    def __init__(self, at_step: int, signum: int):
+        self.at_step, self.signum, self.sent = at_step, signum, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import threading
+
+        if trainer.global_step == self.at_step and not self.sent:
+            self.sent = True
+            threading.Thread(target=self._when_waiting, args=(threading.main_thread().ident,), daemon=True).start()
+
+    def _when_waiting(self, main: int) -> None:
+        import sys
+        import time
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            while frame is not None and "multiprocessing" not in frame.f_code.co_filename:
+                frame = frame.f_back
+            if frame is not None:
+                break
+            time.sleep(0.0005)
+        os.killpg(os.getpgrp(), self.signum)
+
+
+class SignalEveryProcessAtStep(SignalAtStep):
+    """Test helper: at `at_step`, send `signum` to this process, then to each of its children (the
+    data workers), as a scheduler that signals every process of a job (its cgroup) does."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import time
+
+        if trainer.global_step == self.at_step:
+            os.kill(os.getpid(), self.signum)
+            pids = [p for children in Path("/proc/self/task").glob("*/children") for p in children.read_text().split()]
+            # from another process: a worker exits quietly on its parent's SIGTERM (torch's handler)
+            subprocess.run(["kill", f"-{self.signum}", *pids], check=True)
+            while any(Path(f"/proc/{p}/stat").read_text().split(") ")[1][0] != "Z" for p in pids):
+                time.sleep(0.01)  # torch's error about them comes at the next bytecode after this
 
 
 def stop_with_a_signal(tmp_path, signum):
@@ -66,6 +112,43 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path, 
     a = json.loads((run / "results.json").read_text())
     b = json.loads((straight / "results.json").read_text())
     assert {k: a[k] for k in METRICS} == {k: b[k] for k in METRICS}
+
+
+def _stop_a_run_with_a_data_worker(tmp_path, helper: str, at_step: int):
+    run = tmp_path / "run"
+    command = [PYTHON, str(ROOT / "train.py"), *SHORT, "data.pipeline=torchvision", "data.num_workers=1",
+               "data.train_subset=5000", f"hydra.run.dir={run}", f"+callbacks.sig._target_=tests.test_endings.{helper}",
+               f"+callbacks.sig.at_step={at_step}", f"+callbacks.sig.signum={int(signal.SIGTERM)}"]
+    # its own session: the signal to its group must not reach pytest
+    res = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True,
+                         env={**os.environ, "PROJECT_ROOT": str(ROOT)})
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr[-2000:]
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")] == [
+        f"error: interrupted by SIGTERM; resume with: python train.py ckpt_path={run}"]
+    r = json.loads((run / "results.json").read_text())
+    assert (r["status"], r["signal"], r["resume"]) == ("interrupted", "SIGTERM", f"python train.py ckpt_path={run}")
+    assert len(r["train_losses"]) == r["global_step"]
+    import torch
+
+    return r, torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
+def test_a_sigterm_to_the_process_group_stops_a_run_with_data_workers_at_a_batch_boundary(tmp_path, data_dir):
+    """`kill -TERM -<pgid>` (and a terminal's Ctrl-C) reached the torchvision pipeline's DataLoader
+    workers too, and torch's error about the dead worker came before the batch boundary where
+    the run stops: `error: EOFError`, results.json `failed` without scores, no mid-epoch
+    checkpoint. Each worker has a process group of its own (data._WorkerInit)."""
+    r, checkpoint_step = _stop_a_run_with_a_data_worker(tmp_path, "SignalWhileWaitingForData", at_step=3)
+    assert 4 <= r["global_step"] < 2 * 19
+    assert checkpoint_step == r["global_step"]  # stopped at a batch boundary, with a checkpoint there
+
+
+def test_a_sigterm_to_every_process_of_the_job_is_still_an_interrupted_run(tmp_path, data_dir):
+    """A scheduler that signals each process of a job (its cgroup) reaches the workers anyway: the
+    worker's death is then the stop, not a crash (training._workers_stopped_with_the_run), and
+    the run resumes from the last checkpoint written (checkpoint.every_n_train_steps=2)."""
+    r, checkpoint_step = _stop_a_run_with_a_data_worker(tmp_path, "SignalEveryProcessAtStep", at_step=5)
+    assert r["global_step"] in (5, 6) and checkpoint_step == 4
 
 
 def test_a_full_disk_is_one_line_and_a_failed_results_json(tmp_path, monkeypatch, capsys, data_dir):
