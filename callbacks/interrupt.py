@@ -5,6 +5,13 @@ Lightning's own SIGTERM path exits 0 (SIGTERMException is a SystemExit) and its 
 can stop mid-step; this callback replaces both with one graceful path. A second Ctrl-C stops at
 once (no checkpoint: a step may be half done; the last one stands). SLURM's requeue signal
 (SIGUSR1) stays Lightning's.
+
+Under DDP the ranks must stop at the same step: a rank that stopped on its own signal waited in
+its checkpoint's barrier for a rank that trained on, and the run hung. Rank 0 decides: after
+each training batch (and at the fit's end) its signal, if any, is broadcast over a gloo group
+(the host: no GPU sync), and every rank stops there. The validation runs to its end. Lightning's
+own SIGTERM handling is kept out of it: its notifier broadcasts from inside the signal handler,
+out of step with the other ranks' collectives, and its flag makes single ranks stop.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class GracefulInterrupt(pl.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
         self.received: int | None = None
+        self._ranks, self._group = False, None
         self._previous: dict[int, object] = {}
         self._saved_step = -1
         self._fit_ended = False
@@ -35,30 +43,44 @@ class GracefulInterrupt(pl.Callback):
             raise Interrupted(signum, at_once=True)
         self.received = signum
         previous = self._previous.get(signum)
-        if signum == signal.SIGTERM and callable(previous):
-            previous(signum, frame)  # e.g. Lightning's own notifier, kept for DDP broadcast
+        if signum == signal.SIGTERM and callable(previous) and not self._ranks:
+            previous(signum, frame)  # src/cli.py's StopSignals: it notes the signal
 
     def on_fit_start(self, trainer, pl_module):
         self.received, self._fit_ended = None, False
+        self._ranks = getattr(trainer, "world_size", 1) > 1  # DDP: rank 0 decides when every rank stops
+        if self._ranks:
+            import torch.distributed
+
+            self._group = torch.distributed.new_group(backend="gloo")
         for signum in SIGNALS:
             previous = signal.getsignal(signum)
             if previous is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
                 self._previous[signum] = previous
                 signal.signal(signum, self._handler)
 
+    def on_train_start(self, trainer, pl_module):
+        # Lightning installs its SIGTERM handler after on_fit_start, in front of ours; under DDP its
+        # notifier would broadcast from inside it, so ours goes back in front
+        if self._ranks and signal.SIGTERM in self._previous:
+            signal.signal(signal.SIGTERM, self._handler)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         # Not after an epoch's last batch: a checkpoint there, before the epoch's validation,
         # resumes past the validation (Lightning skips it). The stop comes in the validation
         # (no checkpoint: the one before resumes) or at the fit's end.
-        if self.received is not None and batch_idx + 1 != trainer.num_training_batches:
-            raise Interrupted(self.received)
+        received = self._rank0_received() if self._ranks else self.received
+        if received is not None and batch_idx + 1 != trainer.num_training_batches:
+            raise Interrupted(received)
 
     # A signal after an epoch's last batch stops in its validation, or after the last epoch at the
     # fit's end (on_fit_end): the next batch boundary may never come (a Ctrl-C in the last
     # validation was swallowed; the run tested and ended `ok`, exit 0). No checkpoint is written
     # in a validation: the last one, from before this epoch, resumes to the same result.
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if self.received is not None:
+        # Under DDP the validation runs to its end (its metrics sync the ranks); the stop comes at
+        # the next step or at the fit's end
+        if self.received is not None and not self._ranks:
             raise Interrupted(self.received)
 
     def on_exception(self, trainer, pl_module, exception):
@@ -86,9 +108,18 @@ class GracefulInterrupt(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         self._restore()
-        if self.received is not None:  # after the last epoch: the test is not run
+        # under DDP rank 0's signal, on every rank: all of them test, or none
+        received = self._rank0_received() if self._ranks else self.received
+        if received is not None:  # after the last epoch: the test is not run
             self._fit_ended = True
-            raise Interrupted(self.received)
+            raise Interrupted(received)
+
+    def _rank0_received(self) -> int | None:
+        import torch
+
+        flag = torch.tensor([self.received or 0])
+        torch.distributed.broadcast(flag, src=0, group=self._group)
+        return int(flag.item()) or None
 
     def _restore(self):
         for signum, handler in self._previous.items():

@@ -176,13 +176,22 @@ def _key_paths(node, prefix: str = "") -> list[str]:
     return paths
 
 
+def rank_zero() -> bool:
+    """False in a DDP process other than global rank 0: rank 0 alone writes a run's results.json
+    and says how it ended (another rank's view of a stop, or of rank 0 gone, overwrote it)."""
+    rank_zero_only = getattr(sys.modules.get("lightning_utilities.core.rank_zero"), "rank_zero_only", None)
+    if rank_zero_only is not None and hasattr(rank_zero_only, "rank"):
+        return rank_zero_only.rank == 0
+    return all((os.environ.get(key) or "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def mark_failed(out: Path, error: str, cfg=None, status: str = "failed", **extra) -> None:
     """results.json for a run that did not finish, so no reader mistakes it for a finished run.
-    Only in a run dir that exists (none is made for it); a disk that refuses is let be: it may be
-    what failed the run, and the `error:` line still says so."""
+    Only in a run dir that exists (none is made for it), and on rank 0; a disk that refuses is let
+    be: it may be what failed the run, and the `error:` line still says so."""
     from omegaconf import OmegaConf
 
-    if not out.is_dir():
+    if not out.is_dir() or not rank_zero():
         return
     payload = {"status": status, "error": error, **extra}
     if cfg is not None:
@@ -362,7 +371,8 @@ def run_task(task: Callable, cfg):
         print(f"error: {stopped} after the run had finished (its results.json is complete)",
               file=sys.stderr, flush=True)
         sys.exit(stopped.exit_code)
-    print(f"error: {interrupted_line(stopped, cfg)}", file=sys.stderr, flush=True)
+    if rank_zero():  # under DDP rank 0 says how the run ended
+        print(f"error: {interrupted_line(stopped, cfg)}", file=sys.stderr, flush=True)
     sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
 
 
@@ -373,7 +383,8 @@ def _failed(e: Exception, cfg) -> None:
     mark_failed(Path(cfg.paths.output_dir), message, cfg)
     if not user:
         log.exception("crashed")  # the traceback, once: to the terminal and the job's log file
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    if rank_zero():  # another DDP rank's failure is in its traceback; rank 0 says how the run ended
+        print(f"error: {message}", file=sys.stderr, flush=True)
     if not is_multirun():
         sys.exit(EXIT_USER_ERROR if user else EXIT_CRASH)
 

@@ -363,8 +363,8 @@ def train(cfg: DictConfig) -> float | None:
         print(f"diverged: {e}", file=sys.stderr, flush=True)
     except Interrupted as e:
         interrupted = e
-    except SIGTERMException:  # Lightning's own stop (SIGTERM during validation): exit 0 otherwise
-        interrupted = Interrupted(signal.SIGTERM)
+    except SIGTERMException:  # Lightning's own stop (SIGTERM during validation; DDP): exit 0 otherwise
+        interrupted = Interrupted(_received(callbacks) or signal.SIGTERM)
     except Exception as e:
         if (interrupted := _workers_stopped_with_the_run(callbacks, datamodule)) is not None:
             log.debug("a stop that also ended the data workers", exc_info=True)
@@ -483,9 +483,14 @@ def _workers_stopped_with_the_run(callbacks: list, datamodule) -> Interrupted | 
     main process's error about a dead worker (torch's RuntimeError, EOFError, a connection reset)
     can come before the batch boundary where the run stops. The run was stopped, not broken:
     `interrupted`, resumed from the last checkpoint written. None for any other error."""
-    received = next((cb.received for cb in callbacks if isinstance(cb, GracefulInterrupt)), None)
+    received = _received(callbacks)
     killed = getattr(datamodule, "killed_workers", list)()
     return Interrupted(received) if received is not None and killed else None
+
+
+def _received(callbacks: list) -> int | None:
+    """The stop signal this process received during the fit, if any."""
+    return next((cb.received for cb in callbacks if isinstance(cb, GracefulInterrupt)), None)
 
 
 def _global_step_of(ckpt_path: str | None) -> int | None:

@@ -142,3 +142,68 @@ def test_accuracies_are_those_of_the_trained_weights_on_both_ranks_shares(ddp_ru
     test_acc = accuracy(net, *torchvision_split(data_dir, False, n))
     assert results["val_scores"] == pytest.approx([val_acc], abs=1e-6)
     assert results["test_acc"] == pytest.approx(test_acc, abs=1e-6)
+
+
+class SignalFromRank0(pl.Callback):
+    """Test helper: rank 0 sends `signum` before step `at_step` (unless the run was resumed) to the
+    process group, both ranks (`group`), or to itself alone (`kill <pid>`)."""
+
+    def __init__(self, at_step: int, signum: int, group: bool):
+        self.at_step, self.signum, self.group = at_step, signum, group
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import os
+
+        if trainer.global_rank == 0 and trainer.global_step == self.at_step and trainer.ckpt_path is None:
+            if self.group:
+                os.killpg(os.getpgrp(), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)
+
+
+def _ddp_train(*args: str, timeout: int = 150):
+    """train.py trainer=ddp_sim in a session of its own (the signal to its group must not reach
+    pytest); a hang is killed with the whole group, both ranks, and fails the test."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import PYTHON, ROOT
+
+    proc = subprocess.Popen([PYTHON, str(ROOT / "train.py"), "trainer=ddp_sim", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "PROJECT_ROOT": str(ROOT)})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hung; stderr: {err[-3000:]}")
+    return proc.returncode, err
+
+
+SIGNAL_RUN = [f"data.train_subset={SUBSET}", f"data.batch_size={BATCH}", f"data.eval_batch_size={EVAL_BATCH}",
+              f"trainer.limit_val_batches={EVAL_BATCHES}", f"trainer.limit_test_batches={EVAL_BATCHES}",
+              "callbacks=none", "print_config=false", "trainer.max_epochs=2"]
+
+
+@pytest.mark.parametrize(("signum", "group"), [(15, True), (2, True), (15, False)])
+def test_a_signal_stops_both_ranks_at_one_step_with_a_checkpoint(tmp_path, data_dir, signum, group):
+    """SIGTERM to a DDP run hung: each rank stopped at its own batch (or only rank 0, which got
+    it), and the first one to save waited in the checkpoint's barrier for one that trained on;
+    Lightning's SIGTERM notifier also broadcast from inside the signal handler. Rank 0's signal
+    is now broadcast after each batch, and every rank stops there (callbacks/interrupt.py). Rank 0
+    alone writes results.json and says how the run ended: rank 1's view overwrote it."""
+    import signal
+
+    run = tmp_path / "run"
+    rc, err = _ddp_train(*SIGNAL_RUN, f"hydra.run.dir={run}", "+callbacks.sig._target_=tests.test_ddp.SignalFromRank0",
+                         "+callbacks.sig.at_step=2", f"+callbacks.sig.signum={signum}", f"+callbacks.sig.group={group}")
+    name = signal.Signals(signum).name
+    assert rc == 128 + signum, err[-3000:]
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [
+        f"error: interrupted by {name}; resume with: python train.py ckpt_path={run}"]
+    r = json.loads((run / "results.json").read_text())
+    assert (r["status"], r["signal"]) == ("interrupted", name)
+    assert r["global_step"] == 3  # step 2's batch ends where the signal was noted: the stop
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
