@@ -474,7 +474,7 @@ def train(cfg: DictConfig) -> float | None:
         cfg.get("optimized_metric") or "test_acc")
 
 
-TENSORBOARD_URL = "http://localhost:6006/#timeseries&_smoothingWeight=0 (unsmoothed)"
+TENSORBOARD_URL = "http://localhost:6006/?smoothing=0#timeseries (unsmoothed)"
 
 
 def _workers_stopped_with_the_run(callbacks: list, datamodule) -> Interrupted | None:

@@ -658,7 +658,7 @@ def test_the_end_block(tmp_path, capsys):
         "ok: test acc 88.57 % · best val acc 89.12 % (epoch 12) · 40 epochs in 61.3 s\n"
         "warning: did not learn: …\n"
         f"results: {tmp_path / 'results.json'}\ntensorboard --logdir {tmp_path / 'tensorboard'}\n  # then open "
-        "http://localhost:6006/#timeseries&_smoothingWeight=0 (unsmoothed)\n")
+        "http://localhost:6006/?smoothing=0#timeseries (unsmoothed)\n")
 
 
 def test_the_end_block_of_a_run_stopped_before_its_first_validation(tmp_path, capsys):
