@@ -15,14 +15,22 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.cli import run_app, run_task  # noqa: E402
-from src.probe import probe  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 @hydra.main(config_path="conf", config_name="probe", version_base="1.3")
 def main(cfg: DictConfig):
-    run_task(probe, cfg)
+    run_task(start_and_probe, cfg)
+
+
+def start_and_probe(cfg: DictConfig):
+    # torch and Lightning are imported here, not at the top: a SIGTERM or Ctrl-C during their
+    # seconds-long import is then one `error:` line (run_app's and run_task's StopSignals), not
+    # a silent death or a KeyboardInterrupt traceback, as in train.py
+    from src.probe import probe
+
+    return probe(cfg)
 
 
 if __name__ == "__main__":

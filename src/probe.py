@@ -122,11 +122,6 @@ def probe(cfg: DictConfig) -> dict:
         "output_dir": str(out),
     }
     atomic_write_json(out / "probe.json", result)
-    # Every run dir has a results.json with a status (src/cli.py writes the failed ones), so
-    # a sweep's tooling counts probe jobs like training jobs.
-    atomic_write_json(out / "results.json", {"status": "ok", "task": "probe", "probe": str(out / "probe.json"),
-                                             "warnings": report["warnings"], "output_dir": str(out),
-                                             "config": OmegaConf.to_container(cfg, resolve=True)})
 
     label = f"{result['meta']['arguments']}"
     figures = {f"distributions/{k}": f for k, f in
@@ -139,6 +134,13 @@ def probe(cfg: DictConfig) -> dict:
 
     print_tables(result)
     log.info("probe results in %s", out / "probe.json")
+    # Every run dir has a results.json with a status (src/cli.py writes the failed ones), so a
+    # sweep's tooling counts probe jobs like training jobs. `ok` is written last: a stop before it
+    # (mid-figure, mid-table) is then reported and marked as interrupted, not as a finished run
+    # whose figures and TensorBoard run are missing.
+    atomic_write_json(out / "results.json", {"status": "ok", "task": "probe", "probe": str(out / "probe.json"),
+                                             "warnings": report["warnings"], "output_dir": str(out),
+                                             "config": OmegaConf.to_container(cfg, resolve=True)})
     return result
 
 
