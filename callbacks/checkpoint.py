@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -55,6 +56,46 @@ class EpochCheckpoint(ModelCheckpoint):
         # ModelCheckpoint's key: a checkpoint written before this class (or by Lightning's own
         # callback) restores its best score and path on resume.
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # A run dir moved or copied, or a resume into another hydra.run.dir: Lightning then keeps
+        # only best_model_path, and forgets the best score. The resumed run's next epoch, however
+        # bad, became the best, and test_acc was its (a resume with lr=1: test acc 10 %, beside
+        # best val acc 81 %). Its paths are rebased to this dir instead, with the checkpoints
+        # that live only in the old one copied here: top-k would otherwise delete a file of
+        # another run, and a moved dir's old paths no longer exist.
+        old = state_dict.get("dirpath")
+        if old is not None and self.dirpath is not None and old != self.dirpath:
+            state_dict = {**state_dict, "dirpath": self.dirpath, **self._rebased(state_dict)}
+        super().load_state_dict(state_dict)
+
+    def _rebased(self, state: dict) -> dict:
+        import shutil
+
+        from lightning_utilities.core.rank_zero import rank_zero_only
+
+        here = Path(self.dirpath)
+
+        def rebase(path: str, copy: bool) -> str | None:
+            if not path:
+                return path
+            new = here / Path(path).name
+            if not new.is_file() and copy and Path(path).is_file():
+                if getattr(rank_zero_only, "rank", 0) == 0:
+                    here.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, new)
+                return str(new)
+            return str(new) if new.is_file() else None
+
+        best_k = {new: score for path, score in (state.get("best_k_models") or {}).items()
+                  if (new := rebase(path, copy=True)) is not None}
+        best = rebase(state.get("best_model_path") or "", copy=True)
+        rebased = {"best_k_models": best_k, "best_model_path": best or "",
+                   "kth_best_model_path": rebase(state.get("kth_best_model_path") or "", copy=True) or "",
+                   "last_model_path": rebase(state.get("last_model_path") or "", copy=False) or ""}
+        if best is None:  # its file is gone: nothing to compare the next epochs with
+            rebased["best_model_score"] = None
+        return rebased
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)

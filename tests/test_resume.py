@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -282,3 +283,37 @@ def test_a_run_with_max_steps_resumed_after_an_epoch_ends_where_an_uninterrupted
     for key in METRICS:
         assert a[key] == b[key], key
     assert not any("stopped early" in w and "callback" in w for w in b["warnings"])
+
+
+@pytest.mark.parametrize("how", ["moved", "new_run_dir"])
+def test_a_resume_elsewhere_keeps_the_best_checkpoint_and_its_score(tmp_path, data_dir, how):
+    """Lightning forgets the best score when the checkpoint dir changed: a run dir moved, or a
+    resume into another hydra.run.dir. The resumed epoch, at lr=1 (val acc ~10 %), became the
+    best, and test_acc was its 10 % beside a best val acc of 78 %; with nothing more trained, the
+    test read a best checkpoint of the old dir, or failed where it was gone
+    (callbacks/checkpoint.EpochCheckpoint.load_state_dict)."""
+    import shutil
+
+    from src.training import train
+    from tests.conftest import compose
+
+    base = ["data.train_subset=1280", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+            "trainer.accelerator=cpu", "callbacks=none", "print_config=false", "optim=sgd", "trainer.max_epochs=1"]
+    first = tmp_path / "first"
+    train(compose(base, first))
+    before = _results(first)
+    if how == "moved":
+        resumed = tmp_path / "moved"
+        shutil.move(first, resumed)
+        ckpt = resumed
+    else:
+        resumed, ckpt = tmp_path / "new", first / "checkpoints" / "last.ckpt"
+        kept = sorted(p.name for p in (first / "checkpoints").iterdir())
+    train(compose([*base[:-1], "trainer.max_epochs=2", "optim.lr=1", f"ckpt_path={ckpt}"], resumed))
+    r = _results(resumed)
+    assert r["status"] == "ok" and r["val_scores"][0] == before["val_scores"][0] and r["val_scores"][1] < 0.2
+    assert r["best_val_epoch"] == 0 and r["test_acc"] == before["test_acc"]
+    best = Path(r["best_checkpoint"])
+    assert best.parent == resumed / "checkpoints" and best.name.startswith("best-epoch=00") and best.is_file()
+    if how == "new_run_dir":  # the other run's files are as they were
+        assert sorted(p.name for p in (first / "checkpoints").iterdir()) == kept
