@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 WEIGHT_PATH_HINT = ("train with the weight-path recorder on: `python train.py callbacks=with_path` "
                     "(callbacks/weight_path.py, conf/callbacks/weight_path.yaml)")
 CENTRE_TOLERANCE = 1e-5  # relative: grid centre vs the checkpoint's loss, interpolation ends
+PCA_MIN_POINTS = 3  # two offsets from w_final span at most the plane itself: nothing to choose
+FEW_POINTS_HINT = ("train more epochs, or record more often: callbacks.weight_path.every_n_steps=N "
+                   "(the default records the init and the end of each epoch)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,6 +99,8 @@ class Run:
     init_source: str = ""
     path: dict | None = None            # callbacks.weight_path.load_path, first/last made exact
     label: str = ""
+    no_path: str = ""                   # why `path` is None: what directions=auto tells the user
+    warnings: list[str] = field(default_factory=list)  # into landscape.json, beside the run's numbers
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -320,10 +325,12 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
             raise CheckpointError(f"{run_dir}'s recorded weight path, which directions=pca needs: {e}; "
                                   "use directions=random, or train the run again") from None
         log.warning("%s: the recorded path is left out: %s", run_dir, e)
-        path = None
+        path, run.no_path = None, f"its recorded path is unreadable ({e})"
+    if path is None and not run.no_path:
+        run.no_path = f"it recorded no weight path (no weight_path/); {WEIGHT_PATH_HINT}"
     if path is not None and [n.removeprefix("net.") for n in path["names"]] != layout.names:
         log.warning("%s: the recorded path has other parameters than the checkpoint; ignored", run_dir)
-        path = None
+        path, run.no_path = None, "its recorded path has other parameters than the checkpoint"
     if need_path and path is None:
         raise CheckpointError(f"{run_dir} has no recorded weight path (weight_path/), which "
                               f"directions=pca needs; {WEIGHT_PATH_HINT}, or use directions=random")
@@ -361,13 +368,44 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
             raise CheckpointError(f"{why}; use directions=random, or train the run again (the recorder "
                                   "keeps points past float16's range in float32)")
         log.warning("%s; the recorded path is left out", why)
-        path = None
+        path, run.no_path = None, f"its recorded path holds NaN or inf from step {step} on"
         if run.init is not None and not bool(torch.isfinite(run.init).all()):
             run.init, run.init_source = recreated, "recreated from the run's config and seed (the recorded path is not finite)"
     if path is not None and run.global_step in path["steps"]:  # exact, also mid-epoch
         run.epochs_done = path["epochs"][path["steps"].index(run.global_step)]
+    if path is not None and path["steps"][-1] < run.global_step:
+        # e.g. resumed without callbacks=with_path: the drawn path stops short of the checkpoint,
+        # and nothing in the figure would show the steps it lacks
+        run.warnings.append(
+            f"the recorded path ends at step {path['steps'][-1]}, before the checkpoint's step {run.global_step}: "
+            "the steps after it were not recorded (resumed without callbacks=with_path?); the PCA plane and "
+            "the drawn path leave them out")
+        log.warning("%s: %s", run_dir, run.warnings[-1])
     run.path = path
     return run
+
+
+def why_no_pca(run: Run) -> str | None:
+    """Why the run's recorded path cannot give a PCA plane, with what to do about it; None if it can."""
+    if run.path is None:
+        return run.no_path or "it has no recorded path"
+    steps = run.path["steps"]
+    if len(steps) < PCA_MIN_POINTS:
+        return (f"its recorded path has {len(steps)} points (steps {', '.join(map(str, steps))}); PCA needs "
+                f"at least {PCA_MIN_POINTS}: {FEW_POINTS_HINT}")
+    return None
+
+
+def auto_directions(runs: list[Run]) -> tuple[str, str]:
+    """directions=auto: pca when every run's path gives a PCA plane, else random; and why, naming
+    each run that has none with its own reason (runs sharing one are named together)."""
+    by_reason: dict[str, list[str]] = {}
+    for run in runs:
+        if (why := why_no_pca(run)) is not None:
+            by_reason.setdefault(why, []).append(run.name)
+    if not by_reason:
+        return "pca", "every run has a usable recorded path"
+    return "random", "no PCA plane for " + "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
 
 
 def first_nonfinite(path: dict) -> int | None:
@@ -446,9 +484,9 @@ def pca_of_path(points: torch.Tensor, final: torch.Tensor, chunk: int = 1 << 16)
     share of sum_t |m_t|^2 the plane holds. Computed via the T x T Gram matrix in float64, in
     column chunks, so a long path never needs a float64 copy of [T, P]."""
     T, P = points.shape
-    if T < 3:
-        raise CheckpointError(f"the recorded path has {T} points; PCA needs at least 3 (record more often: "
-                              "callbacks.weight_path.every_n_steps=N)")
+    if T < PCA_MIN_POINTS:
+        raise CheckpointError(f"the recorded path has {T} points; PCA needs at least {PCA_MIN_POINTS}: "
+                              f"{FEW_POINTS_HINT}")
     gram = torch.zeros(T, T, dtype=torch.float64)
     for j in range(0, P, chunk):
         m = (points[:, j:j + chunk] - final[j:j + chunk]).double()
@@ -875,8 +913,10 @@ def landscape_of_run(run: Run, s: Settings, data, directions: str) -> dict:
                 "x": projection.coords[:, 0].tolist(), "y": projection.coords[:, 1].tolist(),
                 "residual": projection.residual.tolist(), "loss": true_loss.tolist(), "acc": true_acc.tolist(),
                 "loss_on_plane": on_plane.tolist(),
-                "note": "residual = |w_t - w_final - projection| / |w_t - w_final| (0 at w_final); loss = at "
-                "the recorded w_t; loss_on_plane = at its projection, what the contour shows there"}
+                "note": "epochs = epochs completed at the point (1.0: the end of epoch 0, epochs counting from "
+                "0 as everywhere in the app; 1.5: halfway through epoch 1); residual = |w_t - w_final - "
+                "projection| / |w_t - w_final| (0 at w_final); loss = at the recorded w_t; loss_on_plane = at "
+                "its projection, what the contour shows there"}
 
     unchanged = all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
     after_stat = run.checkpoint.stat()
@@ -895,7 +935,7 @@ def landscape_of_run(run: Run, s: Settings, data, directions: str) -> dict:
     checks["passed"] = bool(ok)
     return {
         "name": run.name, "run_dir": str(run.dir), "checkpoint": str(run.checkpoint), "label": run.label,
-        "epochs": run.epochs_done, "global_step": run.global_step,
+        "epochs": run.epochs_done, "global_step": run.global_step,  # epochs completed, as the path's
         "directions": dir_info,
         "images": {"train": len(x), "val": len(xv), "subset_seed": s.seed},
         "grid": {"x": xs.tolist(), "y": ys.tolist(), "loss": loss.reshape(len(ys), len(xs)).tolist(),
@@ -904,6 +944,7 @@ def landscape_of_run(run: Run, s: Settings, data, directions: str) -> dict:
         "interpolation": interp,
         "path": path,
         "checks": checks,
+        "warnings": list(run.warnings),
         "seconds": round(time.time() - started, 3),
     }
 
@@ -983,9 +1024,19 @@ def _draw_path(ax, r: dict, z_of=None) -> None:
     shown = whole[:: max(1, math.ceil(len(whole) / 5))] if whole else \
         np.linspace(0, len(px) - 1, 6).round().astype(int).tolist()[1:-1]
     for i in shown:
-        ax.annotate(f"epoch {epochs[i]:.3g}", (px[i], py[i]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8, color="black", zorder=7,
+        ax.annotate(point_label(p["steps"][i], float(epochs[i])), (px[i], py[i]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8, color="black", zorder=7,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.75, lw=0))
+
+
+def point_label(step: int, epochs_done: float) -> str:
+    """A recorded point's label. The path stores epochs *completed*, while the app numbers epochs
+    from 0 (docs/reliability.md): the point with 1.0 epochs done is `after epoch 0`, not `epoch 1`."""
+    if step == 0:
+        return "init"
+    if epochs_done >= 1 and float(epochs_done).is_integer():
+        return f"after epoch {int(epochs_done) - 1} (step {step})"
+    return f"step {step}, in epoch {math.floor(epochs_done)}"
 
 
 def path_faithfulness(r: dict) -> list[str]:
@@ -993,13 +1044,13 @@ def path_faithfulness(r: dict) -> list[str]:
     and how far the contour under each projected point is from the loss at the real w_t."""
     p, d = r["path"], r["directions"]
     keep = np.asarray(p["steps"]) != r["global_step"]  # the end is w_final itself: residual 0
-    res, epochs = np.asarray(p["residual"])[keep], np.asarray(p["epochs"])[keep]
+    res, steps = np.asarray(p["residual"])[keep], np.asarray(p["steps"])[keep]
     true, plane = np.asarray(p["loss"])[keep], np.asarray(p["loss_on_plane"])[keep]
     off = np.abs(plane - true) / np.maximum(true, 1e-12)
     worst = int(np.argmax(res))
     return [f"the plane holds {100 * d['explained_total']:.1f} % of the path's variance",
             f"off the plane: median {100 * np.median(res):.0f} % of a point's way to the end, "
-            f"max {100 * res[worst]:.0f} % (epoch {epochs[worst]:.2g})",
+            f"max {100 * res[worst]:.0f} % (step {steps[worst]})",
             f"colour under the path = loss on the plane: median {100 * np.median(off):.0f} % off the network's; "
             f"init {_fmt_loss(plane[0])} vs {_fmt_loss(true[0])}"]
 
@@ -1208,11 +1259,10 @@ def landscape(cfg: DictConfig) -> dict:
     need_path = s.directions == "pca"
     runs = [load_run(d, s.checkpoint, ckpt, str(s.device), need_path) for d, ckpt in targets]
     tensorboards = [own_tensorboard(run) for run in runs]  # before anything here writes
-    directions = s.directions
+    directions, directions_reason = s.directions, None
     if directions == "auto":
-        directions = "pca" if all(r.path is not None and len(r.path["steps"]) >= 3 for r in runs) else "random"
-        log.info("directions=auto: %s (%s)", directions, "every run has a recorded path" if directions == "pca"
-                 else f"not every run has a usable recorded path; for PCA and the path, {WEIGHT_PATH_HINT}")
+        directions, directions_reason = auto_directions(runs)
+        log.info("directions=auto: %s (%s)", directions, directions_reason)
     results = []
     for run in runs:
         data = tuple(t.to(s.device) for t in load_subsets(data_dir, run.config, s.subset, s.seed))
@@ -1232,7 +1282,7 @@ def landscape(cfg: DictConfig) -> dict:
             raise ConfigError(f"the loss is not finite at {bad} of {grid.size} grid points of {r['name']}: {where}")
     for r, (tb, why) in zip(results, tensorboards, strict=True):
         r["tensorboard"] = {"dir": str(tb) if tb is not None else None, "left_out": why or None}
-    record = {"directions": directions, "settings": {
+    record = {"directions": directions, "directions_reason": directions_reason, "settings": {
         "resolution": s.resolution, "range": s.range, "subset": s.subset or "full", "seed": s.seed,
         "alpha_range": list(s.alpha_range), "checkpoint": s.checkpoint, "device": str(s.device)},
         "runs": results, "skipped": skipped}

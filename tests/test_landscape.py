@@ -296,6 +296,81 @@ def test_job_dir_names_are_quoted_for_hydra():
     assert cfg.run == job
 
 
+def test_a_multirun_over_comma_separated_paths_is_a_sweep_of_them(tmp_path):
+    """`-m run=<dir>,<dir>` sweeps over the dirs (the whole value was quoted into one path that
+    does not exist); a job dir's own commas still keep it whole, in a multirun or not."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    quote = runpy.run_path(str(ROOT / "landscape.py"))["quote_path_values"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    job1, job2 = tmp_path / "6_init=kaiming,optim=adam", tmp_path / "7_init=xavier,optim=sgd"
+    for d in (a, b, job1, job2):
+        d.mkdir()
+
+    def swept(*args: str) -> list[str]:
+        """What Hydra makes of the quoted `run=` override: the values of its sweep, or the one value."""
+        override = OverridesParser.create().parse_overrides(quote(list(args))[-1:])[0]
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        return [getattr(v, "text", v) for v in values]  # a quoted sweep value is a QuotedString
+
+    assert swept("-m", f"run={a},{b}") == [str(a), str(b)]
+    assert swept("--multirun", f"run={job1},{b},{job2}") == [str(job1), str(b), str(job2)]
+    assert swept("-m", f"runs={a},{job2}") == [str(a), str(job2)]
+    assert swept("-m", "checkpoint=last,best") == ["last", "best"]
+    assert swept("-m", f"run={job1}") == [str(job1)]  # one job dir: its commas are its name's
+    assert swept("-m", f"run={a},{tmp_path / 'nope'}") == [f"{a},{tmp_path / 'nope'}"]  # not all paths: as typed
+    assert swept(f"run={a},{b}") == [f"{a},{b}"]  # no multirun: one value (run= is one run)
+    assert swept(f"run={job1}") == [str(job1)]
+
+
+def _run_with_points(run, dest, steps):
+    """A run dir of links to `run`'s files whose weight_path/ holds only the points of `steps`
+    (a run that recorded less), with a tensorboard/ of its own."""
+    dest.mkdir()
+    for name in ("checkpoints", ".hydra", "results.json"):
+        (dest / name).symlink_to(run / name)
+    (dest / "weight_path").mkdir()
+    (dest / "weight_path" / "meta.json").symlink_to(run / "weight_path" / "meta.json")
+    for step in steps:
+        point_file(dest / "weight_path", step).symlink_to(point_file(run / "weight_path", step))
+    return dest
+
+
+def test_auto_directions_say_why_each_run_has_no_pca_plane(killed_and_resumed, tmp_path):
+    """A run that recorded 2 points used callbacks=with_path: the fallback to random directions
+    names its own reason, not "train with callbacks=with_path"."""
+    run, _, _ = killed_and_resumed
+    few = _run_with_points(run, tmp_path / "few", [0, 10])
+    none = tmp_path / "none"
+    none.mkdir()
+    (none / "checkpoints").symlink_to(run / "checkpoints")
+    out = tmp_path / "out"
+    record = landscape(compose([f"runs=[{few},{none}]", *FAST_LANDSCAPE], out, config_name="landscape"))
+    why = ("no PCA plane for few: its recorded path has 2 points (steps 0, 10); PCA needs at least 3: train more "
+           "epochs, or record more often: callbacks.weight_path.every_n_steps=N (the default records the init "
+           "and the end of each epoch); none: it recorded no weight path (no weight_path/); train with the "
+           "weight-path recorder on: `python train.py callbacks=with_path`")
+    assert record["directions"] == "random" and record["directions_reason"].startswith(why)
+    assert json.loads((out / "landscape.json").read_text())["directions_reason"] == record["directions_reason"]
+
+
+def test_a_path_that_ends_before_the_checkpoint_is_warned_about(killed_and_resumed, tmp_path, caplog):
+    """Resumed without callbacks=with_path, a run's path stops short of its checkpoint: drawn
+    without a word, it looked like the whole of training."""
+    run, _, _ = killed_and_resumed
+    short = _run_with_points(run, tmp_path / "short", range(9))  # steps 0..8; the checkpoint is step 10
+    out = tmp_path / "out"
+    r = landscape(compose([f"run={short}", "directions=pca", *FAST_LANDSCAPE], out, config_name="landscape"))["runs"][0]
+    warning = ("the recorded path ends at step 8, before the checkpoint's step 10: the steps after it were not "
+               "recorded (resumed without callbacks=with_path?); the PCA plane and the drawn path leave them out")
+    assert r["path"]["steps"] == list(range(9)) and r["warnings"] == [warning]
+    assert json.loads((out / "landscape.json").read_text())["runs"][0]["warnings"] == [warning]
+    assert f"{short}: {warning}" in caplog.text
+    full = landscape(compose([f"run={run}", "directions=random", *FAST_LANDSCAPE], tmp_path / "o2",
+                             config_name="landscape"))["runs"][0]
+    assert full["warnings"] == []  # the whole path: nothing to say
+
+
 # ---------------------------------------------------------------------------------------------
 # A learning-rate sweep whose second job diverges before its first checkpoint (by design), trained
 # without a logger: the sweep is drawn without that job, and no TensorBoard dir is made in the
@@ -439,3 +514,21 @@ def test_tensorboard_images_only_into_a_run_whose_own_logger_was_tensorboard(kil
     why = "its config (.hydra/config.yaml, results.json) is unreadable and it has no tensorboard/ dir"
     assert draw(None) == ({"dir": None, "left_out": why}, set(), left_out(why, 4))
     assert not tb.exists()
+
+
+def test_a_multirun_exits_1_with_a_line_per_failed_job(killed_and_resumed, tmp_path, monkeypatch, capsys):
+    """`landscape.py -m run=<job dir>,<dir without a checkpoint>`: two jobs (the job dir's commas
+    its own), the second fails; the sweep exits 1 and says so per job (it exited 0)."""
+    run, _, _ = killed_and_resumed
+    job = _run_with_points(run, tmp_path / "6_init=kaiming,optim=adam", range(11))
+    bare = tmp_path / "bare"
+    (bare / "checkpoints").mkdir(parents=True)
+    sweep = tmp_path / "sweep"
+    code, _, stderr = _landscape_cli(monkeypatch, capsys, "-m", f"run={job},{bare}", "directions=random",
+                                     f"hydra.sweep.dir={sweep}")
+    failure = f"{bare} has no checkpoint last.ckpt (checkpoint=last)"
+    assert code == 1, stderr
+    assert len(stderr) == 2 and stderr[0].startswith(f"error: {failure}"), stderr
+    assert stderr[1].startswith(f"error: job 1: failed: {failure}"), stderr
+    assert json.loads((sweep / "0" / "landscape.json").read_text())["runs"][0]["run_dir"] == str(job)
+    assert json.loads((sweep / "1" / "results.json").read_text())["status"] == "failed"

@@ -19,6 +19,7 @@ from torch import nn
 from src.errors import CheckpointError, ConfigError
 from src.landscape import (
     Layout,
+    _draw_path,
     _epochs_done,
     _fmt_loss,
     _linear_params,
@@ -39,6 +40,7 @@ from src.landscape import (
     pca_of_path,
     per_point_bytes,
     plain_loss,
+    point_label,
     random_directions,
     read_settings,
     short_name,
@@ -235,8 +237,8 @@ def test_pca_against_an_svd_and_in_any_chunking():
 
 
 def test_pca_needs_three_points_and_a_path_that_moved():
-    with pytest.raises(CheckpointError, match=r"^the recorded path has 2 points; PCA needs at least 3 \(record "
-                                              r"more often: callbacks.weight_path.every_n_steps=N\)$"):
+    with pytest.raises(CheckpointError, match=r"^the recorded path has 2 points; PCA needs at least 3: train more "
+                                              r"epochs, or record more often: callbacks.weight_path.every_n_steps=N "):
         pca_of_path(torch.zeros(2, 10), torch.zeros(10))
     still = pca_of_path(torch.ones(3, 10), torch.ones(10))  # every point is the final weights
     assert still.explained == (1.0, 0.0)
@@ -574,8 +576,29 @@ def test_path_faithfulness_lines_by_hand():
     # the final point (w_final, step 30) is left out: its residual is 0 by construction
     assert path_faithfulness(r) == [
         "the plane holds 87.5 % of the path's variance",
-        "off the plane: median 80 % of a point's way to the end, max 90 % (epoch 0.5)",
+        "off the plane: median 80 % of a point's way to the end, max 90 % (step 10)",
         "colour under the path = loss on the plane: median 60 % off the network's; init 3.2 vs 2"]  # 1.2 / 2, 0 / 1.5, 0.4 / 0.5
+
+
+def test_path_points_are_labelled_with_epochs_counted_from_0():
+    """The path stores epochs completed (1.0 at the end of epoch 0); the app numbers epochs from 0,
+    so that point is `after epoch 0`, not `epoch 1` (docs/reliability.md)."""
+    assert point_label(0, 0.0) == "init"
+    assert point_label(19, 1.0) == "after epoch 0 (step 19)"
+    assert point_label(38, 2.0) == "after epoch 1 (step 38)"
+    assert point_label(6, 1.2) == "step 6, in epoch 1"  # 20 % into the second epoch
+    assert point_label(3, 0.6) == "step 3, in epoch 0"
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    r = {"path": {"x": [-2.0, -1.0, -0.5, 0.0], "y": [1.0, 0.5, 0.2, 0.0], "steps": [0, 19, 38, 57],
+                  "epochs": [0.0, 1.0, 2.0, 3.0], "loss": [2.3, 0.6, 0.5, 0.4]},
+         "checks": {"centre": {"checkpoint": 0.4}}}
+    _draw_path(ax, r)  # the whole epochs between the ends are labelled
+    assert [t.get_text() for t in ax.texts] == ["after epoch 0 (step 19)", "after epoch 1 (step 38)"]
 
 
 def test_loss_labels_ticks_and_colour_scale():
