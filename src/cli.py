@@ -337,6 +337,7 @@ def run_task(task: Callable, cfg):
     if not cfg.get("verbose", False):
         quiet_frameworks()
     logs_above_the_progress_bar()
+    _start_afresh(cfg)
     stop = StopSignals()
     started = time.time()
     try:
@@ -374,6 +375,22 @@ def run_task(task: Callable, cfg):
     if rank_zero():  # under DDP rank 0 says how the run ended
         print(f"error: {interrupted_line(stopped, cfg)}", file=sys.stderr, flush=True)
     sys.exit(stopped.exit_code)  # also in a multirun: the whole process was asked to stop
+
+
+def _start_afresh(cfg) -> None:
+    """eval.py, probe.py, landscape.py and surfaces.py resume nothing: what an earlier try left in
+    their run dir goes first. Its results.json (failed, interrupted) made a rerun that succeeded
+    read as failed (`eval.py -m` / `surfaces.py -m` continued in the same sweep dir: exit 1), and
+    surfaces.py's TensorBoard events of that try showed beside the new ones. train.py keeps its
+    own: they are what a resume or a continued sweep reads."""
+    import shutil
+
+    if cfg.get("task_name") not in ("eval", "landscape", "probe") and "surface" not in cfg:
+        return
+    out = Path(cfg.paths.output_dir)
+    (out / "results.json").unlink(missing_ok=True)
+    if "surface" in cfg:
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
 
 
 def _failed(e: Exception, cfg) -> None:

@@ -430,6 +430,33 @@ def test_a_signal_after_an_epochs_last_batch_stops_in_its_validation_without_a_c
     stop.on_exception(trainer, None, e.value)  # raised at the fit's end: nothing written either
 
 
+@pytest.mark.parametrize(("app", "cleared"), [({"task_name": "eval"}, True), ({"surface": {}}, True),
+                                            ({"task_name": "train"}, False)])
+def test_a_rerun_in_the_same_dir_starts_from_nothing_but_train_keeps_its_records(tmp_path, app, cleared):
+    """An earlier try's results.json (failed, interrupted) stayed beside a rerun that succeeded
+    (eval.json, trajectories.json), and `eval.py -m` / `surfaces.py -m` continued in the same
+    sweep dir exited 1 for a job that was fine; surfaces.py's old TensorBoard events stayed
+    beside the new. train.py keeps both: its resume and a continued sweep read them."""
+    from omegaconf import OmegaConf
+
+    from src.cli import run_task
+
+    out = tmp_path / "run"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "results.json").write_text(json.dumps({"status": "interrupted"}))
+    (out / "tensorboard" / "events.out.tfevents.1").write_text("")
+    seen = {}
+
+    def task(cfg):
+        seen["results"] = (out / "results.json").exists()
+        return 1
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(out)}, "verbose": True, **app})
+    assert run_task(task, cfg) == 1
+    assert seen["results"] is not cleared and (out / "results.json").exists() is not cleared
+    assert (out / "tensorboard").exists() is not (cleared and "surface" in app)
+
+
 def test_eval_and_surfaces_multiruns_exit_1_for_a_failed_or_empty_job(tmp_path, capsys):
     """eval.py -m read its jobs as training runs (`incomplete`, exit 1 when both were fine);
     surfaces.py -m exited 0 with failed jobs. JobsExit: a job is fine when it wrote its file."""
