@@ -489,6 +489,7 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
     kept: RunRecords | None = None
     typed = _command_line()  # what to run again after a stop outside any job (before resume_argv)
     try:
+        sys.argv = quote_checkpoint_paths(sys.argv)
         refuse_a_run_dir_of_another_app(sys.argv)
         if resume:
             refuse_a_used_run_dir(sys.argv)
@@ -661,6 +662,23 @@ def override(key: str, value) -> str:
     if re.fullmatch(r"[\w./:@+-]*", value):
         return f"{key}={value}"
     return f"{key}='" + value.replace("'", "\\'") + "'"
+
+
+def quote_checkpoint_paths(argv: list[str]) -> list[str]:
+    """`ckpt_path=<a sweep job's dir>` as typed: the dir's name (`6_init=kaiming,optim=adam`) is
+    split by Hydra's override grammar at `=` and `,` (`error: cannot parse an override`), though
+    landscape.py's `run=` took it. An existing path given unquoted is quoted for Hydra; in a
+    multirun a comma is a sweep, and the value is left as typed."""
+    if "-m" in argv or "--multirun" in argv:
+        return argv
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "ckpt_path" and value[:1] not in ("'", '"') \
+                and override(key, value) != arg and Path(value).expanduser().exists():
+            arg = override(key, value)
+        out.append(arg)
+    return out
 
 
 def shell_words(*words: str) -> str:

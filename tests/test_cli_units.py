@@ -1525,3 +1525,21 @@ def test_finished_here_means_a_finished_results_json_written_since(tmp_path):
     os.utime(tmp_path / "results.json", (since - 5, since - 5))
     assert not cli._finished_here(tmp_path, since)  # an earlier task's
 
+
+
+def test_a_checkpoint_path_with_the_override_grammars_characters_is_quoted_for_hydra(tmp_path):
+    """A sweep job's dir (`6_init=kaiming,optim=adam`) given as `ckpt_path=` unquoted: Hydra's
+    override grammar split it (`error: cannot parse an override`), after train.py had already
+    said it was resuming it; landscape.py's `run=` took the same dir."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    job = tmp_path / "6_init=kaiming,optim=adam"
+    job.mkdir()
+    argv = ["train.py", f"ckpt_path={job}", "optim.lr=0.1", f"+ckpt_path={job}", f"ckpt_path='{job}'",
+            f"ckpt_path={tmp_path}/missing=1,2", "ckpt_path=plain/path.ckpt"]
+    quoted = cli.quote_checkpoint_paths(argv)
+    assert quoted == ["train.py", f"ckpt_path='{job}'", "optim.lr=0.1", f"+ckpt_path='{job}'", f"ckpt_path='{job}'",
+                      f"ckpt_path={tmp_path}/missing=1,2", "ckpt_path=plain/path.ckpt"]
+    parsed = OverridesParser.create().parse_overrides(quoted[1:2])
+    assert parsed[0].value() == str(job)
+    assert cli.quote_checkpoint_paths(["eval.py", "-m", f"ckpt_path={job}"])[2] == f"ckpt_path={job}"  # a sweep
