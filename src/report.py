@@ -1136,8 +1136,10 @@ def figure_val_curves(groups: list[Group], factor_keys: list[str], curves: list[
     notes = [f"not drawn: {_plural(hidden, 'group')} that did not learn"] if hidden else []
     if choice:
         notes.insert(0, f"drawn: {choice}")
-    if notes:
-        title += f"\n({'; '.join(notes)})"
+    if notes:  # wrapped: a panel's width holds ~70 characters of it (it ran off the figure)
+        import textwrap
+
+        title += "\n" + "\n".join(textwrap.wrap(f"({'; '.join(notes)})", 70))
     ax.set(xlabel="epoch", ylabel="val accuracy (%)", title=title)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)

@@ -435,6 +435,12 @@ def test_the_val_curves_panel_draws_at_most_eight_groups_and_says_which():
     few = groups[:MAX_VAL_CURVES]  # up to 8: all of them, and the title says nothing of a choice
     ax = figure_val_curves(few, ["optim", "optim.lr"], [], "test_acc").axes[0]
     assert len(ax.lines) == 8 and ax.get_title() == "Validation accuracy: mean ± 95 % band over seeds"
+    # with groups that did not learn too, the note is wrapped: on one line it ran off the figure
+    for j in groups[0].jobs:
+        j.notes.append("did not learn (final val acc 10.0 %)")
+    title = figure_val_curves(groups, ["optim", "optim.lr"], curves, "test_acc").axes[0].get_title()
+    assert title.splitlines()[1:] == ["(drawn: the 8 best of 18 groups by test accuracy; not drawn: 1 group",
+                                      "that did not learn)"]
 
 
 def test_the_hparams_hint_counts_the_jobs_that_logged_to_tensorboard(tmp_path):
