@@ -224,6 +224,13 @@ def test_the_epoch_line(monkeypatch, capsys):
     batches_done(6)
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out.startswith("epoch 2/39  train loss 0.1235  val loss 1.5000  ")
+    # an epoch resumed mid-way starts at on_train_start (it has no on_train_epoch_start): the
+    # setup and the checkpoint's loading before it are not in its time
+    clock = iter([800.0, 830.0, 831.5])
+    printer = EpochLinePrinter()  # 800.0
+    printer.on_train_start(trainer, None)  # 830.0
+    printer.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out.endswith("  1.5 s\n")
     trainer.is_global_zero = False  # other DDP ranks print nothing
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == ""
