@@ -794,8 +794,9 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def start_line(cfg) -> str:
-    """One line with the choices a user makes: `optim=sgd_mom lr=0.1 momentum=0.9 · init=xavier ·
-    model relu [512,256,256,128] · 40 epochs · cpu`."""
+    """The choices a user makes, on as few lines of 80 columns as they fit: `optim=sgd_mom lr=0.1
+    momentum=0.9 · init=xavier · model relu [512,256,256,128] · 40 epochs` and `  accelerator=cpu ·
+    seed 42`."""
     def fmt(v) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
 
@@ -813,9 +814,16 @@ def start_line(cfg) -> str:
              f"model {model.get('act_fn')} {fmt(sizes)}"]
     if "trainer" in cfg:
         epochs = cfg.trainer.max_epochs
-        parts += [f"{epochs} epoch{'' if epochs == 1 else 's'}", str(cfg.trainer.accelerator)]
+        parts += [f"{epochs} epoch{'' if epochs == 1 else 's'}", f"accelerator={cfg.trainer.accelerator}"]
     parts.append(f"seed {cfg.seed}")
-    return " · ".join(parts)
+    # 80 columns a line, broken between parts: one long line wrapped mid-word in a terminal
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + len(" · ") + len(part) <= 80:
+            lines[-1] += f" · {part}"
+        else:
+            lines.append(f"  {part}")
+    return "\n".join(lines)
 
 
 PRINT_CONFIG_OFF = ("false", "none", "off", "null")  # print_config values that print nothing

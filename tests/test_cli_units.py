@@ -1353,20 +1353,20 @@ def test_key_strips_add_and_delete_prefixes():
 def test_start_line_of_the_default_run(tmp_path):
     cfg = compose_config([], tmp_path)
     assert cli.start_line(cfg) == ("optim=adam lr=0.001 · init=kaiming · model relu [512,256,256,128] · "
-                                   "40 epochs · auto · seed 42")
+                                   "40 epochs\n  accelerator=auto · seed 42")  # 80 columns a line
 
 
 def test_start_line_names_every_choice_a_user_makes(tmp_path):
     cfg = compose_config(["optim=sgd_mom", "optim.weight_decay=0.0001", "init=normal", "init.std=0.05",
                           "model.act_fn=tanh", "model.hidden_sizes=[64, 32]", "trainer.max_epochs=3",
                           "trainer.accelerator=cpu", "seed=7"], tmp_path)
-    assert cli.start_line(cfg) == ("optim=sgd_mom lr=0.1 momentum=0.9 weight_decay=0.0001 · init=normal std=0.05 · "
-                                   "model tanh [64,32] · 3 epochs · cpu · seed 7")
+    assert cli.start_line(cfg) == ("optim=sgd_mom lr=0.1 momentum=0.9 weight_decay=0.0001 · init=normal std=0.05"
+                                   "\n  model tanh [64,32] · 3 epochs · accelerator=cpu · seed 7")
 
 
 def test_start_line_says_one_epoch_in_the_singular(tmp_path):
     cfg = compose_config(["trainer.max_epochs=1"], tmp_path)
-    assert " · 1 epoch · auto · " in cli.start_line(cfg)
+    assert " · 1 epoch\n  accelerator=auto · " in cli.start_line(cfg)
 
 
 def test_start_line_without_a_trainer_or_names():
