@@ -16,7 +16,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from src.errors import CheckpointError
-from src.utils import umask_mode
+from src.utils import read_yaml_mapping, umask_mode
 
 HINT = "pass a run's checkpoints/last.ckpt (or the run dir)"
 TMP_SUFFIX = ".tmp"  # our temp files: .<name>.<random>.tmp beside the file they become
@@ -56,6 +56,15 @@ def missing_checkpoint_message(given: str) -> str:
         # as its own, the shell the quotes.
         return (f"ckpt_path={given}: this run has no checkpoints/last.ckpt (stopped before writing it, or run "
                 f"without callbacks.model_checkpoint); resume from its newest checkpoint: \"ckpt_path='{others[-1]}'\"")
+    hydra = read_yaml_mapping(p / ".hydra" / "hydra.yaml").get("hydra") if p.is_dir() else None
+    made_by = ((hydra or {}).get("job") or {}).get("name") if isinstance(hydra, dict) else None
+    if isinstance(made_by, str) and made_by != "train" and not made_by.startswith("train_ddp"):
+        # its overrides are another app's: "start it again with" them was a command that failed
+        return f"ckpt_path={given} is a {made_by}.py run dir, not a training run's; {HINT}"
+    jobs = sorted(d.name for d in p.iterdir() if (d / ".hydra").is_dir()) if p.is_dir() else []
+    if jobs and not (p / ".hydra").is_dir():
+        return (f"ckpt_path={given} is a sweep dir: continue the sweep (its stopped jobs resume) by running its "
+                f"command again with hydra.sweep.dir={given}, or resume one job: ckpt_path={p / jobs[0]}")
     if p.is_dir() and ((p / ".hydra").is_dir() or (p / "checkpoints").is_dir()):
         overrides = []
         saved = p / ".hydra" / "overrides.yaml"

@@ -92,6 +92,24 @@ def test_missing_checkpoint_messages(tmp_path):
         f"ckpt_path={only_ckpts}: this run has no checkpoints/last.ckpt (stopped before writing it, or run "
         f"without callbacks.model_checkpoint); resume from its newest checkpoint: \"ckpt_path='{newest}'\"")
 
+def test_a_checkpoint_path_of_another_apps_run_or_of_a_sweep_says_what_it_is(tmp_path):
+    """train.py ckpt_path=<a landscape.py run dir> said to start it again with that run's
+    overrides (`python train.py run=… landscape.resolution=3`: refused, `run` is no key of
+    train.py's); a sweep dir was "neither a checkpoint file nor a run dir"."""
+    other = tmp_path / "landscape_run"
+    (other / ".hydra").mkdir(parents=True)
+    (other / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: landscape\n")
+    (other / ".hydra" / "overrides.yaml").write_text("- run=/x\n- landscape.resolution=3\n")
+    assert missing_checkpoint_message(str(other)) == f"ckpt_path={other} is a landscape.py run dir, not a training run's; {HINT}"
+    (other / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: train\n")  # train.py's own: start it again
+    assert "start it again with the same overrides: python train.py run=/x" in missing_checkpoint_message(str(other))
+    sweep = tmp_path / "sweep"
+    for job in ("1_optim=sgd", "0_optim=adam"):
+        (sweep / job / ".hydra").mkdir(parents=True)
+    assert missing_checkpoint_message(str(sweep)) == (
+        f"ckpt_path={sweep} is a sweep dir: continue the sweep (its stopped jobs resume) by running its command "
+        f"again with hydra.sweep.dir={sweep}, or resume one job: ckpt_path={sweep / '0_optim=adam'}")
+
 
 def test_check_checkpoint_accepts_the_same_model_and_optimizer(tmp_path):
     assert check_checkpoint(None, MODEL, "src.optim.Adam") is None and check_checkpoint("", MODEL, None) is None
