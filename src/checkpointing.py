@@ -60,7 +60,8 @@ def missing_checkpoint_message(given: str) -> str:
     made_by = ((hydra or {}).get("job") or {}).get("name") if isinstance(hydra, dict) else None
     if isinstance(made_by, str) and made_by != "train" and not made_by.startswith("train_ddp"):
         # its overrides are another app's: "start it again with" them was a command that failed
-        return f"ckpt_path={given} is a {made_by}.py run dir, not a training run's; {HINT}"
+        article = "an" if made_by[:1] in "aeiou" else "a"
+        return f"ckpt_path={given} is {article} {made_by}.py run dir, not a training run's; {HINT}"
     jobs = sorted(d.name for d in p.iterdir() if (d / ".hydra").is_dir()) if p.is_dir() else []
     if jobs and not (p / ".hydra").is_dir():
         return (f"ckpt_path={given} is a sweep dir: continue the sweep (its stopped jobs resume) by running its "

@@ -1428,9 +1428,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no job directories in {args.sweep_dir} (expected <n>_<overrides>/ with "
               ".hydra/ or results.json)", file=sys.stderr)
         return 2
+    if (app := _app_of(args.sweep_dir)) not in (None, "train"):
+        # its jobs are no training runs: read as such, they were `incomplete` or `ok` without scores
+        article = "an" if app[:1] in "aeiou" else "a"
+        print(f"error: {args.sweep_dir} is {article} {app}.py sweep; this report is of train.py sweeps", file=sys.stderr)
+        return 2
     write_report(args.sweep_dir, args.tolerance_pt)
     print((args.sweep_dir / "summary.md").read_text())
     return 0
+
+
+def _app_of(sweep_dir: Path) -> str | None:
+    """The app whose multirun made `sweep_dir`, as Hydra wrote it down (None: it does not say)."""
+    for config in (sweep_dir / "multirun.yaml", *(j / ".hydra" / "hydra.yaml" for j in find_jobs(sweep_dir)[:1])):
+        hydra = read_yaml_mapping(config).get("hydra")
+        name = (hydra.get("job") or {}).get("name") if isinstance(hydra, dict) else None
+        if isinstance(name, str):
+            return name
+    return None
 
 
 if __name__ == "__main__":

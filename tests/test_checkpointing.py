@@ -103,6 +103,8 @@ def test_a_checkpoint_path_of_another_apps_run_or_of_a_sweep_says_what_it_is(tmp
     assert missing_checkpoint_message(str(other)) == f"ckpt_path={other} is a landscape.py run dir, not a training run's; {HINT}"
     (other / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: train\n")  # train.py's own: start it again
     assert "start it again with the same overrides: python train.py run=/x" in missing_checkpoint_message(str(other))
+    (other / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: eval\n")
+    assert missing_checkpoint_message(str(other)).startswith(f"ckpt_path={other} is an eval.py run dir, not")
     sweep = tmp_path / "sweep"
     for job in ("1_optim=sgd", "0_optim=adam"):
         (sweep / job / ".hydra").mkdir(parents=True)

@@ -405,3 +405,17 @@ def test_report_arguments_are_one_error_line(tmp_path, capsys, args, said):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(f"error: {said}")
     assert "usage: python -m src.report" in err and not list(tmp_path.iterdir())
+
+
+def test_the_report_refuses_another_apps_sweep(tmp_path, capsys):
+    """`python -m src.report <an eval.py -m sweep>` read its fine jobs as training runs with no
+    results.json (`2 incomplete`), a probe sweep as `3 ok` with empty columns, exit 0."""
+    from src.report import main
+
+    for job in ("0_split=test", "1_split=val"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: eval\n")
+        (tmp_path / job / "eval.json").write_text("{}")
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path} is an eval.py sweep; this report is of train.py sweeps\n"
+    assert not (tmp_path / "summary.md").exists()
