@@ -257,6 +257,17 @@ def planned_jobs(sweep_dir: Path) -> int | None:
     return math.prod(counts.values())
 
 
+def fixed_overrides(jobs: list[Job], swept: list[str]) -> list[str]:
+    """The overrides every job was given alike (`data.train_subset=5000`): the numbers are of
+    that setting, which only the job dirs' names said."""
+    if not jobs:
+        return []
+    common = dict(jobs[0].overrides)
+    for job in jobs[1:]:
+        common = {k: v for k, v in common.items() if job.overrides.get(k) == v}
+    return [f"{k}={v}" for k, v in common.items() if k not in swept and not _bookkeeping(k)]
+
+
 def _bookkeeping(key: str) -> bool:
     """How a job was started or where it wrote (`print_config`, `verbose`, `+sweep.rerun`, paths),
     not what it trained: never a factor (provenance's config_hash leaves them out too)."""
@@ -944,9 +955,12 @@ def to_markdown(sweep_dir: Path, jobs: list[Job], keys: list[str], groups: list[
     # a sweep stopped before some jobs started: they have no dir, and nothing else would say so
     missing = (f" (of {planned} planned: {planned - len(jobs)} never started; to run them, start the same "
                "command with this hydra.sweep.dir)") if planned is not None and planned > len(jobs) else ""
+    fixed = fixed_overrides(jobs, keys)
     lines = [f"# Sweep report: `{sweep_dir}`", "",
              f"{len(jobs)} jobs{missing}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-             + (f"; swept: {', '.join(swept)}" if swept else ""), "", *provenance_lines(jobs), ""]
+             + (f"; swept: {', '.join(swept)}" if swept else ""), "",
+             *([f"Given to every job: {' '.join(f'`{o}`' for o in fixed)}", ""] if fixed else []),
+             *provenance_lines(jobs), ""]
     lines += md_groups(groups, varying, metric, curves)
     lines += md_verdicts(found, groups, metric, curves)
     lines += md_curves(curves, metric, tolerance_pt)

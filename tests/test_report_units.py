@@ -226,6 +226,22 @@ def test_a_sweep_stopped_before_some_jobs_started_says_so(tmp_path):
                                     "this hydra.sweep.dir): 2 ok; swept: seed (2 values)")
 
 
+def test_the_report_says_what_every_job_was_given_alike(tmp_path):
+    """`data.train_subset=5000` given to a whole sweep was in no line of summary.md: its numbers
+    read as those of the full split."""
+    from src.report import fixed_overrides, to_markdown
+
+    jobs = [Job(f"{i}_x", tmp_path / f"{i}_x", status="ok", results={"status": "ok", "test_acc": 0.8},
+                overrides={"optim": optim, "seed": "1", "data.train_subset": "5000", "print_config": "false",
+                           "trainer.max_epochs": str(2 + i)})
+            for i, optim in enumerate(["sgd", "adam"])]
+    assert fixed_overrides(jobs, ["optim"]) == ["seed=1", "data.train_subset=5000"]
+    assert fixed_overrides([], []) == []
+    text = to_markdown(tmp_path, jobs, ["optim"], group_jobs(jobs, ["optim"]), "test_acc", [], [], 1.0,
+                       *rows_of(jobs, ["optim"], []))
+    assert text.splitlines()[4] == "Given to every job: `seed=1` `data.train_subset=5000`"
+
+
 def test_how_a_job_was_started_or_where_it_wrote_is_never_a_factor(tmp_path):
     (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - verbose=true,false\n")
     keys = {"print_config": ("false", "full"), "verbose": ("true", "false"), "sweep.rerun": ("all", "no"),
