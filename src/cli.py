@@ -92,6 +92,10 @@ def one_line(e: BaseException) -> str:
             script = Path(sys.argv[0]).name
             return (f"{group}: {script if script.endswith('.py') else 'this config'} chooses no {group} option, "
                     f"so there is none to change (+{group}={value[1] if value else '…'} would add one)")
+        # `+experiment=x`: Hydra's advice is a line of a config file ("override experiment: x")
+        if twice := re.match(r"Multiple values for (\S+)\. To override a value use 'override \S+: (.*)'", str(e)):
+            return (f"+{twice[1]}={twice[2]}: {twice[1]} is in this config's defaults list already (null: none "
+                    f"chosen); choose it without the +: {twice[1]}={twice[2]}")
         return " ".join(_lines(e))
     if isinstance(e, InstantiationException):
         text = str(e)

@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.checkpointing import HINT, best_rank, finite_weights
 from src.cli import job_overrides, override_key
-from src.errors import CheckpointError, ConfigError, check_accelerator, in_group
+from src.errors import CheckpointError, ConfigError, check_accelerator, in_group, seed_value
 from src.model import BaseNetwork
 from src.module import ClassifierModule
 from src.utils import atomic_write_json, read_json_object
@@ -102,6 +102,9 @@ def run_data_settings(run: dict) -> dict:
 def evaluate(cfg: DictConfig) -> float:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r} is not one of: {', '.join(SPLITS)}")
+    if cfg.ckpt_path is None or not str(cfg.ckpt_path).strip():  # `ckpt_path=` was read as "."
+        raise ConfigError(f"ckpt_path={'null' if cfg.ckpt_path is None else ''} names no checkpoint; {HINT}")
+    seed_value("seed", cfg.seed)  # else data.shuffle_seed, which it fills in, was named
     path = best_checkpoint(str(cfg.ckpt_path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -93,6 +93,12 @@ def test_a_group_the_script_does_not_choose_is_named_with_the_script(tmp_path, m
     monkeypatch.setattr(sys, "argv", ["-c"])
     assert cli.one_line(ConfigCompositionException("Could not override 'init'. No match in the defaults list.")) == (
         "init: this config chooses no init option, so there is none to change (+init=… would add one)")
+    # `+experiment=x` where the defaults list has experiment (null): Hydra's advice was a line of a config file
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(["+experiment=lr_sensitivity_quick"], tmp_path, "train")
+    assert cli.one_line(info.value) == (
+        "+experiment=lr_sensitivity_quick: experiment is in this config's defaults list already (null: none chosen); "
+        "choose it without the +: experiment=lr_sensitivity_quick")
 
 
 @pytest.mark.parametrize("message, missing, line", [

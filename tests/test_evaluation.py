@@ -174,6 +174,14 @@ def test_bad_split_and_files_that_are_not_checkpoints(tmp_path):
     with pytest.raises(ConfigError) as e:
         evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path}", "split=train"))
     assert str(e.value) == "split='train' is not one of: test, val"
+    # `ckpt_path=` was read as "." (the current dir's checkpoints), null as a path "None"; a bad
+    # seed was named data.shuffle_seed, which the user never typed
+    for given, said in (("", "ckpt_path= names no checkpoint"), ("null", "ckpt_path=null names no checkpoint")):
+        with pytest.raises(ConfigError) as e:
+            evaluate(_cfg(tmp_path, f"ckpt_path={given}"))
+        assert str(e.value) == f"{said}; {HINT}"
+    with pytest.raises(ValueError, match=r"^seed=-1 must be an integer"):
+        evaluate(_cfg(tmp_path, f"ckpt_path={tmp_path}", "seed=-1"))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError) as e:
