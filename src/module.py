@@ -138,6 +138,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         self.epoch_seconds: list[float] = []
         self.resume_notes: list[str] = []  # what a resume could not make as if never stopped
         self.tested_images = 0
+        self.validated_images = 0  # in the last validation: what val_scores are over (limit_val_batches)
         self._epoch_started = None
 
     def first_loss(self) -> float | None:
@@ -246,10 +247,14 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
                      sync_dist=True)
         self.history["train_scores"].append(float(acc))
 
+    def on_validation_epoch_start(self):
+        self.validated_images = 0
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net(x)
         self.val_acc.update(logits, y)
+        self.validated_images += len(y)
         # sync_dist: under DDP the epoch's loss over every rank's batches (reduced once, at its end);
         # the accuracies are synced by torchmetrics already, and say so to Lightning
         self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=False, sync_dist=True)

@@ -694,7 +694,8 @@ def _group_notes(g: Group) -> list[str]:
     counted = g.counted
     for start, what in (("stopped early", "stopped early"), ("test_acc is of", "test_acc not of the best-val checkpoint"),
                         ("trainer.fast_dev_run", "fast_dev_run smoke test"),
-                        ("test_acc is over", "test_acc over part of the test set")):
+                        ("test_acc is over", "test_acc over part of the test set"),
+                        ("val_scores are over", "val scores over part of the val split")):
         hits = sum(any(str(w).startswith(start) for w in j.results.get("warnings") or []) for j in counted)
         if hits:
             notes.append(f"{what}: {hits} of {_plural(len(counted), 'job')}, see Jobs")

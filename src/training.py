@@ -449,6 +449,8 @@ def train(cfg: DictConfig) -> float | None:
         results["warnings"].append(what)
     if what := _not_all_tested(cfg, trainer, module, datamodule, test_acc, status):
         results["warnings"].append(what)
+    if what := _not_all_validated(cfg, trainer, module, datamodule):
+        results["warnings"].append(what)
     if trainer.is_global_zero:  # under DDP every rank gets here; rank 0's history is the one
         swept = cli.swept_keys()
         trial = trial_name(cli.job_overrides(), swept)
@@ -591,6 +593,17 @@ def _not_all_tested(cfg: DictConfig, trainer: pl.Trainer, module, datamodule, te
     if trainer.world_size == 1 and 0 < module.tested_images < total:
         return (f"test_acc is over {module.tested_images} of the {total} test images "
                 f"(trainer.limit_test_batches={limit}), not all of them")
+    return None
+
+
+def _not_all_validated(cfg: DictConfig, trainer: pl.Trainer, module, datamodule) -> str | None:
+    """What val_scores (and the best-val checkpoint's choice) are over when
+    trainer.limit_val_batches keeps them from the whole val split: test_acc said so, they did not."""
+    val_x = getattr(datamodule, "val_x", None)
+    total = 0 if val_x is None else len(val_x)
+    if trainer.world_size == 1 and 0 < module.validated_images < total and not cfg.trainer.get("fast_dev_run"):
+        return (f"val_scores are over {module.validated_images} of the {total} val images "
+                f"(trainer.limit_val_batches={cfg.trainer.get('limit_val_batches')}), not all of them")
     return None
 
 

@@ -953,6 +953,8 @@ def test_group_notes_and_the_provenance_line():
         "fast_dev_run smoke test: 1 of 3 jobs, see Jobs", "test_acc over part of the test set: 1 of 3 jobs, see Jobs"]
     assert _group_notes(Group(1, {}, warned[2:3])) == ["stopped early: 1 of 1 job, see Jobs",
                                                        "test_acc over part of the test set: 1 of 1 job, see Jobs"]
+    warned[2].results["warnings"].append("val_scores are over 1024 of the 10000 val images (…), not all of them")
+    assert _group_notes(Group(1, {}, warned[2:3]))[-1] == "val scores over part of the val split: 1 of 1 job, see Jobs"
     assert provenance_lines([Job("0", Path("."))]) == \
         ["Provenance: none recorded (results.json without a `provenance` entry)."]
     p = dict(python="3.11.2", torch="2.14.1", lightning="2.6.0", hydra="1.3.2", device_type="cpu", device="Xeon")

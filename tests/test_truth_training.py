@@ -490,6 +490,9 @@ def test_a_test_acc_over_part_of_the_test_split_says_how_much(run):
     n = EVAL_BATCH * EVAL_BATCHES
     assert f"test_acc is over {n} of the 10000 test images (trainer.limit_test_batches={EVAL_BATCHES}), " \
            "not all of them" in run["results"]["warnings"]
+    # and the val scores, and so the best-val checkpoint's choice, over as many val images
+    assert f"val_scores are over {n} of the 10000 val images (trainer.limit_val_batches={EVAL_BATCHES}), " \
+           "not all of them" in run["results"]["warnings"]
 
 
 @pytest.mark.parametrize("limit, tested, expected", [
