@@ -9,6 +9,7 @@ from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
+import logging  # noqa: E402
 import warnings  # noqa: E402
 
 import hydra  # noqa: E402
@@ -17,6 +18,10 @@ from omegaconf import DictConfig  # noqa: E402
 from src.cli import run_app, run_task  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+# Hydra imports torch before the job (conf/probe.yaml's ProbeSummary is in src.probe), where no
+# run_task has quieted torch's loggers yet: a stop in the middle of that import left torch's
+# exit-time FakeTensor statistics going to Hydra's console, three lines after the error line.
+logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.WARNING)
 
 
 @hydra.main(config_path="conf", config_name="probe", version_base="1.3")

@@ -53,39 +53,49 @@ def test_a_stop_while_the_tables_print_is_an_interrupted_run(tmp_path, capsys, m
     assert r["status"] == "interrupted" and r["signal"] == "SIGTERM"
 
 
-# Runs probe.py as `python probe.py <args>` does, sending `signum` to itself when torch is first
-# imported: a signal during the seconds-long start-up, at the same point every time.
-SIGNAL_AT_TORCH_IMPORT = textwrap.dedent("""
+# Runs probe.py as `python probe.py <args>` does, sending PROBE_TEST_SIGNAL to itself at the first
+# import once PROBE_TEST_AFTER (`module` or `module:attribute`) is there: a signal during the
+# seconds-long start-up, at the same point every time (after torch and Lightning at the latest).
+SIGNAL_DURING_START_UP = textwrap.dedent("""
     import os, runpy, signal, sys
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, wherever pytest runs
+    module, _, attribute = os.environ["PROBE_TEST_AFTER"].partition(":")
 
 
-    class SignalAtTorchImport:
+    class SignalDuringStartUp:
         def find_spec(self, name, path=None, target=None):
-            if name == "torch":
+            there = hasattr(sys.modules.get(module), attribute) if attribute else name == module
+            if there or name == "callbacks.diagnostics":
                 sys.meta_path.remove(self)
                 os.kill(os.getpid(), int(os.environ["PROBE_TEST_SIGNAL"]))
             return None
 
 
-    sys.meta_path.insert(0, SignalAtTorchImport())
+    sys.meta_path.insert(0, SignalDuringStartUp())
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_start_up_is_one_line(tmp_path, signum):
+@pytest.mark.parametrize("signum, after", [
+    (signal.SIGINT, "torch"),  # as torch's import starts
+    (signal.SIGTERM, "torch"),
+    # mid-import, once torch has registered its exit-time FakeTensor statistics: they came after the
+    # error line, three `[HYDRA] FakeTensor cache stats` lines
+    (signal.SIGTERM, "torch._subclasses.fake_tensor:dump_cache_stats"),
+])
+def test_a_signal_during_start_up_is_one_line(tmp_path, signum, after):
     """SIGTERM killed probe.py silently (exit 143, no run dir, no line) and Ctrl-C printed a 60-line
     KeyboardInterrupt traceback: torch was imported at the top of probe.py, before any handler."""
     run = tmp_path / "run"
     args = [str(ROOT / "probe.py"), "model.hidden_sizes=[16]", f"hydra.run.dir={run}"]
-    res = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH_IMPORT, *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, env={"PROBE_TEST_SIGNAL": str(int(signum)), "PATH": "/usr/bin:/bin",
-                                                      "PROJECT_ROOT": str(ROOT), "HOME": str(tmp_path)})
+    env = {"PROBE_TEST_SIGNAL": str(int(signum)), "PROBE_TEST_AFTER": after, "PATH": "/usr/bin:/bin",
+           "PROJECT_ROOT": str(ROOT), "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", SIGNAL_DURING_START_UP, *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=env)
     assert res.returncode == 128 + signum, res.stderr[-2000:]
     name = signal.Signals(signum).name
     again = shlex.join(["python", "probe.py", *args[1:]])
     assert res.stderr.splitlines() == [f"error: interrupted by {name} before the run started; start it again: {again}"]
-    assert not run.exists()
+    assert res.stdout == "" and not run.exists()
