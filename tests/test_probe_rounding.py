@@ -1,0 +1,131 @@
+"""probe.py's numerically-zero backward variances: rounding noise is not read as a measurement
+(no flag against a prediction of 0, no ratio, no trend), and every such layer is named."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from callbacks.variance_probe import measure, summarize
+from src.init import get_init
+from src.model import BaseNetwork
+from src.probe import (
+    backward_rounding,
+    figure_report,
+    flag_sentence,
+    mark_rounding_noise,
+    probe_figure,
+    probe_trends,
+    rounding_noise,
+)
+
+NAMES = ["layers.0", "layers.2", "layers.4", "layers.6"]
+
+
+def tiny(init: str, act: str = "identity", **kwargs):
+    torch.manual_seed(0)
+    net = BaseNetwork(act_fn=act, input_size=12, num_classes=4, hidden_sizes=[9, 7, 5])
+    get_init(init, **kwargs)(net)
+    x, y = torch.rand(64, 12), torch.randint(0, 4, (64,))
+    return net, [(x, y)]
+
+
+def test_the_bound_is_n_eps_times_the_sum_without_cancellation():
+    net, batches = tiny("const", fill=0.1)
+    rounding = backward_rounding(net, batches)
+    x, y = batches[0]
+    # the measured variances are measure()'s, the probe's own numbers
+    assert list(rounding["measured"][0]) == pytest.approx(measure(net, x, y)["backward"], rel=1e-12, abs=0)
+    # layers.4's δ sums the logits' 4 terms: (4·ε)² · mean((|δ_logits| @ |W|)²), ε of float32
+    logits = net(x).detach()
+    d_logits = torch.softmax(logits, 1) - torch.nn.functional.one_hot(y, 4)
+    by_hand = (4 * torch.finfo(torch.float32).eps) ** 2 * float((d_logits.abs() @ net.layers[6].weight.abs()).double()
+                                                                 .pow(2).mean())
+    assert rounding["bound"][0, 2] == pytest.approx(by_hand, rel=1e-5)
+    assert math.isnan(rounding["bound"][0, 3])  # nothing sums into the logits
+    # constant weights pass on Σ_c δ_c = 0: below the bound there, and noise from there on down
+    assert rounding["measured"][0, 2] <= rounding["bound"][0, 2]
+    assert rounding_noise(NAMES, rounding["measured"][0], rounding["bound"][0]) == NAMES[:3]
+
+
+@pytest.mark.parametrize("std", [0.5, 1e-3])
+def test_a_genuine_gradient_however_small_is_not_rounding_noise(std):
+    """A vanishing gradient is tiny, not noise: float32 keeps its relative precision at 1e-20."""
+    net, batches = tiny("normal", std=std)
+    rounding = backward_rounding(net, batches)
+    assert rounding_noise(NAMES, rounding["measured"][0], rounding["bound"][0]) == []
+    assert np.all(rounding["measured"][0, :3] > 1e6 * rounding["bound"][0, :3])
+    if std < 0.01:
+        assert rounding["measured"][0, 0] < 1e-12
+
+
+def test_noise_runs_down_from_where_it_starts():
+    # layers.4 is below its bound; layers.2 and layers.0 are computed from it (δ is linear in the δ
+    # above), whatever their size; nothing above the noise, and no NaN, is noise
+    assert rounding_noise(NAMES, [5e-20, 1e-3, 1e-25, 1.0], [1e-30, 1e-10, 1e-20, math.nan]) == NAMES[:3]
+    assert rounding_noise(NAMES, [5e-20, 1e-3, 1e-15, 1.0], [1e-30, 1e-10, 1e-20, math.nan]) == []
+    assert rounding_noise(NAMES, [1e-40, math.nan, 1e-25, 1.0], [1e-30, math.nan, 1e-24, math.nan]) == NAMES[:3]
+    assert rounding_noise(NAMES, [1e-40, math.nan, 1.0, 1.0], [1e-30, math.nan, 1e-24, math.nan]) == ["layers.0"]
+
+
+def report_of(backward: dict[str, tuple[float, float]]) -> dict:
+    """summarize()'s report for (measured, predicted) backward variances, 10 draws 1 % apart."""
+    spread = np.linspace(0.99, 1.01, 10)[:, None, None]
+    raw = {"backward": spread * np.array([[[backward[n][0] for n in NAMES]]])}
+    raw["forward"] = raw["weight_gradient"] = spread * np.ones((1, 1, len(NAMES)))
+    pred = {"backward": np.broadcast_to([backward[n][1] for n in NAMES], (10, 1, len(NAMES))).copy(),
+            "forward": np.ones((10, 1, len(NAMES)))}
+    report = {**summarize(NAMES, raw, pred), "draws": 10}
+    for row in report["layers"].values():
+        row.update(fan_in=4, fan_out=4)  # the figure's axis labels
+    return report
+
+
+def test_a_prediction_of_0_agrees_with_noise_and_a_positive_one_does_not():
+    report = report_of({"layers.0": (2e-19, 0.0), "layers.2": (1e-19, 1e-3), "layers.4": (2e-19, 0.0),
+                        "layers.6": (0.09, 0.09)})
+    assert report["flags"]["backward"] == ["layers.0", "layers.2", "layers.4"]  # before: noise read as a measurement
+    rounding = {"names": NAMES, "measured": np.array([[2e-19, 1e-19, 2e-19, 0.09]]),
+                "bound": np.array([[1e-28, 1e-28, 1e-16, math.nan]])}
+    assert mark_rounding_noise(report, rounding) == NAMES[:3]
+    rows = {n: report["layers"][n]["backward"] for n in NAMES}
+    assert report["flags"]["backward"] == ["layers.2"]  # a gradient was predicted there and does not arrive
+    assert [rows[n]["numerically_zero"] for n in NAMES] == [True, True, True, False]
+    assert [rows[n]["rounding_bound"] for n in NAMES] == [1e-28, 1e-28, 1e-16, None]
+    assert all(rows[n]["ratio"] is None for n in NAMES[:3]) and rows["layers.6"]["ratio"] == pytest.approx(1)
+    assert flag_sentence(report, "backward") == (
+        "Flagged (layers.2): measurement and prediction differ by more than 10 draws and the theory's tolerance "
+        "explain; an assumption fails there (docs/diagnostics.md). Measured and predicted are both ≈ 0 at layers.0, "
+        "layers.4 (the measurement is float32 rounding noise, docs/diagnostics.md).")
+    # no trend read from the noise (it said "varies ×2 ... uneven, no trend"); the forward is left as it was
+    trends = probe_trends(report)
+    assert trends["backward"] == ("Backward variance ≈ 0 at layers.4, layers.2, layers.0: float32 rounding noise, "
+                                  "no trend to read.")
+    assert trends["forward"] == "Forward variance stays within ×1 from layers.0 to layers.4: stable."
+    # the figure draws noise as 0, off its log axis; the report keeps what was measured
+    shown = figure_report(report)["layers"]["layers.0"]["backward"]
+    assert (shown["mean"], shown["hi"], set(shown["draws"])) == (0.0, 0.0, {0.0})
+    assert rows["layers.0"]["mean"] == pytest.approx(2e-19)
+    panel = probe_figure(report, "t").axes[1].get_title()  # it said "no positive values to compare"
+    assert panel.splitlines()[1:] == ["≈ 0 at layers.4, layers.2, layers.0: float32 rounding noise, not drawn"]
+
+
+def test_the_sentences_when_every_compared_layer_agrees():
+    report = report_of({n: (1e-19, 0.0) for n in NAMES[:3]} | {"layers.6": (0.09, 0.09)})
+    mark_rounding_noise(report, {"names": NAMES, "measured": np.array([[1e-19, 1e-19, 1e-19, 0.09]]),
+                                 "bound": np.array([[1e-30, 1e-30, 1e-16, math.nan]])})
+    assert report["flags"]["backward"] == []
+    assert flag_sentence(report, "backward") == (
+        "Measured and predicted are both ≈ 0 at layers.0, layers.2, layers.4 (the measurement is float32 rounding "
+        "noise, docs/diagnostics.md), and the prediction lies inside the band (or within the theory's tolerance) at "
+        "the 1 other layer: the formula explains it.")
+    # a trend over the layers that are not noise, with the ones that are named
+    report = report_of({"layers.0": (1e-19, 0.0), "layers.2": (1e-3, 1e-3), "layers.4": (1e-2, 1e-2),
+                        "layers.6": (0.09, 0.09)})
+    mark_rounding_noise(report, {"names": NAMES, "measured": np.array([[1e-19, 1e-3, 1e-2, 0.09]]),
+                                 "bound": np.array([[1e-18, 1e-12, 1e-12, math.nan]])})
+    assert probe_trends(report)["backward"] == (
+        "Backward variance shrinks ×10 per layer towards the input (×10 from layers.4 to layers.2): vanishing. "
+        "Backward variance ≈ 0 at layers.0: float32 rounding noise, no trend to read.")
+    assert flag_sentence(report, "backward").startswith("Measured and predicted are both ≈ 0 at layers.0 (the ")
