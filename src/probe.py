@@ -446,7 +446,7 @@ def print_tables(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True, highlight=False)
+    console = Console(soft_wrap=True)
     meta, report = result["meta"], result["variance"]
     names = list(meta["shapes"])
     batches = f"{report['batches']} batch{'es' if report['batches'] != 1 else ''}"
