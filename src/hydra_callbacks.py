@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import src.resolvers  # noqa: F401  (every launcher's job process imports this module: ${lr_around:...} resolves there)
 
@@ -87,6 +87,15 @@ class SweepReport(Callback):
         self.exit_on_failure = exit_on_failure
         self.fail_on = list(fail_on) if fail_on is not None else None
         self.tolerance_pt = tolerance_pt  # curves: the "within N pt of the best" range
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # Optuna logs through a handler of its own, in colour codes even into a pipe or a log
+        # file; through Hydra's, its lines read as the sweep's others
+        if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
+            import optuna
+
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from src.report import BAD_STATUSES, write_report

@@ -514,6 +514,13 @@ def _number(text) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _shown(value):
+    """A setting as a table shows it: a long fraction to 4 digits (Optuna's lr
+    0.00031489116479568613 is 0.0003149; summary.csv keeps it whole), anything else as it is."""
+    number = _number(value) if isinstance(value, str) and len(value) > 7 else None
+    return value if number is None or number.is_integer() else f"{number:.4g}"
+
+
 def _config_value(config: dict, dotted: str):
     node = config
     for part in dotted.split("."):
@@ -820,7 +827,7 @@ def md_groups(groups: list[Group], varying: list[str], metric: str, curves: list
         seeds = f"{len(g.counted)}" if not g.not_ok else f"{len(g.counted)} of {len(g.jobs)} ({_statuses(g.not_ok)})"
         ci = (f"[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]" if s.ci_low is not None
               else "1 seed: no interval" if s.n == 1 else "–")
-        table.append([str(g.number), *(g.factors[k] for k in varying),
+        table.append([str(g.number), *(_shown(g.factors[k]) for k in varying),
                       *(_fmt_x(x[g.number]) if g.number in x else "" for x in xs.values()),
                       seeds, _cell(metric, s, False), ci,
                       "–" if s.sd is None else f"{100 * s.sd:.2f}",
@@ -931,6 +938,8 @@ def md_jobs(jobs: list[Job], header: list[str], rows: list[dict], metric: str) -
                 v = f"{100 * v:.2f} %"
             elif h == "seconds" and v is not None:
                 v = f"{v:.0f}"
+            elif h not in ("status", "notes", "error", "device"):
+                v = _shown(v)
             out.append(_fmt(v))
         cells.append(out)
     lines = ["", "## Jobs", "", *_md_table(["#" if h == "job" else h for h in shown], cells)]

@@ -496,3 +496,33 @@ def test_eval_and_surfaces_multiruns_exit_1_for_a_failed_or_empty_job(tmp_path, 
         JobsExit(success_file="eval.json", fail_on=["failed"]).on_multirun_end(config)
     assert capsys.readouterr().err.splitlines() == ["error: job 2_: failed: ckpt_path=x does not exist"]
     JobsExit(success_file="x").on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "no")}}}))
+
+
+def test_optuna_logs_through_hydra_without_colour_codes():
+    """An Optuna search printed `\\x1b[32m[I …` into pipes and log files (Optuna's own handler),
+    and 7 "setup plugin alembic…" lines as its sweeper loaded."""
+    import logging
+
+    import optuna
+    from omegaconf import OmegaConf
+
+    from src.hydra_callbacks import SweepReport
+    from tests.conftest import ROOT
+
+    logger = logging.getLogger("optuna")
+    try:
+        SweepReport().on_multirun_start(OmegaConf.create({"hydra": {"sweeper": {"_target_": "x.BasicSweeper"}}}))
+        assert logger.handlers and not logger.propagate  # another sweeper: Optuna left as it is
+        SweepReport().on_multirun_start(OmegaConf.create(
+            {"hydra": {"sweeper": {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}}}))
+        assert not logger.handlers and logger.propagate
+    finally:
+        optuna.logging.enable_default_handler()
+        optuna.logging.disable_propagation()
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = hydra_compose("train", ["hparams_search=adam_lr"], return_hydra_config=True)
+    assert cfg.hydra.hydra_logging.loggers.alembic.level == "WARNING"
+    assert "optuna" in cfg.hydra.sweeper._target_
