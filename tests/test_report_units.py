@@ -1035,3 +1035,12 @@ def test_a_job_that_validated_no_epoch_has_no_best_epoch_in_its_row():
     _, rows = rows_of([d, e], [], [])
     assert (rows[0]["best_val_epoch"], rows[0]["epochs"]) == (None, 0)
     assert rows[1]["best_val_epoch"] == 0
+
+
+def test_a_long_fraction_is_shown_to_4_digits_in_the_tables():
+    """Optuna's lr 0.00031489116479568613 filled its column of summary.md; summary.csv keeps it."""
+    from src.report import _shown
+
+    assert _shown("0.00031489116479568613") == "0.0003149"
+    assert [_shown(v) for v in ("0.001", "12345678", "kaiming_normal", "1e-05", None)] == \
+        ["0.001", "12345678", "kaiming_normal", "1e-05", None]
