@@ -534,6 +534,22 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
         message = one_line(e)
         print(f"error: {'an override could not be applied: ' if refused else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main is not None and Path(main).resolve().parent == ROOT:  # a script of ours, not a test
+        let_a_finished_run_exit()
+
+
+def let_a_finished_run_exit() -> None:
+    """From a finished run (or sweep) to the process's exit, Python's shutdown takes ~1.5 s with
+    torch loaded, and a SIGTERM or Ctrl-C there killed the process with no line: exit 143, a job
+    cut short to a scheduler, though every result was written. They are ignored from here: the
+    process ends as it was ending, with its own status. (A Python handler cannot say it: the
+    interpreter's finalization puts the default action back, which kills; an ignored signal stays
+    ignored.)"""
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _raised_by_the_sweeper(e: BaseException) -> bool:

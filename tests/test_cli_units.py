@@ -1549,3 +1549,16 @@ def test_a_checkpoint_path_with_the_override_grammars_characters_is_quoted_for_h
     parsed = OverridesParser.create().parse_overrides(quoted[1:2])
     assert parsed[0].value() == str(job)
     assert cli.quote_checkpoint_paths(["eval.py", "-m", f"ckpt_path={job}"])[2] == f"ckpt_path={job}"  # a sweep
+
+
+def test_a_signal_between_a_finished_run_and_the_exit_does_not_turn_it_into_a_killed_one():
+    """Python's shutdown after a finished run takes ~1.5 s with torch loaded; a SIGTERM there
+    exited 143 with no line, a run cut short to a scheduler though all was written."""
+    import subprocess
+
+    from tests.conftest import PYTHON, ROOT
+
+    code = ("from src.cli import let_a_finished_run_exit; let_a_finished_run_exit(); import os, signal, torch; "
+            "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); print('on')")
+    res = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "on\n", "")
