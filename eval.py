@@ -13,9 +13,15 @@ from src.cli import run_app, run_task  # noqa: E402
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig):
+    return run_task(import_and_evaluate, cfg)
+
+
+def import_and_evaluate(cfg: DictConfig):
+    # torch and Lightning are imported inside the task: a stop during their seconds-long import
+    # left the run dir without a results.json (run_task writes `interrupted` there now)
     from src.evaluation import evaluate
 
-    return run_task(evaluate, cfg)
+    return evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,18 @@ from src.cli import run_app, run_task  # noqa: E402
 
 @hydra.main(config_path="conf", config_name="surfaces", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: figures go to files and TensorBoard, never to a window
     from hydra.core.hydra_config import HydraConfig
-
-    from src.surfaces import run, summary_table
 
     hc = HydraConfig.get()
 
     def task(cfg):
+        # matplotlib and torch are imported inside the task: a stop during their import left
+        # the run dir without a results.json (run_task writes `interrupted` there now)
+        import matplotlib
+
+        matplotlib.use("Agg")  # headless: figures go to files and TensorBoard, never to a window
+        from src.surfaces import run, summary_table
+
         # in single-optimizer mode label it by its config name (adam, sgd_mom, ...)
         record = run(cfg, hc.runtime.output_dir, optim_label=hc.runtime.choices.get("optim"))
         print(summary_table(record))
