@@ -853,7 +853,7 @@ PRINT_CONFIG_VALUES = ("compact", "full", *PRINT_CONFIG_OFF)
 def print_start(cfg) -> None:
     """The start block: one line of choices and the run dir; the whole tree with print_config=full."""
     mode = str(cfg.get("print_config", "compact")).lower()
-    if mode in PRINT_CONFIG_OFF:
+    if mode in PRINT_CONFIG_OFF or not rank_zero():  # DDP: rank 1 printed the block a second time
         return
     if mode == "full":
         import rich

@@ -147,4 +147,5 @@ def evaluate(cfg: DictConfig) -> float:
                                           "split_seed": data_cfg.split_seed, "precision": trainer.precision,
                                           "acc": acc, "loss": loss})
     print(f"{cfg.split} acc {100 * acc:.2f} %  (loss {loss:.4f})  {path}", flush=True)
+    print(f"results: {out / 'eval.json'}", flush=True)  # as train.py says where its results.json is
     return acc

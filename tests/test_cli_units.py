@@ -1389,6 +1389,19 @@ def test_print_start_off(tmp_path, capsys, mode):
     assert capsys.readouterr().out == ""
 
 
+def test_print_start_on_a_ddp_rank_other_than_0_prints_nothing(tmp_path, capsys, monkeypatch):
+    """trainer=ddp_sim printed the start block twice, once per process."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    cfg = compose_config([], tmp_path)
+    monkeypatch.setattr(rank_zero_only, "rank", 1, raising=False)
+    cli.print_start(cfg)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    cli.print_start(cfg)
+    assert capsys.readouterr().out.startswith("optim=")
+
+
 def test_print_start_compact_is_two_lines(tmp_path, capsys):
     cfg = compose_config([], tmp_path)
     cli.print_start(cfg)

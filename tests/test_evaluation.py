@@ -277,4 +277,6 @@ def test_accuracy_and_loss_equal_a_plain_forward_pass(tmp_path, data_dir, capsys
     assert record["status"] == "ok" and record["split"] == split and record["checkpoint"] == str(ckpt)
     assert record["split_seed"] == 42 and record["precision"] == "32-true"
     assert record["acc"] == acc and record["loss"] == pytest.approx(expected_loss, rel=1e-5)
-    assert capsys.readouterr().out.strip() == f"{split} acc {100 * acc:.2f} %  (loss {record['loss']:.4f})  {ckpt}"
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"{split} acc {100 * acc:.2f} %  (loss {record['loss']:.4f})  {ckpt}",
+        f"results: {tmp_path / 'runs' / 'eval' / 'eval.json'}"]
