@@ -857,9 +857,22 @@ def md_verdicts(found: list[Verdict], groups: list[Group], metric: str,
                   f"{_plural(m, 'comparison')}, so 'higher at 95 %' keeps the chance of any false claim "
                   "in this list ≤ 5 %. Brackets: 95 % interval of the difference (per pair, not adjusted).", ""]
     else:
-        why = [f"{n} with {reason}" for reason, n in _untested_reasons(found).items()]
+        seeds = _seeds_preset(groups)  # init_study was told `seed=1,2,3`, not its own init_study_seeds
+        why = [f"{n} with {reason if reason != FEW_SEEDS or not seeds else FEW_SEEDS.replace(')', f', or {seeds})')}"
+               for reason, n in _untested_reasons(found).items()]
         lines += [f"{_plural(len(found), 'pair')}, none tested: {'; '.join(why)}.", ""]
     return lines + [f"- {v.sentence()}" for v in found]
+
+
+def _seeds_preset(groups: list[Group]) -> str | None:
+    """`experiment=<preset>_seeds` where every job ran one preset that has a seeds version."""
+    presets = {j.choices.get("experiment") for g in groups for j in g.jobs}
+    if len(presets) != 1 or not (preset := presets.pop()) or preset == "None":
+        return None
+    from src.config import ROOT
+
+    seeds = f"{preset}_seeds"
+    return f"`experiment={seeds}`" if (ROOT / "conf" / "experiment" / f"{seeds}.yaml").is_file() else None
 
 
 FEW_SEEDS = "fewer than 2 finished seeds on a side, which a test needs (sweep `seed=1,2,3`)"

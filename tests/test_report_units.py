@@ -753,6 +753,13 @@ def test_verdicts_heading_says_why_nothing_was_tested():
     assert md_verdicts([_verdict(1, 1, **untested), _verdict(3, 0, **untested)], groups, "test_acc")[3] == (
         "2 pairs, none tested: 1 with no finished job on one side; 1 with fewer than 2 finished seeds on a "
         "side, which a test needs (sweep `seed=1,2,3`).")
+    # a preset with a seeds version: it is named (init_study was told only `seed=1,2,3`)
+    study = [Group(i, {"init": name}, [Job(name, Path("."), choices={"experiment": "init_study"})])
+             for i, name in enumerate(["xavier", "kaiming"], 1)]
+    assert md_verdicts([_verdict(1, 1, **untested)], study, "test_acc")[3].endswith(
+        "(sweep `seed=1,2,3`, or `experiment=init_study_seeds`).")
+    study[0].jobs[0].choices["experiment"] = "compare_optimizers_seeds"  # two presets: no advice of one
+    assert md_verdicts([_verdict(1, 1, **untested)], study, "test_acc")[3].endswith("(sweep `seed=1,2,3`).")
     # no pair at all; or none left over by a curve, which gets the pairs along its axis
     assert md_verdicts([], groups, "test_acc") == [
         "", "No pair of groups differs in exactly one factor (within the same torch version and device type): "
