@@ -63,7 +63,8 @@ def hparams_of(cfg: DictConfig) -> dict:
         "act_fn": cfg.model.act_fn,
         "hidden_sizes": str(list(cfg.model.hidden_sizes)),
         "batch_size": int(cfg.data.batch_size),
-        "seed": int(cfg.seed),
+        # a name, not a quantity: TensorBoard shows a number as 1.0000, and filters it by range
+        "seed": str(int(cfg.seed)),
         "accelerator": str(cfg.trainer.accelerator),
         "max_epochs": int(cfg.trainer.max_epochs),
     }

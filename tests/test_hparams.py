@@ -101,7 +101,7 @@ def test_hparams_of_every_key_with_its_stand_in_for_not_used():
     assert hparams_of(adam) == {
         "optim": "Adam", "lr": 0.25, "momentum": 0.0, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.01,
         "init": "KaimingNormal", "init_fill": 0.0, "init_std": 0.0, "init_nonlinearity": "relu", "act_fn": "tanh",
-        "hidden_sizes": "[8, 4]", "batch_size": 64, "seed": 3, "accelerator": "cpu", "max_epochs": 2}
+        "hidden_sizes": "[8, 4]", "batch_size": 64, "seed": "3", "accelerator": "cpu", "max_epochs": 2}
     sgd = _cfg({"_target_": "src.optim.SGDMomentum", "lr": 0.1, "momentum": 0.9, "weight_decay": None},
                {"_target_": "src.init.Normal", "std": "${base_lr}", "fill": 0.5}, optim_name="sgd_mom",
                init_name="normal")
