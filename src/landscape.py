@@ -4,7 +4,8 @@ NeurIPS 2018), with the run's own recorded path on it. What `python landscape.py
     landscape(cfg)
       -> resolve_runs           run=<dir> | runs=[<dir>,...] | runs=<sweep dir>
       -> drawable               a sweep's jobs with no checkpoint to draw (diverged early) skipped
-      -> load_run               checkpoint weights, the run's config, its initial weights, its path
+      -> load_run               checkpoint weights, what they were trained with (the checkpoint's stamp),
+                                the first try's initial weights, the recorded path
       -> directions             random (filter-normalised, seeded) or pca (of the recorded path)
       -> evaluate_family        the grid: loss and accuracy of w + a*d1 + b*d2 on a fixed subset
       -> interpolation          (1-a)*w_init + a*w_final, a in [-0.5, 1.5], train and val loss
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +93,8 @@ class Run:
     net: nn.Module                      # built from the checkpoint, eval mode, on the device
     layout: Layout
     final: torch.Tensor                 # [P] float32, the checkpoint's weights
-    config: dict                        # the run's .hydra/config.yaml (unresolved where needed)
-    choices: dict                       # config group -> option (optim: adam)
+    config: dict                        # the run's latest config, resolved (`run_config`): its loggers
+    choices: dict                       # config group -> option (optim: adam), of the latest try
     global_step: int
     epochs_done: float                  # at the checkpoint: 3.0 after the third epoch
     init: torch.Tensor | None = None    # [P] float32
@@ -101,6 +103,7 @@ class Run:
     label: str = ""
     no_path: str = ""                   # why `path` is None: what directions=auto tells the user
     warnings: list[str] = field(default_factory=list)  # into landscape.json, beside the run's numbers
+    trained: TrainedWith | None = None  # what the checkpoint's weights were trained with: labels, data
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -235,11 +238,180 @@ def _choices(run_dir: Path) -> dict:
     return {k: v for k, v in ((hydra.get("runtime") or {}).get("choices") or {}).items() if "/" not in k}
 
 
+def run_config(run_dir: Path) -> dict:
+    """The run's config as its latest try resolved it: .hydra/config.yaml (written at the start of
+    each try; a killed try has no results.json), else results.json's `config`. Hydra saves
+    config.yaml unresolved: `optim.lr: ${lr_around:${optim_name},${lr_decade}}` with
+    `optim_name: ${hydra:runtime.choices.optim}`, which this process's own Hydra would answer with
+    landscape.py's choices; the run's hydra.yaml answers them instead. {} if neither is readable."""
+    config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")
+    if not config:
+        config = read_json_object(run_dir / "results.json").get("config")
+        return config if isinstance(config, dict) else {}
+    import src.resolvers  # noqa: F401  (registers ${lr_around:...}, as train.py does)
+
+    def own_hydra(node):  # ${hydra:a.b} -> ${hydra.a.b}: the run's hydra.yaml, added below
+        if isinstance(node, dict):
+            return {k: own_hydra(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [own_hydra(v) for v in node]
+        return node.replace("${hydra:", "${hydra.") if isinstance(node, str) else node
+
+    hydra = read_yaml_mapping(run_dir / ".hydra" / "hydra.yaml").get("hydra")
+    try:
+        cfg = OmegaConf.create({**own_hydra(config), "hydra": hydra if isinstance(hydra, dict) else {}})
+    except Exception:  # not a config OmegaConf takes: as it is
+        return config
+    out = {}
+    for key in config:  # key by key: one that does not resolve (a resolver of another app) stays as saved
+        try:
+            node = cfg._get_node(key)
+            out[key] = (OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node)
+                        else cfg[key])
+        except Exception:
+            out[key] = config[key]
+    return out
+
+
+_RESUMED = re.compile(r"^resumed at step (\S+) with a changed config: (.*); results\.json's config holds the new values$")
+# config_changes' entries, joined by ", ": `key old → new`, `key added`, `key removed`, `N more`
+_ENTRY = re.compile(r"^(?P<key>[A-Za-z_][\w.\-]*) (?:(?P<whole>added|removed)|(?P<old>.*?) → (?P<new>.*))$")
+_ENTRY_START = re.compile(r", (?=\d+ more$|[A-Za-z_][\w.\-]* (?:added$|removed$|added, |removed, |.*? → ))")
+
+
+def _value(text: str):
+    """A value as config_changes wrote it (str() of it) back: 0.1, None, [1, 2], or a string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _keys_of(key: str) -> tuple[str, ...]:
+    return tuple(key.split("."))
+
+
+def initial_seed_and_init(seed, config: dict, changes) -> tuple[int, dict, str | None]:
+    """(seed, init config, init choice) of a run's first try, from a checkpoint's stamp: its
+    `seed` and `config` are the try that wrote it, its `changes` the resumes before, oldest first
+    (`resumed at step 7 with a changed config: seed 42 → 7, ...`). The initial weights came from
+    the first try's seed and init (a resume with another seed or init= changes neither the weights
+    already trained nor the init they came from): the resumes' changes are undone, newest first.
+    ValueError saying why when the history cannot tell them."""
+    import copy
+
+    if not isinstance(changes, list):
+        raise ValueError("its checkpoint's record has no history of resumes")
+    init = copy.deepcopy(config.get("init"))
+    init_name = config.get("init_name")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not isinstance(init, dict):
+        raise ValueError("its checkpoint's record names no seed or no init")
+    for sentence in reversed(changes):
+        m = _RESUMED.match(str(sentence))
+        if m is None:
+            raise ValueError(f"a resume's change is unreadable ({str(sentence)[:80]!r})")
+        entries = _ENTRY_START.split(m.group(2))
+        cut = re.fullmatch(r"\d+ more", entries[-1]) is not None
+        entries = entries[:-1] if cut else entries
+        parsed = [_ENTRY.match(e) for e in entries]
+        if not parsed or any(p is None for p in parsed):
+            raise ValueError(f"a resume's change is unreadable ({entries!r:.80})")
+        # config_changes lists keys in sorted order and cuts after 8: a key after the last one
+        # listed may have changed unseen
+        last = max(_keys_of(p["key"]) for p in parsed)
+        if cut and last < ("seed",):
+            raise ValueError(f"the change of the resume at step {m.group(1)} is cut short before `seed`")
+        for p in parsed:
+            keys = _keys_of(p["key"])
+            if keys == ("seed",):
+                seed = _value(p["old"])
+                if not isinstance(seed, int) or isinstance(seed, bool):
+                    raise ValueError(f"the resume at step {m.group(1)} changed the seed from {p['old']!r}")
+            elif keys == ("init_name",):
+                init_name = _value(p["old"]) if p["old"] != "(none)" else None
+            elif keys[0] == "init":
+                if p["whole"] or len(keys) == 1:
+                    raise ValueError(f"the resume at step {m.group(1)} replaced the whole init section")
+                node = init
+                for k in keys[1:-1]:
+                    node = node.setdefault(k, {}) if isinstance(node, dict) else None
+                if not isinstance(node, dict):
+                    raise ValueError(f"the resume at step {m.group(1)} changed {p['key']} unreadably")
+                if p["old"] == "(none)":
+                    node.pop(keys[-1], None)
+                else:
+                    node[keys[-1]] = _value(p["old"])
+    return seed, init, init_name if isinstance(init_name, str) else None
+
+
+def _init_choice(init: dict) -> str | None:
+    """The conf/init option whose config this is (`kaiming`), None if none is."""
+    root = Path(__file__).resolve().parents[1] / "conf" / "init"
+    for f in sorted(root.glob("*.yaml")):
+        if read_yaml_mapping(f) == init:
+            return f.stem
+    return None
+
+
+def was_resumed(run_dir: Path) -> bool:
+    """The run's latest try resumed a checkpoint (its command line or results.json says so)."""
+    from src.utils import read_yaml
+
+    overrides = read_yaml(run_dir / ".hydra" / "overrides.yaml")
+    given = isinstance(overrides, list) and any(str(o).startswith("ckpt_path=") and str(o) != "ckpt_path=null"
+                                                for o in overrides)
+    return given or bool(read_json_object(run_dir / "results.json").get("resumed_from"))
+
+
+STAMPED = "the checkpoint's own record"
+
+
+@dataclass
+class TrainedWith:
+    """What a checkpoint's weights were trained with, and what made the initial weights they came from."""
+
+    config: dict                # the config of the try that wrote the checkpoint (labels, data)
+    source: str                 # where `config` came from
+    seed: int | None = None     # the first try's seed and init: None if not known
+    init: dict | None = None
+    init_name: str | None = None
+    unknown: str = ""           # why seed and init are not known
+    unchecked: str = ""         # known, but nothing tells whether a resume changed them
+
+
+def trained_with(state: dict, run_dir: Path, config: dict) -> TrainedWith:
+    """The checkpoint's own stamp (src/training.py: `run` = {config_hash, seed, config, changes},
+    the config resolved and without seed and paths), else the run's latest config (`run_config`),
+    which a resume may have changed: then the first try's seed and init are unchecked."""
+    stamp = state.get("run")
+    if isinstance(stamp, dict) and isinstance(stamp.get("config"), dict):
+        out = TrainedWith(config=dict(stamp["config"]), source=STAMPED)
+        try:
+            out.seed, out.init, out.init_name = initial_seed_and_init(stamp.get("seed"), stamp["config"],
+                                                                      stamp.get("changes"))
+        except ValueError as e:
+            out.unknown = str(e)
+        return out
+    out = TrainedWith(config=config, source="the run's config")
+    seed = config.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not isinstance(config.get("init"), dict):
+        out.unknown = "its config names no seed or no init"
+        return out
+    out.seed, out.init, out.init_name = seed, config["init"], config.get("init_name")
+    if was_resumed(run_dir):
+        out.unchecked = ("the checkpoint holds no record of what it was trained with, and the run was resumed: "
+                         "its config is the latest try's, whose seed or init may not be the first try's")
+    return out
+
+
 def run_label(config: dict, choices: dict) -> str:
-    """`sgd_mom lr=0.1 momentum=0.9 · kaiming · relu`: what a panel title needs to say."""
+    """`sgd_mom lr=0.1 momentum=0.9 · kaiming init · relu`: what a panel title needs to say."""
     optim = config.get("optim") or {}
     name = choices.get("optim") or str(optim.get("_target_", "?")).rsplit(".", 1)[-1]
-    parts = [name] + [f"{k}={optim[k]:g}" for k in ("lr", "momentum") if isinstance(optim.get(k), (int, float))]
+    parts = [name] + [f"{k}={optim[k]:g}" for k in ("lr", "momentum")
+                      if isinstance(optim.get(k), (int, float)) and not isinstance(optim.get(k), bool)]
     init = choices.get("init") or str((config.get("init") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
     act = (config.get("model") or {}).get("act_fn", "")
     return " · ".join([" ".join(parts), f"{init} init", act] if act else [" ".join(parts), f"{init} init"])
@@ -305,18 +477,25 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
     if not finite_weights(weights):
         raise CheckpointError(f"{ckpt}'s weights hold NaN or inf (the run diverged): there is no landscape "
                               "around them; draw an earlier checkpoint (checkpoint=best, or run=<its .ckpt>)")
-    config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")
-    if not config:  # .hydra/ gone: the config results.json recorded, if it is readable
-        config = read_json_object(run_dir / "results.json").get("config")
-        config = config if isinstance(config, dict) else {}
+    config = run_config(run_dir)
     config.setdefault("model", hp["model"])
     config.setdefault("init", hp.get("init_cfg"))
     config.setdefault("optim", hp.get("optim_cfg"))
     choices = _choices(run_dir)
+    # Labels, data and the initial weights go by what *this checkpoint* was trained with, not by
+    # the latest try's config: a resume may have changed the seed, init= or optim.lr (and a resume
+    # that diverged wrote no checkpoint, so its config is not the drawn weights')
+    trained = trained_with(state, run_dir, config)
+    trained.config.setdefault("model", hp["model"])
+    trained.config.setdefault("optim", hp.get("optim_cfg"))
+    optim_name = trained.config.get("optim_name")
+    init_name = (trained.init_name or (_init_choice(trained.init) if trained.init else None)
+                 or (str(trained.init.get("_target_", "?")).rsplit(".", 1)[-1] if trained.init else "unknown"))
+    label_choices = {"optim": optim_name if isinstance(optim_name, str) else choices.get("optim"), "init": init_name}
     run = Run(name=run_dir.name, dir=run_dir, checkpoint=ckpt, net=net.to(device), layout=layout,
               final=layout.flatten(weights), config=config, choices=choices,
               global_step=int(state.get("global_step", 0)), epochs_done=_epochs_done(state),
-              label=run_label(config, choices))
+              label=run_label(trained.config, label_choices), trained=trained)
 
     try:
         path = load_path(run_dir)
@@ -335,19 +514,37 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
         raise CheckpointError(f"{run_dir} has no recorded weight path (weight_path/), which "
                               f"directions=pca needs; {WEIGHT_PATH_HINT}, or use directions=random")
 
-    recreated = recreate_init(config, hp["model"])
+    recreated = None
+    if trained.init is not None:
+        recreated = recreate_init({**trained.config, "seed": trained.seed, "init": trained.init}, hp["model"])
+    whose = "the first try's" if trained.source == STAMPED else "the run config's"
+    made_by = f"{whose} seed {trained.seed} and init ({init_name})"
     if path is not None and path["steps"][0] == 0:
         first = path["weights"][0]
         dtype = getattr(torch, path["dtype"])
         if recreated is not None and torch.equal(recreated.to(dtype).float(), first):
-            run.init, run.init_source = recreated, "recreated from the run's seed; equals the recorded path's first point"
+            run.init, run.init_source = recreated, f"recreated from {made_by}; equals the recorded path's first point"
         else:
             run.init, run.init_source = first, f"the recorded path's first point ({path['dtype']})"
             if recreated is not None:
-                log.warning("%s: the init recreated from the seed differs from the recorded one; using "
-                            "the recorded one", run_dir)
+                run.warnings.append(f"the init recreated from {made_by} differs from the recorded one; "
+                                    "the recorded one is used")
+                log.warning("%s: %s", run_dir, run.warnings[-1])
     elif recreated is not None:
-        run.init, run.init_source = recreated, "recreated from the run's config and seed (no recorded path to check it against)"
+        run.init, run.init_source = recreated, f"recreated from {made_by} (no recorded path to check it against)"
+        if trained.unchecked:
+            run.init_source += f"; unchecked: {trained.unchecked}"
+            run.warnings.append(f"the initial weights may not be the run's: {trained.unchecked}; the "
+                                "interpolation starts from them")
+            log.warning("%s: %s", run_dir, run.warnings[-1])
+    elif trained.unknown:
+        # a wrong init would draw a wrong interpolation under the run's name: none is drawn
+        run.warnings.append(f"the initial weights cannot be recreated faithfully: {trained.unknown}, and the "
+                            f"run recorded no weight path from step 0; the interpolation is left out")
+        log.warning("%s: %s", run_dir, run.warnings[-1])
+    elif trained.init is not None:  # recreate_init failed and logged why: into landscape.json too
+        run.warnings.append(f"the initial weights could not be rebuilt from {made_by}, and the run recorded no "
+                            "weight path from step 0; the interpolation is left out")
     if path is not None:
         # The recorded points at step 0 and at the checkpoint's step are the exact init and final
         # weights rounded to the path's dtype: use the exact ones (w_t - w_final is then exactly 0
@@ -370,7 +567,8 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
         log.warning("%s; the recorded path is left out", why)
         path, run.no_path = None, f"its recorded path holds NaN or inf from step {step} on"
         if run.init is not None and not bool(torch.isfinite(run.init).all()):
-            run.init, run.init_source = recreated, "recreated from the run's config and seed (the recorded path is not finite)"
+            run.init = recreated
+            run.init_source = f"recreated from {made_by} (the recorded path is not finite)" if recreated is not None else ""
     if path is not None and run.global_step in path["steps"]:  # exact, also mid-epoch
         run.epochs_done = path["epochs"][path["steps"].index(run.global_step)]
     if path is not None and path["steps"][-1] < run.global_step:
@@ -935,6 +1133,9 @@ def landscape_of_run(run: Run, s: Settings, data, directions: str) -> dict:
     checks["passed"] = bool(ok)
     return {
         "name": run.name, "run_dir": str(run.dir), "checkpoint": str(run.checkpoint), "label": run.label,
+        "trained_with": None if run.trained is None else {
+            "source": run.trained.source, "first_seed": run.trained.seed, "init": run.trained.init,
+            "init_source": run.init_source or None, "why_no_init": run.trained.unknown or None},
         "epochs": run.epochs_done, "global_step": run.global_step,  # epochs completed, as the path's
         "directions": dir_info,
         "images": {"train": len(x), "val": len(xv), "subset_seed": s.seed},
@@ -1265,7 +1466,9 @@ def landscape(cfg: DictConfig) -> dict:
         log.info("directions=auto: %s (%s)", directions, directions_reason)
     results = []
     for run in runs:
-        data = tuple(t.to(s.device) for t in load_subsets(data_dir, run.config, s.subset, s.seed))
+        # the data split the checkpoint's weights were trained on (its data.train_subset)
+        trained = run.trained.config if run.trained is not None else run.config
+        data = tuple(t.to(s.device) for t in load_subsets(data_dir, trained, s.subset, s.seed))
         log.info("%s: %s", run.name, run.label)
         results.append(landscape_of_run(run, s, data, directions))
         r = results[-1]

@@ -89,7 +89,7 @@ def test_initial_weights_recreated_from_seed_equal_the_recorded_first_point(kill
     loaded = load_run(run)
     recreated = recreate_init(loaded.config, loaded.config["model"])
     assert torch.equal(recreated.half().float(), load_path(run)["weights"][0])
-    assert loaded.init_source.startswith("recreated from the run's seed; equals")
+    assert loaded.init_source.startswith("recreated from the first try's seed 42 and init (kaiming); equals")
     assert torch.equal(loaded.init, recreated)
 
 
