@@ -16,7 +16,9 @@ with the batch size), per draw averaged over the batches; the band is the 95 % c
 of the mean over draws (Student t). A layer whose prediction lies outside the band is flagged:
 the difference is more than K draws of sampling noise explain, so an assumption of the theory
 fails there (constant init: weights not random; a saturated softmax: the output gradient depends on
-the weights it flows back through).
+the weights it flows back through). A backward variance at or below its float32 rounding bound is
+numerically zero (`mark_rounding_noise`): it agrees with a prediction no larger, and no trend is
+read from it.
 
 Used by probe.py (src/probe.py) and, inside training, by the `VarianceProbe` callback at step 0.
 """
@@ -346,6 +348,9 @@ def probe_variances(net: nn.Module, init_scheme, batches: list[tuple[torch.Tenso
                                       weight_var=w_var, bias_var=b_var, variance_source=source)
     report.update(draws=draws, batches=len(batches), batch_size=int(len(batches[0][0])), tolerance=tolerance,
                   seeds=[None] + [seed + k for k in range(1, draws)])
+    # Here, not in each caller: probe.py and the training callback then flag, read trends and draw
+    # alike (the callback flagged the constant init's 1e-19 noise as "an assumption fails").
+    report["rounding_noise_draw_0"] = mark_rounding_noise(report, backward_rounding(net, batches))
     return report
 
 
@@ -400,6 +405,100 @@ def flag_lines(report: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Numerically zero: a measured backward variance that is float32 rounding noise
+# ---------------------------------------------------------------------------------------------
+
+
+def _rounding_eps(t: torch.Tensor) -> float:
+    """The relative rounding of the matmuls that made `t`: float32's ε, or TF32's / bfloat16's
+    where CUDA matmuls are allowed to use them (torch.set_float32_matmul_precision)."""
+    if t.is_cuda and t.dtype == torch.float32:
+        return {"high": 2.0 ** -10, "medium": 2.0 ** -7}.get(torch.get_float32_matmul_precision(),
+                                                            torch.finfo(t.dtype).eps)
+    return torch.finfo(t.dtype).eps
+
+
+def backward_rounding(net: nn.Module, batches: list) -> dict:
+    """Per batch and Linear, for the net as it is (draw 0): the measured variance of
+    δ = ∂loss/∂output and the most that float32 rounding alone can put there.
+
+    δ_l = f'(y_l) ⊙ (δ_{l+1} @ W_{l+1}) sums n = fan_out(l+1) terms per entry; a float sum of n
+    terms is off by at most n·ε·Σ|term| (the standard bound, γ_n ≈ n·u with u = ε/2: the factor 2
+    leaves room for the rounding of δ_{l+1} itself, such as a softmax that sums to 1 ± ε). So a
+    δ_l whose true value is constant (its variance 0) measures at most
+    (n·ε)²·mean((f'(y_l)·(|δ_{l+1}| @ |W_{l+1}|))²): the bound. A genuine variance is about
+    1/n of that sum's square (terms of random sign), far above (n·ε)² of it. Draw 0 only: the
+    other draws of an init are alike in scale, and all of them cost as much as the probe again."""
+    names = list(linear_layers(net))
+    layers, acts = list(linear_layers(net).values()), activations_after(net)
+    measured = np.zeros((len(batches), len(names)))
+    bound = np.full((len(batches), len(names)), np.nan)  # none for the logits: nothing sums into them
+    for b, (x, y) in enumerate(batches):
+        with torch.inference_mode(False), torch.enable_grad():
+            with LinearOutputs(net, detach=False) as outs:
+                logits = net(x)
+            outputs = [outs.values[n] for n in names]
+            deltas = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), outputs)
+            for i in range(len(names) - 1):
+                weight = layers[i + 1].weight.detach()
+                terms = deltas[i + 1].abs() @ weight.abs()  # Σ_j |δ_j|·|W_ji|: the sum without cancellation
+                if acts[i] is not None:  # times f'(y): an elementwise activation's vector-Jacobian product
+                    y_i = outputs[i].detach().requires_grad_()
+                    terms = torch.autograd.grad(acts[i](y_i), y_i, grad_outputs=terms)[0]
+                bound[b, i] = (weight.shape[0] * _rounding_eps(deltas[i])) ** 2 * float(terms.double().pow(2).mean())
+        for i, d in enumerate(deltas):
+            measured[b, i] = float(d.detach().double().var(correction=0))
+    return {"names": names, "measured": measured, "bound": bound}
+
+
+def rounding_noise(names: list[str], measured, bound) -> list[str]:
+    """The layers whose measured backward variance is float32 rounding noise: at most its bound,
+    or below a layer whose δ is noise (δ_l is linear in δ_{l+1}: noise in, noise out, whatever
+    its size). Top-down, as the gradient flows."""
+    noise: list[str] = []
+    for i in range(len(names) - 2, -1, -1):
+        above = names[i + 1] in noise
+        if above or (math.isfinite(measured[i]) and math.isfinite(bound[i]) and measured[i] <= bound[i]):
+            noise.append(names[i])
+    return [n for n in names if n in noise]
+
+
+def mark_rounding_noise(report: dict, rounding: dict) -> list[str]:
+    """Mark the layers whose measured backward variance (the mean over draws and batches) is
+    rounding noise: `numerically_zero`, with the bound it was held against, `rounding_bound`.
+    A prediction no larger than that noise (the constant init's 0: Σ_c ∂loss/∂logit_c = 0 for
+    every sample, so equal weights pass on exactly 0) agrees with it: no flag, and no ratio of
+    noise to a prediction. A prediction above it stays flagged: the gradient does not arrive.
+    Returns the noise layers on the diagnostic batch (draw 0, batch 0: the tutorial's table)."""
+    names, measured, bound = rounding["names"], rounding["measured"], rounding["bound"]
+    mean_bound = bound.mean(axis=0)
+    noise = rounding_noise(names, [report["layers"][n]["backward"]["mean"] for n in names], list(mean_bound))
+    for i, name in enumerate(names):
+        row = report["layers"][name]["backward"]
+        row["rounding_bound"] = None if math.isnan(mean_bound[i]) else float(mean_bound[i])
+        row["numerically_zero"] = name in noise
+        if name in noise:
+            row["ratio"] = None
+            # the noise level: the bound, or what was measured where the noise came in from above
+            level = max(mean_bound[i], row["mean"], row["hi"] if _finite(row["hi"]) else 0.0)
+            if _finite(row["predicted"]) and row["predicted"] <= level:
+                row["flag"] = False
+    report["flags"]["backward"] = [n for n in names if report["layers"][n]["backward"]["flag"]]
+    return rounding_noise(names, list(measured[0]), list(bound[0]))
+
+
+def figure_report(report: dict) -> dict:
+    """The report as probe.png draws it: a measured variance that is rounding noise set to 0 (off
+    the log axis), so no point, band or line is drawn from the noise."""
+    shown = copy.deepcopy(report)
+    for row in shown["layers"].values():
+        for q in QUANTITIES:
+            if row[q].get("numerically_zero"):
+                row[q].update(mean=0.0, lo=0.0, hi=0.0, draws=[0.0] * len(row[q]["draws"]))
+    return shown
+
+
+# ---------------------------------------------------------------------------------------------
 # The figure
 # ---------------------------------------------------------------------------------------------
 
@@ -444,22 +543,63 @@ def trend_sentence(values: list[float], names: list[str], what: str, direction: 
     return f"{what} {verb} ×{per_layer:.3g} per layer {direction} (×{spread:.3g} from {span}): {verdict}."
 
 
-def trends(report: dict) -> dict[str, str]:
-    """The verdict per direction: forward over the hidden layers (the logits have no activation to
-    keep in range), backward from the last hidden layer to the input (the logits' gradient starts it)."""
+def _reading_order(report: dict, q: str) -> list[str]:
+    """Forward over the hidden layers (the logits have no activation to keep in range), backward
+    from the last hidden layer to the input (the logits' gradient starts it)."""
     names = list(report["layers"])
     hidden = names[:-1] if len(names) > 2 else names
-    back = list(reversed(hidden))
-    return {"forward": trend_sentence([report["layers"][n]["forward"]["mean"] for n in hidden], hidden,
-                                      "Forward variance", "with depth"),
-            "backward": trend_sentence([report["layers"][n]["backward"]["mean"] for n in back], back,
-                                       "Backward variance", "towards the input")}
+    return hidden if q == "forward" else list(reversed(hidden))
 
 
-def short_trends(report: dict) -> dict[str, str]:
-    """trends() without the bracketed span and the final stop, for a panel title or one terminal
-    line: "Forward variance grows ×3.17 per layer with depth: exploding"."""
-    return {q: re.sub(r" \(×[^)]*\)", "", sentence).rstrip(".") for q, sentence in trends(report).items()}
+def _trend_parts(report: dict, q: str) -> tuple[str | None, list[str]]:
+    """(the trend over the layers whose variance is a measurement, the layers whose variance is
+    rounding noise), in `_reading_order`. The noise is left out of the factor and the spread (it
+    read the constant init's 1e-19 noise as "varies ×2.68 ... uneven"); the trend is None when
+    fewer than two values are left beside it."""
+    order = _reading_order(report, q)
+    what, direction = ("Forward variance", "with depth") if q == "forward" else ("Backward variance", "towards the input")
+    zeros = [n for n in order if report["layers"][n][q].get("numerically_zero")]
+    values = [None if n in zeros else report["layers"][n][q]["mean"] for n in order]
+    if zeros and sum(_finite(v) and v > 0 for v in values) < 2:
+        return None, zeros
+    return trend_sentence(values, order, what, direction), zeros
+
+
+def trends(report: dict) -> dict[str, str]:
+    """The verdict per direction (`_trend_parts`), with the layers whose measured variance is
+    numerically zero named as ≈ 0."""
+    sentences = {}
+    for q in QUANTITIES:
+        rest, zeros = _trend_parts(report, q)
+        parts = [rest] if rest else []
+        if zeros:
+            parts.append(f"{q.capitalize()} variance ≈ 0 at {', '.join(zeros)}: float32 rounding noise, no trend to read.")
+        sentences[q] = " ".join(parts)
+    return sentences
+
+
+def _span(zeros: list[str], order: list[str]) -> str:
+    """`from layers.6 to layers.0` for three or more neighbours (noise runs down from where it
+    starts), else the names: one line of a terminal holds it at any depth."""
+    at = [order.index(n) for n in zeros]
+    if len(zeros) > 2 and at == list(range(at[0], at[0] + len(zeros))):
+        return f"from {zeros[0]} to {zeros[-1]}"
+    return f"at {', '.join(zeros)}"
+
+
+def verdict_lines(report: dict) -> dict[str, list[str]]:
+    """trends() for a panel title or the terminal, one part a line: the trend without its
+    bracketed span and final stop ("Forward variance grows ×3.17 per layer with depth:
+    exploding"), and where rounding noise was left out, "Backward variance ≈ 0 from layers.6 to
+    layers.0: float32 rounding noise"."""
+    lines = {}
+    for q in QUANTITIES:
+        rest, zeros = _trend_parts(report, q)
+        lines[q] = [re.sub(r" \(×[^)]*\)", "", rest).rstrip(".")] if rest else []
+        if zeros:
+            lines[q].append(f"{q.capitalize()} variance ≈ 0 {_span(zeros, _reading_order(report, q))}: "
+                            "float32 rounding noise")
+    return lines
 
 
 def variance_figure(report: dict, title: str):
@@ -474,7 +614,9 @@ def variance_figure(report: dict, title: str):
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.1, top=1 - (0.085 + 0.026 * lines), hspace=0.62)
     # the answer on the figure, not only in the terminal: "shrinks ×9.2 per layer ...: vanishing."
     # (without the span in brackets, which the terminal keeps: the line has to fit the panel)
-    verdicts = {q: f"{sentence.split(' variance ', 1)[-1]}." for q, sentence in short_trends(report).items()}
+    verdicts = {q: [f"{line.split(' variance ', 1)[-1]}{', not drawn' if '≈ 0' in line else ''}."
+                    for line in lines] for q, lines in verdict_lines(report).items()}
+    report = figure_report(report)  # rounding noise drawn as 0: no points, band or line from it
     axes = fig.subplots(2, 1)
     labels = [f"{n}\n{report['layers'][n]['fan_in']}→{report['layers'][n]['fan_out']}" for n in names]
     heading = {"forward": "forward: variance of each Linear's output",
@@ -505,12 +647,12 @@ def variance_figure(report: dict, title: str):
             where = zero[0] if len(zero) == 1 else f"{len(zero)} layers"
             ax.text(0.5, 1.0, f"predicted 0 at {where}: no weight variance, the theory does not apply",
                     transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="C3")
-            ax.set_title(f"{heading[q]}\n{verdicts[q]}\n", fontsize=9.5)
+            ax.set_title("\n".join([heading[q], *verdicts[q], ""]), fontsize=9.5)
         ax.set_yscale("log")
         _at_least_a_decade(ax)  # so a flat profile looks flat, not like noise blown up
         ax.set_xticks(xs, labels, fontsize=8.5)
         if not zero:
-            ax.set_title(f"{heading[q]}\n{verdicts[q]}", fontsize=9.5)
+            ax.set_title("\n".join([heading[q], *verdicts[q]]), fontsize=9.5)
         if q == "backward":  # read right to left: the gradient starts at the loss
             ax.set_xlabel("← the gradient flows from the loss (right) towards the input (left)", fontsize=8.5)
         ax.set_ylabel("variance", fontsize=9.5)
@@ -594,10 +736,11 @@ class VarianceProbe(DrawsInBackground):
             draw_in_background(functools.partial(_draw_probe, self.report, title,
                                                  out / "probe.png" if self.save_png else None, writer))
         # The answer a student came for, before the first epoch: does the signal keep its size?
-        said = short_trends(self.report)
+        said = verdict_lines(self.report)
         where = " (probe.png)" if self.save_png else ""
         # One verdict a line: together they overran an 80-column terminal mid-word.
-        print(f"at init{where}:\n  {said['forward'].lower()}\n  {said['backward'].lower()}", file=sys.stdout, flush=True)
+        lines = [f"  {line.lower()}" for q in QUANTITIES for line in said[q]]
+        print("\n".join([f"at init{where}:", *lines]), file=sys.stdout, flush=True)
         for line in flag_lines(self.report):
             self.warnings.append(line)
             rank_zero_warn(line)

@@ -21,20 +21,17 @@ import csv
 import io
 import logging
 import math
-import re
 import sys
 import textwrap
 from pathlib import Path
 
 import hydra
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.diagnostics import (
-    LinearOutputs,
     activations_of,
     distribution_figures,
     init_label,
@@ -48,7 +45,6 @@ from callbacks.diagnostics import (
 from callbacks.variance_probe import (  # noqa: F401  (trend_sentence: probe's API, tests use it)
     QUANTITIES,
     _finite,
-    activations_after,
     flag_lines,
     probe_title,
     probe_variances,
@@ -97,7 +93,6 @@ def probe(cfg: DictConfig) -> dict:
     shapes = {name: [m.in_features, m.out_features] for name, m in layers.items()}
     report = probe_variances(net, init_scheme, batches, draws=settings["draws"], seed=int(cfg.seed),
                              tolerance=settings["tolerance"])
-    draw_0_zero = mark_rounding_noise(report, backward_rounding(net, batches))
     report["warnings"] = flag_lines(report)
     if len(x_all) < n * settings["batches"]:  # a training split smaller than asked for: say what was measured
         sizes = sorted({len(b[0]) for b in batches}, reverse=True)
@@ -121,7 +116,7 @@ def probe(cfg: DictConfig) -> dict:
         "activation_means": {name: s["mean"] for name, s in stats["activations"].items()},
         "gradient_means": {name: s["mean"] for name, s in stats["gradients"].items()},
         # draw 0's layers whose ∂loss/∂output is float32 rounding noise: their weight gradient is too
-        "rounding_noise_gradients": draw_0_zero,
+        "rounding_noise_gradients": report["rounding_noise_draw_0"],
         "nonfinite": {kind: {k: s["nonfinite"] for k, s in stats[kind].items() if s["nonfinite"]}
                       for kind in KINDS},
         "input_second_moment": float(x.detach().double().pow(2).mean()),
@@ -136,7 +131,7 @@ def probe(cfg: DictConfig) -> dict:
                distribution_figures(net, (x, y), title=f"{label} · at init").items()}
     writer = _tensorboard(out, values) if cfg.get("tensorboard", True) else None
     save_figures(figures, out / "figures", writer, step=0)
-    save_probe_figure(probe_figure(report, probe_title(label, report)), out / "probe.png", writer)
+    save_probe_figure(variance_figure(report, probe_title(label, report)), out / "probe.png", writer)
     if writer is not None:
         writer.close()
 
@@ -150,102 +145,6 @@ def probe(cfg: DictConfig) -> dict:
                                              "warnings": report["warnings"], "output_dir": str(out),
                                              "config": OmegaConf.to_container(cfg, resolve=True)})
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Numerically zero: a measured backward variance that is float32 rounding noise
-# ---------------------------------------------------------------------------------------------
-
-
-def _rounding_eps(t: torch.Tensor) -> float:
-    """The relative rounding of the matmuls that made `t`: float32's ε, or TF32's / bfloat16's
-    where CUDA matmuls are allowed to use them (torch.set_float32_matmul_precision)."""
-    if t.is_cuda and t.dtype == torch.float32:
-        return {"high": 2.0 ** -10, "medium": 2.0 ** -7}.get(torch.get_float32_matmul_precision(),
-                                                            torch.finfo(t.dtype).eps)
-    return torch.finfo(t.dtype).eps
-
-
-def backward_rounding(net: torch.nn.Module, batches: list) -> dict:
-    """Per batch and Linear, for the net as it is (draw 0): the measured variance of
-    δ = ∂loss/∂output and the most that float32 rounding alone can put there.
-
-    δ_l = f'(y_l) ⊙ (δ_{l+1} @ W_{l+1}) sums n = fan_out(l+1) terms per entry; a float sum of n
-    terms is off by at most n·ε·Σ|term| (the standard bound, γ_n ≈ n·u with u = ε/2: the factor 2
-    leaves room for the rounding of δ_{l+1} itself, such as a softmax that sums to 1 ± ε). So a
-    δ_l whose true value is constant (its variance 0) measures at most
-    (n·ε)²·mean((f'(y_l)·(|δ_{l+1}| @ |W_{l+1}|))²): the bound. A genuine variance is about
-    1/n of that sum's square (terms of random sign), far above (n·ε)² of it. Draw 0 only: the
-    other draws of an init are alike in scale, and all of them cost as much as the probe again."""
-    names = list(linear_layers(net))
-    layers, acts = list(linear_layers(net).values()), activations_after(net)
-    measured = np.zeros((len(batches), len(names)))
-    bound = np.full((len(batches), len(names)), np.nan)  # none for the logits: nothing sums into them
-    for b, (x, y) in enumerate(batches):
-        with torch.inference_mode(False), torch.enable_grad():
-            with LinearOutputs(net, detach=False) as outs:
-                logits = net(x)
-            outputs = [outs.values[n] for n in names]
-            deltas = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), outputs)
-            for i in range(len(names) - 1):
-                weight = layers[i + 1].weight.detach()
-                terms = deltas[i + 1].abs() @ weight.abs()  # Σ_j |δ_j|·|W_ji|: the sum without cancellation
-                if acts[i] is not None:  # times f'(y): an elementwise activation's vector-Jacobian product
-                    y_i = outputs[i].detach().requires_grad_()
-                    terms = torch.autograd.grad(acts[i](y_i), y_i, grad_outputs=terms)[0]
-                bound[b, i] = (weight.shape[0] * _rounding_eps(deltas[i])) ** 2 * float(terms.double().pow(2).mean())
-        for i, d in enumerate(deltas):
-            measured[b, i] = float(d.detach().double().var(correction=0))
-    return {"names": names, "measured": measured, "bound": bound}
-
-
-def rounding_noise(names: list[str], measured, bound) -> list[str]:
-    """The layers whose measured backward variance is float32 rounding noise: at most its bound,
-    or below a layer whose δ is noise (δ_l is linear in δ_{l+1}: noise in, noise out, whatever
-    its size). Top-down, as the gradient flows."""
-    noise: list[str] = []
-    for i in range(len(names) - 2, -1, -1):
-        above = names[i + 1] in noise
-        if above or (math.isfinite(measured[i]) and math.isfinite(bound[i]) and measured[i] <= bound[i]):
-            noise.append(names[i])
-    return [n for n in names if n in noise]
-
-
-def mark_rounding_noise(report: dict, rounding: dict) -> list[str]:
-    """Mark the layers whose measured backward variance (the mean over draws and batches) is
-    rounding noise: `numerically_zero`, with the bound it was held against, `rounding_bound`.
-    A prediction no larger than that noise (the constant init's 0: Σ_c ∂loss/∂logit_c = 0 for
-    every sample, so equal weights pass on exactly 0) agrees with it: no flag, and no ratio of
-    noise to a prediction. A prediction above it stays flagged: the gradient does not arrive.
-    Returns the noise layers on the diagnostic batch (draw 0, batch 0: the tutorial's table)."""
-    names, measured, bound = rounding["names"], rounding["measured"], rounding["bound"]
-    mean_bound = bound.mean(axis=0)
-    noise = rounding_noise(names, [report["layers"][n]["backward"]["mean"] for n in names], list(mean_bound))
-    for i, name in enumerate(names):
-        row = report["layers"][name]["backward"]
-        row["rounding_bound"] = None if math.isnan(mean_bound[i]) else float(mean_bound[i])
-        row["numerically_zero"] = name in noise
-        if name in noise:
-            row["ratio"] = None
-            # the noise level: the bound, or what was measured where the noise came in from above
-            level = max(mean_bound[i], row["mean"], row["hi"] if _finite(row["hi"]) else 0.0)
-            if _finite(row["predicted"]) and row["predicted"] <= level:
-                row["flag"] = False
-    report["flags"]["backward"] = [n for n in names if report["layers"][n]["backward"]["flag"]]
-    return rounding_noise(names, list(measured[0]), list(bound[0]))
-
-
-def figure_report(report: dict) -> dict:
-    """The report for probe.png: a measured variance that is rounding noise drawn as 0 (off the
-    log axis), so neither its points nor the panel's verdict read a trend in the noise."""
-    import copy
-
-    shown = copy.deepcopy(report)
-    for row in shown["layers"].values():
-        for q in QUANTITIES:
-            if row[q].get("numerically_zero"):
-                row[q].update(mean=0.0, lo=0.0, hi=0.0, draws=[0.0] * len(row[q]["draws"]))
-    return shown
 
 
 def _probe_settings(cfg: DictConfig) -> dict:
@@ -357,7 +256,7 @@ def not_compared(report: dict, quantity: str) -> dict[str, list[str]]:
 
 def rounding_zeros(report: dict, quantity: str) -> list[str]:
     """The layers where measured and predicted are both ≈ 0: the measurement is rounding noise and
-    the prediction is no larger (mark_rounding_noise), which agree."""
+    the prediction is no larger (callbacks/variance_probe.py mark_rounding_noise), which agree."""
     return [name for name, row in report["layers"].items()
             if row[quantity].get("numerically_zero") and not row[quantity]["flag"]]
 
@@ -393,45 +292,6 @@ def flag_sentence(report: dict, quantity: str) -> str:
     return f"{verdict} {n_skipped} of {total} layers not compared: {why}." if n_skipped else verdict
 
 
-def _trend_parts(report: dict, q: str) -> tuple[str | None, list[str]]:
-    """(the trend over the layers that are not rounding noise, or None with fewer than two;
-    the layers that are), in the order trends() reads them."""
-    names = list(report["layers"])
-    hidden = names[:-1] if len(names) > 2 else names
-    order = hidden if q == "forward" else list(reversed(hidden))
-    what, direction = ("Forward variance", "with depth") if q == "forward" else ("Backward variance", "towards the input")
-    zeros = [n for n in order if report["layers"][n][q].get("numerically_zero")]
-    values = [None if n in zeros else report["layers"][n][q]["mean"] for n in order]
-    rest = trend_sentence(values, order, what, direction) if sum(_finite(v) and v > 0 for v in values) >= 2 else None
-    return rest, zeros
-
-
-def probe_trends(report: dict) -> dict[str, str]:
-    """trends(), with no trend read from rounding noise: a layer whose measured variance is
-    numerically zero is named as ≈ 0 and left out of the factor and the spread."""
-    sentences = trends(report)
-    for q in QUANTITIES:
-        rest, zeros = _trend_parts(report, q)
-        if zeros:
-            said = f"{q.capitalize()} variance ≈ 0 at {', '.join(zeros)}: float32 rounding noise, no trend to read."
-            sentences[q] = f"{rest} {said}" if rest else said
-    return sentences
-
-
-def probe_figure(report: dict, title: str):
-    """probe.png: variance_figure() with rounding noise drawn as 0, off the log axis (figure_report),
-    and named in its panel's title, where the figure's own verdict reads only what is drawn."""
-    figure = variance_figure(figure_report(report), title)
-    for ax, q in zip(figure.axes, QUANTITIES, strict=False):
-        rest, zeros = _trend_parts(report, q)
-        if zeros:
-            heading = ax.get_title().split("\n")[0]
-            verdict = [re.sub(r" \(×[^)]*\)", "", rest).split(" variance ", 1)[-1]] if rest else []
-            ax.set_title("\n".join([heading, *verdict, f"≈ 0 at {', '.join(zeros)}: float32 rounding noise, not drawn"]),
-                         fontsize=9.5)
-    return figure
-
-
 WIDTH = 80  # the terminal the tables are laid out for
 
 
@@ -454,7 +314,7 @@ def print_tables(result: dict) -> None:
                   f"{batches} of {report['batch_size']} images)")
     titles = {"forward": "Forward: variance of each Linear's output",
               "backward": "Backward: variance of ∂loss/∂(Linear output), per-sample loss"}
-    said = probe_trends(report)
+    said = trends(report)
     for q in QUANTITIES:
         # One line a row in 80 columns: the band as one word without spaces, no column wrapped
         # (its cell broke every row in two: `7.77e+00 –` / `8.03e+00`).

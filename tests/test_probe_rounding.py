@@ -1,24 +1,33 @@
-"""probe.py's numerically-zero backward variances: rounding noise is not read as a measurement
-(no flag against a prediction of 0, no ratio, no trend), and every such layer is named."""
+"""Numerically-zero backward variances (callbacks/variance_probe.py, shared by probe.py and the
+training-time `variance_probe` callback): rounding noise is not read as a measurement (no flag
+against a prediction of 0, no ratio, no trend), and every such layer is named."""
 
+import json
 import math
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.variance_probe import measure, summarize
-from src.init import get_init
-from src.model import BaseNetwork
-from src.probe import (
+from callbacks.variance_probe import (
+    VarianceProbe,
     backward_rounding,
     figure_report,
-    flag_sentence,
     mark_rounding_noise,
-    probe_figure,
-    probe_trends,
+    measure,
     rounding_noise,
+    summarize,
+    trends,
+    variance_figure,
+    verdict_lines,
 )
+from src.init import Const, get_init
+from src.model import BaseNetwork
+from src.module import ClassifierModule
+from src.probe import flag_sentence
 
 NAMES = ["layers.0", "layers.2", "layers.4", "layers.6"]
 
@@ -99,16 +108,24 @@ def test_a_prediction_of_0_agrees_with_noise_and_a_positive_one_does_not():
         "explain; an assumption fails there (docs/diagnostics.md). Measured and predicted are both ≈ 0 at layers.0, "
         "layers.4 (the measurement is float32 rounding noise, docs/diagnostics.md).")
     # no trend read from the noise (it said "varies ×2 ... uneven, no trend"); the forward is left as it was
-    trends = probe_trends(report)
-    assert trends["backward"] == ("Backward variance ≈ 0 at layers.4, layers.2, layers.0: float32 rounding noise, "
-                                  "no trend to read.")
-    assert trends["forward"] == "Forward variance stays within ×1 from layers.0 to layers.4: stable."
+    said = trends(report)
+    assert said["backward"] == ("Backward variance ≈ 0 at layers.4, layers.2, layers.0: float32 rounding noise, "
+                                "no trend to read.")
+    assert said["forward"] == "Forward variance stays within ×1 from layers.0 to layers.4: stable."
+    # one line of a terminal (train.py's "at init" lines): a run of neighbours as a span
+    assert verdict_lines(report) == {
+        "forward": ["Forward variance stays within ×1 from layers.0 to layers.4: stable"],
+        "backward": ["Backward variance ≈ 0 from layers.4 to layers.0: float32 rounding noise"]}
     # the figure draws noise as 0, off its log axis; the report keeps what was measured
     shown = figure_report(report)["layers"]["layers.0"]["backward"]
     assert (shown["mean"], shown["hi"], set(shown["draws"])) == (0.0, 0.0, {0.0})
     assert rows["layers.0"]["mean"] == pytest.approx(2e-19)
-    panel = probe_figure(report, "t").axes[1].get_title()  # it said "no positive values to compare"
-    assert panel.splitlines()[1:] == ["≈ 0 at layers.4, layers.2, layers.0: float32 rounding noise, not drawn"]
+    figure = variance_figure(report, "t")
+    panel = figure.axes[1].get_title()  # it said "no positive values to compare"
+    assert panel.splitlines()[1:] == ["≈ 0 from layers.4 to layers.0: float32 rounding noise, not drawn."]
+    # nothing drawn from the noise: the measured mean is a point at layers.6 alone (NaN is no point)
+    measured = next(line for line in figure.axes[1].get_lines() if line.get_label() == "measured: mean")
+    assert [math.isnan(v) for v in measured.get_ydata()] == [True, True, True, False]
 
 
 def test_the_sentences_when_every_compared_layer_agrees():
@@ -125,7 +142,54 @@ def test_the_sentences_when_every_compared_layer_agrees():
                         "layers.6": (0.09, 0.09)})
     mark_rounding_noise(report, {"names": NAMES, "measured": np.array([[1e-19, 1e-3, 1e-2, 0.09]]),
                                  "bound": np.array([[1e-18, 1e-12, 1e-12, math.nan]])})
-    assert probe_trends(report)["backward"] == (
+    assert trends(report)["backward"] == (
         "Backward variance shrinks ×10 per layer towards the input (×10 from layers.4 to layers.2): vanishing. "
         "Backward variance ≈ 0 at layers.0: float32 rounding noise, no trend to read.")
     assert flag_sentence(report, "backward").startswith("Measured and predicted are both ≈ 0 at layers.0 (the ")
+    # a line each in the terminal and on the panel: together they overran 80 columns
+    assert verdict_lines(report)["backward"] == [
+        "Backward variance shrinks ×10 per layer towards the input: vanishing",
+        "Backward variance ≈ 0 at layers.0: float32 rounding noise"]
+    assert variance_figure(report, "t").axes[1].get_title().splitlines()[1:] == [
+        "shrinks ×10 per layer towards the input: vanishing.", "≈ 0 at layers.0: float32 rounding noise, not drawn."]
+
+
+class OneBatch(pl.LightningDataModule):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def diagnostic_batch(self, n):
+        return self.x[:n], self.y[:n]
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=len(self.x))
+
+
+def test_the_training_callback_reads_the_constant_inits_noise_as_zero(tmp_path, capsys):
+    """train.py's step-0 probe (the VarianceProbe callback) flagged the constant init's ~1e-19 δ as
+    "an assumption of the theory fails" (one warning a hidden layer, said at init and again at the
+    end of the run) and read a trend from it ("varies ×2.44 ... uneven"): it marks it as probe.py does."""
+    net = BaseNetwork(act_fn="identity", input_size=12, num_classes=4, hidden_sizes=[9, 7, 5])
+    module = ClassifierModule(net, optimizer=torch.optim.SGD(net.parameters(), lr=0.0), init_scheme=Const(fill=0.1))
+    torch.manual_seed(0)
+    data = OneBatch(torch.rand(64, 12), torch.arange(64) % 4)
+    probe = VarianceProbe(draws=2, batches=1, batch_size=64)
+    trainer = pl.Trainer(max_steps=1, logger=TensorBoardLogger(save_dir=str(tmp_path), name="tb", version=""),
+                         callbacks=[probe], accelerator="cpu", default_root_dir=str(tmp_path),
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("at init (probe.png):")
+    said = lines[start + 1:start + 3]
+    assert said[0].startswith("  forward variance ")
+    assert said[1] == "  backward variance ≈ 0 from layers.4 to layers.0: float32 rounding noise"
+    assert not lines[start + 3:start + 4] or not lines[start + 3].startswith("  ")  # nothing else said
+    # the forward flags stay (constant weights: the theory predicts no variance at all); none backward
+    assert [w.split(" measured ")[0] for w in probe.warnings] == [
+        f"probe: forward variance of {n}" for n in (*NAMES[:3], "layers.6")]
+    saved = json.loads((tmp_path / "probe.json").read_text())["variance"]
+    assert saved["flags"]["backward"] == []
+    assert [saved["layers"][n]["backward"]["numerically_zero"] for n in NAMES] == [True, True, True, False]
+    assert saved["rounding_noise_draw_0"] == NAMES[:3]
+    assert (tmp_path / "probe.png").stat().st_size > 0
