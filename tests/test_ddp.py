@@ -187,7 +187,7 @@ SIGNAL_RUN = [f"data.train_subset={SUBSET}", f"data.batch_size={BATCH}", f"data.
               "callbacks=none", "print_config=false", "trainer.max_epochs=2"]
 
 
-@pytest.mark.parametrize(("signum", "group"), [(15, True), (2, True), (15, False)])
+@pytest.mark.parametrize(("signum", "group"), [(15, True), pytest.param(2, True, marks=pytest.mark.slow), (15, False)])
 def test_a_signal_stops_both_ranks_at_one_step_with_a_checkpoint(tmp_path, data_dir, signum, group):
     """SIGTERM to a DDP run hung: each rank stopped at its own batch (or only rank 0, which got
     it), and the first one to save waited in the checkpoint's barrier for one that trained on;
