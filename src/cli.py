@@ -534,9 +534,18 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
         message = one_line(e)
         print(f"error: {'an override could not be applied: ' if refused else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main is not None and Path(main).resolve().parent == ROOT:  # a script of ours, not a test
+    if _this_process_is_a_script_of_ours():  # not a test running one in-process (runpy)
         let_a_finished_run_exit()
+
+
+def _this_process_is_a_script_of_ours() -> bool:
+    """`python train.py …`: the interpreter's own command line names the script __main__ runs. A
+    test that runs a script with runpy has __main__ replaced but pytest on that command line (a
+    pytest that ignored SIGTERM and Ctrl-C from there on failed a later test)."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main is None or Path(main).resolve().parent != ROOT:
+        return False
+    return any(a.endswith(".py") and Path(a).resolve() == Path(main).resolve() for a in sys.orig_argv[1:])
 
 
 def let_a_finished_run_exit() -> None:

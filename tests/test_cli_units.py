@@ -1575,3 +1575,21 @@ def test_a_signal_between_a_finished_run_and_the_exit_does_not_turn_it_into_a_ki
             "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); print('on')")
     res = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (res.returncode, res.stdout, res.stderr) == (0, "on\n", "")
+
+
+def test_only_a_script_run_as_the_process_ignores_late_signals(monkeypatch):
+    """A test running landscape.py with runpy made the pytest process ignore SIGTERM and Ctrl-C
+    from there on (__main__ was landscape.py's): a later test's SIGTERM did nothing."""
+    import types
+
+    from src.config import ROOT
+
+    script = types.ModuleType("__main__")
+    script.__file__ = str(ROOT / "landscape.py")
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "pytest", "tests/test_landscape.py"])
+    assert not cli._this_process_is_a_script_of_ours()
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-X", "importtime", str(ROOT / "landscape.py"), "run=x"])
+    assert cli._this_process_is_a_script_of_ours()
+    script.__file__ = "/elsewhere/landscape.py"
+    assert not cli._this_process_is_a_script_of_ours()
