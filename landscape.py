@@ -22,14 +22,14 @@ from src.cli import run_app, run_task  # noqa: E402
 
 @hydra.main(config_path="conf", config_name="landscape", version_base="1.3")
 def main(cfg: DictConfig):
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: figures go to files and TensorBoard
-
-    # imported here: torch takes seconds to import, a mistyped option should fail before that
-    from src.landscape import landscape, summary_lines
-
     def task(cfg):
+        # imported here: torch takes seconds to import, and a mistyped option should fail before
+        # that; inside the task, a stop during the import leaves results.json `interrupted`
+        import matplotlib
+
+        matplotlib.use("Agg")  # headless: figures go to files and TensorBoard
+        from src.landscape import landscape, summary_lines
+
         record = landscape(cfg)
         print("\n".join(summary_lines(record, Path(cfg.paths.output_dir))), flush=True)
         return record

@@ -1,5 +1,5 @@
-"""A SIGTERM while eval.py or surfaces.py import torch: their run dir had no results.json (the
-import ran before run_task, under run_app's handler, which marks no run)."""
+"""A SIGTERM while eval.py, surfaces.py or landscape.py import torch: their run dir had no
+results.json (the import ran before run_task, under run_app's handler, which marks no run)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tests.conftest import ROOT
 from tests.test_probe_endings import SIGNAL_DURING_START_UP
 
 
-@pytest.mark.parametrize("script, args", [("eval.py", ["ckpt_path=/nonexistent"]), ("surfaces.py", [])])
+@pytest.mark.parametrize("script, args", [("eval.py", ["ckpt_path=/nonexistent"]), ("surfaces.py", []),
+                                          ("landscape.py", ["run=/nonexistent"])])
 def test_a_sigterm_while_torch_is_imported_leaves_an_interrupted_results_json(tmp_path, script, args):
     run = tmp_path / "run"
     argv = [str(ROOT / script), *args, f"hydra.run.dir={run}"]
