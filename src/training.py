@@ -377,6 +377,10 @@ def train(cfg: DictConfig) -> float | None:
     # The steps of an unfinished epoch (a divergence, a stop, trainer.max_steps mid-epoch) are
     # still held on the device: into history and the train/loss curve with the others.
     module.drain_losses()
+    if interrupted is not None:
+        # A stop at no batch boundary (a second Ctrl-C, a data worker's death) can come between
+        # a step's loss and its optimizer step: a loss of no step taken (6 losses, 5 steps).
+        del module.history["train_losses"][trainer.global_step:]
     fit_seconds = time.time() - fit_started
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

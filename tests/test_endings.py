@@ -386,3 +386,29 @@ def test_a_signal_between_a_sweeps_jobs_says_how_to_continue(tmp_path, data_dir,
     assert errors[0].endswith(f"hydra.sweep.dir={sweep}")
     first = json.loads(next(sweep.glob("0_*/results.json")).read_text())
     assert first["status"] == "ok" and not list(sweep.glob("1_*/results.json"))
+
+
+class StopInStep(pl.Callback):
+    """Test helper: a stop at once (a second Ctrl-C) between step `at_step`'s loss and its
+    optimizer step, as a data worker's death can come too."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step == self.at_step:
+            from src.errors import Interrupted
+
+            raise Interrupted(signal.SIGINT, at_once=True)
+
+
+def test_a_stop_inside_a_step_reports_the_steps_taken_and_their_losses(tmp_path, data_dir):
+    """results.json had 6 train_losses for 5 steps: the loss of a step whose optimizer step never
+    came (CI caught it once, when a data worker's death landed there)."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        run_task(train, compose([*FAST, "+callbacks.stop._target_=tests.test_endings.StopInStep",
+                                 "+callbacks.stop.at_step=3"], out))
+    assert info.value.code == 128 + signal.SIGINT
+    r = json.loads((out / "results.json").read_text())
+    assert r["status"] == "interrupted" and r["global_step"] == 3 and len(r["train_losses"]) == 3
