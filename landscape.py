@@ -37,54 +37,9 @@ def main(cfg: DictConfig):
     run_task(task, cfg)
 
 
-def quote_path_values(argv: list[str]) -> list[str]:
-    """Sweep job dirs are named by their overrides (`0_optim=sgd,trainer.max_epochs=3`), which
-    Hydra's override grammar would split at `=` and `,`: quote the value of `run=`, `runs=` (unless
-    a list) and `checkpoint=` for it. In a multirun (`-m`), a value made of several existing paths
-    (`run=<dir>,<dir>`; `checkpoint=last,best`) is a sweep over them: each is quoted by itself."""
-    multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv)
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in ("run", "runs", "checkpoint") and value and value[0] not in "'\"[" \
-                and any(ch in value for ch in "=,()[]{} "):
-            parts = swept_paths(key, value) if multirun else None
-            arg = f"{key}={','.join(_quoted(v) for v in parts or [value])}"
-        out.append(arg)
-    return out
-
-
-def swept_paths(key: str, value: str) -> list[str] | None:
-    """The paths a comma-separated value lists, when there are several and every piece is one:
-    a job dir's name holds commas too, so the pieces are grouped into existing paths (None: it
-    is one path, or not only paths, and stays whole)."""
-    pieces = value.split(",")
-    if len(pieces) < 2 or Path(value).expanduser().exists():
-        return None
-
-    def names_one(text: str) -> bool:
-        return Path(text).expanduser().exists() or (key == "checkpoint" and text in ("last", "best"))
-
-    # splits[i]: pieces[:i] as a list of paths, where there is one (the longest last path first)
-    splits: dict[int, list[str]] = {0: []}
-    for end in range(1, len(pieces) + 1):
-        for start in range(end):
-            if start in splits and names_one(text := ",".join(pieces[start:end])):
-                splits[end] = [*splits[start], text]
-                break
-    found = splits.get(len(pieces))
-    return found if found is not None and len(found) > 1 else None
-
-
-def _quoted(value: str) -> str:
-    if any(ch in value for ch in "=,()[]{} "):
-        quote = "'" if "'" not in value else '"'
-        return f"{quote}{value}{quote}"
-    return value
+# Given a sweep job's dir (`0_optim=sgd,trainer.max_epochs=3`), whole: src/cli.py quote_path_values
+PATH_KEYS = ("run", "runs", "checkpoint")
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.argv = quote_path_values(sys.argv)
-    run_app(main)
+    run_app(main, path_keys=PATH_KEYS)

@@ -389,12 +389,17 @@ def _start_afresh(cfg) -> None:
     own: they are what a resume or a continued sweep reads."""
     import shutil
 
-    if cfg.get("task_name") not in ("eval", "landscape", "probe") and "surface" not in cfg:
+    if not _writes_no_checkpoints(cfg):
         return
     out = Path(cfg.paths.output_dir)
     (out / "results.json").unlink(missing_ok=True)
     if "surface" in cfg:
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
+
+
+def _writes_no_checkpoints(cfg) -> bool:
+    """eval.py, landscape.py, probe.py and surfaces.py (its config has `surface`): they resume nothing."""
+    return cfg.get("task_name") in ("eval", "landscape", "probe") or "surface" in cfg
 
 
 def _failed(e: Exception, cfg) -> None:
@@ -468,10 +473,8 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
         next_step = f"continue the sweep: {shlex.join(command)}"
     else:
         next_step = f"resume with: {resume}" if resumable else f"start it again: {shlex.join(command)}"
-    # eval.py, landscape.py, probe.py and surfaces.py write no checkpoints: "before the first
-    # checkpoint" would promise one
-    checkpointing = cfg.get("task_name") not in ("eval", "landscape", "probe") and "surface" not in cfg
-    error = str(stopped) if resumable or not checkpointing else f"{stopped} before the first checkpoint"
+    # "before the first checkpoint" would promise one where the app writes none
+    error = str(stopped) if resumable or _writes_no_checkpoints(cfg) else f"{stopped} before the first checkpoint"
     if not stopped.reported:  # else train() wrote results.json, with `resume`
         extra = {"resume": resume} if checkpoint else {"again": shlex.join(command)}
         mark_failed(out, error, cfg, status="interrupted", signal=stopped.signal_name, **extra)
@@ -482,7 +485,7 @@ def interrupted_line(stopped: Interrupted, cfg) -> str:
 # Around the Hydra app: composition errors, resume
 
 
-def run_app(hydra_main: Callable, resume: bool = False) -> None:
+def run_app(hydra_main: Callable, resume: bool = False, path_keys: tuple[str, ...] = ("ckpt_path",)) -> None:
     """Call a `@hydra.main` function; Hydra's own errors (unknown option or key, bad override
     syntax, an output dir that cannot be made) become one line and exit 2.
     HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full traceback."""
@@ -493,7 +496,7 @@ def run_app(hydra_main: Callable, resume: bool = False) -> None:
     kept: RunRecords | None = None
     typed = _command_line()  # what to run again after a stop outside any job (before resume_argv)
     try:
-        sys.argv = quote_checkpoint_paths(sys.argv)
+        sys.argv = quote_path_values(sys.argv, path_keys)
         refuse_a_run_dir_of_another_app(sys.argv)
         if resume:
             refuse_a_used_run_dir(sys.argv)
@@ -693,21 +696,51 @@ def override(key: str, value) -> str:
     return f"{key}='" + value.replace("'", "\\'") + "'"
 
 
-def quote_checkpoint_paths(argv: list[str]) -> list[str]:
-    """`ckpt_path=<a sweep job's dir>` as typed: the dir's name (`6_init=kaiming,optim=adam`) is
-    split by Hydra's override grammar at `=` and `,` (`error: cannot parse an override`), though
-    landscape.py's `run=` took it. An existing path given unquoted is quoted for Hydra; in a
-    multirun a comma is a sweep, and the value is left as typed."""
-    if "-m" in argv or "--multirun" in argv:
-        return argv
+def quote_path_values(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """Sweep job dirs are named by their overrides (`6_init=kaiming,optim=adam`), which Hydra's
+    override grammar would split at `=` and `,` (`error: cannot parse an override`): the value of
+    each of `keys` (`ckpt_path`; landscape.py's `run`, `runs`, `checkpoint`) is quoted for it,
+    unless it is a list. In a multirun (`-m`), a value made of several existing paths
+    (`run=<dir>,<dir>`; `checkpoint=last,best`) is a sweep over them: each is quoted by itself."""
+    multirun = any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv)
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+") == "ckpt_path" and value[:1] not in ("'", '"') \
-                and override(key, value) != arg and Path(value).expanduser().exists():
-            arg = override(key, value)
+        if sep and key.lstrip("+") in keys and value and value[0] not in "'\"[" \
+                and any(ch in value for ch in "=,()[]{} "):
+            parts = swept_paths(key.lstrip("+"), value) if multirun else None
+            arg = f"{key}={','.join(_quoted(v) for v in parts or [value])}"
         out.append(arg)
     return out
+
+
+def swept_paths(key: str, value: str) -> list[str] | None:
+    """The paths a comma-separated value lists, when there are several and every piece is one:
+    a job dir's name holds commas too, so the pieces are grouped into existing paths (None: it
+    is one path, or not only paths, and stays whole)."""
+    pieces = value.split(",")
+    if len(pieces) < 2 or Path(value).expanduser().exists():
+        return None
+
+    def names_one(text: str) -> bool:
+        return Path(text).expanduser().exists() or (key == "checkpoint" and text in ("last", "best"))
+
+    # splits[i]: pieces[:i] as a list of paths, where there is one (the longest last path first)
+    splits: dict[int, list[str]] = {0: []}
+    for end in range(1, len(pieces) + 1):
+        for start in range(end):
+            if start in splits and names_one(text := ",".join(pieces[start:end])):
+                splits[end] = [*splits[start], text]
+                break
+    found = splits.get(len(pieces))
+    return found if found is not None and len(found) > 1 else None
+
+
+def _quoted(value: str) -> str:
+    if any(ch in value for ch in "=,()[]{} "):
+        quote = "'" if "'" not in value else '"'
+        return f"{quote}{value}{quote}"
+    return value
 
 
 def shell_words(*words: str) -> str:

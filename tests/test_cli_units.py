@@ -1549,19 +1549,24 @@ def test_finished_here_means_a_finished_results_json_written_since(tmp_path):
 def test_a_checkpoint_path_with_the_override_grammars_characters_is_quoted_for_hydra(tmp_path):
     """A sweep job's dir (`6_init=kaiming,optim=adam`) given as `ckpt_path=` unquoted: Hydra's
     override grammar split it (`error: cannot parse an override`), after train.py had already
-    said it was resuming it; landscape.py's `run=` took the same dir."""
+    said it was resuming it; landscape.py's `run=` took the same dir (one helper for both now)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    job = tmp_path / "6_init=kaiming,optim=adam"
+    job, other = tmp_path / "6_init=kaiming,optim=adam", tmp_path / "7_init=xavier,optim=sgd"
     job.mkdir()
+    other.mkdir()
     argv = ["train.py", f"ckpt_path={job}", "optim.lr=0.1", f"+ckpt_path={job}", f"ckpt_path='{job}'",
-            f"ckpt_path={tmp_path}/missing=1,2", "ckpt_path=plain/path.ckpt"]
-    quoted = cli.quote_checkpoint_paths(argv)
+            f"ckpt_path={tmp_path}/missing=1", "ckpt_path=plain/path.ckpt"]
+    quoted = cli.quote_path_values(argv, ("ckpt_path",))
+    # a missing path is quoted too: its own one line ("does not exist") instead of a parse error
     assert quoted == ["train.py", f"ckpt_path='{job}'", "optim.lr=0.1", f"+ckpt_path='{job}'", f"ckpt_path='{job}'",
-                      f"ckpt_path={tmp_path}/missing=1,2", "ckpt_path=plain/path.ckpt"]
-    parsed = OverridesParser.create().parse_overrides(quoted[1:2])
-    assert parsed[0].value() == str(job)
-    assert cli.quote_checkpoint_paths(["eval.py", "-m", f"ckpt_path={job}"])[2] == f"ckpt_path={job}"  # a sweep
+                      f"ckpt_path='{tmp_path}/missing=1'", "ckpt_path=plain/path.ckpt"]
+    assert OverridesParser.create().parse_overrides(quoted[1:2])[0].value() == str(job)
+    # eval.py -m: one job dir stays one value, two are a sweep over them
+    assert cli.quote_path_values(["eval.py", "-m", f"ckpt_path={job}"], ("ckpt_path",))[2] == f"ckpt_path='{job}'"
+    assert cli.quote_path_values(["eval.py", "-m", f"ckpt_path={job},{other}"], ("ckpt_path",))[2] == \
+        f"ckpt_path='{job}','{other}'"
+    assert cli.quote_path_values(["landscape.py", f"run={job}"], ("ckpt_path",))[1] == f"run={job}"  # not its key
 
 
 def test_a_signal_between_a_finished_run_and_the_exit_does_not_turn_it_into_a_killed_one():

@@ -285,9 +285,18 @@ def test_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope" in lines[0], err
 
 
+def _landscape_quote():
+    """What run_app does to landscape.py's command line: its path keys quoted for Hydra."""
+    from functools import partial
+
+    from src.cli import quote_path_values
+
+    return partial(quote_path_values, keys=runpy.run_path(str(ROOT / "landscape.py"))["PATH_KEYS"])
+
+
 def test_job_dir_names_are_quoted_for_hydra():
     """Sweep job dirs are named by their overrides; `run=<job dir>` must reach the app whole."""
-    quote = runpy.run_path(str(ROOT / "landscape.py"))["quote_path_values"]
+    quote = _landscape_quote()
     job = "logs/x/multiruns/t/0_optim=sgd,trainer.max_epochs=3"
     assert quote(["landscape.py", f"run={job}", "landscape.resolution=5"]) == \
         ["landscape.py", f"run='{job}'", "landscape.resolution=5"]
@@ -301,7 +310,7 @@ def test_a_multirun_over_comma_separated_paths_is_a_sweep_of_them(tmp_path):
     does not exist); a job dir's own commas still keep it whole, in a multirun or not."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    quote = runpy.run_path(str(ROOT / "landscape.py"))["quote_path_values"]
+    quote = _landscape_quote()
     a, b = tmp_path / "a", tmp_path / "b"
     job1, job2 = tmp_path / "6_init=kaiming,optim=adam", tmp_path / "7_init=xavier,optim=sgd"
     for d in (a, b, job1, job2):
