@@ -72,7 +72,7 @@ class EpochCheckpoint(ModelCheckpoint):
     def _rebased(self, state: dict) -> dict:
         import shutil
 
-        from lightning_utilities.core.rank_zero import rank_zero_only
+        from src.cli import rank_zero
 
         here = Path(self.dirpath)
 
@@ -81,7 +81,7 @@ class EpochCheckpoint(ModelCheckpoint):
                 return path
             new = here / Path(path).name
             if not new.is_file() and copy and Path(path).is_file():
-                if getattr(rank_zero_only, "rank", 0) == 0:
+                if rank_zero():  # one copy, not one per DDP rank
                     here.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, new)
                 return str(new)
