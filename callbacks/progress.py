@@ -18,8 +18,10 @@ def progress_display(refresh_rate: int = 10) -> pl.Callback:
 
 
 class EpochLinePrinter(pl.Callback):
-    """One line per epoch. Epochs count from 0, as Lightning's progress bar and results.json's
-    `best_val_epoch` do: `epoch 0/39` is the first of 40."""
+    """One line per epoch, grouped by split to fit 80 columns:
+    `epoch 39/39  train loss 0.2950 acc 89.31 %  val loss 0.3267 acc 88.61 %  10.9 s`.
+    Epochs count from 0, as Lightning's progress bar and results.json's `best_val_epoch` do:
+    `epoch 0/39` is the first of 40."""
 
     def __init__(self):
         self._t0 = time.perf_counter()
@@ -52,10 +54,16 @@ class EpochLinePrinter(pl.Callback):
             parts.append(f"stopped after {done} of {batches} batches"
                          + ("" if self._validated else ", not validated"))
         m = trainer.callback_metrics
-        for key, label in (("train/epoch_loss", "train loss"), ("val/loss", "val loss"),
-                           ("train/acc", "train acc"), ("val/acc", "val acc")):
-            if key in m and (whole or (self._validated and key.startswith("val/"))):
-                value = float(m[key])
-                parts.append(f"{label} {value:.4f}" if key.endswith("loss") else f"{label} {100 * value:.2f} %")
-        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        # grouped by split, to fit 80 columns: `train loss 0.2950 acc 89.31 %  val loss 0.3267 acc 88.61 %`
+        for split, loss_key in (("train", "train/epoch_loss"), ("val", "val/loss")):
+            if not (whole or (self._validated and split == "val")):
+                continue
+            shown = [f"loss {float(m[loss_key]):.4f}"] if loss_key in m else []
+            if f"{split}/acc" in m:
+                shown.append(f"acc {100 * float(m[f'{split}/acc']):.2f} %")
+            if shown:
+                parts.append(" ".join([split, *shown]))
+        seconds = time.perf_counter() - self._t0
+        # a tenth of a second is noise past 100 s, and a column (999 epochs and 999 s fit 80)
+        parts.append(f"{seconds:.1f} s" if seconds < 99.95 else f"{seconds:.0f} s")
         print("  ".join(parts), file=sys.stdout, flush=True)

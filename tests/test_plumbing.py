@@ -182,8 +182,7 @@ def test_the_epoch_line(monkeypatch, capsys):
     printer.on_train_epoch_start(trainer, None)  # 12.25
     batches_done(4)  # the whole epoch
     printer.on_train_epoch_end(trainer, None)  # 99.0
-    assert capsys.readouterr().out == ("epoch 2/39  train loss 0.1235  val loss 1.5000  train acc 50.00 %  "
-                                       "val acc 87.65 %  86.8 s\n")
+    assert capsys.readouterr().out == "epoch 2/39  train loss 0.1235 acc 50.00 %  val loss 1.5000 acc 87.65 %  86.8 s\n"
     trainer.callback_metrics = {"train/acc": torch.tensor(1.0)}  # no validation, no epoch loss
     clock = iter([200.0, 201.04])
     printer.on_train_epoch_start(trainer, None)
@@ -210,7 +209,7 @@ def test_the_epoch_line(monkeypatch, capsys):
     trainer.sanity_checking = False
     printer.on_validation_end(trainer, None)
     printer.on_train_epoch_end(trainer, None)
-    assert capsys.readouterr().out == "epoch 2/39  stopped after 3 of 4 batches  val loss 1.5000  val acc 87.65 %  1.0 s\n"
+    assert capsys.readouterr().out == "epoch 2/39  stopped after 3 of 4 batches  val loss 1.5000 acc 87.65 %  1.0 s\n"
     clock = iter([600.0, 601.0])
     printer.on_train_epoch_start(trainer, None)  # a new epoch forgets the last one's validation
     trainer.sanity_checking = True
@@ -223,7 +222,7 @@ def test_the_epoch_line(monkeypatch, capsys):
     printer.on_train_epoch_start(trainer, None)
     batches_done(6)
     printer.on_train_epoch_end(trainer, None)
-    assert capsys.readouterr().out.startswith("epoch 2/39  train loss 0.1235  val loss 1.5000  ")
+    assert capsys.readouterr().out.startswith("epoch 2/39  train loss 0.1235 acc 50.00 %  val loss 1.5000 acc 87.65 %  ")
     # an epoch resumed mid-way starts at on_train_start (it has no on_train_epoch_start): the
     # setup and the checkpoint's loading before it are not in its time
     clock = iter([800.0, 830.0, 831.5])
@@ -234,6 +233,46 @@ def test_the_epoch_line(monkeypatch, capsys):
     trainer.is_global_zero = False  # other DDP ranks print nothing
     printer.on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == ""
+
+
+def _epoch_line(capsys, monkeypatch, epoch, max_epochs, seconds, metrics, batches=215, done=215, validated=True):
+    clock = iter([0.0, 0.0, seconds])
+    monkeypatch.setattr("callbacks.progress.time.perf_counter", lambda: next(clock))
+    printer = EpochLinePrinter()
+    trainer = SimpleNamespace(is_global_zero=True, current_epoch=epoch, max_epochs=max_epochs, sanity_checking=False,
+                              num_training_batches=batches, callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
+                                  batch_progress=SimpleNamespace(current=SimpleNamespace(completed=done)))))
+    printer.on_train_epoch_start(trainer, None)
+    if validated:
+        printer.on_validation_end(trainer, None)
+    printer.on_train_epoch_end(trainer, None)
+    return capsys.readouterr().out.removesuffix("\n")
+
+
+def test_the_epoch_line_fits_80_columns(monkeypatch, capsys):
+    """It was 91 columns for a default run's last epoch (`epoch 39/39  train loss 0.2950  val loss
+    0.3267  train acc 89.31 %  val acc 88.61 %  10.9 s`); grouped by split it fits a terminal, up
+    to 999 epochs of up to 999 s. Past 100 s an epoch's time is in whole seconds."""
+    last = {"train/epoch_loss": 0.29503, "val/loss": 0.32671, "train/acc": 0.89312, "val/acc": 0.88614}
+    line = _epoch_line(capsys, monkeypatch, 39, 40, 10.9, last)  # the default run's 40th epoch
+    assert line == "epoch 39/39  train loss 0.2950 acc 89.31 %  val loss 0.3267 acc 88.61 %  10.9 s"
+    assert len(line) <= 80
+    line = _epoch_line(capsys, monkeypatch, 998, 999, 999.4, last)
+    assert line == "epoch 998/998  train loss 0.2950 acc 89.31 %  val loss 0.3267 acc 88.61 %  999 s"
+    assert len(line) <= 80
+    assert _epoch_line(capsys, monkeypatch, 98, 999, 9999.4, last).endswith("  9999 s")
+    assert len(_epoch_line(capsys, monkeypatch, 98, 999, 9999.4, last)) <= 80
+    assert _epoch_line(capsys, monkeypatch, 0, 999, 99.94, last).endswith("  99.9 s")
+    assert _epoch_line(capsys, monkeypatch, 0, 999, 99.95, last).endswith("  100 s")  # not "100.0 s"
+    # an epoch stopped by trainer.max_steps (not validated) fits too
+    line = _epoch_line(capsys, monkeypatch, 998, 999, 999.4, last, batches=1875, done=1874, validated=False)
+    assert line == "epoch 998/998  stopped after 1874 of 1875 batches, not validated  999 s"
+    assert len(line) <= 80
+    # one stopped by trainer.max_time (validated as it stood; at most once a run) may wrap: 82
+    # columns, kept whole rather than cut to "stopped after 123 of 215" of nothing said
+    line = _epoch_line(capsys, monkeypatch, 39, 40, 10.9, last, done=123)
+    assert line == "epoch 39/39  stopped after 123 of 215 batches  val loss 0.3267 acc 88.61 %  10.9 s"
 
 
 def test_a_terminal_gets_a_live_bar_a_pipe_gets_lines(monkeypatch):

@@ -402,7 +402,7 @@ def test_max_steps_mid_epoch_counts_one_epoch_and_prints_no_stale_line(tmp_path,
     assert warnings_of(r) == ["stopped early: 1.40 of 3 epochs (7 steps) by trainer.max_steps=7; "
                              "the numbers are of this shorter run"]
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
-    assert len(lines) == 2 and "val acc" in lines[0]
+    assert len(lines) == 2 and "  val loss " in lines[0]
     assert lines[1].startswith("epoch 1/2  stopped after 2 of 5 batches, not validated  ")
 
 
