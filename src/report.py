@@ -227,16 +227,30 @@ def swept_keys(jobs: list[Job], sweep_dir: Path) -> list[str]:
     return keys
 
 
+def _sweeper(sweep_dir: Path) -> tuple[dict, dict] | None:
+    """multirun.yaml's `hydra` and `hydra.sweeper` sections; None when there are none."""
+    hydra_cfg = read_yaml_mapping(Path(sweep_dir) / "multirun.yaml").get("hydra")
+    sweeper = hydra_cfg.get("sweeper") if isinstance(hydra_cfg, dict) else None
+    return (hydra_cfg, sweeper) if isinstance(sweeper, dict) else None
+
+
+def is_search(sweep_dir: Path) -> bool:
+    """Whether the sweep was an Optuna search (multirun.yaml): its points are sampled trials,
+    not a grid, and the report's sentences say so."""
+    found = _sweeper(sweep_dir)
+    return found is not None and "optuna" in str(found[1].get("_target_", "")).lower()
+
+
 def planned_jobs(sweep_dir: Path) -> int | None:
     """How many jobs the sweep asked for (multirun.yaml): the product of its sweeps' lengths for
     Hydra's basic sweeper (the command line's over a preset's params of the same key), an Optuna
     search's n_trials; None when it cannot be told (another sweeper, glob, an unreadable file)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    hydra_cfg = read_yaml_mapping(Path(sweep_dir) / "multirun.yaml").get("hydra")
-    sweeper = (hydra_cfg or {}).get("sweeper") if isinstance(hydra_cfg, dict) else None
-    if not isinstance(sweeper, dict):
+    found = _sweeper(sweep_dir)
+    if found is None:
         return None
+    hydra_cfg, sweeper = found
     target = str(sweeper.get("_target_", ""))
     if "optuna" in target.lower():
         trials = sweeper.get("n_trials")
@@ -504,6 +518,7 @@ class Curve:
     x_name: str  # what x is: the key itself, or the config value it sets (curve_x)
     log: bool
     lines: list[CurveLine]
+    sampled: bool = False  # the x values are an Optuna search's trials, not a grid
 
 
 def _number(text) -> float | None:
@@ -543,7 +558,7 @@ def _x_of(group: Group, key: str, x_name: str) -> float | None:
 
 
 def find_curves(groups: list[Group], factor_keys: list[str], metric: str,
-                tolerance_pt: float = TOLERANCE_PT) -> list[Curve]:
+                tolerance_pt: float = TOLERANCE_PT, sampled: bool = False) -> list[Curve]:
     curves = []
     for key in factor_keys:
         values = {g.factors[key] for g in groups}
@@ -575,7 +590,7 @@ def find_curves(groups: list[Group], factor_keys: list[str], metric: str,
             line.tolerance = tolerance_range(
                 line.x, [g.summary(metric).mean for g in line.points],
                 [not g.not_ok for g in line.points], tolerance_pt / 100, log)
-        curves.append(Curve(key, x_name, log, lines))
+        curves.append(Curve(key, x_name, log, lines, sampled))
     return curves
 
 
@@ -600,15 +615,29 @@ def curve_sentence(curve: Curve, line: CurveLine, metric: str, tolerance_pt: flo
     s = line.points[t.best].summary(metric)
     best_text = f"{100 * s.mean:.2f} %" + (f" [{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]"
                                            if s.ci_low is not None else " (1 seed: no interval)")
-    where = f"its best ({best_text} at {_short(curve.x_name)} = {_fmt_x(line.x[t.best])})"
+    x = _short(curve.x_name)
+    where = f"its best ({best_text} at {x} = {_fmt_x(line.x[t.best])})"
+    ends = (t.open_low, t.open_high)
     if t.low == t.high:
-        side = {(True, False): "the grid's lowest", (False, True): "the grid's highest"}.get(
-            (t.open_low, t.open_high), "at the grid's edge")
-        edge = f", {side} (its best may lie beyond the grid: sweep further)" if t.open_low or t.open_high else ""
-        return f"{line.label} is within {tolerance_pt:g} pt of {where} only at that grid point{edge}{tail}."
-    unit = ("decade" if abs(t.width - 1) < 1e-9 else "decades") if curve.log else _short(curve.x_name)
+        if curve.sampled:  # an Optuna search: the points are its trials' values, not a grid
+            point = f"that {x} of the {len(line.x)} tried" if len(line.x) > 1 else f"that {x}"
+            side = {(True, False): "the lowest (its best may lie below it: search lower)",
+                    (False, True): "the highest (its best may lie above it: search higher)",
+                    (True, True): "the only one tried (its best may lie elsewhere: search further)"}.get(ends)
+        else:
+            side = {(True, False): "the grid's lowest", (False, True): "the grid's highest"}.get(
+                ends, "at the grid's edge") + " (its best may lie beyond the grid: sweep further)"
+            point = "that grid point"
+        edge = f", {side}" if t.open_low or t.open_high else ""
+        return f"{line.label} is within {tolerance_pt:g} pt of {where} only at {point}{edge}{tail}."
+    unit = ("decade" if abs(t.width - 1) < 1e-9 else "decades") if curve.log else x
     at_least = "at least " if (t.open_low or t.open_high) else ""
-    edge = " (the range reaches the grid's edge)" if at_least else ""
+    if curve.sampled:
+        reach = {(True, False): f"reaches the lowest {x} tried", (False, True): f"reaches the highest {x} tried",
+                 (True, True): f"spans every {x} tried"}.get(ends)
+    else:
+        reach = "reaches the grid's edge"
+    edge = f" (the range {reach})" if at_least else ""
     return (f"{line.label} stays within {tolerance_pt:g} pt of {where} over {at_least}{t.width:.2g} "
             f"{unit}, {_fmt_x(line.x[t.low])} to {_fmt_x(line.x[t.high])}{edge}{tail}.")
 
@@ -1277,7 +1306,8 @@ def figure_curve(curve: Curve, metric: str, tolerance_pt: float):
             open_ = "≥ " if t.open_low or t.open_high else ""
             unit = (" decade" if abs(t.width - 1) < 1e-9 else " decades") if curve.log else ""
             # one point at the grid's edge: "≥ 0 decades" is true but says nothing
-            label = "best at the grid's edge" if t.low == t.high and open_ else f"{open_}{t.width:.2g}{unit}"
+            edge = "best at the edge of those tried" if curve.sampled else "best at the grid's edge"
+            label = edge if t.low == t.high and open_ else f"{open_}{t.width:.2g}{unit}"
             ax.annotate(label, (line.x[t.high], y), xycoords=strips,
                         textcoords="offset points", xytext=(8, 0), va="center", fontsize=8, color=color)
         for x, g in zip(line.x, line.points, strict=True):
@@ -1412,7 +1442,7 @@ def write_report(sweep_dir: str | Path, tolerance_pt: float = TOLERANCE_PT) -> l
     factor_keys = [k for k in keys if k != "seed"]
     groups = group_jobs(jobs, factor_keys)
     metric = comparison_metric(jobs)
-    curves = find_curves(groups, factor_keys, metric, tolerance_pt)
+    curves = find_curves(groups, factor_keys, metric, tolerance_pt, sampled=is_search(sweep_dir))
     found = verdicts(groups, factor_keys, metric, skip_keys=[c.key for c in curves])
 
     header, rows = rows_of(jobs, keys, groups)

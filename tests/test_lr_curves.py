@@ -192,6 +192,32 @@ def _simple_sweep(tmp_path: Path, key: str, values: list, optims=("sgd",)) -> Pa
     return sweep
 
 
+def _optuna_search(tmp_path: Path, sweeper: str) -> Path:
+    """hparams_search=sgd_lr's shape: one trial per sampled lr, all on seed 42; the best at the
+    highest lr tried."""
+    sweep = tmp_path / "sweep"
+    for n, (lr, acc) in enumerate(zip([0.0012, 0.0047, 0.018, 0.061, 0.23], [0.80, 0.84, 0.86, 0.875, 0.88],
+                                      strict=True)):
+        write_job(sweep, n, {"optim.lr": lr}, run(acc, 42, {"optim_name": "sgd", "optim": {"lr": lr}}))
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": sweeper, "n_trials": 5, "params": {"optim.lr": "tag(log, interval(1.0e-3, 1.0))"}},
+        "overrides": {"task": ["hparams_search=sgd_lr"]}}}))
+    return sweep
+
+
+def test_an_optuna_search_is_reported_as_trials_not_a_grid(tmp_path):
+    sweep = _optuna_search(tmp_path / "optuna", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+    write_report(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert ("stays within 1 pt of its best (88.00 % (1 seed: no interval) at lr = 0.23) over at least 0.58 decades, "
+            "0.061 to 0.23 (the range reaches the highest lr tried).") in md
+    assert "grid" not in md
+    # the same points from a grid sweep keep the grid's words
+    grid = _optuna_search(tmp_path / "grid", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
+    write_report(grid)
+    assert "0.061 to 0.23 (the range reaches the grid's edge)." in (grid / "summary.md").read_text()
+
+
 def test_curve_detection_needs_three_numeric_values(tmp_path):
     write_report(_simple_sweep(tmp_path / "a", "optim.lr", [0.01, 0.1]))
     assert read_csv(tmp_path / "a" / "sweep" / "summary_curves.csv") == []

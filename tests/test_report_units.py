@@ -812,12 +812,12 @@ def test_a_group_without_provenance_is_still_paired():
     assert found[0].sentence() == "optim: adam − sgd: not compared, no finished job on one side"
 
 
-def _curve_line(points, x, tolerance, log=True):
+def _curve_line(points, x, tolerance, log=True, sampled=False):
     from src.report import Curve, CurveLine, Group
 
     groups = [Group(i + 1, {"lr_decade": str(v)}, jobs) for i, (v, jobs) in enumerate(zip(x, points, strict=True))]
     line = CurveLine("adam", groups, list(x), tolerance)
-    return Curve("lr_decade", "optim.lr", log, [line]), line
+    return Curve("lr_decade", "optim.lr", log, [line], sampled), line
 
 
 def _ok(acc, seed):
@@ -886,6 +886,52 @@ def test_the_small_readers_and_joiners_of_the_words():
                                                            open_high=True))
     assert curve_sentence(curve, line, "test_acc", 1.0).endswith(
         "only at that grid point, at the grid's edge (its best may lie beyond the grid: sweep further).")
+
+
+def test_curve_sentences_of_an_optuna_search_say_tried_not_grid():
+    """An Optuna search's points are its trials' sampled values: no grid, no grid point, no
+    grid's edge; its ends are the lowest and highest value tried."""
+    from src.report import curve_sentence
+    from src.stats import Tolerance
+
+    def said(points, x, best, low, high, log=True):
+        t = Tolerance(best=best, low=low, high=high, width=0.0 if low == high else 1.0,
+                      open_low=low == 0, open_high=high == len(x) - 1)
+        curve, line = _curve_line(points, x, t, log=log, sampled=True)
+        text = curve_sentence(curve, line, "test_acc", 1.0)
+        assert "grid" not in text and "sweep further" not in text
+        return text
+
+    x = [2.1e-4, 1.3e-3, 8.7e-3, 5.2e-2]
+    one = [[_ok(a, 1)] for a in (0.80, 0.86, 0.90, 0.85)]
+    assert said(one, x, 2, 2, 2) == (
+        "adam is within 1 pt of its best (90.00 % (1 seed: no interval) at lr = 0.0087) only at that lr of the "
+        "4 tried.")
+    assert said(one[::-1], x, 0, 0, 0).endswith(
+        "only at that lr of the 4 tried, the lowest (its best may lie below it: search lower).")
+    assert said(one, x, 3, 3, 3).endswith(
+        "at lr = 0.052) only at that lr of the 4 tried, the highest (its best may lie above it: search higher).")
+    assert said(one[2:3], x[:1], 0, 0, 0).endswith(
+        "only at that lr, the only one tried (its best may lie elsewhere: search further).")
+    two = [[_ok(a, 1), _ok(a + 0.002, 2)] for a in (0.85, 0.87, 0.865, 0.80)]
+    assert said(two, x, 1, 0, 2) == (
+        "adam stays within 1 pt of its best (87.10 % [85.83, 88.37] at lr = 0.0013) over at least 1 decade, "
+        "0.00021 to 0.0087 (the range reaches the lowest lr tried).")
+    assert said(two[::-1], x, 2, 1, 3).endswith("0.0013 to 0.052 (the range reaches the highest lr tried).")
+    assert said(two, x, 1, 0, 3).endswith("0.00021 to 0.052 (the range spans every lr tried).")
+    assert said(two, x, 1, 1, 2).endswith("over 1 decade, 0.0013 to 0.0087.")  # inside: as a grid's
+    # the same tolerances on a grid keep the grid's words
+    curve, line = _curve_line(two, x, Tolerance(best=1, low=0, high=2, width=1.0, open_low=True, open_high=False))
+    assert curve_sentence(curve, line, "test_acc", 1.0).endswith("(the range reaches the grid's edge).")
+    # the figure's label of a range of one point at an end
+    from src.report import _pyplot, figure_curve
+
+    edge = Tolerance(best=3, low=3, high=3, width=0.0, open_low=False, open_high=True)
+    for sampled, label in ((True, "best at the edge of those tried"), (False, "best at the grid's edge")):
+        curve, _ = _curve_line(one, x, edge, sampled=sampled)
+        fig = figure_curve(curve, "test_acc", 1.0)
+        assert label in [t.get_text() for t in fig.axes[0].texts]
+        _pyplot().close(fig)
 
 
 def test_notes_did_not_learn_at_chance_and_the_runs_own_warnings():
