@@ -17,8 +17,8 @@ of the mean over draws (Student t). A layer whose prediction lies outside the ba
 the difference is more than K draws of sampling noise explain, so an assumption of the theory
 fails there (constant init: weights not random; a saturated softmax: the output gradient depends on
 the weights it flows back through). A backward variance at or below its float32 rounding bound is
-numerically zero (`mark_rounding_noise`): it agrees with a prediction no larger, and no trend is
-read from it.
+numerically zero (`summarize`): it agrees with a prediction no larger, and no trend is read
+from it.
 
 Used by probe.py (src/probe.py) and, inside training, by the `VarianceProbe` callback at step 0.
 """
@@ -285,10 +285,12 @@ def predict(net: nn.Module, x: torch.Tensor, variances: list[tuple[float, float,
 # ---------------------------------------------------------------------------------------------
 
 
-def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
+def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor, rounding: bool = False) -> dict[str, list[float]]:
     """One forward + backward on (x, y): per Linear the variance of its output (forward), of the
     gradient of the summed per-sample losses w.r.t. that output (backward) and of the weight
-    gradient of the mean loss (weight_gradient, the tutorial's number). One host transfer."""
+    gradient of the mean loss (weight_gradient, the tutorial's number); with `rounding`, also the
+    most float32 rounding alone can put in the backward variance (rounding_bound, see
+    `_rounding_bounds`). One host transfer."""
     layers = linear_layers(net)
     with torch.inference_mode(False), torch.enable_grad():
         with LinearOutputs(net, detach=False) as outs:
@@ -296,15 +298,21 @@ def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, list[
         loss = F.cross_entropy(logits, y, reduction="sum")
         outputs = [outs.values[n] for n in layers]
         grads = torch.autograd.grad(loss, outputs + [m.weight for m in layers.values()])
+        # from this forward and backward: a second pass over the batch only repeated them
+        bounds = _rounding_bounds(net, outputs, grads[: len(layers)]) if rounding else []
     n = len(x)
     rows = []
     # Reduce in float64 (as tensor_stats does): a float32 output of ~1e22 is finite, its square is not.
-    for out, d_out, d_w in zip(outputs, grads[: len(layers)], grads[len(layers):], strict=True):
-        rows.append(torch.stack([out.detach().double().var(correction=0), d_out.double().var(correction=0),
-                                 (d_w.double() / n).var(correction=0)]))
+    for i, (out, d_out, d_w) in enumerate(zip(outputs, grads[: len(layers)], grads[len(layers):], strict=True)):
+        row = [out.detach().double().var(correction=0), d_out.double().var(correction=0),
+               (d_w.double() / n).var(correction=0)]
+        rows.append(torch.stack(row + bounds[i:i + 1]))  # the bound, if any, rides in the same transfer
     table = torch.stack(rows).cpu().tolist()
-    return {"forward": [r[0] for r in table], "backward": [r[1] for r in table],
-            "weight_gradient": [r[2] for r in table]}
+    result = {"forward": [r[0] for r in table], "backward": [r[1] for r in table],
+              "weight_gradient": [r[2] for r in table]}
+    if rounding:
+        result["rounding_bound"] = [r[3] for r in table]
+    return result
 
 
 def redraw(net: nn.Module, init_scheme, seed: int) -> nn.Module:
@@ -331,41 +339,59 @@ def probe_variances(net: nn.Module, init_scheme, batches: list[tuple[torch.Tenso
     names = list(linear_layers(net))
     raw = {q: np.zeros((draws, len(batches), len(names))) for q in ("forward", "backward", "weight_gradient")}
     pred = {q: np.zeros((draws, len(batches), len(names))) for q in QUANTITIES}
+    # float32 rounding bound of draw 0's backward variances: the other draws of an init are alike in scale
+    bound = np.zeros((len(batches), len(names)))
     for k in range(draws):
         net_k = net if k == 0 else redraw(net, init_scheme, seed + k)
         variances = init_variances(init_scheme, net_k)  # per draw: "measured" ones differ between draws
         for b, (x, y) in enumerate(batches):
-            m = measure(net_k, x, y)
+            m = measure(net_k, x, y, rounding=k == 0)
             for q in raw:
                 raw[q][k, b] = m[q]
+            if k == 0:
+                bound[b] = m["rounding_bound"]
             p = predict(net_k, x, variances)
             for q in QUANTITIES:
                 pred[q][k, b] = p[q]
     layers = linear_layers(net)
-    report = summarize(names, raw, pred, tolerance)
+    # Here, not in each caller: probe.py and the training callback then flag, read trends and draw
+    # alike (the callback flagged the constant init's 1e-19 noise as "an assumption fails").
+    report = summarize(names, raw, pred, tolerance, rounding_bound=bound)
     for name, (w_var, b_var, source), layer in zip(names, init_variances(init_scheme, net), layers.values(), strict=True):
         report["layers"][name].update(fan_in=layer.in_features, fan_out=layer.out_features,
                                       weight_var=w_var, bias_var=b_var, variance_source=source)
     report.update(draws=draws, batches=len(batches), batch_size=int(len(batches[0][0])), tolerance=tolerance,
                   seeds=[None] + [seed + k for k in range(1, draws)])
-    # Here, not in each caller: probe.py and the training callback then flag, read trends and draw
-    # alike (the callback flagged the constant init's 1e-19 noise as "an assumption fails").
-    report["rounding_noise_draw_0"] = mark_rounding_noise(report, backward_rounding(net, batches))
+    # the noise layers on the diagnostic batch (draw 0, batch 0: the tutorial's table)
+    report["rounding_noise_draw_0"] = rounding_noise(names, list(raw["backward"][0, 0]), list(bound[0]))
     return report
 
 
 def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.ndarray],
-              tolerance: float = 0.1) -> dict:
+              tolerance: float = 0.1, rounding_bound: np.ndarray | None = None) -> dict:
     """Per layer and quantity: predicted (mean over draws and batches), measured mean, 95 % band
     of the mean over draws (t interval on the per-draw means, cut at 0), per-draw means, flag.
 
     Flag: the prediction lies outside the band *and* more than `tolerance` (relative) away from
     the measured mean. The band alone would flag, at 10 draws, ~1 layer in 20 by chance and any
     of the O(1/width) effects the mean-field theory leaves out (a few %, docs/diagnostics.md).
-    Flag None: not compared, the measured or the predicted mean is not finite."""
+    Flag None: not compared, the measured or the predicted mean is not finite.
+
+    With `rounding_bound` (draw 0's per batch and layer, `measure(rounding=True)`), each backward
+    row also has its mean over the batches, `rounding_bound` (None for the logits), and
+    `numerically_zero`: the measured mean is rounding noise (`rounding_noise`). A prediction no
+    larger than that noise (the constant init's 0: Σ_c ∂loss/∂logit_c = 0 for every sample, so
+    equal weights pass on exactly 0) agrees with it: no flag, and no ratio of noise to a
+    prediction. A prediction above it is flagged as anywhere else: the gradient does not arrive."""
     from scipy import stats
 
     draws = raw["forward"].shape[0]
+    # The noise first: it runs down from the layer above, so it is known before any flag is set.
+    noise, mean_bound = [], None
+    if rounding_bound is not None:
+        mean_bound = np.asarray(rounding_bound).mean(axis=0)
+        backward = [float(raw["backward"][:, :, i].mean(axis=1).mean()) for i in range(len(names))]
+        noise = rounding_noise(names, backward, list(mean_bound))
     layers = {}
     for i, name in enumerate(names):
         row = {}
@@ -382,10 +408,23 @@ def summarize(names: list[str], raw: dict[str, np.ndarray], pred: dict[str, np.n
             lo, hi = max(mean - half, 0.0), mean + half
             outside = half == half and not lo <= predicted <= hi
             comparable = math.isfinite(mean) and math.isfinite(predicted)
-            flag = bool(outside and abs(mean - predicted) > tolerance * abs(predicted)) if comparable else None
+            noisy = q == "backward" and name in noise
+            # no larger than the noise level (the bound, or what was measured where the noise came
+            # in from above), a prediction agrees with the noise
+            agrees_with_noise = (noisy and _finite(predicted)
+                                 and predicted <= max(mean_bound[i], mean, hi if _finite(hi) else 0.0))
+            if agrees_with_noise:
+                flag = False
+            elif comparable:
+                flag = bool(outside and abs(mean - predicted) > tolerance * abs(predicted))
+            else:
+                flag = None
             row[q] = {"predicted": predicted, "mean": mean, "lo": lo, "hi": hi, "flag": flag,
-                      "ratio": mean / predicted if predicted > 0 else None,
+                      "ratio": mean / predicted if predicted > 0 and not noisy else None,
                       "draws": [float(v) for v in per_draw]}
+            if q == "backward" and mean_bound is not None:
+                row[q].update(rounding_bound=None if math.isnan(mean_bound[i]) else float(mean_bound[i]),
+                              numerically_zero=noisy)
         row["weight_gradient"] = {"mean": float(raw["weight_gradient"][:, :, i].mean())}
         layers[name] = row
     return {"layers": layers,
@@ -418,37 +457,27 @@ def _rounding_eps(t: torch.Tensor) -> float:
     return torch.finfo(t.dtype).eps
 
 
-def backward_rounding(net: nn.Module, batches: list) -> dict:
-    """Per batch and Linear, for the net as it is (draw 0): the measured variance of
-    δ = ∂loss/∂output and the most that float32 rounding alone can put there.
+def _rounding_bounds(net: nn.Module, outputs: list[torch.Tensor], deltas: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per Linear, from its output and δ = ∂loss/∂output (measure's), the most that float32
+    rounding alone can put in δ's variance: float64 scalars, NaN for the logits (nothing sums
+    into them). Needs grad mode (f' is a vector-Jacobian product).
 
     δ_l = f'(y_l) ⊙ (δ_{l+1} @ W_{l+1}) sums n = fan_out(l+1) terms per entry; a float sum of n
     terms is off by at most n·ε·Σ|term| (the standard bound, γ_n ≈ n·u with u = ε/2: the factor 2
     leaves room for the rounding of δ_{l+1} itself, such as a softmax that sums to 1 ± ε). So a
     δ_l whose true value is constant (its variance 0) measures at most
     (n·ε)²·mean((f'(y_l)·(|δ_{l+1}| @ |W_{l+1}|))²): the bound. A genuine variance is about
-    1/n of that sum's square (terms of random sign), far above (n·ε)² of it. Draw 0 only: the
-    other draws of an init are alike in scale, and all of them cost as much as the probe again."""
-    names = list(linear_layers(net))
+    1/n of that sum's square (terms of random sign), far above (n·ε)² of it."""
     layers, acts = list(linear_layers(net).values()), activations_after(net)
-    measured = np.zeros((len(batches), len(names)))
-    bound = np.full((len(batches), len(names)), np.nan)  # none for the logits: nothing sums into them
-    for b, (x, y) in enumerate(batches):
-        with torch.inference_mode(False), torch.enable_grad():
-            with LinearOutputs(net, detach=False) as outs:
-                logits = net(x)
-            outputs = [outs.values[n] for n in names]
-            deltas = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), outputs)
-            for i in range(len(names) - 1):
-                weight = layers[i + 1].weight.detach()
-                terms = deltas[i + 1].abs() @ weight.abs()  # Σ_j |δ_j|·|W_ji|: the sum without cancellation
-                if acts[i] is not None:  # times f'(y): an elementwise activation's vector-Jacobian product
-                    y_i = outputs[i].detach().requires_grad_()
-                    terms = torch.autograd.grad(acts[i](y_i), y_i, grad_outputs=terms)[0]
-                bound[b, i] = (weight.shape[0] * _rounding_eps(deltas[i])) ** 2 * float(terms.double().pow(2).mean())
-        for i, d in enumerate(deltas):
-            measured[b, i] = float(d.detach().double().var(correction=0))
-    return {"names": names, "measured": measured, "bound": bound}
+    bounds = []
+    for i in range(len(layers) - 1):
+        weight = layers[i + 1].weight.detach()
+        terms = deltas[i + 1].abs() @ weight.abs()  # Σ_j |δ_j|·|W_ji|: the sum without cancellation
+        if acts[i] is not None:  # times f'(y): an elementwise activation's vector-Jacobian product
+            y_i = outputs[i].detach().requires_grad_()
+            terms = torch.autograd.grad(acts[i](y_i), y_i, grad_outputs=terms)[0]
+        bounds.append((weight.shape[0] * _rounding_eps(deltas[i])) ** 2 * terms.double().pow(2).mean())
+    return bounds + [torch.full((), math.nan, dtype=torch.float64, device=deltas[-1].device)]
 
 
 def rounding_noise(names: list[str], measured, bound) -> list[str]:
@@ -461,30 +490,6 @@ def rounding_noise(names: list[str], measured, bound) -> list[str]:
         if above or (math.isfinite(measured[i]) and math.isfinite(bound[i]) and measured[i] <= bound[i]):
             noise.append(names[i])
     return [n for n in names if n in noise]
-
-
-def mark_rounding_noise(report: dict, rounding: dict) -> list[str]:
-    """Mark the layers whose measured backward variance (the mean over draws and batches) is
-    rounding noise: `numerically_zero`, with the bound it was held against, `rounding_bound`.
-    A prediction no larger than that noise (the constant init's 0: Σ_c ∂loss/∂logit_c = 0 for
-    every sample, so equal weights pass on exactly 0) agrees with it: no flag, and no ratio of
-    noise to a prediction. A prediction above it stays flagged: the gradient does not arrive.
-    Returns the noise layers on the diagnostic batch (draw 0, batch 0: the tutorial's table)."""
-    names, measured, bound = rounding["names"], rounding["measured"], rounding["bound"]
-    mean_bound = bound.mean(axis=0)
-    noise = rounding_noise(names, [report["layers"][n]["backward"]["mean"] for n in names], list(mean_bound))
-    for i, name in enumerate(names):
-        row = report["layers"][name]["backward"]
-        row["rounding_bound"] = None if math.isnan(mean_bound[i]) else float(mean_bound[i])
-        row["numerically_zero"] = name in noise
-        if name in noise:
-            row["ratio"] = None
-            # the noise level: the bound, or what was measured where the noise came in from above
-            level = max(mean_bound[i], row["mean"], row["hi"] if _finite(row["hi"]) else 0.0)
-            if _finite(row["predicted"]) and row["predicted"] <= level:
-                row["flag"] = False
-    report["flags"]["backward"] = [n for n in names if report["layers"][n]["backward"]["flag"]]
-    return rounding_noise(names, list(measured[0]), list(bound[0]))
 
 
 def figure_report(report: dict) -> dict:

@@ -96,8 +96,8 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
                                                                 "softmax_gradient_second_moment", "mean_energy",
                                                                 "predict", "measure",
                                                                 "redraw", "probe_variances", "summarize",
-                                                                "flag_lines", "_rounding_eps", "backward_rounding",
-                                                                "rounding_noise", "mark_rounding_noise"]),
+                                                                "flag_lines", "_rounding_eps", "_rounding_bounds",
+                                                                "rounding_noise"]),
                        ["tests/test_probe.py", "tests/test_probe_rounding.py", "tests/test_diagnostics.py"], 80),
     # probe.py's words: its settings, the sentences under the tables (trend, flags, gradients),
     # the rows (not the measuring: variance_probe; nor the sweep's combined table, whose one

@@ -256,7 +256,7 @@ def not_compared(report: dict, quantity: str) -> dict[str, list[str]]:
 
 def rounding_zeros(report: dict, quantity: str) -> list[str]:
     """The layers where measured and predicted are both ≈ 0: the measurement is rounding noise and
-    the prediction is no larger (callbacks/variance_probe.py mark_rounding_noise), which agree."""
+    the prediction is no larger (callbacks/variance_probe.py summarize), which agree."""
     return [name for name, row in report["layers"].items()
             if row[quantity].get("numerically_zero") and not row[quantity]["flag"]]
 

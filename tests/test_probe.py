@@ -617,9 +617,9 @@ def test_probe_variances_draws_seeds_report_and_errors(monkeypatch):
     tolerances = []  # what probe_variances hands to summarize
     real_summarize = vp.summarize
 
-    def summarize(names, raw, pred, tolerance=None):
+    def summarize(names, raw, pred, tolerance=None, rounding_bound=None):
         tolerances.append(tolerance)
-        return real_summarize(names, raw, pred, tolerance)
+        return real_summarize(names, raw, pred, tolerance, rounding_bound=rounding_bound)
 
     monkeypatch.setattr(vp, "summarize", summarize)
     report = probe_variances(net, init, batches)

@@ -14,10 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks.variance_probe import (
     VarianceProbe,
-    backward_rounding,
     figure_report,
-    mark_rounding_noise,
     measure,
+    probe_variances,
     rounding_noise,
     summarize,
     trends,
@@ -42,31 +41,37 @@ def tiny(init: str, act: str = "identity", **kwargs):
 
 def test_the_bound_is_n_eps_times_the_sum_without_cancellation():
     net, batches = tiny("const", fill=0.1)
-    rounding = backward_rounding(net, batches)
     x, y = batches[0]
-    # the measured variances are measure()'s, the probe's own numbers
-    assert list(rounding["measured"][0]) == pytest.approx(measure(net, x, y)["backward"], rel=1e-12, abs=0)
+    m = measure(net, x, y, rounding=True)
+    bound = m.pop("rounding_bound")
+    # the bound comes from the same forward and backward: the measured variances are unchanged
+    assert m == measure(net, x, y)
     # layers.4's δ sums the logits' 4 terms: (4·ε)² · mean((|δ_logits| @ |W|)²), ε of float32
     logits = net(x).detach()
     d_logits = torch.softmax(logits, 1) - torch.nn.functional.one_hot(y, 4)
     by_hand = (4 * torch.finfo(torch.float32).eps) ** 2 * float((d_logits.abs() @ net.layers[6].weight.abs()).double()
                                                                  .pow(2).mean())
-    assert rounding["bound"][0, 2] == pytest.approx(by_hand, rel=1e-5)
-    assert math.isnan(rounding["bound"][0, 3])  # nothing sums into the logits
+    assert bound[2] == pytest.approx(by_hand, rel=1e-5)
+    assert math.isnan(bound[3])  # nothing sums into the logits
     # constant weights pass on Σ_c δ_c = 0: below the bound there, and noise from there on down
-    assert rounding["measured"][0, 2] <= rounding["bound"][0, 2]
-    assert rounding_noise(NAMES, rounding["measured"][0], rounding["bound"][0]) == NAMES[:3]
+    assert m["backward"][2] <= bound[2]
+    assert rounding_noise(NAMES, m["backward"], bound) == NAMES[:3]
+    # the probe holds draw 0's bound against the measured mean, and names draw 0's noise layers
+    report = probe_variances(net, Const(fill=0.1), batches, draws=2)
+    assert [report["layers"][n]["backward"]["rounding_bound"] for n in NAMES] == [*bound[:3], None]
+    assert report["rounding_noise_draw_0"] == NAMES[:3]
 
 
 @pytest.mark.parametrize("std", [0.5, 1e-3])
 def test_a_genuine_gradient_however_small_is_not_rounding_noise(std):
     """A vanishing gradient is tiny, not noise: float32 keeps its relative precision at 1e-20."""
     net, batches = tiny("normal", std=std)
-    rounding = backward_rounding(net, batches)
-    assert rounding_noise(NAMES, rounding["measured"][0], rounding["bound"][0]) == []
-    assert np.all(rounding["measured"][0, :3] > 1e6 * rounding["bound"][0, :3])
+    m = measure(net, *batches[0], rounding=True)
+    measured, bound = np.array(m["backward"]), np.array(m["rounding_bound"])
+    assert rounding_noise(NAMES, measured, bound) == []
+    assert np.all(measured[:3] > 1e6 * bound[:3])
     if std < 0.01:
-        assert rounding["measured"][0, 0] < 1e-12
+        assert measured[0] < 1e-12
 
 
 def test_noise_runs_down_from_where_it_starts():
@@ -78,26 +83,26 @@ def test_noise_runs_down_from_where_it_starts():
     assert rounding_noise(NAMES, [1e-40, math.nan, 1.0, 1.0], [1e-30, math.nan, 1e-24, math.nan]) == ["layers.0"]
 
 
-def report_of(backward: dict[str, tuple[float, float]]) -> dict:
-    """summarize()'s report for (measured, predicted) backward variances, 10 draws 1 % apart."""
+def report_of(backward: dict[str, tuple[float, float]], bound: list[float] | None = None) -> dict:
+    """summarize()'s report for (measured, predicted) backward variances, 10 draws 1 % apart, with
+    draw 0's rounding bound on its one batch when given."""
     spread = np.linspace(0.99, 1.01, 10)[:, None, None]
     raw = {"backward": spread * np.array([[[backward[n][0] for n in NAMES]]])}
     raw["forward"] = raw["weight_gradient"] = spread * np.ones((1, 1, len(NAMES)))
     pred = {"backward": np.broadcast_to([backward[n][1] for n in NAMES], (10, 1, len(NAMES))).copy(),
             "forward": np.ones((10, 1, len(NAMES)))}
-    report = {**summarize(NAMES, raw, pred), "draws": 10}
+    report = {**summarize(NAMES, raw, pred, rounding_bound=None if bound is None else np.array([bound])), "draws": 10}
     for row in report["layers"].values():
         row.update(fan_in=4, fan_out=4)  # the figure's axis labels
     return report
 
 
 def test_a_prediction_of_0_agrees_with_noise_and_a_positive_one_does_not():
-    report = report_of({"layers.0": (2e-19, 0.0), "layers.2": (1e-19, 1e-3), "layers.4": (2e-19, 0.0),
-                        "layers.6": (0.09, 0.09)})
-    assert report["flags"]["backward"] == ["layers.0", "layers.2", "layers.4"]  # before: noise read as a measurement
-    rounding = {"names": NAMES, "measured": np.array([[2e-19, 1e-19, 2e-19, 0.09]]),
-                "bound": np.array([[1e-28, 1e-28, 1e-16, math.nan]])}
-    assert mark_rounding_noise(report, rounding) == NAMES[:3]
+    backward = {"layers.0": (2e-19, 0.0), "layers.2": (1e-19, 1e-3), "layers.4": (2e-19, 0.0),
+                "layers.6": (0.09, 0.09)}
+    # without the bound (as before it was measured), the noise is read as a measurement
+    assert report_of(backward)["flags"]["backward"] == ["layers.0", "layers.2", "layers.4"]
+    report = report_of(backward, bound=[1e-28, 1e-28, 1e-16, math.nan])
     rows = {n: report["layers"][n]["backward"] for n in NAMES}
     assert report["flags"]["backward"] == ["layers.2"]  # a gradient was predicted there and does not arrive
     assert [rows[n]["numerically_zero"] for n in NAMES] == [True, True, True, False]
@@ -129,9 +134,8 @@ def test_a_prediction_of_0_agrees_with_noise_and_a_positive_one_does_not():
 
 
 def test_the_sentences_when_every_compared_layer_agrees():
-    report = report_of({n: (1e-19, 0.0) for n in NAMES[:3]} | {"layers.6": (0.09, 0.09)})
-    mark_rounding_noise(report, {"names": NAMES, "measured": np.array([[1e-19, 1e-19, 1e-19, 0.09]]),
-                                 "bound": np.array([[1e-30, 1e-30, 1e-16, math.nan]])})
+    report = report_of({n: (1e-19, 0.0) for n in NAMES[:3]} | {"layers.6": (0.09, 0.09)},
+                       bound=[1e-30, 1e-30, 1e-16, math.nan])
     assert report["flags"]["backward"] == []
     assert flag_sentence(report, "backward") == (
         "Measured and predicted are both ≈ 0 at layers.0, layers.2, layers.4 (the measurement is float32 rounding "
@@ -139,9 +143,7 @@ def test_the_sentences_when_every_compared_layer_agrees():
         "the 1 other layer: the formula explains it.")
     # a trend over the layers that are not noise, with the ones that are named
     report = report_of({"layers.0": (1e-19, 0.0), "layers.2": (1e-3, 1e-3), "layers.4": (1e-2, 1e-2),
-                        "layers.6": (0.09, 0.09)})
-    mark_rounding_noise(report, {"names": NAMES, "measured": np.array([[1e-19, 1e-3, 1e-2, 0.09]]),
-                                 "bound": np.array([[1e-18, 1e-12, 1e-12, math.nan]])})
+                        "layers.6": (0.09, 0.09)}, bound=[1e-18, 1e-12, 1e-12, math.nan])
     assert trends(report)["backward"] == (
         "Backward variance shrinks ×10 per layer towards the input (×10 from layers.4 to layers.2): vanishing. "
         "Backward variance ≈ 0 at layers.0: float32 rounding noise, no trend to read.")
