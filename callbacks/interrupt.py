@@ -65,6 +65,16 @@ class GracefulInterrupt(pl.Callback):
         if self._ranks and signal.SIGTERM in self._previous:
             signal.signal(signal.SIGTERM, self._handler)
 
+    def on_test_start(self, trainer, pl_module):
+        # The test pass after the fit is a run of its own, and Lightning sets up its SIGTERM
+        # handler again: under DDP its notifier's broadcast from inside the handler met a rank
+        # that had already stopped (1 try in 5: `failed`, a gloo error). The handler it wrapped
+        # (src/cli.py's, which stops at once on every rank it reaches) goes back in front.
+        original = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", None)
+        if getattr(trainer, "world_size", 1) > 1 and isinstance(original, dict) and callable(
+                original.get(signal.SIGTERM)):
+            signal.signal(signal.SIGTERM, original[signal.SIGTERM])
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         # Not after an epoch's last batch: a checkpoint there, before the epoch's validation,
         # resumes past the validation (Lightning skips it). The stop comes in the validation
