@@ -294,11 +294,11 @@ def config_changes(before: dict, after: dict, most: int = 8) -> list[str]:
     return changed[:most] + ([f"{len(changed) - most} more"] if len(changed) > most else [])
 
 
-def changes_on_resume(ckpt_path: str | None, stamp: dict) -> list[str]:
+def changes_on_resume(earlier: dict, stamp: dict) -> list[str]:
     """A resumed run's config changes, one sentence per resume that changed any, oldest first:
-    those its checkpoint carries from earlier resumes, then this one's against the config the
-    checkpoint was trained with. results.json's config holds only the last values."""
-    earlier = checkpoint_stamp(Path(ckpt_path)) if ckpt_path else {}
+    those the resumed checkpoint's stamp (`earlier`, {} for a fresh run) carries from earlier
+    resumes, then this one's against the config that checkpoint was trained with. results.json's
+    config holds only the last values."""
     changes = [str(c) for c in earlier.get("changes") or []]
     if isinstance(earlier.get("config"), dict):
         diff = config_changes({"seed": earlier.get("seed"), **earlier["config"]},
@@ -307,6 +307,23 @@ def changes_on_resume(ckpt_path: str | None, stamp: dict) -> list[str]:
             changes.append(f"resumed at step {earlier.get('global_step')} with a changed config: "
                            f"{', '.join(diff)}; results.json's config holds the new values")
     return changes
+
+
+def first_try(earlier: dict | None, stamp: dict) -> dict | None:
+    """The seed, init and init_name of the run's first try, which made the initial weights every
+    later try trained on (a resume with another seed or init= changes neither): this try's for a
+    fresh run (`earlier` None), else carried over from the resumed checkpoint's stamp (`earlier`),
+    else that checkpoint's own seed and config when no resume had changed them (it is the first
+    try's). None when nothing says: a checkpoint stamped before this record, after a resume that
+    changed its config, or one without a stamp."""
+    def own(s: dict) -> dict:
+        return {"seed": s.get("seed"), "init": s["config"].get("init"), "init_name": s["config"].get("init_name")}
+
+    if earlier is None:
+        return own(stamp)
+    if "first" in earlier:
+        return earlier["first"]
+    return own(earlier) if isinstance(earlier.get("config"), dict) and earlier.get("changes") == [] else None
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -332,7 +349,9 @@ def train(cfg: DictConfig) -> float | None:
     # config's (continue_sweep_job), and a resume under a changed config is said in results.json.
     trained = what_is_trained(cfg)
     stamp = {"config_hash": hash_of(trained), "seed": cfg.seed, "config": trained}
-    stamp["changes"] = changes_on_resume(ckpt_path, stamp)
+    earlier = checkpoint_stamp(Path(ckpt_path)) if ckpt_path else None
+    stamp["changes"] = changes_on_resume(earlier or {}, stamp)
+    stamp["first"] = first_try(earlier, stamp)  # what made the initial weights (landscape.py rebuilds them)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()  # data problems surface before the trainer starts
     callbacks = build_callbacks(cfg)

@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src import cli
-from src.checkpointing import AtomicCheckpointIO
+from src.checkpointing import AtomicCheckpointIO, checkpoint_stamp
 from src.errors import ConfigError
 from src.provenance import config_hash
 from src.training import (
@@ -26,6 +26,7 @@ from src.training import (
     check_run_settings,
     config_changes,
     continue_sweep_job,
+    first_try,
 )
 from tests.conftest import FAST, compose
 
@@ -369,7 +370,7 @@ def test_run_warnings_are_chance_level_then_each_callbacks_own():
 
 
 # ---------------------------------------------------------------------------------------------
-# config_changes, changes_on_resume
+# config_changes, changes_on_resume, first_try
 
 
 def test_config_changes_names_each_setting_that_differs():
@@ -395,16 +396,37 @@ def test_changes_on_resume_adds_this_resumes_to_the_checkpoints(tmp_path):
     AtomicCheckpointIO(stamp={"config_hash": "h", "seed": 1, "config": {"optim": {"lr": 0.1}},
                               "changes": ["resumed at step 3 with a changed config: …"]}).save_checkpoint(
         {"global_step": 8}, ckpt)
+    earlier = checkpoint_stamp(ckpt)
     now = {"config_hash": "g", "seed": 2, "config": {"optim": {"lr": 0.01}}}
-    assert changes_on_resume(str(ckpt), now) == [
+    assert changes_on_resume(earlier, now) == [
         "resumed at step 3 with a changed config: …",
         "resumed at step 8 with a changed config: optim.lr 0.1 → 0.01, seed 1 → 2; results.json's config holds "
         "the new values"]
     same = {"config_hash": "h", "seed": 1, "config": {"optim": {"lr": 0.1}}}
-    assert changes_on_resume(str(ckpt), same) == ["resumed at step 3 with a changed config: …"]
-    assert changes_on_resume(None, now) == []
+    assert changes_on_resume(earlier, same) == ["resumed at step 3 with a changed config: …"]
+    assert changes_on_resume({}, now) == []  # a fresh run
     AtomicCheckpointIO(stamp={"config_hash": "h", "seed": 1}).save_checkpoint({"global_step": 8}, ckpt)
-    assert changes_on_resume(str(ckpt), now) == []  # a checkpoint without its config: nothing to compare
+    assert changes_on_resume(checkpoint_stamp(ckpt), now) == []  # a checkpoint without its config: nothing to compare
+
+
+def test_first_try_is_this_trys_then_carried_over_from_the_resumed_checkpoints_stamp():
+    kaiming, xavier = {"_target_": "src.init.Kaiming"}, {"_target_": "src.init.Xavier"}
+    fresh = {"seed": 42, "config": {"init": kaiming, "init_name": "kaiming", "optim": {"lr": 0.1}}}
+    first = {"seed": 42, "init": kaiming, "init_name": "kaiming"}
+    assert first_try(None, fresh) == first  # a fresh run is the first try
+    # resumed with seed=7 init=xavier, then again with seed=9: the first try's, carried over
+    second = {"seed": 7, "config": {"init": xavier, "init_name": "xavier", "optim": {"lr": 0.1}}}
+    assert first_try({**fresh, "changes": [], "first": first, "global_step": 7}, second) == first
+    third = {**second, "seed": 9}
+    assert first_try({**second, "changes": ["resumed at step 7 ..."], "first": first}, third) == first
+    # a checkpoint stamped before `first`: its own seed and init when no resume changed its config
+    assert first_try({**fresh, "changes": []}, second) == first
+    assert first_try({**second, "changes": ["resumed at step 7 ..."]}, third) is None  # then nothing says
+    assert first_try({**second, "changes": ["..."], "first": None}, third) is None  # and stays unknown
+    assert first_try({}, second) is None  # resumed from a checkpoint without a stamp
+    assert first_try({"config_hash": "h", "seed": 1}, second) is None  # a stamp without its config
+
+
 
 
 # ---------------------------------------------------------------------------------------------
