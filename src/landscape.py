@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +92,7 @@ class Run:
     net: nn.Module                      # built from the checkpoint, eval mode, on the device
     layout: Layout
     final: torch.Tensor                 # [P] float32, the checkpoint's weights
-    config: dict                        # the run's latest config, resolved (`run_config`): its loggers
-    choices: dict                       # config group -> option (optim: adam), of the latest try
+    config: dict                        # the run's latest config as saved (`saved_config`): its loggers
     global_step: int
     epochs_done: float                  # at the checkpoint: 3.0 after the third epoch
     init: torch.Tensor | None = None    # [P] float32
@@ -233,21 +231,25 @@ def drawable(targets: list[tuple[Path, Path | None, Path | None]], which: str
     return drawn, skipped
 
 
-def _choices(run_dir: Path) -> dict:
-    hydra = read_yaml_mapping(run_dir / ".hydra" / "hydra.yaml").get("hydra") or {}
-    return {k: v for k, v in ((hydra.get("runtime") or {}).get("choices") or {}).items() if "/" not in k}
+def saved_config(run_dir: Path) -> dict:
+    """The run's latest config as saved: .hydra/config.yaml (written at the start of each try; a
+    killed try has no results.json), unresolved, else results.json's `config`; {} if neither is
+    readable. Enough for its loggers (`own_tensorboard`: their `_target_`s)."""
+    config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")
+    if config:
+        return config
+    config = read_json_object(run_dir / "results.json").get("config")
+    return config if isinstance(config, dict) else {}
 
 
 def run_config(run_dir: Path) -> dict:
-    """The run's config as its latest try resolved it: .hydra/config.yaml (written at the start of
-    each try; a killed try has no results.json), else results.json's `config`. Hydra saves
-    config.yaml unresolved: `optim.lr: ${lr_around:${optim_name},${lr_decade}}` with
-    `optim_name: ${hydra:runtime.choices.optim}`, which this process's own Hydra would answer with
-    landscape.py's choices; the run's hydra.yaml answers them instead. {} if neither is readable."""
+    """The run's latest config, resolved (`saved_config`): what a checkpoint without a stamp is
+    drawn with. Hydra saves config.yaml unresolved: `optim.lr: ${lr_around:${optim_name},${lr_decade}}`
+    with `optim_name: ${hydra:runtime.choices.optim}`, which this process's own Hydra would answer
+    with landscape.py's choices; the run's hydra.yaml answers them instead."""
     config = read_yaml_mapping(run_dir / ".hydra" / "config.yaml")
     if not config:
-        config = read_json_object(run_dir / "results.json").get("config")
-        return config if isinstance(config, dict) else {}
+        return saved_config(run_dir)  # results.json's: resolved when it was written
     import src.resolvers  # noqa: F401  (registers ${lr_around:...}, as train.py does)
 
     def own_hydra(node):  # ${hydra:a.b} -> ${hydra.a.b}: the run's hydra.yaml, added below
@@ -273,86 +275,28 @@ def run_config(run_dir: Path) -> dict:
     return out
 
 
-_RESUMED = re.compile(r"^resumed at step (\S+) with a changed config: (.*); results\.json's config holds the new values$")
-# config_changes' entries, joined by ", ": `key old → new`, `key added`, `key removed`, `N more`
-_ENTRY = re.compile(r"^(?P<key>[A-Za-z_][\w.\-]*) (?:(?P<whole>added|removed)|(?P<old>.*?) → (?P<new>.*))$")
-_ENTRY_START = re.compile(r", (?=\d+ more$|[A-Za-z_][\w.\-]* (?:added$|removed$|added, |removed, |.*? → ))")
-
-
-def _value(text: str):
-    """A value as config_changes wrote it (str() of it) back: 0.1, None, [1, 2], or a string."""
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def _keys_of(key: str) -> tuple[str, ...]:
-    return tuple(key.split("."))
-
-
-def initial_seed_and_init(seed, config: dict, changes) -> tuple[int, dict, str | None]:
-    """(seed, init config, init choice) of a run's first try, from a checkpoint's stamp: its
-    `seed` and `config` are the try that wrote it, its `changes` the resumes before, oldest first
-    (`resumed at step 7 with a changed config: seed 42 → 7, ...`). The initial weights came from
-    the first try's seed and init (a resume with another seed or init= changes neither the weights
-    already trained nor the init they came from): the resumes' changes are undone, newest first.
-    ValueError saying why when the history cannot tell them."""
-    import copy
-
-    if not isinstance(changes, list):
-        raise ValueError("its checkpoint's record has no history of resumes")
-    init = copy.deepcopy(config.get("init"))
-    init_name = config.get("init_name")
+def first_seed_and_init(stamp: dict) -> tuple[int, dict, str | None]:
+    """(seed, init config, init choice) of a run's first try, which made the initial weights (a
+    resume with another seed or init= changes neither the weights already trained nor the init
+    they came from), from a checkpoint's stamp: its `first` (src/training.py, first_try). A stamp
+    written before that record: its own seed and config when no resume changed them (`changes`
+    empty). ValueError saying why when the stamp cannot tell them."""
+    if "first" in stamp:
+        first = stamp["first"]
+        if first is None:
+            raise ValueError("the run was resumed from a checkpoint that holds no record of the first try's "
+                             "seed and init")
+    elif stamp.get("changes") == []:
+        first = {"seed": stamp.get("seed"), "init": stamp["config"].get("init"),
+                 "init_name": stamp["config"].get("init_name")}
+    else:
+        raise ValueError("its checkpoint predates the record of the first try's seed and init and "
+                         + ("was resumed with a changed config" if stamp.get("changes") else "holds no history of resumes"))
+    seed, init, init_name = ((first.get("seed"), first.get("init"), first.get("init_name"))
+                             if isinstance(first, dict) else (None, None, None))
     if not isinstance(seed, int) or isinstance(seed, bool) or not isinstance(init, dict):
-        raise ValueError("its checkpoint's record names no seed or no init")
-    for sentence in reversed(changes):
-        m = _RESUMED.match(str(sentence))
-        if m is None:
-            raise ValueError(f"a resume's change is unreadable ({str(sentence)[:80]!r})")
-        entries = _ENTRY_START.split(m.group(2))
-        cut = re.fullmatch(r"\d+ more", entries[-1]) is not None
-        entries = entries[:-1] if cut else entries
-        parsed = [_ENTRY.match(e) for e in entries]
-        if not parsed or any(p is None for p in parsed):
-            raise ValueError(f"a resume's change is unreadable ({entries!r:.80})")
-        # config_changes lists keys in sorted order and cuts after 8: a key after the last one
-        # listed may have changed unseen
-        last = max(_keys_of(p["key"]) for p in parsed)
-        if cut and last < ("seed",):
-            raise ValueError(f"the change of the resume at step {m.group(1)} is cut short before `seed`")
-        for p in parsed:
-            keys = _keys_of(p["key"])
-            if keys == ("seed",):
-                seed = _value(p["old"])
-                if not isinstance(seed, int) or isinstance(seed, bool):
-                    raise ValueError(f"the resume at step {m.group(1)} changed the seed from {p['old']!r}")
-            elif keys == ("init_name",):
-                init_name = _value(p["old"]) if p["old"] != "(none)" else None
-            elif keys[0] == "init":
-                if p["whole"] or len(keys) == 1:
-                    raise ValueError(f"the resume at step {m.group(1)} replaced the whole init section")
-                node = init
-                for k in keys[1:-1]:
-                    node = node.setdefault(k, {}) if isinstance(node, dict) else None
-                if not isinstance(node, dict):
-                    raise ValueError(f"the resume at step {m.group(1)} changed {p['key']} unreadably")
-                if p["old"] == "(none)":
-                    node.pop(keys[-1], None)
-                else:
-                    node[keys[-1]] = _value(p["old"])
+        raise ValueError("its checkpoint's record names no seed or no init of the first try")
     return seed, init, init_name if isinstance(init_name, str) else None
-
-
-def _init_choice(init: dict) -> str | None:
-    """The conf/init option whose config this is (`kaiming`), None if none is."""
-    root = Path(__file__).resolve().parents[1] / "conf" / "init"
-    for f in sorted(root.glob("*.yaml")):
-        if read_yaml_mapping(f) == init:
-            return f.stem
-    return None
 
 
 def was_resumed(run_dir: Path) -> bool:
@@ -381,40 +325,44 @@ class TrainedWith:
     unchecked: str = ""         # known, but nothing tells whether a resume changed them
 
 
-def trained_with(state: dict, run_dir: Path, config: dict) -> TrainedWith:
-    """The checkpoint's own stamp (src/training.py: `run` = {config_hash, seed, config, changes},
-    the config resolved and without seed and paths), else the run's latest config (`run_config`),
-    which a resume may have changed: then the first try's seed and init are unchecked."""
+def trained_with(state: dict, run_dir: Path) -> TrainedWith:
+    """The checkpoint's own stamp (src/training.py: `run` = {config_hash, seed, config, changes,
+    first}, the config resolved and without seed and paths), else the run's latest config
+    (`run_config`), which a resume may have changed: then the first try's seed and init are unchecked."""
     stamp = state.get("run")
     if isinstance(stamp, dict) and isinstance(stamp.get("config"), dict):
         out = TrainedWith(config=dict(stamp["config"]), source=STAMPED)
         try:
-            out.seed, out.init, out.init_name = initial_seed_and_init(stamp.get("seed"), stamp["config"],
-                                                                      stamp.get("changes"))
+            out.seed, out.init, out.init_name = first_seed_and_init(stamp)
         except ValueError as e:
             out.unknown = str(e)
         return out
+    hp = state.get("hyper_parameters") or {}
+    config = run_config(run_dir)
+    config.setdefault("init", hp.get("init_cfg"))
     out = TrainedWith(config=config, source="the run's config")
     seed = config.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not isinstance(config.get("init"), dict):
         out.unknown = "its config names no seed or no init"
         return out
-    out.seed, out.init, out.init_name = seed, config["init"], config.get("init_name")
+    name = config.get("init_name")
+    out.seed, out.init, out.init_name = seed, config["init"], name if isinstance(name, str) else None
     if was_resumed(run_dir):
         out.unchecked = ("the checkpoint holds no record of what it was trained with, and the run was resumed: "
                          "its config is the latest try's, whose seed or init may not be the first try's")
     return out
 
 
-def run_label(config: dict, choices: dict) -> str:
-    """`sgd_mom lr=0.1 momentum=0.9 · kaiming init · relu`: what a panel title needs to say."""
+def run_label(config: dict, init_name: str) -> str:
+    """`sgd_mom lr=0.1 momentum=0.9 · kaiming init · relu`: what a panel title needs to say, of the
+    config the checkpoint was trained with and the first try's init."""
     optim = config.get("optim") or {}
-    name = choices.get("optim") or str(optim.get("_target_", "?")).rsplit(".", 1)[-1]
+    name = config.get("optim_name")
+    name = name if isinstance(name, str) else str(optim.get("_target_", "?")).rsplit(".", 1)[-1]
     parts = [name] + [f"{k}={optim[k]:g}" for k in ("lr", "momentum")
                       if isinstance(optim.get(k), (int, float)) and not isinstance(optim.get(k), bool)]
-    init = choices.get("init") or str((config.get("init") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
     act = (config.get("model") or {}).get("act_fn", "")
-    return " · ".join([" ".join(parts), f"{init} init", act] if act else [" ".join(parts), f"{init} init"])
+    return " · ".join([" ".join(parts), f"{init_name} init", act] if act else [" ".join(parts), f"{init_name} init"])
 
 
 def build_net(model_cfg: dict) -> nn.Module:
@@ -477,25 +425,18 @@ def load_run(run_dir: Path, which: str = "last", ckpt: Path | None = None, devic
     if not finite_weights(weights):
         raise CheckpointError(f"{ckpt}'s weights hold NaN or inf (the run diverged): there is no landscape "
                               "around them; draw an earlier checkpoint (checkpoint=best, or run=<its .ckpt>)")
-    config = run_config(run_dir)
-    config.setdefault("model", hp["model"])
-    config.setdefault("init", hp.get("init_cfg"))
-    config.setdefault("optim", hp.get("optim_cfg"))
-    choices = _choices(run_dir)
     # Labels, data and the initial weights go by what *this checkpoint* was trained with, not by
     # the latest try's config: a resume may have changed the seed, init= or optim.lr (and a resume
     # that diverged wrote no checkpoint, so its config is not the drawn weights')
-    trained = trained_with(state, run_dir, config)
+    trained = trained_with(state, run_dir)
     trained.config.setdefault("model", hp["model"])
     trained.config.setdefault("optim", hp.get("optim_cfg"))
-    optim_name = trained.config.get("optim_name")
-    init_name = (trained.init_name or (_init_choice(trained.init) if trained.init else None)
-                 or (str(trained.init.get("_target_", "?")).rsplit(".", 1)[-1] if trained.init else "unknown"))
-    label_choices = {"optim": optim_name if isinstance(optim_name, str) else choices.get("optim"), "init": init_name}
+    init_name = trained.init_name or (str(trained.init.get("_target_", "?")).rsplit(".", 1)[-1]
+                                      if trained.init is not None else "unknown")
     run = Run(name=run_dir.name, dir=run_dir, checkpoint=ckpt, net=net.to(device), layout=layout,
-              final=layout.flatten(weights), config=config, choices=choices,
+              final=layout.flatten(weights), config=saved_config(run_dir),
               global_step=int(state.get("global_step", 0)), epochs_done=_epochs_done(state),
-              label=run_label(trained.config, label_choices), trained=trained)
+              label=run_label(trained.config, init_name), trained=trained)
 
     try:
         path = load_path(run_dir)
@@ -1410,7 +1351,7 @@ def own_tensorboard(run: Run) -> tuple[Path | None, str]:
     runs before this check; a resume then advertised it), and a TensorBoard run killed before its
     logger's first write has none yet, though its resume logs there. The config is what the run's
     loggers were built from: .hydra/config.yaml, written at the start of each try (a killed run has
-    no results.json), else results.json's (load_run). Only when neither is readable (a .ckpt
+    no results.json), else results.json's (`saved_config`). Only when neither is readable (a .ckpt
     outside a run dir) is the dir's existence, before anything here wrote, all there is to go on."""
     from src.report import tensorboard_in
 

@@ -26,6 +26,7 @@ from src.landscape import (
     landscape,
     load_run,
     recreate_init,
+    run_config,
 )
 from tests.conftest import ROOT, compose, run_script
 
@@ -87,7 +88,7 @@ def test_recorded_path_survives_kill_and_resume(killed_and_resumed):
 def test_initial_weights_recreated_from_seed_equal_the_recorded_first_point(killed_and_resumed):
     run, _, _ = killed_and_resumed
     loaded = load_run(run)
-    recreated = recreate_init(loaded.config, loaded.config["model"])
+    recreated = recreate_init(run_config(run), loaded.trained.config["model"])  # the run's config, resolved
     assert torch.equal(recreated.half().float(), load_path(run)["weights"][0])
     assert loaded.init_source.startswith("recreated from the first try's seed 42 and init (kaiming); equals")
     assert torch.equal(loaded.init, recreated)
@@ -104,7 +105,7 @@ def test_a_run_whose_hydra_files_or_results_are_broken_still_loads(killed_and_re
     assert loaded.config["seed"] == json.loads((run / "results.json").read_text())["config"]["seed"]
     (run / "results.json").write_text("[1]")  # and then only what the checkpoint says
     loaded = load_run(run)
-    assert "seed" not in loaded.config and loaded.config["model"]["hidden_sizes"] == [512, 256, 256, 128]
+    assert loaded.config == {} and loaded.trained.config["model"]["hidden_sizes"] == [512, 256, 256, 128]
 
 
 @pytest.mark.parametrize("broken", ["meta_json", "meta_keys", "point_torn", "point_shape"])

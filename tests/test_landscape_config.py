@@ -1,7 +1,8 @@
 """landscape.py labels a run and rebuilds its initial weights from what the drawn checkpoint was
 trained with (its `run` stamp, src/training.py), not from the run's latest config: a resume with
 another seed, init= or optim.lr, or one that diverged before writing a checkpoint, changes the
-latest config but neither the checkpoint's weights nor the init they came from.
+latest config but neither the checkpoint's weights nor the init they came from. The stamp's
+`first` carries the first try's seed and init across resumes.
 
 One module fixture trains a tiny SGD run with its path recorded (seed 42, kaiming), resumes it
 with seed=7 init=xavier, then resumes it again with optim.lr=1e6, which diverges at once and
@@ -17,7 +18,7 @@ import torch
 import yaml
 
 from callbacks.weight_path import load_path
-from src.landscape import initial_seed_and_init, landscape, load_run, run_config
+from src.landscape import first_seed_and_init, landscape, load_run, run_config
 from tests.conftest import compose, run_script
 
 FIRST = ["optim=sgd", "trainer.max_epochs=1", "data.train_subset=1280", "trainer.limit_val_batches=2",
@@ -47,6 +48,10 @@ def resumed_run(tmp_path_factory, data_dir):
     assert (results["config"]["seed"], results["config"]["init_name"], results["config"]["optim"]["lr"]) == \
         (7, "xavier", 1e6)
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == ckpt
+    # the second try's checkpoint carries the first try's seed and init, its own config the second's
+    stamp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["run"]
+    assert stamp["first"] == {"seed": 42, "init": {"_target_": "src.init.Kaiming"}, "init_name": "kaiming"}
+    assert (stamp["seed"], stamp["config"]["init_name"]) == (7, "xavier")
     return run, init
 
 
@@ -64,8 +69,14 @@ def _restamp(run, change) -> None:
     torch.save(state, file)
 
 
-def test_the_init_is_the_first_trys_and_the_label_the_checkpoints(resumed_run, tmp_path):
+def test_the_init_is_the_first_trys_and_the_label_the_checkpoints(resumed_run, tmp_path, monkeypatch):
     run, recorded = resumed_run
+    import src.landscape
+
+    def unused(run_dir):
+        raise AssertionError("a stamped checkpoint is drawn from its stamp, not the run's config")
+
+    monkeypatch.setattr(src.landscape, "run_config", unused)
     own = load_run(run)  # with its recorded path: the rebuild from seed 42 and kaiming equals its first point
     assert own.init_source == ("recreated from the first try's seed 42 and init (kaiming); equals the "
                                "recorded path's first point")
@@ -86,24 +97,60 @@ def test_the_init_is_the_first_trys_and_the_label_the_checkpoints(resumed_run, t
     assert r["warnings"] == [] and r["checks"]["passed"]
 
 
-def test_an_init_the_history_cannot_tell_is_not_drawn_and_is_said(resumed_run, tmp_path, caplog):
+def test_an_old_checkpoint_of_a_resume_that_changed_its_config_has_an_unknown_init(resumed_run, tmp_path, caplog):
+    """A checkpoint stamped before `first`, by a resume that changed its config (seed=7 init=xavier
+    here): which seed and init made its initial weights is not known, and not guessed."""
     run = _copy(resumed_run[0], tmp_path / "run", path=False)
-    _restamp(run, lambda s: {k: v for k, v in s.items() if k != "changes"})  # a stamp without its history
+    _restamp(run, lambda s: {k: v for k, v in s.items() if k != "first"})
     out = tmp_path / "out"
     record = landscape(compose([f"run={run}", *FAST_LANDSCAPE], out, config_name="landscape"))
     r = record["runs"][0]
-    warning = ("the initial weights cannot be recreated faithfully: its checkpoint's record has no history of "
-               "resumes, and the run recorded no weight path from step 0; the interpolation is left out")
+    why = ("its checkpoint predates the record of the first try's seed and init and was resumed with a "
+           "changed config")
+    warning = (f"the initial weights cannot be recreated faithfully: {why}, and the run recorded no weight path "
+               "from step 0; the interpolation is left out")
     assert r["interpolation"] is None and r["warnings"] == [warning]
-    assert r["trained_with"]["why_no_init"] == "its checkpoint's record has no history of resumes"
+    assert r["trained_with"]["why_no_init"] == why and r["trained_with"]["first_seed"] is None
     assert r["label"] == "sgd lr=0.1 · unknown init · relu"
     assert not (out / "interpolation.png").exists()
     assert [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"] == [f"{run}: {warning}"]
     # its recorded path still gives the init: the path's first point is the truth
     with_path = _copy(resumed_run[0], tmp_path / "with_path")
-    _restamp(with_path, lambda s: {k: v for k, v in s.items() if k != "changes"})
+    _restamp(with_path, lambda s: {k: v for k, v in s.items() if k != "first"})
     loaded = load_run(with_path)
     assert loaded.init_source == "the recorded path's first point (float16)" and loaded.warnings == []
+
+
+def test_an_old_checkpoint_no_resume_changed_is_the_first_trys(resumed_run, tmp_path):
+    """A checkpoint stamped before `first` with no changes: its own seed and config are the first
+    try's (here the first try's stamp, as it was before the resume)."""
+    run = _copy(resumed_run[0], tmp_path / "run", path=False)
+    first = {"seed": 42, "init": {"_target_": "src.init.Kaiming"}, "init_name": "kaiming"}
+    _restamp(run, lambda s: {**{k: v for k, v in s.items() if k != "first"}, "seed": 42, "changes": [],
+                             "config": {**s["config"], "init": first["init"], "init_name": "kaiming"}})
+    loaded = load_run(run)
+    assert (loaded.trained.seed, loaded.trained.init, loaded.trained.init_name) == (42, first["init"], "kaiming")
+    assert torch.equal(loaded.init.half().float(), resumed_run[1]) and loaded.warnings == []
+    assert loaded.label == "sgd lr=0.1 · kaiming init · relu"
+
+
+def test_the_first_trys_seed_and_init_from_a_stamp():
+    kaiming, xavier = {"_target_": "src.init.Kaiming"}, {"_target_": "src.init.Xavier"}
+    first = {"seed": 42, "init": kaiming, "init_name": "kaiming"}
+    later = {"seed": 7, "config": {"init": xavier, "init_name": "xavier"}, "changes": ["resumed at step 7 ..."]}
+    assert first_seed_and_init({**later, "first": first}) == (42, kaiming, "kaiming")
+    assert first_seed_and_init({**later, "first": {**first, "init_name": None}}) == (42, kaiming, None)
+    # stamped before `first`: its own when no resume changed its config
+    assert first_seed_and_init({**later, "changes": []}) == (7, xavier, "xavier")
+    with pytest.raises(ValueError, match="^its checkpoint predates .* and was resumed with a changed config$"):
+        first_seed_and_init(later)
+    with pytest.raises(ValueError, match="^its checkpoint predates .* and holds no history of resumes$"):
+        first_seed_and_init({k: v for k, v in later.items() if k != "changes"})
+    with pytest.raises(ValueError, match="^the run was resumed from a checkpoint that holds no record of"):
+        first_seed_and_init({**later, "first": None})
+    for bad in ({**first, "seed": None}, {**first, "seed": True}, {**first, "init": "kaiming"}, ["not", "a", "dict"]):
+        with pytest.raises(ValueError, match="names no seed or no init of the first try"):
+            first_seed_and_init({**later, "first": bad})
 
 
 def test_a_resumed_run_without_a_stamp_is_drawn_from_its_latest_config_and_flagged(resumed_run, tmp_path):
@@ -147,45 +194,3 @@ def test_an_unresolved_lr_of_a_run_config_is_resolved_with_the_runs_own_choices(
     loaded = load_run(run)
     assert loaded.label == "sgd lr=0.01 · xavier init · relu" and loaded.init is not None  # was `sgd · xavier ...`
     assert "cannot recreate" not in caplog.text
-
-
-def _sentence(tmp_path, before: dict, after: dict, step: int = 7, changes=()) -> list[str]:
-    """The stamp's `changes` after a resume from a checkpoint stamped `before` with config `after`,
-    as src/training.py writes them ({"seed": .., **config} each)."""
-    from src.training import changes_on_resume
-
-    file = tmp_path / f"step{step}.ckpt"
-    torch.save({"run": {"seed": before["seed"], "config": {k: v for k, v in before.items() if k != "seed"},
-                        "changes": list(changes)}, "global_step": step}, file)
-    return changes_on_resume(str(file), {"seed": after["seed"],
-                                         "config": {k: v for k, v in after.items() if k != "seed"}})
-
-
-def test_the_first_trys_seed_and_init_from_the_history_of_resumes(tmp_path):
-    kaiming = {"_target_": "src.init.Kaiming"}
-    first = {"seed": 42, "init": kaiming, "init_name": "kaiming", "optim": {"lr": 0.1},
-             "trainer": {"max_epochs": 1, "devices": [0, 1]}}
-    assert initial_seed_and_init(42, first, []) == (42, kaiming, "kaiming")
-    # seed=7 init=normal init.std=0.5 trainer.devices=[2, 3] (a value with ", " in it), then seed=9
-    second = {**first, "seed": 7, "init": {"_target_": "src.init.Normal", "std": 0.5}, "init_name": "normal",
-              "trainer": {"max_epochs": 2, "devices": [2, 3]}}
-    changes = _sentence(tmp_path, first, second)
-    assert "seed 42 → 7" in changes[0] and "init.std (none) → 0.5" in changes[0]
-    third = {**second, "seed": 9, "init": {**second["init"], "std": 0.25}}
-    changes = _sentence(tmp_path, second, third, step=14, changes=changes)
-    assert len(changes) == 2
-    assert initial_seed_and_init(9, third, changes) == (42, kaiming, "kaiming")
-    # more than 8 changes before `seed`: config_changes cuts the rest, the seed's may be among them
-    many = {**second, "a": {f"k{i}": i for i in range(9)}}
-    cut = _sentence(tmp_path, {**first, "a": {}}, many)
-    assert cut[0].split("; ")[0].endswith("more")
-    with pytest.raises(ValueError, match="cut short before `seed`"):
-        initial_seed_and_init(7, many, cut)
-    with pytest.raises(ValueError, match="no history of resumes"):
-        initial_seed_and_init(7, second, None)
-    with pytest.raises(ValueError, match="unreadable"):
-        initial_seed_and_init(7, second, ["resumed somehow"])
-    # init replaced as a whole (a section added): what it was is not in the history
-    with pytest.raises(ValueError, match="replaced the whole init section"):
-        initial_seed_and_init(7, second, _sentence(tmp_path, {k: v for k, v in first.items() if k != "init"}, second))
-
