@@ -300,12 +300,13 @@ def first_seed_and_init(stamp: dict) -> tuple[int, dict, str | None]:
 
 
 def was_resumed(run_dir: Path) -> bool:
-    """The run's latest try resumed a checkpoint (its command line or results.json says so)."""
+    """The run's latest try resumed a checkpoint (its command line, `ckpt_path=` or Hydra's
+    `+ckpt_path=` / `++ckpt_path=`, or its results.json says so)."""
     from src.utils import read_yaml
 
     overrides = read_yaml(run_dir / ".hydra" / "overrides.yaml")
-    given = isinstance(overrides, list) and any(str(o).startswith("ckpt_path=") and str(o) != "ckpt_path=null"
-                                                for o in overrides)
+    given = isinstance(overrides, list) and any(
+        str(o).lstrip("+").startswith("ckpt_path=") and str(o).lstrip("+") != "ckpt_path=null" for o in overrides)
     return given or bool(read_json_object(run_dir / "results.json").get("resumed_from"))
 
 

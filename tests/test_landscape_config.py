@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from callbacks.weight_path import load_path
-from src.landscape import first_seed_and_init, landscape, load_run, run_config
+from src.landscape import first_seed_and_init, landscape, load_run, run_config, was_resumed
 from tests.conftest import compose, run_script
 
 FIRST = ["optim=sgd", "trainer.max_epochs=1", "data.train_subset=1280", "trainer.limit_val_batches=2",
@@ -151,6 +151,15 @@ def test_the_first_trys_seed_and_init_from_a_stamp():
     for bad in ({**first, "seed": None}, {**first, "seed": True}, {**first, "init": "kaiming"}, ["not", "a", "dict"]):
         with pytest.raises(ValueError, match="names no seed or no init of the first try"):
             first_seed_and_init({**later, "first": bad})
+
+
+@pytest.mark.parametrize("given, resumed", [
+    ("ckpt_path=/r/last.ckpt", True), ("+ckpt_path=/r/last.ckpt", True), ("++ckpt_path=/r/last.ckpt", True),
+    ("ckpt_path=null", False), ("++ckpt_path=null", False), ("seed=7", False)])
+def test_was_resumed_reads_every_form_of_the_ckpt_path_override(tmp_path, given, resumed):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["optim=sgd", given]))
+    assert was_resumed(tmp_path) is resumed
 
 
 def test_a_resumed_run_without_a_stamp_is_drawn_from_its_latest_config_and_flagged(resumed_run, tmp_path):
