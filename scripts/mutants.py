@@ -158,7 +158,7 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
     # restarted multirun continues each job (in-process, no training); the end block.
     "training_setup": ("src/training.py", ("only", ["check_run_settings", "build_module", "build_callbacks",
                                                     "build_loggers", "continue_sweep_job", "config_changes",
-                                                    "changes_on_resume", "run_warnings", "print_end",
+                                                    "changes_on_resume", "first_try", "run_warnings", "print_end",
                                                     "duration_seconds"]),
                        ["tests/test_run_setup.py"], 80),
     # The results assembly: train() from `trainer.fit(` on, and what it calls to fill results.json
