@@ -59,17 +59,21 @@ class GracefulInterrupt(pl.Callback):
                 self._previous[signum] = previous
                 signal.signal(signum, self._handler)
 
-    def on_train_start(self, trainer, pl_module):
-        # Lightning installs its SIGTERM handler after on_fit_start, in front of ours; under DDP its
-        # notifier would broadcast from inside it, so ours goes back in front
-        if self._ranks and signal.SIGTERM in self._previous:
-            signal.signal(signal.SIGTERM, self._handler)
+    def setup(self, trainer, pl_module, stage):
+        # Under DDP Lightning's SIGTERM notifier forwards the signal to the other ranks and
+        # broadcasts from inside the handler, out of step with the collectives they are in: a
+        # SIGTERM in a sanity check hung (rank 0 in a metric's barrier, rank 1 in the notifier's
+        # broadcast). Lightning sets its handler up after this hook, around the one it finds;
+        # with the notifier silenced it only calls that one, ours in the fit: rank 0 decides.
+        connector = getattr(trainer, "_signal_connector", None)
+        if getattr(trainer, "world_size", 1) > 1 and hasattr(connector, "_sigterm_notifier_fn"):
+            connector._sigterm_notifier_fn = _no_notice
 
     def on_test_start(self, trainer, pl_module):
-        # The test pass after the fit is a run of its own, and Lightning sets up its SIGTERM
-        # handler again: under DDP its notifier's broadcast from inside the handler met a rank
-        # that had already stopped (1 try in 5: `failed`, a gloo error). The handler it wrapped
-        # (src/cli.py's, which stops at once on every rank it reaches) goes back in front.
+        # The test pass after the fit is a run of its own, with Lightning's handler set up again
+        # around src/cli.py's, which only notes a signal when it is not in front (its notifier,
+        # before it was silenced, broadcast to a rank that had stopped: `failed`, 1 try in 5).
+        # Under DDP src/cli.py's goes back in front and stops every rank it reaches at once.
         original = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", None)
         if getattr(trainer, "world_size", 1) > 1 and isinstance(original, dict) and callable(
                 original.get(signal.SIGTERM)):
@@ -136,3 +140,8 @@ class GracefulInterrupt(pl.Callback):
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
+
+
+def _no_notice(signum, frame) -> None:
+    """Lightning's SIGTERM notifier, silenced under DDP (GracefulInterrupt.setup)."""
+

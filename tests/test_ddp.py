@@ -209,44 +209,56 @@ def test_a_signal_stops_both_ranks_at_one_step_with_a_checkpoint(tmp_path, data_
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
 
 
-class SignalFromRank0InTest(pl.Callback):
-    """Test helper: rank 0 sends `signum` at the test pass's first batch, to the process group
-    (`group`) or to itself alone."""
+class SignalFromRank0InEvaluation(pl.Callback):
+    """Test helper: rank 0 sends `signum` at the first batch of the sanity check (`where`:
+    sanity) or of the test pass (test), to the process group (`group`) or to itself alone. First
+    it writes down the handlers that SIGTERM's handler will call (sigterm_handlers.txt)."""
 
-    def __init__(self, signum: int, group: bool):
-        self.signum, self.group = signum, group
+    def __init__(self, where: str, signum: int, group: bool):
+        self.where, self.signum, self.group = where, signum, group
+
+    def _send(self, trainer) -> None:
+        import os
+        import signal
+
+        handler = signal.getsignal(signal.SIGTERM)
+        names = [getattr(h, "__name__", type(h).__name__) for h in getattr(handler, "signal_handlers", [handler])]
+        Path(trainer.default_root_dir, "sigterm_handlers.txt").write_text(" ".join(names))
+        if self.group:
+            os.killpg(os.getpgrp(), self.signum)
+        else:
+            os.kill(os.getpid(), self.signum)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.where == "sanity" and trainer.sanity_checking and trainer.global_rank == 0 and batch_idx == 0:
+            self._send(trainer)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        import os
-
-        if trainer.global_rank == 0 and batch_idx == 0:
-            import signal
-
-            # whose SIGTERM handler is in front: Lightning's broadcasts from inside it
-            Path(trainer.default_root_dir, "sigterm_handler.txt").write_text(
-                type(signal.getsignal(signal.SIGTERM)).__name__)
-            if self.group:
-                os.killpg(os.getpgrp(), self.signum)
-            else:
-                os.kill(os.getpid(), self.signum)
+        if self.where == "test" and trainer.global_rank == 0 and batch_idx == 0:
+            self._send(trainer)
 
 
-@pytest.mark.parametrize("group", [True, pytest.param(False, marks=pytest.mark.slow)])
-def test_a_sigterm_in_the_test_pass_ends_both_ranks_interrupted(tmp_path, data_dir, group):
-    """After the fit, a stop is no longer at a batch boundary: the test is cut off at once, on
-    every rank, by src/cli.py's handler. Lightning's, set up again for the test pass, broadcast
-    from inside the handler and met a rank that had already stopped: `failed`, a gloo error. The
-    checkpoints of the finished fit stay for a resume, which tests them."""
+@pytest.mark.parametrize(("where", "group"), [("test", True), ("sanity", True),
+                                              pytest.param("test", False, marks=pytest.mark.slow)])
+def test_a_sigterm_in_an_evaluation_ends_both_ranks_interrupted(tmp_path, data_dir, where, group):
+    """Lightning's SIGTERM handler, set up at each fit and test, forwarded the signal and
+    broadcast from inside the handler, out of step with the other rank: in a sanity check the
+    run hung (rank 0 in a metric's barrier, rank 1 in that broadcast), in the test pass it
+    ended `failed` with a gloo error 1 try in 5. Now the sanity check's signal stops the run at
+    the first step, with a checkpoint, as any signal in the fit does; the test pass is cut off at
+    once on every rank, and the fit's checkpoints stay for a resume (which tests them)."""
     run = tmp_path / "run"
-    rc, err = _ddp_train(*SIGNAL_RUN, "trainer.max_epochs=1", f"hydra.run.dir={run}",
-                         "+callbacks.sig._target_=tests.test_ddp.SignalFromRank0InTest",
-                         "+callbacks.sig.signum=15", f"+callbacks.sig.group={group}")
+    rc, err = _ddp_train(*SIGNAL_RUN, "trainer.max_epochs=1", "trainer.num_sanity_val_steps=1", f"hydra.run.dir={run}",
+                         "+callbacks.sig._target_=tests.test_ddp.SignalFromRank0InEvaluation",
+                         f"+callbacks.sig.where={where}", "+callbacks.sig.signum=15", f"+callbacks.sig.group={group}")
     assert rc == 143, err[-3000:]
     errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: interrupted by SIGTERM"), err[-3000:]
+    assert errors == [f"error: interrupted by SIGTERM; resume with: python train.py ckpt_path={run}"], err[-3000:]
     r = json.loads((run / "results.json").read_text())
     assert (r["status"], r["signal"]) == ("interrupted", "SIGTERM")
     assert r.get("test_acc") is None
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == r["global_step"] == 4
-    # the race itself (1 try in 5 `failed`) is left to chance; the handler that made it is not
-    assert (run / "sigterm_handler.txt").read_text() == "StopSignals"
+    steps = 1 if where == "sanity" else 4  # the sanity check's stop: after the first step
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == r["global_step"] == steps
+    # the races themselves are left to chance; the notifier that made them is not
+    handlers = (run / "sigterm_handlers.txt").read_text().split()
+    assert handlers == (["StopSignals"] if where == "test" else ["_no_notice", "_handler"])
