@@ -528,6 +528,10 @@ STEP_CHECKPOINT = ('Be aware that when using `ckpt_path`, callbacks used to crea
     (STEP_CHECKPOINT % 50, False),  # a real one missing: the user should know
     (STEP_CHECKPOINT % 0 + " and more", False),
     ("Checkpoint directory exists", False),
+    # Lightning's, when no validation ran (limit_val_batches=0): the app's own warning says it
+    ("`ModelCheckpoint(monitor='val/acc')` could not find the monitored key in the returned metrics: "
+     "['train/loss', 'train/acc', 'epoch', 'step']. HINT: Did you call `log('val/acc', value)` in the "
+     "`LightningModule`?", True),
     ("something else entirely", False),
 ])
 def test_quiet_frameworks_hides_only_the_known_harmless_warnings(restore_logging_and_warnings, message, hidden):
@@ -535,7 +539,7 @@ def test_quiet_frameworks_hides_only_the_known_harmless_warnings(restore_logging
     cli.quiet_frameworks()
     with warnings.catch_warnings(record=True) as seen:
         warnings.filterwarnings("always", message="^(?!.*(LeafSpec|logging interval|many workers|Checkpoint "
-                                                  "directory .* exists|every_n_train_steps': 0,)).*$")
+                                                  "directory .* exists|every_n_train_steps': 0,|monitored key)).*$")
         warnings.warn(message, UserWarning, stacklevel=1)
     assert (len(seen) == 0) == hidden, [str(w.message) for w in seen]
 
