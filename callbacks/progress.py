@@ -18,8 +18,8 @@ def progress_display(refresh_rate: int = 10) -> pl.Callback:
 
 
 class EpochLinePrinter(pl.Callback):
-    """One line per epoch, grouped by split to fit 80 columns:
-    `epoch 39/39  train loss 0.2950 acc 89.31 %  val loss 0.3267 acc 88.61 %  10.9 s`.
+    """One line per epoch, grouped by split to fit 80 columns (losses below 10, accuracies
+    below 100 %): `epoch 39/39  train loss 0.2950 acc 89.31 %  val loss 0.3267 acc 88.61 %  10.9 s`.
     Epochs count from 0, as Lightning's progress bar and results.json's `best_val_epoch` do:
     `epoch 0/39` is the first of 40."""
 
@@ -64,6 +64,6 @@ class EpochLinePrinter(pl.Callback):
             if shown:
                 parts.append(" ".join([split, *shown]))
         seconds = time.perf_counter() - self._t0
-        # a tenth of a second is noise past 100 s, and a column (999 epochs and 999 s fit 80)
+        # a tenth of a second is noise past 100 s, and a column (999 epochs and 999 s fit 80, as above)
         parts.append(f"{seconds:.1f} s" if seconds < 99.95 else f"{seconds:.0f} s")
         print("  ".join(parts), file=sys.stdout, flush=True)
