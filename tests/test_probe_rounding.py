@@ -51,7 +51,7 @@ def test_the_bound_is_n_eps_times_the_sum_without_cancellation():
     d_logits = torch.softmax(logits, 1) - torch.nn.functional.one_hot(y, 4)
     by_hand = (4 * torch.finfo(torch.float32).eps) ** 2 * float((d_logits.abs() @ net.layers[6].weight.abs()).double()
                                                                  .pow(2).mean())
-    assert bound[2] == pytest.approx(by_hand, rel=1e-5)
+    assert bound[2] == pytest.approx(by_hand, rel=1e-5, abs=0)  # abs=0: the default 1e-12 dwarfs a bound of 1e-14
     assert math.isnan(bound[3])  # nothing sums into the logits
     # constant weights pass on Σ_c δ_c = 0: below the bound there, and noise from there on down
     assert m["backward"][2] <= bound[2]
@@ -60,6 +60,33 @@ def test_the_bound_is_n_eps_times_the_sum_without_cancellation():
     report = probe_variances(net, Const(fill=0.1), batches, draws=2)
     assert [report["layers"][n]["backward"]["rounding_bound"] for n in NAMES] == [*bound[:3], None]
     assert report["rounding_noise_draw_0"] == NAMES[:3]
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_every_layers_bound_by_hand_through_its_activation(act):
+    """Each hidden layer's bound, recomputed in float64 from the weights alone: δ_l sums
+    n = fan_out(l+1) terms, and the sum without cancellation passes through f'(y_l)."""
+    net, batches = tiny("normal", act=act, std=0.3)
+    x, y = batches[0]
+    bound = measure(net, x, y, rounding=True)["rounding_bound"]
+    linears = [net.layers[i] for i in (0, 2, 4, 6)]
+    weights = [m.weight.detach().double() for m in linears]
+    def f_prime(z):
+        return (z > 0).double() if act == "relu" else 1 - torch.tanh(z) ** 2
+
+    pre, h = [], x.double()
+    for k, m in enumerate(linears):
+        pre.append(h @ weights[k].T + m.bias.detach().double())
+        h = pre[-1] if k == 3 else (torch.relu(pre[-1]) if act == "relu" else torch.tanh(pre[-1]))
+    deltas = [None, None, None, torch.softmax(pre[3], 1) - torch.nn.functional.one_hot(y, 4).double()]
+    for k in (2, 1, 0):
+        deltas[k] = f_prime(pre[k]) * (deltas[k + 1] @ weights[k + 1])
+    eps = torch.finfo(torch.float32).eps
+    for k in (0, 1, 2):
+        terms = f_prime(pre[k]) * (deltas[k + 1].abs() @ weights[k + 1].abs())
+        n = weights[k + 1].shape[0]  # 7, 5, 4: the layer above's outputs, summed into each entry
+        assert bound[k] == pytest.approx((n * eps) ** 2 * float(terms.pow(2).mean()), rel=1e-4, abs=0), k
+    assert math.isnan(bound[3])
 
 
 @pytest.mark.parametrize("std", [0.5, 1e-3])
@@ -81,6 +108,8 @@ def test_noise_runs_down_from_where_it_starts():
     assert rounding_noise(NAMES, [5e-20, 1e-3, 1e-15, 1.0], [1e-30, 1e-10, 1e-20, math.nan]) == []
     assert rounding_noise(NAMES, [1e-40, math.nan, 1e-25, 1.0], [1e-30, math.nan, 1e-24, math.nan]) == NAMES[:3]
     assert rounding_noise(NAMES, [1e-40, math.nan, 1.0, 1.0], [1e-30, math.nan, 1e-24, math.nan]) == ["layers.0"]
+    # at the bound is within it
+    assert rounding_noise(NAMES, [1.0, 1.0, 1e-20, 1.0], [1e-30, 1e-30, 1e-20, math.nan]) == NAMES[:3]
 
 
 def report_of(backward: dict[str, tuple[float, float]], bound: list[float] | None = None) -> dict:
@@ -124,13 +153,23 @@ def test_a_prediction_of_0_agrees_with_noise_and_a_positive_one_does_not():
     # the figure draws noise as 0, off its log axis; the report keeps what was measured
     shown = figure_report(report)["layers"]["layers.0"]["backward"]
     assert (shown["mean"], shown["hi"], set(shown["draws"])) == (0.0, 0.0, {0.0})
-    assert rows["layers.0"]["mean"] == pytest.approx(2e-19)
+    assert rows["layers.0"]["mean"] == pytest.approx(2e-19, rel=1e-9, abs=0)
     figure = variance_figure(report, "t")
     panel = figure.axes[1].get_title()  # it said "no positive values to compare"
     assert panel.splitlines()[1:] == ["≈ 0 from layers.4 to layers.0: float32 rounding noise, not drawn."]
     # nothing drawn from the noise: the measured mean is a point at layers.6 alone (NaN is no point)
     measured = next(line for line in figure.axes[1].get_lines() if line.get_label() == "measured: mean")
     assert [math.isnan(v) for v in measured.get_ydata()] == [True, True, True, False]
+
+
+def test_a_prediction_above_the_measured_noise_but_within_its_bound_agrees():
+    """The noise level is the bound as well as what was measured: a prediction of 1e-17 where
+    1e-19 was measured and rounding alone can put 1e-16 cannot be told from the noise."""
+    backward = {"layers.0": (1e-19, 1e-17), "layers.2": (1e-19, 1e-17), "layers.4": (1e-19, 1e-17),
+                "layers.6": (0.09, 0.09)}
+    assert report_of(backward, bound=[1e-16, 1e-16, 1e-16, math.nan])["flags"]["backward"] == []
+    # a bound below the prediction: the predicted gradient is missing there
+    assert report_of(backward, bound=[1e-16, 1e-16, 1e-18, math.nan])["flags"]["backward"] == ["layers.4"]
 
 
 def test_the_sentences_when_every_compared_layer_agrees():
