@@ -148,7 +148,10 @@ def test_a_sigterm_to_every_process_of_the_job_is_still_an_interrupted_run(tmp_p
     worker's death is then the stop, not a crash (training._workers_stopped_with_the_run), and
     the run resumes from the last checkpoint written (checkpoint.every_n_train_steps=2)."""
     r, checkpoint_step = _stop_a_run_with_a_data_worker(tmp_path, "SignalEveryProcessAtStep", at_step=5)
-    assert r["global_step"] in (5, 6) and checkpoint_step == 4, (r["global_step"], checkpoint_step, r.get("warnings"))
+    # Which comes first decides the checkpoint: torch's error about the dead worker (the last one
+    # written, at step 4), or, on a loaded machine, the batch boundary (one there: seen at step 6)
+    assert r["global_step"] in (5, 6) and checkpoint_step in (4, r["global_step"]), (
+        r["global_step"], checkpoint_step, r.get("warnings"))
 
 
 def test_a_full_disk_is_one_line_and_a_failed_results_json(tmp_path, monkeypatch, capsys, data_dir):
