@@ -16,6 +16,34 @@ PYTHON = sys.executable
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
+_approx = pytest.approx
+
+
+def _smallest_nonzero(expected) -> float | None:
+    import numpy as np
+
+    values = list(expected.values()) if isinstance(expected, dict) else expected
+    try:
+        arr = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None
+    arr = np.abs(arr[np.isfinite(arr) & (arr != 0)])
+    return float(arr.min()) if arr.size else None
+
+
+def approx_that_compares(expected, rel=None, abs=None, nan_ok=False):
+    """pytest.approx, refusing a comparison that cannot fail: its default abs=1e-12 passes any
+    value near an expected one below 1e-9 (a rounding bound of 1e-14 matched a mutant's 2e-14).
+    Such a test says its abs= (0 to compare by rel alone)."""
+    smallest = _smallest_nonzero(expected) if abs is None else None
+    if smallest is not None and smallest < 1e-9:
+        raise AssertionError(f"pytest.approx of a value as small as {smallest:.3g} needs abs= "
+                             "(the default 1e-12 would pass anything near it)")
+    return _approx(expected, rel=rel, abs=abs, nan_ok=nan_ok)
+
+
+pytest.approx = approx_that_compares
+
 # Small, fast settings for a real train(cfg) run.
 FAST = [
     "trainer.max_epochs=1",

@@ -565,3 +565,16 @@ def test_optuna_logs_through_hydra_without_colour_codes():
         cfg = hydra_compose("train", ["hparams_search=adam_lr"], return_hydra_config=True)
     assert cfg.hydra.hydra_logging.loggers.alembic.level == "WARNING"
     assert "optuna" in cfg.hydra.sweeper._target_
+
+
+def test_an_approx_that_cannot_fail_is_refused():
+    """tests/conftest.py: pytest.approx's default abs=1e-12 passed a rounding bound twice too
+    large (1e-14 against 2e-14); below 1e-9 a test must say its abs=."""
+    with pytest.raises(AssertionError, match="needs abs="):
+        pytest.approx(1e-14)
+    with pytest.raises(AssertionError, match="needs abs="):
+        pytest.approx([1.0, 3e-12], rel=1e-3)
+    assert 2e-14 != pytest.approx(1e-14, rel=1e-3, abs=0)
+    assert 1e-14 == pytest.approx(1e-14, rel=1e-3, abs=0)
+    assert 0.5 == pytest.approx(0.5) and [0.0, 1.0] == pytest.approx([0.0, 1.0])  # zeros are compared by abs
+
