@@ -197,6 +197,23 @@ def checkpoint_stamp(path: Path) -> dict:
     return {**stamp, "global_step": ckpt.get("global_step")} if isinstance(stamp, dict) else {}
 
 
+def own_seed_and_init(stamp: dict) -> dict:
+    """The seed, init and init_name a stamp's own try trained with (`first`'s shape)."""
+    return {"seed": stamp.get("seed"), "init": stamp["config"].get("init"), "init_name": stamp["config"].get("init_name")}
+
+
+def recorded_first_try(stamp: dict) -> dict | None:
+    """A checkpoint stamp's record of the run's first try, whose seed and init made the initial
+    weights every later try trained on: its `first` (src/training.py, first_try); for a stamp
+    written before that record, its own seed and config when no resume had changed them
+    (`changes` empty). None when nothing says."""
+    if "first" in stamp:
+        return stamp["first"]
+    if isinstance(stamp.get("config"), dict) and stamp.get("changes") == []:
+        return own_seed_and_init(stamp)
+    return None
+
+
 def collect_rng_states() -> dict:
     """torch (CPU, CUDA), numpy and Python RNG states, as plain tensors/lists/tuples so the
     checkpoint still loads with `torch.load(weights_only=True)`."""

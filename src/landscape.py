@@ -278,18 +278,15 @@ def run_config(run_dir: Path) -> dict:
 def first_seed_and_init(stamp: dict) -> tuple[int, dict, str | None]:
     """(seed, init config, init choice) of a run's first try, which made the initial weights (a
     resume with another seed or init= changes neither the weights already trained nor the init
-    they came from), from a checkpoint's stamp: its `first` (src/training.py, first_try). A stamp
-    written before that record: its own seed and config when no resume changed them (`changes`
-    empty). ValueError saying why when the stamp cannot tell them."""
-    if "first" in stamp:
-        first = stamp["first"]
-        if first is None:
+    they came from), as a checkpoint's stamp records it (`recorded_first_try`). ValueError saying
+    why when the stamp cannot tell them."""
+    from src.checkpointing import recorded_first_try
+
+    first = recorded_first_try(stamp)
+    if first is None:
+        if "first" in stamp:
             raise ValueError("the run was resumed from a checkpoint that holds no record of the first try's "
                              "seed and init")
-    elif stamp.get("changes") == []:
-        first = {"seed": stamp.get("seed"), "init": stamp["config"].get("init"),
-                 "init_name": stamp["config"].get("init_name")}
-    else:
         raise ValueError("its checkpoint predates the record of the first try's seed and init and "
                          + ("was resumed with a changed config" if stamp.get("changes") else "holds no history of resumes"))
     seed, init, init_name = ((first.get("seed"), first.get("init"), first.get("init_name"))

@@ -35,6 +35,8 @@ from src.checkpointing import (
     AtomicCheckpointIO,
     check_checkpoint,
     checkpoint_stamp,
+    own_seed_and_init,
+    recorded_first_try,
     remove_stale_temp_files,
 )
 from src.data import N_EVAL, check_model_fits_data
@@ -312,18 +314,9 @@ def changes_on_resume(earlier: dict, stamp: dict) -> list[str]:
 def first_try(earlier: dict | None, stamp: dict) -> dict | None:
     """The seed, init and init_name of the run's first try, which made the initial weights every
     later try trained on (a resume with another seed or init= changes neither): this try's for a
-    fresh run (`earlier` None), else carried over from the resumed checkpoint's stamp (`earlier`),
-    else that checkpoint's own seed and config when no resume had changed them (it is the first
-    try's). None when nothing says: a checkpoint stamped before this record, after a resume that
-    changed its config, or one without a stamp."""
-    def own(s: dict) -> dict:
-        return {"seed": s.get("seed"), "init": s["config"].get("init"), "init_name": s["config"].get("init_name")}
-
-    if earlier is None:
-        return own(stamp)
-    if "first" in earlier:
-        return earlier["first"]
-    return own(earlier) if isinstance(earlier.get("config"), dict) and earlier.get("changes") == [] else None
+    fresh run (`earlier` None), else what the resumed checkpoint's stamp records of it
+    (`recorded_first_try`; None when nothing says)."""
+    return own_seed_and_init(stamp) if earlier is None else recorded_first_try(earlier)
 
 
 def train(cfg: DictConfig) -> float | None:
