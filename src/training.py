@@ -375,7 +375,7 @@ def train(cfg: DictConfig) -> float | None:
         print(f"diverged: {e}", file=sys.stderr, flush=True)
     except Interrupted as e:
         interrupted = e
-    except SIGTERMException:  # Lightning's own stop (SIGTERM during validation; DDP): exit 0 otherwise
+    except SIGTERMException:  # Lightning's own stop (SIGTERM during validation, one process): exit 0 otherwise
         interrupted = Interrupted(_received(callbacks) or signal.SIGTERM)
     except Exception as e:
         if (interrupted := _workers_stopped_with_the_run(callbacks, datamodule)) is not None:
