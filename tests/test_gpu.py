@@ -28,7 +28,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.conftest import FAST, ROOT, compose, run_script
+from tests.conftest import FAST, ROOT, at_once, compose, run_script
 
 CUDA = torch.cuda.is_available()
 REHEARSAL = os.environ.get("INITOPT_GPU_REHEARSAL") == "1" and not CUDA
@@ -192,13 +192,16 @@ def test_resume_on_cuda_gives_the_uninterrupted_val_scores(tmp_path, data_dir):
              "trainer.limit_test_batches=2", f"trainer.accelerator={ACCEL}", "callbacks=none", "print_config=false",
              "checkpoint.every_n_train_steps=4"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    res = run_script("train.py", *short, f"hydra.run.dir={whole}", timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    res = run_script("train.py", *short, f"hydra.run.dir={killed}",
-                     "+callbacks.kill._target_=tests.test_gpu.KillAfterFirstCheckpoint", timeout=600)
-    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
-    res = run_script("train.py", f"ckpt_path={killed}/checkpoints/last.ckpt", timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+
+    def killed_and_resumed():
+        res = run_script("train.py", *short, f"hydra.run.dir={killed}",
+                         "+callbacks.kill._target_=tests.test_gpu.KillAfterFirstCheckpoint", timeout=600)
+        assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+        return run_script("train.py", f"ckpt_path={killed}/checkpoints/last.ckpt", timeout=600)
+
+    # the uninterrupted run beside the killed one and its resume
+    for res in at_once(lambda: run_script("train.py", *short, f"hydra.run.dir={whole}", timeout=600), killed_and_resumed):
+        assert res.returncode == 0, res.stderr[-2000:]
     a, b = _results(whole), _results(killed)
     assert b["resumed_from"] and a["val_scores"] == b["val_scores"] and a["train_losses"] == b["train_losses"]
 
