@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.report import TUTORIAL_TEST_ACC, write_report  # noqa: E402
+from tests.conftest import at_once  # noqa: E402
 
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2", "callbacks=none", "print_config=false",
@@ -330,9 +331,13 @@ def test_optuna_search_with_diverging_trials_goes_on_and_reports(tmp_path):
     value crashed the whole search with two tracebacks and no report). When no trial has a
     value, Optuna has no best one: one `error:` line, exit 1, and the report is written."""
     search = ["-m", "hparams_search=sgd_lr", *QUICK]
-    sweep = tmp_path / "mixed"
-    proc = run_train(*search, "hydra.sweeper.n_trials=3", 'hydra.sweeper.params={optim.lr:"choice(0.05, 1000.0)"}',
-                     f"hydra.sweep.dir={sweep}")
+    mixed, all_diverged = tmp_path / "mixed", tmp_path / "all_diverged"
+    results = at_once(  # the two searches overlap
+        lambda: run_train(*search, "hydra.sweeper.n_trials=3", 'hydra.sweeper.params={optim.lr:"choice(0.05, 1000.0)"}',
+                          f"hydra.sweep.dir={mixed}"),
+        lambda: run_train(*search, "hydra.sweeper.n_trials=2", 'hydra.sweeper.params={optim.lr:"choice(1000.0, 2000.0)"}',
+                          f"hydra.sweep.dir={all_diverged}"))
+    proc, sweep = results[0], mixed
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     rows = read_csv(sweep / "summary.csv")
@@ -340,9 +345,7 @@ def test_optuna_search_with_diverging_trials_goes_on_and_reports(tmp_path):
     best = (sweep / "optimization_results.yaml").read_text()
     assert "optim.lr: 0.05" in best
 
-    sweep = tmp_path / "all_diverged"
-    proc = run_train(*search, "hydra.sweeper.n_trials=2", 'hydra.sweeper.params={optim.lr:"choice(1000.0, 2000.0)"}',
-                     f"hydra.sweep.dir={sweep}")
+    proc, sweep = results[1], all_diverged
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: the sweeper stopped: no trial finished with a value (a diverged or failed trial has "
