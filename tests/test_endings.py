@@ -200,11 +200,20 @@ def test_a_run_at_chance_level_is_ok_with_a_warning(tmp_path, data_dir):
     assert warnings_of(json.loads((out2 / "results.json").read_text())) == []
 
 
-def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):
-    sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "optim=sgd,adam", f"hydra.sweep.dir={sweep}"]
-    first = run_script("train.py", *args, timeout=300)
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, data_dir):
+    """`train.py -m <FAST> optim=sgd,adam`, both jobs finished; a test copies it to change it."""
+    sweep = tmp_path_factory.mktemp("finished_sweep") / "sweep"
+    first = run_script("train.py", "-m", *FAST, "optim=sgd,adam", f"hydra.sweep.dir={sweep}", timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
+    return sweep
+
+
+def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, finished_sweep):
+    import shutil
+
+    sweep = shutil.copytree(finished_sweep, tmp_path / "sweep")
+    args = ["-m", *FAST, "optim=sgd,adam", f"hydra.sweep.dir={sweep}"]
     jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").exists())
     assert len(jobs) == 2
     before = {j.name: (j / "results.json").read_bytes() for j in jobs}
@@ -213,8 +222,6 @@ def test_a_sweep_started_again_continues_where_it_stopped(tmp_path, data_dir):
     # job 1 "crashed" before its first checkpoint: results.json says failed, no checkpoints;
     # job 0 stays ok and must be skipped
     (jobs[1] / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
-    import shutil
-
     shutil.rmtree(jobs[1] / "checkpoints")
     again = run_script("train.py", *args, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -265,19 +272,18 @@ def test_sigterm_during_validation_is_interrupted_too(tmp_path, data_dir):
     assert json.loads((run / "results.json").read_text())["status"] == "ok"
 
 
-def test_a_sweep_jobs_resume_command_runs_as_printed(tmp_path, data_dir):
+def test_a_sweep_jobs_resume_command_runs_as_printed(tmp_path, finished_sweep):
     """A sweep job's dir is named by its overrides (`0_callbacks=none,optim=sgd,…`): the command
     results.json and the stop line give to resume it as a single run was a Hydra parse error
     (`ckpt_path=` unquoted). Run through the shell as printed, it resumes that job in its dir."""
     import shlex
+    import shutil
 
     from src.cli import resume_command
     from tests.conftest import PYTHON, ROOT
 
-    sweep = tmp_path / "sweep"
-    first = run_script("train.py", "-m", *FAST, "optim=sgd", f"hydra.sweep.dir={sweep}")
-    assert first.returncode == 0, first.stderr[-2000:]
-    (job,) = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
+    sweep = shutil.copytree(finished_sweep, tmp_path / "sweep")
+    (job,) = [p for p in sweep.iterdir() if (p / "results.json").is_file() and p.name.startswith("0_")]
     assert "=" in job.name and "," in job.name
     command = shlex.split(resume_command(job))
     assert command[:2] == ["python", "train.py"]
@@ -316,6 +322,13 @@ class SignalIn(pl.Callback):
             self._send()
 
 
+def resume_in_process(run):
+    """What `python train.py ckpt_path=<run>` runs, in this process: the run's own overrides (the
+    CLI reads them from .hydra/overrides.yaml) and its last.ckpt, in its run dir."""
+    saved = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    train(compose([*saved, f"ckpt_path={run}/checkpoints/last.ckpt"], run))
+
+
 def _signal_run(tmp_path, where, signum, times=1):
     run = tmp_path / "run"
     res = run_script("train.py", *SHORT, f"hydra.run.dir={run}", "+callbacks.sig._target_=tests.test_endings.SignalIn",
@@ -335,8 +348,7 @@ def test_a_signal_in_the_last_validation_stops_the_run(tmp_path, data_dir, signu
     assert r["status"] == "interrupted" and r["test_acc"] is None and r["signal"] == signal.Signals(signum).name
     assert len(r["val_scores"]) == 1  # the first epoch's; the last one's validation was stopped
     assert errors == [f"error: interrupted by {signal.Signals(signum).name}; resume with: python train.py ckpt_path={run}"]
-    resumed = run_script("train.py", f"ckpt_path={run}", timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume_in_process(run)  # test_sigterm_during_validation_is_interrupted_too resumes through train.py
     done = json.loads((run / "results.json").read_text())
     assert done["status"] == "ok" and done["test_acc"] is not None and done["val_scores"][0] == r["val_scores"][0]
     assert len(done["val_scores"]) == 2
