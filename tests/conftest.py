@@ -108,12 +108,12 @@ def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = N
                           text=True, timeout=timeout, env=full_env)
 
 
-def at_once(*calls):
-    """Each call (a function of no arguments, such as one running a script) in a thread of its
-    own, their results in order: independent subprocesses overlap on 2 cores."""
+def at_once(*calls, workers: int = 2):
+    """Each call (a function of no arguments, such as one running a script) in a thread, `workers`
+    at a time, their results in order: independent subprocesses overlap on 2 cores."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(calls)) as pool:
+    with ThreadPoolExecutor(min(workers, len(calls))) as pool:
         futures = [pool.submit(call) for call in calls]
         return [f.result() for f in futures]
 

@@ -5,19 +5,32 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from callbacks.divergence import GPU_CHECK_EVERY, DivergenceDetector
 from src.training import train
-from tests.conftest import compose, run_script
+from tests.conftest import at_once, compose, run_script
 
 SHORT = ["trainer.max_epochs=2", "data.train_subset=2560", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2", "trainer.accelerator=cpu", "callbacks=none", "print_config=false"]
 
 
-def test_lr_too_high_diverges_with_one_line(tmp_path, data_dir):
-    out = tmp_path / "run"
-    res = run_script("train.py", *SHORT, "optim=sgd", "optim.lr=50", f"hydra.run.dir={out}", timeout=300)
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory, data_dir):
+    """This file's two train.py processes, run at once: a run with optim.lr=50, and a sweep of
+    optim.lr=50,0.05. {"run": (its dir, its process), "sweep": (...)}."""
+    tmp = tmp_path_factory.mktemp("diverging")
+    run, sweep = tmp / "run", tmp / "sweep"
+    single, multi = at_once(
+        lambda: run_script("train.py", *SHORT, "optim=sgd", "optim.lr=50", f"hydra.run.dir={run}", timeout=300),
+        lambda: run_script("train.py", "-m", *SHORT, "trainer.max_epochs=1", "optim=sgd", "optim.lr=50,0.05",
+                           f"hydra.sweep.dir={sweep}", timeout=400))
+    return {"run": (run, single), "sweep": (sweep, multi)}
+
+
+def test_lr_too_high_diverges_with_one_line(diverging):
+    out, res = diverging["run"]
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Traceback" not in res.stderr + res.stdout
     lines = [line for line in res.stderr.splitlines() if line.startswith("diverged: ")]
@@ -44,10 +57,8 @@ def test_too_wide_init_diverges(tmp_path, data_dir):
     assert "the init (normal, init.std=10) is probably too wide" in r["error"]
 
 
-def test_sweep_goes_on_after_a_diverging_job(tmp_path, data_dir):
-    sweep = tmp_path / "sweep"
-    res = run_script("train.py", "-m", *SHORT, "trainer.max_epochs=1", "optim=sgd", "optim.lr=50,0.05",
-                     f"hydra.sweep.dir={sweep}", timeout=400)
+def test_sweep_goes_on_after_a_diverging_job(diverging):
+    sweep, res = diverging["sweep"]
     assert "Traceback" not in res.stderr + res.stdout
     statuses = {}
     for results in sweep.glob("*/results.json"):

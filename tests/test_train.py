@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.training import train
-from tests.conftest import FAST, compose, run_script
+from tests.conftest import FAST, at_once, compose, run_script
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +61,21 @@ def test_tensorboard_written(short_run):
         assert tag in ea.Tags()["scalars"], tag
 
 
-def test_train_py_subprocess_with_overrides(tmp_path, data_dir):
-    out = tmp_path / "run"
-    res = run_script("train.py", *FAST, "optim=sgd_mom", "init=xavier", "optim.lr=0.05",
-                     f"hydra.run.dir={out}")
+@pytest.fixture(scope="module")
+def train_py(tmp_path_factory, data_dir):
+    """This file's two train.py processes, run at once: {name: (its run dir, its process)}."""
+    tmp = tmp_path_factory.mktemp("train_py")
+    runs = {"overrides": [*FAST, "optim=sgd_mom", "init=xavier", "optim.lr=0.05"],
+            "gpu": ["trainer.accelerator=gpu", "print_config=false"]}
+    if torch.cuda.is_available():
+        del runs["gpu"]
+    done = at_once(*(lambda name=name, args=args: run_script("train.py", *args, f"hydra.run.dir={tmp / name / 'run'}")
+                     for name, args in runs.items()))
+    return {name: (tmp / name / "run", res) for name, res in zip(runs, done, strict=True)}
+
+
+def test_train_py_subprocess_with_overrides(train_py):
+    out, res = train_py["overrides"]
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads((out / "results.json").read_text())
     assert r["config"]["optim"]["lr"] == 0.05 and r["config"]["optim"]["_target_"] == "src.optim.SGDMomentum"
@@ -72,16 +83,15 @@ def test_train_py_subprocess_with_overrides(tmp_path, data_dir):
     assert str(out) in res.stdout + res.stderr  # the run says where its outputs are
 
 
-def test_gpu_without_cuda_is_one_clear_line(tmp_path):
+def test_gpu_without_cuda_is_one_clear_line(train_py):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    res = run_script("train.py", "trainer.accelerator=gpu", f"hydra.run.dir={tmp_path / 'run'}",
-                     "print_config=false")
+    out, res = train_py["gpu"]
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "trainer.accelerator=gpu" in lines[0] and "CUDA" in lines[0]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+    assert json.loads((out / "results.json").read_text())["status"] == "failed"
 
 
 def test_run_dirs_have_sub_second_timestamps():
