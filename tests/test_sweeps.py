@@ -45,13 +45,36 @@ def job_dirs(sweep: Path) -> list[Path]:
                   key=lambda p: int(p.name.split("_", 1)[0]))
 
 
+# --- this file's multiruns, run two at a time when its first test starts ----------------------
+
+OPTUNA = ["-m", "hparams_search=sgd_lr", *QUICK]
+FIXED = ["model.hidden_sizes=[512,256,256,128]", "optim.lr=0.1", "optim.weight_decay=0.0",
+         "data.batch_size=256", "init=kaiming", "data.pipeline=tensor", "trainer.accelerator=cpu",
+         "trainer.deterministic=true"]
+SWEEPS = {
+    "grid": ["-m", "optim=sgd,adam", "init=xavier,kaiming", *QUICK],
+    "missing_gpu": ["-m", "trainer.accelerator=cpu,gpu", "optim=sgd", *QUICK],
+    "fixed": ["-m", "optim=sgd", "seed=1,2", *QUICK, *FIXED],
+    "optuna_mixed": [*OPTUNA, "hydra.sweeper.n_trials=3", 'hydra.sweeper.params={optim.lr:"choice(0.05, 1000.0)"}'],
+    "optuna_all_diverged": [*OPTUNA, "hydra.sweeper.n_trials=2",
+                            'hydra.sweeper.params={optim.lr:"choice(1000.0, 2000.0)"}'],
+}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """{name: (its sweep dir, its train.py -m process)} for each of SWEEPS."""
+    names = [n for n in SWEEPS if not (n == "missing_gpu" and torch.cuda.is_available())]
+    dirs = {name: tmp_path_factory.mktemp(name) / "sweep" for name in names}
+    done = at_once(*(lambda name=name: run_train(*SWEEPS[name], f"hydra.sweep.dir={dirs[name]}") for name in names))
+    return {name: (dirs[name], proc) for name, proc in zip(names, done, strict=True)}
+
+
 # --- a real 2 x 2 multirun, shared by the tests below -------------------------------------
 
 @pytest.fixture(scope="module")
-def grid_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    sweep = tmp_path_factory.mktemp("grid") / "sweep"
-    proc = run_train("-m", "optim=sgd,adam", "init=xavier,kaiming", *QUICK, f"hydra.sweep.dir={sweep}")
-    return sweep, proc
+def grid_sweep(sweeps) -> tuple[Path, subprocess.CompletedProcess]:
+    return sweeps["grid"]
 
 
 def test_grid_sweep_writes_job_dirs_and_report(grid_sweep):
@@ -127,9 +150,8 @@ def test_hparams_reach_tensorboard(grid_sweep):
 # --- failures ---------------------------------------------------------------------------
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-def test_missing_gpu_fails_its_jobs_only(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_train("-m", "trainer.accelerator=cpu,gpu", "optim=sgd", *QUICK, f"hydra.sweep.dir={sweep}")
+def test_missing_gpu_fails_its_jobs_only(sweeps):
+    sweep, proc = sweeps["missing_gpu"]
     # Exit status 1: the report was written, and a job failed (src/hydra_callbacks.py).
     assert proc.returncode == 1, proc.stderr[-3000:]
     rows = {r["trainer.accelerator"]: r for r in read_csv(sweep / "summary.csv")}
@@ -139,14 +161,10 @@ def test_missing_gpu_fails_its_jobs_only(tmp_path):
     assert "error: trainer.accelerator=gpu" in proc.stderr
 
 
-def test_a_sweep_with_many_fixed_overrides_runs_with_short_job_dirs(tmp_path):
+def test_a_sweep_with_many_fixed_overrides_runs_with_short_job_dirs(sweeps):
     """Named after all 15 overrides, Hydra's job dir was 280 characters: `error: file name too
     long` on a file system that allows 255, before the first job. The name keeps the swept ones."""
-    sweep = tmp_path / "sweep"
-    fixed = ["model.hidden_sizes=[512,256,256,128]", "optim.lr=0.1", "optim.weight_decay=0.0",
-             "data.batch_size=256", "init=kaiming", "data.pipeline=tensor", "trainer.accelerator=cpu",
-             "trainer.deterministic=true"]
-    proc = run_train("-m", "optim=sgd", "seed=1,2", *QUICK, *fixed, f"hydra.sweep.dir={sweep}")
+    sweep, proc = sweeps["fixed"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = [p.name for p in job_dirs(sweep)]
     assert [n.rsplit("_", 1)[0] for n in names] == ["0_seed=1,and_14_more", "1_seed=2,and_14_more"]
@@ -326,18 +344,11 @@ def test_optuna_search_runs(tmp_path):
     assert len(rows) == 2 and all(r["status"] == "ok" and r["optim.lr"] for r in rows)
 
 
-def test_optuna_search_with_diverging_trials_goes_on_and_reports(tmp_path):
+def test_optuna_search_with_diverging_trials_goes_on_and_reports(sweeps):
     """A diverged trial returns no value: Optuna records it failed and the search goes on (a NaN
     value crashed the whole search with two tracebacks and no report). When no trial has a
     value, Optuna has no best one: one `error:` line, exit 1, and the report is written."""
-    search = ["-m", "hparams_search=sgd_lr", *QUICK]
-    mixed, all_diverged = tmp_path / "mixed", tmp_path / "all_diverged"
-    results = at_once(  # the two searches overlap
-        lambda: run_train(*search, "hydra.sweeper.n_trials=3", 'hydra.sweeper.params={optim.lr:"choice(0.05, 1000.0)"}',
-                          f"hydra.sweep.dir={mixed}"),
-        lambda: run_train(*search, "hydra.sweeper.n_trials=2", 'hydra.sweeper.params={optim.lr:"choice(1000.0, 2000.0)"}',
-                          f"hydra.sweep.dir={all_diverged}"))
-    proc, sweep = results[0], mixed
+    sweep, proc = sweeps["optuna_mixed"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     rows = read_csv(sweep / "summary.csv")
@@ -345,7 +356,7 @@ def test_optuna_search_with_diverging_trials_goes_on_and_reports(tmp_path):
     best = (sweep / "optimization_results.yaml").read_text()
     assert "optim.lr: 0.05" in best
 
-    proc, sweep = results[1], all_diverged
+    sweep, proc = sweeps["optuna_all_diverged"]
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: the sweeper stopped: no trial finished with a value (a diverged or failed trial has "
