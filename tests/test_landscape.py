@@ -28,7 +28,7 @@ from src.landscape import (
     recreate_init,
     run_config,
 )
-from tests.conftest import ROOT, compose, run_script
+from tests.conftest import ROOT, at_once, compose, run_script
 
 # 2 epochs of 5 steps (1280 images, batch 256); last.ckpt every 2 steps and after each epoch;
 # the path every step. Killed before step 7: the checkpoint is from step 6, the path got to 7.
@@ -44,16 +44,30 @@ FAST_LANDSCAPE = ["landscape.resolution=5", "landscape.subset=256", "landscape.a
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory, data_dir):
+def trained(tmp_path_factory, data_dir):
+    """The module's train.py processes, started together: the killed run and its resume (one
+    after the other) beside the lr sweep (lr_sweep below). {"killed": (run, its weight_path
+    points and last.ckpt before the resume), "sweep": (sweep dir, its process)}."""
     run = tmp_path_factory.mktemp("landscape") / "run"
-    res = run_script("train.py", *TRAIN, f"hydra.run.dir={run}",
-                     "+callbacks.kill._target_=tests.test_resume.KillAtStep", f"+callbacks.kill.at_step={KILL_AT}")
-    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
-    before = {p.name: p.read_bytes() for p in (run / "weight_path").glob("step_*.pt")}
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    resumed = run_script("train.py", f"ckpt_path={run}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return run, before, ckpt
+    sweep = tmp_path_factory.mktemp("lr_sweep") / "sweep"
+
+    def killed_and_resumed():
+        res = run_script("train.py", *TRAIN, f"hydra.run.dir={run}",
+                         "+callbacks.kill._target_=tests.test_resume.KillAtStep", f"+callbacks.kill.at_step={KILL_AT}")
+        assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+        before = {p.name: p.read_bytes() for p in (run / "weight_path").glob("step_*.pt")}
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        resumed = run_script("train.py", f"ckpt_path={run}")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        return run, before, ckpt
+
+    killed, swept = at_once(killed_and_resumed, lambda: run_script("train.py", "-m", *SWEEP, f"hydra.sweep.dir={sweep}"))
+    return {"killed": killed, "sweep": (sweep, swept)}
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(trained):
+    return trained["killed"]
 
 
 def test_recorded_path_survives_kill_and_resume(killed_and_resumed):
@@ -394,11 +408,10 @@ NO_CHECKPOINT_ACCEPTED = ("accepted: a run dir of train.py with checkpoints/last
 
 
 @pytest.fixture(scope="module")
-def lr_sweep(tmp_path_factory, data_dir):
+def lr_sweep(trained):
     from src.report import find_jobs
 
-    sweep = tmp_path_factory.mktemp("lr_sweep") / "sweep"
-    res = run_script("train.py", "-m", *SWEEP, f"hydra.sweep.dir={sweep}")
+    sweep, res = trained["sweep"]
     ok, diverged = find_jobs(sweep)
     assert (ok / "checkpoints" / "last.ckpt").is_file(), res.stderr[-3000:]
     results = json.loads((diverged / "results.json").read_text())
