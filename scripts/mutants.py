@@ -140,8 +140,10 @@ MODULES: dict[str, tuple[str, tuple | None, list[str], int]] = {
         ("utils", "src/utils.py"), ("progress", "callbacks/progress.py"),
         ("interrupt", "callbacks/interrupt.py"))},
     # The checkpoint callbacks: the step checkpoint's argument and its quiet save under the
-    # module's own step; last.ckpt after every epoch and ModelCheckpoint's state key.
+    # module's own step; last.ckpt after every epoch and ModelCheckpoint's state key; the state
+    # loaded from a moved run dir or into another one (test_step_checkpoint.py, no training).
     "step_checkpoint": ("callbacks/checkpoint.py", None, ["tests/test_plumbing.py", "tests/test_checkpointing.py",
+                                                          "tests/test_step_checkpoint.py",
                                                           "tests/test_truth_training.py"], 80),
     # The resolvers, and the swept keys and job dir names they give the app (test_cli_units.py).
     "resolvers": ("src/resolvers.py", None, ["tests/test_plumbing.py", "tests/test_cli_units.py"], 80),

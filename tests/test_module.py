@@ -455,9 +455,10 @@ class PointsLogger(pl.loggers.Logger):
         pass
 
 
-def test_accumulated_batches_give_one_loss_per_optimizer_step(tmp_path):
+@pytest.mark.parametrize("k", [3, 2])
+def test_accumulated_batches_give_one_loss_per_optimizer_step(tmp_path, k):
     """accumulate_grad_batches=3 over 4 batches an epoch: Lightning steps after batches 3 and 4,
-    so each epoch has 2 optimizer steps. train_losses, "losses per step", holds their 2 losses (the
+    so each epoch has 2 optimizer steps (k=2: after batches 2 and 4). train_losses, "losses per step", holds their 2 losses (the
     mean of each step's batches), and the train/loss curve puts them at the steps' x, where the
     other scalars are; the epoch loss is the mean of the epoch's steps."""
     from src.module import mean_per_step
@@ -469,15 +470,16 @@ def test_accumulated_batches_give_one_loss_per_optimizer_step(tmp_path):
     batches, points = BatchLosses(), PointsLogger()
     trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=points, accelerator="cpu",
                          callbacks=[batches], enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, accumulate_grad_batches=3, log_every_n_steps=1)
+                         enable_checkpointing=False, accumulate_grad_batches=k, log_every_n_steps=1)
     trainer.fit(module, loader(TRAIN), loader(VAL, 12))
     b = batches.losses
     assert len(b) == 8 and trainer.global_step == 4
-    expected = [sum(b[0:3]) / 3, b[3], sum(b[4:7]) / 3, b[7]]
+    steps = [(0, 3), (3, 4), (4, 7), (7, 8)] if k == 3 else [(0, 2), (2, 4), (4, 6), (6, 8)]
+    expected = [sum(b[i:j]) / (j - i) for i, j in steps]
     assert module.history["train_losses"] == pytest.approx(expected, rel=1e-12)
-    assert [(s, v) for k, s, v in points.points if k == "train/loss"] == [
+    assert [(s, v) for tag, s, v in points.points if tag == "train/loss"] == [
         (i, pytest.approx(v, rel=1e-12)) for i, v in enumerate(expected)]
-    epoch_loss = [v for k, _, v in points.points if k == "train/epoch_loss"]
+    epoch_loss = [v for tag, _, v in points.points if tag == "train/epoch_loss"]
     assert epoch_loss == pytest.approx([sum(expected[:2]) / 2, sum(expected[2:]) / 2], rel=1e-6)
 
 
@@ -494,3 +496,129 @@ def test_each_epochs_seconds_and_the_tested_images_are_counted(tmp_path):
     for _ in range(2):
         trainer.test(module, loader(TEST, 4), verbose=False)
         assert module.tested_images == len(TEST[0]) == 9
+
+
+def test_a_progress_bar_loss_every_step_is_allowed():
+    assert ClassifierModule(_net(), None, progress_every_n_steps=1).progress_every_n_steps == 1
+
+
+def test_a_checkpoint_says_how_many_batches_an_epoch_has():
+    """landscape.py reads `batches_per_epoch` to place a mid-epoch checkpoint of the first epoch;
+    it is written only when the trainer knows a finite, non-zero count."""
+    for batches, expected in ((4, 4), (1, 1), (0, None), (float("inf"), None)):
+        module = ClassifierModule(_net(), None)
+        module._trainer = SimpleNamespace(num_training_batches=batches)
+        checkpoint = {}
+        module.on_save_checkpoint(checkpoint)
+        assert checkpoint.get("batches_per_epoch") == expected and type(checkpoint.get("batches_per_epoch")) is (
+            int if expected else type(None))
+    checkpoint = {}
+    ClassifierModule(_net(), None).on_save_checkpoint(checkpoint)  # no trainer
+    assert "batches_per_epoch" not in checkpoint
+
+
+def test_resuming_a_cut_and_validated_epoch_leaves_a_note_for_results_json():
+    """A checkpoint of an epoch cut (max_time) and validated as it stood: the resume says so, once;
+    any other checkpoint adds no note."""
+    from tests.test_checkpointing import _cut, loop_records
+
+    module = ClassifierModule(_net(), None)
+    module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), max_steps=-1)
+    module.on_load_checkpoint(loop_records(1, 0, False))
+    module.on_load_checkpoint(_cut(2, 2))  # epoch 1 cut after 2 batches, its val score there
+    assert module.resume_notes == [
+        "epoch 1 was cut after 2 batches (trainer.max_time, or a callback) and validated as it stood; the resumed "
+        "run goes on from the next epoch, and the cut epoch's other batches are not trained"]
+
+
+def test_a_run_that_never_validated_says_nothing_about_val_images():
+    """results.json's "val_scores are over N of the M val images" is for a validation cut short, not
+    for a run stopped (or set up) before any validation."""
+    from omegaconf import OmegaConf
+
+    from src.training import _not_all_validated
+
+    cfg = OmegaConf.create({"trainer": {"limit_val_batches": 0}})
+    datamodule = SimpleNamespace(val_x=torch.zeros(12, 4))
+    assert _not_all_validated(cfg, SimpleNamespace(world_size=1), ClassifierModule(_net(), None), datamodule) is None
+
+
+def test_the_epoch_resumed_mid_way_is_timed(tmp_path):
+    """Lightning calls no on_train_epoch_start for the epoch a run resumes in the middle of: that
+    epoch's seconds in the resumed process are still one of timing.epoch_seconds."""
+    from callbacks.checkpoint import StepCheckpoint
+
+    def run(max_epochs, ckpt_path=None):
+        net = _net()
+        module = ClassifierModule(net, SGD(net.parameters(), lr=0.5))
+        trainer = pl.Trainer(max_epochs=max_epochs, default_root_dir=tmp_path, logger=False, accelerator="cpu",
+                             callbacks=[StepCheckpoint(str(tmp_path / "ckpt"), every_n_train_steps=2)],
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(module, loader(TRAIN), ckpt_path=ckpt_path)
+        return module, trainer
+
+    run(1)  # 4 steps an epoch: last.ckpt at step 2, mid-epoch (not at 4, the epoch's last batch)
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 2
+    module, trainer = run(2, str(tmp_path / "ckpt" / "last.ckpt"))
+    assert trainer.global_step == 8 and len(module.epoch_seconds) == 2 and all(s > 0 for s in module.epoch_seconds)
+
+
+def test_every_epoch_value_is_reduced_across_ranks_under_ddp(tmp_path, monkeypatch):
+    """Under DDP the epoch values (train/acc, train/epoch_loss, val/loss, val/acc, test/loss,
+    test/acc) are logged with sync_dist, so Lightning reduces them over the ranks (the accuracies,
+    synced by torchmetrics already, say so). Lightning warns for each one logged without it; here
+    in one process, a real gloo group of one (test_ddp.py runs two, but slowly)."""
+    import socket
+    import warnings
+
+    from pytorch_lightning.trainer.connectors.logger_connector import result
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "1", "RANK": "0",
+                       "LOCAL_RANK": "0", "NODE_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)  # set back after the test, whatever Lightning sets
+    result.warning_cache.clear()  # it warns once per process
+    net = _net()
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5))
+    recorder = Recorder()
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=recorder, accelerator="cpu", strategy="ddp",
+                         devices=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module, loader(TRAIN), loader(VAL, 12))
+            trainer.test(module, loader(TEST, 5), verbose=False)
+        assert torch.distributed.is_initialized() and trainer.world_size == 1
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert {"train/acc", "train/epoch_loss", "val/loss", "val/acc", "test/loss", "test/acc"} <= set(recorder.metrics)
+    assert [str(w.message) for w in caught if "sync_dist=True" in str(w.message)] == []
+
+
+def test_the_val_images_are_those_of_the_last_validation(tmp_path):
+    """validated_images, what val_scores are over: the images of each validation (5 + 5 of the 12
+    at limit_val_batches=2), counted afresh each time (the sanity check's and each epoch's), and
+    results.json's warning that says so."""
+    from omegaconf import OmegaConf
+
+    from src.training import _not_all_validated
+
+    counts = []
+
+    class Count(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            counts.append(pl_module.validated_images)
+
+    net = _net()
+    module = ClassifierModule(net, SGD(net.parameters(), lr=0.5))
+    trainer = pl.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, accelerator="cpu", callbacks=[Count()],
+                         limit_val_batches=2, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module, loader(TRAIN), loader(VAL, 5))
+    assert counts == [10, 10, 10]  # the sanity check's 2 batches, then each epoch's
+    cfg = OmegaConf.create({"trainer": {"limit_val_batches": 2}})
+    assert _not_all_validated(cfg, trainer, module, SimpleNamespace(val_x=VAL[0])) == (
+        "val_scores are over 10 of the 12 val images (trainer.limit_val_batches=2), not all of them")
