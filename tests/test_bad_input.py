@@ -18,7 +18,7 @@ import torch
 
 from src.cli import EXIT_USER_ERROR, run_task
 from src.training import train
-from tests.conftest import DATA_DIR, FAST, compose, run_script
+from tests.conftest import DATA_DIR, FAST, at_once, compose, run_script
 
 
 def assert_clean_failure(out: Path, text: str, bad: str) -> None:
@@ -31,15 +31,27 @@ def assert_clean_failure(out: Path, text: str, bad: str) -> None:
         assert not (out / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("overrides, bad", [
+CLI_ERRORS = [
     (["optim=adamw"], "adamw"),  # lists the available ones too
     (["optim.lrr=0.1"], "optim.lrr"),
     (["optim.lr=abc"], "abc"),
     (["ckpt_path=/nonexistent/run/checkpoints/last.ckpt"], "/nonexistent/run/checkpoints/last.ckpt"),
-])
-def test_cli_errors(tmp_path, overrides, bad):
-    out = tmp_path / "run"
-    res = run_script("train.py", *FAST, *overrides, f"hydra.run.dir={out}", timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory):
+    """test_cli_errors' train.py processes, two at a time: {overrides: (its run dir, its process)}."""
+    outs = {tuple(overrides): tmp_path_factory.mktemp("cli_error") / "run" for overrides, _ in CLI_ERRORS}
+    done = at_once(*(lambda overrides=overrides, out=out: run_script("train.py", *FAST, *overrides,
+                                                                     f"hydra.run.dir={out}", timeout=120)
+                     for overrides, out in outs.items()))
+    return {overrides: (out, res) for (overrides, out), res in zip(outs.items(), done, strict=True)}
+
+
+@pytest.mark.parametrize("overrides, bad", CLI_ERRORS)
+def test_cli_errors(cli_errors, overrides, bad):
+    out, res = cli_errors[tuple(overrides)]
     assert res.returncode != 0
     assert_clean_failure(out, res.stderr, bad)
     if overrides == ["optim=adamw"]:
