@@ -185,22 +185,38 @@ class KillAfterFirstCheckpoint(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.gpu
-@needs_gpu
-def test_resume_on_cuda_gives_the_uninterrupted_val_scores(tmp_path, data_dir):
-    short = ["trainer.max_epochs=3", "data.train_subset=2560", "trainer.limit_val_batches=2",
-             "trainer.limit_test_batches=2", f"trainer.accelerator={ACCEL}", "callbacks=none", "print_config=false",
-             "checkpoint.every_n_train_steps=4"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
+RESUMED = ["trainer.max_epochs=3", "data.train_subset=2560", "trainer.limit_val_batches=2",
+           "trainer.limit_test_batches=2", f"trainer.accelerator={ACCEL}", "callbacks=none", "print_config=false",
+           "checkpoint.every_n_train_steps=4"]
+
+
+@pytest.fixture(scope="module")
+def gpu_processes(tmp_path_factory, data_dir):
+    """The train.py processes of the two tests below, two at a time: the killed run and its resume
+    (one after the other), the uninterrupted run, the cpu,gpu sweep. {name: (its dir, its process)}."""
+    tmp = tmp_path_factory.mktemp("gpu_processes")
+    whole, killed, sweep = tmp / "whole", tmp / "killed", tmp / "sweep"
+    base = [a for a in FAST if not a.startswith("trainer.accelerator")]
+    second = "auto" if REHEARSAL else "gpu"  # auto is the CPU there: two jobs, two rows all the same
 
     def killed_and_resumed():
-        res = run_script("train.py", *short, f"hydra.run.dir={killed}",
+        res = run_script("train.py", *RESUMED, f"hydra.run.dir={killed}",
                          "+callbacks.kill._target_=tests.test_gpu.KillAfterFirstCheckpoint", timeout=600)
         assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
         return run_script("train.py", f"ckpt_path={killed}/checkpoints/last.ckpt", timeout=600)
 
-    # the uninterrupted run beside the killed one and its resume
-    for res in at_once(lambda: run_script("train.py", *short, f"hydra.run.dir={whole}", timeout=600), killed_and_resumed):
+    resumed, straight, swept = at_once(
+        killed_and_resumed, lambda: run_script("train.py", *RESUMED, f"hydra.run.dir={whole}", timeout=600),
+        lambda: run_script("train.py", "-m", *base, f"trainer.accelerator=cpu,{second}", f"hydra.sweep.dir={sweep}",
+                           timeout=600))
+    return {"killed": (killed, resumed), "whole": (whole, straight), "sweep": (sweep, swept)}
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_resume_on_cuda_gives_the_uninterrupted_val_scores(gpu_processes):
+    (killed, resumed), (whole, straight) = gpu_processes["killed"], gpu_processes["whole"]
+    for res in (resumed, straight):
         assert res.returncode == 0, res.stderr[-2000:]
     a, b = _results(whole), _results(killed)
     assert b["resumed_from"] and a["val_scores"] == b["val_scores"] and a["train_losses"] == b["train_losses"]
@@ -225,12 +241,9 @@ def test_mixed_precision_on_cuda(tmp_path, data_dir, precision):
 
 @pytest.mark.gpu
 @needs_gpu
-def test_cpu_gpu_sweep_names_the_device_of_each_job(tmp_path, data_dir):
-    sweep = tmp_path / "sweep"
-    base = [a for a in FAST if not a.startswith("trainer.accelerator")]
-    second = "auto" if REHEARSAL else "gpu"  # auto is the CPU there: two jobs, two rows all the same
-    res = run_script("train.py", "-m", *base, f"trainer.accelerator=cpu,{second}", f"hydra.sweep.dir={sweep}",
-                     timeout=600)
+def test_cpu_gpu_sweep_names_the_device_of_each_job(gpu_processes):
+    sweep, res = gpu_processes["sweep"]
+    second = "auto" if REHEARSAL else "gpu"
     assert res.returncode == 0, res.stderr[-2000:]
     prov = {}
     for path in sweep.glob("*/results.json"):
