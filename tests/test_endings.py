@@ -16,7 +16,7 @@ import yaml
 
 from src.cli import EXIT_USER_ERROR, run_task
 from src.training import train
-from tests.conftest import FAST, PYTHON, ROOT, compose, run_script, warnings_of
+from tests.conftest import FAST, PYTHON, ROOT, at_once, compose, run_script, warnings_of
 from tests.test_resume import METRICS, SHORT
 
 
@@ -171,16 +171,28 @@ def test_a_full_disk_is_one_line_and_a_failed_results_json(tmp_path, monkeypatch
     assert r["status"] == "failed" and "no space left on device" in r["error"]
 
 
-def test_a_run_killed_in_its_first_checkpoint_write(tmp_path):
-    """A stale temp file of ours and no last.ckpt: resuming says to start again, with the
-    run's overrides; starting again removes the temp file."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory, data_dir):
+    """This file's train.py processes that no signal reaches, two at a time: {"first_write": (run
+    dir, the resume of a run killed in its first checkpoint write), "sweep": (a finished sweep
+    `-m <FAST> optim=sgd,adam`, its process)}. A test copies the sweep to change it."""
+    run = tmp_path_factory.mktemp("first_write") / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["optim=sgd", "trainer.max_epochs=1"]))
     (run / "checkpoints").mkdir()
+    (run / "checkpoints" / ".last.ckpt.x1y2.tmp").write_bytes(b"")  # a stale temp file of ours, no last.ckpt
+    sweep = tmp_path_factory.mktemp("finished_sweep") / "sweep"
+    resumed, swept = at_once(
+        lambda: run_script("train.py", f"ckpt_path={run}", timeout=60),
+        lambda: run_script("train.py", "-m", *FAST, "optim=sgd,adam", f"hydra.sweep.dir={sweep}", timeout=300))
+    return {"first_write": (run, resumed), "sweep": (sweep, swept)}
+
+
+def test_a_run_killed_in_its_first_checkpoint_write(processes):
+    """A stale temp file of ours and no last.ckpt: resuming says to start again, with the
+    run's overrides; starting again removes the temp file."""
+    run, res = processes["first_write"]
     stale = run / "checkpoints" / ".last.ckpt.x1y2.tmp"
-    stale.write_bytes(b"")
-    res = run_script("train.py", f"ckpt_path={run}", timeout=60)
     assert res.returncode == EXIT_USER_ERROR
     assert res.stderr.strip() == (f"error: ckpt_path={run}: this run has no checkpoint yet; start it "
                                   "again with the same overrides: python train.py optim=sgd trainer.max_epochs=1")
@@ -201,10 +213,8 @@ def test_a_run_at_chance_level_is_ok_with_a_warning(tmp_path, data_dir):
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory, data_dir):
-    """`train.py -m <FAST> optim=sgd,adam`, both jobs finished; a test copies it to change it."""
-    sweep = tmp_path_factory.mktemp("finished_sweep") / "sweep"
-    first = run_script("train.py", "-m", *FAST, "optim=sgd,adam", f"hydra.sweep.dir={sweep}", timeout=300)
+def finished_sweep(processes):
+    sweep, first = processes["sweep"]
     assert first.returncode == 0, first.stderr[-2000:]
     return sweep
 
