@@ -108,6 +108,15 @@ def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = N
                           text=True, timeout=timeout, env=full_env)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server or a process group)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def at_once(*calls, workers: int = 2):
     """Each call (a function of no arguments, such as one running a script) in a thread, `workers`
     at a time, their results in order: independent subprocesses overlap on 2 cores."""

@@ -3,7 +3,6 @@
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from callbacks.update_stats import UpdateStats
 from callbacks.variance_probe import VarianceProbe
 from src.model import BaseNetwork
 from src.module import ClassifierModule
-from tests.conftest import RecordingWriter, warnings_of
+from tests.conftest import RecordingWriter, free_port, warnings_of
 
 ROOT = Path(__file__).resolve().parents[1]
 N, D_IN, HIDDEN, CLASSES = 8, 4, 5, 3
@@ -261,12 +260,6 @@ def test_default_config_enables_diagnostics_and_none_disables_them():
     assert essential and not diagnostics & {type(c) for c in essential}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get_json(url: str):
     import json
 
@@ -277,7 +270,7 @@ def _get_json(url: str):
 @pytest.mark.slow
 def test_real_tensorboard_serves_the_tags(tmp_path):
     fit(tmp_path, tiny_module(), all_callbacks(figures=True), max_steps=2)
-    port = _free_port()
+    port = free_port()
     tb = Path(sys.executable).parent / "tensorboard"
     proc = subprocess.Popen([str(tb), "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

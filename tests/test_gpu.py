@@ -185,6 +185,8 @@ class KillAfterFirstCheckpoint(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+# the cpu,gpu sweep's second accelerator: in the rehearsal auto, the CPU there (two jobs, two rows all the same)
+SWEEP_SECOND = "auto" if REHEARSAL else "gpu"
 RESUMED = ["trainer.max_epochs=3", "data.train_subset=2560", "trainer.limit_val_batches=2",
            "trainer.limit_test_batches=2", f"trainer.accelerator={ACCEL}", "callbacks=none", "print_config=false",
            "checkpoint.every_n_train_steps=4"]
@@ -197,7 +199,6 @@ def gpu_processes(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("gpu_processes")
     whole, killed, sweep = tmp / "whole", tmp / "killed", tmp / "sweep"
     base = [a for a in FAST if not a.startswith("trainer.accelerator")]
-    second = "auto" if REHEARSAL else "gpu"  # auto is the CPU there: two jobs, two rows all the same
 
     def killed_and_resumed():
         res = run_script("train.py", *RESUMED, f"hydra.run.dir={killed}",
@@ -207,7 +208,7 @@ def gpu_processes(tmp_path_factory, data_dir):
 
     resumed, straight, swept = at_once(
         killed_and_resumed, lambda: run_script("train.py", *RESUMED, f"hydra.run.dir={whole}", timeout=600),
-        lambda: run_script("train.py", "-m", *base, f"trainer.accelerator=cpu,{second}", f"hydra.sweep.dir={sweep}",
+        lambda: run_script("train.py", "-m", *base, f"trainer.accelerator=cpu,{SWEEP_SECOND}", f"hydra.sweep.dir={sweep}",
                            timeout=600))
     return {"killed": (killed, resumed), "whole": (whole, straight), "sweep": (sweep, swept)}
 
@@ -243,7 +244,6 @@ def test_mixed_precision_on_cuda(tmp_path, data_dir, precision):
 @needs_gpu
 def test_cpu_gpu_sweep_names_the_device_of_each_job(gpu_processes):
     sweep, res = gpu_processes["sweep"]
-    second = "auto" if REHEARSAL else "gpu"
     assert res.returncode == 0, res.stderr[-2000:]
     prov = {}
     for path in sweep.glob("*/results.json"):
@@ -251,8 +251,8 @@ def test_cpu_gpu_sweep_names_the_device_of_each_job(gpu_processes):
         assert r["status"] == "ok"
         prov[r["config"]["trainer"]["accelerator"]] = r["provenance"]
     gpu_name = prov["cpu"]["device"] if REHEARSAL else torch.cuda.get_device_name(0)
-    assert prov["cpu"]["device_type"] == "cpu" and prov[second]["device_type"] == DEVICE, prov
-    assert prov[second]["device"] == gpu_name, prov
+    assert prov["cpu"]["device_type"] == "cpu" and prov[SWEEP_SECOND]["device_type"] == DEVICE, prov
+    assert prov[SWEEP_SECOND]["device"] == gpu_name, prov
     import csv
 
     with open(sweep / "summary_groups.csv") as f:

@@ -568,15 +568,13 @@ def test_every_epoch_value_is_reduced_across_ranks_under_ddp(tmp_path, monkeypat
     test/acc) are logged with sync_dist, so Lightning reduces them over the ranks (the accuracies,
     synced by torchmetrics already, say so). Lightning warns for each one logged without it; here
     in one process, a real gloo group of one (test_ddp.py runs two, but slowly)."""
-    import socket
     import warnings
 
     from pytorch_lightning.trainer.connectors.logger_connector import result
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "1", "RANK": "0",
+    from tests.conftest import free_port
+
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "1", "RANK": "0",
                        "LOCAL_RANK": "0", "NODE_RANK": "0"}.items():
         monkeypatch.setenv(key, value)  # set back after the test, whatever Lightning sets
     result.warning_cache.clear()  # it warns once per process
