@@ -1,8 +1,9 @@
-"""callbacks/checkpoint.py's pieces that a real run reaches only in slow tests: the step
-checkpoint turned off (0), and EpochCheckpoint's state loaded from a run dir that was moved, or
-resumed into another run dir (test_resume.py runs both through train(); here the state dict is
-loaded directly, each path and score checked). test_checkpointing.py has the step checkpoint's
-saves and the epoch checkpoint's writes."""
+"""callbacks/checkpoint.py's pieces without a training run: the step checkpoint turned off (0),
+and EpochCheckpoint's state loaded from a run dir that was moved, or resumed into another run dir
+(test_resume.py resumes both ways through train() and checks the scores a run ends with; here the
+state dict is loaded directly, each path, copy and score checked, in 0.1 s, which is what the
+mutation runs need). test_checkpointing.py has the step checkpoint's saves and the epoch
+checkpoint's writes."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from callbacks.checkpoint import EpochCheckpoint, StepCheckpoint
 
 
-def test_a_step_checkpoint_at_0_writes_nothing_and_lets_the_run_train(tmp_path):
+def test_a_step_checkpoint_at_0_saves_at_no_step_and_lets_the_run_train(tmp_path):
     """0 turns the step saves off (train() leaves it out; a Trainer given one anyway must not fail
-    on `% 0`)."""
+    on `% 0`). Only Lightning's own end-of-fit last.ckpt may appear."""
     from src.model import BaseNetwork
     from src.module import ClassifierModule
     from src.optim import SGD
