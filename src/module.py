@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from src import step_graph
 from src.checkpointing import (
     collect_rng_states,
     resume_a_cut_epoch,
@@ -97,7 +98,7 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
 
     def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  init_scheme: Callable[[torch.nn.Module], object] | None = None,
-                 progress_every_n_steps: int = 10, manual_step: bool = True):
+                 progress_every_n_steps: int = 10, manual_step: bool = True, cuda_graph: bool = False):
         super().__init__()
         self.save_hyperparameters({"model": dict(network.config), "optim_cfg": describe(optimizer),
                                    "init_cfg": describe(init_scheme)})
@@ -112,6 +113,13 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if not isinstance(manual_step, bool):  # `maybe` would read as true
             raise ValueError(f"Invalid manual_step={manual_step!r}: must be true or false")
         self.manual_step = manual_step
+        if not isinstance(cuda_graph, bool):
+            raise ValueError(f"Invalid cuda_graph={cuda_graph!r}: must be true or false")
+        self.cuda_graph = cuda_graph
+        # src/step_graph.py: the graph once captured, and why a fit that asked for one runs
+        # without (None: undecided, or in use)
+        self._graph: step_graph.StepGraph | None = None
+        self.graph_not_used: str | None = None
         num_classes = self.net.config["num_classes"]
         # validate_args=False: the argument checks sync with the host on every update.
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -152,8 +160,14 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
+        graph = self._step_graph(x, y)
+        if graph is not None:
+            # forward, loss and backward in one replay; its outputs are overwritten by the next
+            # one, and this step's are kept (train accuracy, loss curve, divergence check)
+            logits, loss = (t.clone() for t in graph.step(x, y))
+        else:
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
         self._step_outputs.append((logits.detach(), y))
         self._step_losses.append(loss.detach())
         if self._accumulating:
@@ -169,10 +183,38 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             # What Lightning's automatic loop does, in its order: zero_grad, backward, then
             # step(), whose closure runs the on_before_optimizer_step hooks (the diagnostics').
             optimizer = self.optimizers()
-            optimizer.zero_grad()
-            self.manual_backward(loss)
+            if graph is None:  # the replay set every .grad already
+                optimizer.zero_grad()
+                self.manual_backward(loss)
             optimizer.step()
         return loss
+
+    def _step_graph(self, x, y) -> step_graph.StepGraph | None:
+        """The CUDA graph this step replays, or None to run it eagerly (module.cuda_graph=false,
+        a fit that cannot use one, a batch of another shape, a hook on the network)."""
+        if not self.cuda_graph or self.graph_not_used is not None:
+            return None
+        if self._graph is not None:
+            return self._graph if self._graph.fits(x, y) else None
+        if (reason := step_graph.why_not(self)) is not None:
+            self.graph_not_used = reason
+            log.warning("module.cuda_graph=true: not used, %s", reason)
+            return None
+        if step_graph.hooked(list(self.net.modules()), list(self.net.parameters())):
+            return None  # this step eagerly; capture at a step without hooks
+        try:
+            # step_graph.cuda_capture looked up now: tests put a CPU stand-in there
+            self._graph = step_graph.StepGraph(self.net, x, y, capture=step_graph.cuda_capture)
+        except Exception as e:  # a kernel that cannot be captured: the fit goes on eagerly
+            self.graph_not_used = f"the capture failed ({type(e).__name__}: {e})"
+            log.warning("module.cuda_graph=true: not used, %s", self.graph_not_used)
+            return None
+        return self._graph
+
+    @property
+    def graphed_steps(self) -> int:
+        """Training steps of this process that replayed the CUDA graph."""
+        return self._graph.replays if self._graph is not None else 0
 
     def setup(self, stage: str) -> None:
         # The step is ours (manual optimization) unless a Trainer setting needs Lightning's loop:

@@ -449,6 +449,8 @@ def train(cfg: DictConfig) -> float | None:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "provenance": provenance(cfg),
     }
+    if getattr(module, "cuda_graph", False):  # training steps of this process that replayed it
+        results["timing"]["graphed_steps"] = module.graphed_steps
     if diverged:
         # val/train scores above are those of the epochs that finished with finite weights.
         results.update(diverged_step=diverged.step, diverged_epoch=diverged.epoch, error=str(diverged))
@@ -547,6 +549,8 @@ def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
                      f"({100 * chance:.0f} %)")
     for cb in callbacks:
         found += list(getattr(cb, "warnings", None) or [])
+    if reason := getattr(module, "graph_not_used", None):
+        found.append(f"module.cuda_graph=true: not used, {reason}")
     return found + list(getattr(module, "resume_notes", None) or [])
 
 

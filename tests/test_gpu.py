@@ -4,6 +4,7 @@ What they establish on a real GPU:
   - each hand-written optimizer gives the CPU's numbers on CUDA (50 steps, <= 1e-5 relative);
   - training with every diagnostic on under `deterministic=true` (no op that raises);
   - the same seed twice on the same GPU gives the same val_scores;
+  - module.cuda_graph=true replays every step and gives the eager steps' numbers, bit for bit;
   - a run killed after its first checkpoint resumes to the uninterrupted run's val_scores;
   - the data lives on the GPU, and the 49 steps between two divergence reads make no
     host-device sync;
@@ -142,11 +143,35 @@ def test_same_seed_twice_on_the_gpu_gives_the_same_numbers(tmp_path, data_dir):
 
 @pytest.mark.gpu
 @needs_gpu
-def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
+def test_cuda_graph_steps_give_the_eager_numbers(tmp_path, data_dir):
+    """module.cuda_graph=true (src/step_graph.py), every diagnostic on: every step replays the
+    graph, and the losses, accuracies and test accuracy are the eager run's, bit for bit (the same
+    kernels on the same inputs; the optimizer step is the same code)."""
+    from src.training import train
+
+    args = [a for a in GPU_FAST if a != "callbacks=none"] + ["trainer.max_epochs=2", "diagnostics.every_n_steps=5"]
+    runs = {}
+    for flag in ("false", "true"):
+        train(compose([*args, f"module.cuda_graph={flag}"], tmp_path / flag))
+        runs[flag] = _results(tmp_path / flag)
+    eager, graph = runs["false"], runs["true"]
+    assert graph["status"] == "ok" and graph["global_step"] == 20
+    if not REHEARSAL:  # on the CPU it cannot capture, and says so
+        assert graph["timing"]["graphed_steps"] == 20, graph["warnings"]
+    diff = max(abs(x - y) for x, y in zip(eager["train_losses"], graph["train_losses"], strict=True))
+    assert graph["train_losses"] == eager["train_losses"], f"largest train-loss difference {diff:g}"
+    for key in ("train_scores", "val_scores", "test_acc"):
+        assert graph[key] == eager[key], key
+
+
+@pytest.mark.parametrize("cuda_graph", ["false", "true"])
+@pytest.mark.gpu
+@needs_gpu
+def test_no_host_sync_in_the_hot_path(tmp_path, data_dir, cuda_graph):
     """The steps between two divergence reads (every 50 steps on a GPU: steps 51..99, batches
     50..98), every diagnostic on (none is due there; they log every 200 steps), and Lightning
     logs at step 50 and 100 only: any synchronizing CUDA call (.item(), bool(tensor), a
-    device-to-host copy) raises under sync debug mode "error"."""
+    device-to-host copy) raises under sync debug mode "error". Eager steps and replayed ones."""
     from callbacks.divergence import GPU_CHECK_EVERY
     from src.training import train
 
@@ -167,12 +192,14 @@ def test_no_host_sync_in_the_hot_path(tmp_path, data_dir):
     me._CALLBACK = SyncWindow()
     args = [a for a in GPU_FAST if a not in ("callbacks=none",) and not a.startswith("trainer.limit_train")]
     try:
-        train(compose([*args, "trainer.limit_train_batches=110", "skip_test=true",
+        train(compose([*args, "trainer.limit_train_batches=110", "skip_test=true", f"module.cuda_graph={cuda_graph}",
                        "+callbacks._probe._target_=tests.test_gpu._callback"], tmp_path))
     finally:
         if not REHEARSAL:
             torch.cuda.set_sync_debug_mode(0)
     assert _results(tmp_path)["status"] == "ok"
+    if cuda_graph == "true" and not REHEARSAL:  # the window's steps were replays, not eager steps
+        assert _results(tmp_path)["timing"]["graphed_steps"] == 110
 
 
 class KillAfterFirstCheckpoint(pl.Callback):

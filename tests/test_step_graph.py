@@ -1,0 +1,200 @@
+"""src/step_graph.py, module.cuda_graph: a training step replayed as a CUDA graph.
+
+A CPU cannot capture a CUDA graph. These tests replay steps with `eager_capture`, which runs
+the recorded function again and copies its results into the first run's tensors (NaN until
+the first replay): the fixed outputs a real graph has. What that proves: the module keeps what
+it must copy, sets the gradients, skips what it must (other shapes, hooks) and reports what it
+did. That the real capture computes what the eager step does is tests/test_gpu.py's, on a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src import step_graph
+from src.model import BaseNetwork
+from src.optim import Adam
+from src.step_graph import StepGraph, eager_capture, hooked
+
+
+def _net():
+    torch.manual_seed(0)
+    return BaseNetwork(input_size=12, num_classes=3, hidden_sizes=[8, 6])
+
+
+def _batches(n, size=5):
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(size, 12, generator=gen), torch.randint(0, 3, (size,), generator=gen)) for _ in range(n)]
+
+
+def test_replayed_steps_train_as_the_eager_steps_bit_for_bit():
+    eager_net, graph_net = _net(), _net()
+    eager_opt, graph_opt = Adam(eager_net.parameters(), lr=0.01), Adam(graph_net.parameters(), lr=0.01)
+    batches = _batches(12)
+    graph = StepGraph(graph_net, *batches[0], capture=eager_capture)
+    assert torch.isnan(graph.loss)  # nothing computed until the first replay, as on a GPU
+    for x, y in batches:
+        eager_opt.zero_grad()
+        logits = eager_net(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        eager_opt.step()
+        graph_logits, graph_loss = graph.step(x, y)
+        assert torch.equal(graph_logits, logits.detach()) and torch.equal(graph_loss, loss.detach())
+        graph_opt.step()
+    assert graph.replays == 12
+    for a, b in zip(eager_net.parameters(), graph_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(a.grad, b.grad)
+    # the outputs are the same tensors every replay: a caller that keeps them must copy
+    logits_before = graph.logits
+    graph.step(*batches[1])
+    assert graph.logits is logits_before
+
+
+def test_a_batch_of_another_shape_or_dtype_does_not_fit():
+    x, y = _batches(1)[0]
+    graph = StepGraph(_net(), x, y, capture=eager_capture)
+    assert graph.fits(x, y)
+    assert not graph.fits(x[:3], y[:3])
+    assert not graph.fits(x.double(), y)
+    assert not graph.fits(x, y.int())
+
+
+def test_any_hook_that_would_run_python_in_the_step_is_seen():
+    net = _net()
+    modules, params = list(net.modules()), list(net.parameters())
+    assert not hooked(modules, params)
+    layer = net.layers[0]
+    for register in (layer.register_forward_hook, layer.register_forward_pre_hook,
+                     layer.register_full_backward_hook, layer.register_full_backward_pre_hook,
+                     torch.nn.modules.module.register_module_forward_hook):
+        handle = register(lambda *args: None)
+        try:
+            assert hooked(modules, params), register
+        finally:
+            handle.remove()
+        assert not hooked(modules, params)
+    for register in (params[0].register_hook, params[0].register_post_accumulate_grad_hook):
+        handle = register(lambda *args: None)
+        assert hooked(modules, params), register
+        handle.remove()
+    assert not hooked(modules, params)
+
+
+def test_cuda_graph_must_be_a_bool():
+    from src.module import ClassifierModule
+
+    with pytest.raises(ValueError, match=r"^Invalid cuda_graph='maybe': must be true or false$"):
+        ClassifierModule(_net(), None, cuda_graph="maybe")
+    assert ClassifierModule(_net(), None).cuda_graph is False  # the default, as in conf/module/classifier.yaml
+
+
+@pytest.fixture
+def graphs_on_the_cpu(monkeypatch):
+    """train() as on a GPU: the device is not a reason against a graph, steps are captured with
+    eager_capture. Every other reason still counts."""
+    real = step_graph.why_not
+
+    def why_not(module):
+        reason = real(module)
+        return None if reason == "the model is on cpu, not a CUDA device" else reason
+
+    monkeypatch.setattr(step_graph, "why_not", why_not)
+    monkeypatch.setattr(step_graph, "cuda_capture", eager_capture)
+
+
+def test_a_run_with_replayed_steps_writes_what_the_eager_run_writes(tmp_path, data_dir, graphs_on_the_cpu):
+    """Through train(), every diagnostic on and logging every 5 steps, 2 epochs of 10 full batches
+    and one of 100 images (drop_last=false): the same results.json numbers, TensorBoard points
+    and figures; every full batch replayed, the short one eager."""
+    from tests.conftest import what_runs_write
+
+    keys = ("status", "val_scores", "train_losses", "train_scores", "test_acc", "global_step", "warnings")
+    extra = ["data.drop_last=false", "data.train_subset=2660"]
+    runs = what_runs_write(tmp_path, {"eager": ["module.cuda_graph=false", *extra],
+                                      "graph": ["module.cuda_graph=true", *extra]}, keys)
+    eager, graph = runs["eager"], runs["graph"]
+    timing = [json_of(tmp_path / name)["timing"] for name in ("eager", "graph")]
+    assert "graphed_steps" not in timing[0] and timing[1]["graphed_steps"] == 20
+    eager.pop("seconds"), graph.pop("seconds")
+    assert graph == eager
+    assert eager["results"]["global_step"] == 22 and eager["histograms"] and eager["figures"]
+
+
+def json_of(run):
+    import json
+
+    return json.loads((run / "results.json").read_text())
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ([], "the model is on cpu, not a CUDA device"),
+    (["+trainer.gradient_clip_val=1.0"],
+     "Lightning's automatic loop makes the step (trainer.gradient_clip_val or accumulate_grad_batches)"),
+])
+def test_a_run_that_cannot_graph_its_step_trains_and_says_why(tmp_path, data_dir, overrides, reason):
+    from src.training import train
+    from tests.conftest import FAST, compose
+
+    train(compose([*FAST, "module.cuda_graph=true", *overrides], tmp_path))
+    results = json_of(tmp_path)
+    assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
+    assert [w for w in results["warnings"] if "cuda_graph" in w] == [f"module.cuda_graph=true: not used, {reason}"]
+
+
+def test_a_step_with_a_hook_on_the_network_runs_eagerly_and_calls_it(tmp_path, data_dir, graphs_on_the_cpu):
+    """A callback of the user's that hooks a layer's forward on some steps: those steps run
+    eagerly (the hook sees their batch), the others replay."""
+    import pytorch_lightning as pl
+
+    from src.training import train
+    from tests.conftest import FAST, compose
+
+    class HookEveryThirdStep(pl.Callback):
+        seen: list[int] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx % 3 == 0:
+                self.handle = pl_module.net.layers[0].register_forward_hook(
+                    lambda *a: HookEveryThirdStep.seen.append(batch_idx))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx % 3 == 0:
+                self.handle.remove()
+
+    import tests.test_step_graph as me  # the module train() imports by name
+
+    me._CALLBACK = HookEveryThirdStep()
+    train(compose([*FAST, "module.cuda_graph=true", "+callbacks.hook._target_=tests.test_step_graph._callback"],
+                  tmp_path))
+    assert HookEveryThirdStep.seen == [0, 3, 6, 9]
+    results = json_of(tmp_path)
+    assert results["global_step"] == 10 and results["timing"]["graphed_steps"] == 6  # steps 1, 2, 4, 5, 7, 8
+
+
+def _callback():
+    return _CALLBACK
+
+
+_CALLBACK = None
+
+
+def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_dir, graphs_on_the_cpu, monkeypatch):
+    from src.training import train
+    from tests.conftest import FAST, compose
+
+    def failing_capture(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(step_graph, "cuda_capture", failing_capture)
+    train(compose([*FAST, "module.cuda_graph=true"], tmp_path))
+    eager = tmp_path / "eager"
+    train(compose([*FAST, "module.cuda_graph=false"], eager))
+    results = json_of(tmp_path)
+    assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
+    assert "module.cuda_graph=true: not used, the capture failed (RuntimeError: operation not permitted when " \
+           "stream is capturing)" in results["warnings"]
+    assert results["train_losses"] == json_of(eager)["train_losses"]
