@@ -8,17 +8,20 @@
   (e) (a) with Lightning's automatic optimization loop and its PassThroughProfiler put back
       (`module.manual_step=false`, what a run with gradient clipping gets): what the module's
       own step and src/training.py's NoProfiler save
+  (f) (a) with `module.cuda_graph=true` (src/step_graph.py): each step's forward, loss and
+      backward replayed as one CUDA graph. On a GPU only (`--graph-row` runs it on a CPU too,
+      where the app falls back to (a)'s eager step: a rehearsal, not a figure)
 
 The variants alternate within each repetition, so background load hits them alike; each
 Trainer/plain run trains `--epochs` epochs and reports the median of all but the first (which
 pays for warm-up); the tutorial's loop runs one epoch.
-Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a), (e)/(a), and what the Trainer adds to
+Prints medians and the ratios (a)/(c), (b)/(c), (a)/(b), (d)/(a), (e)/(a), (f)/(c), and what the Trainer adds to
 each step in microseconds. On a GPU this MLP's arithmetic takes microseconds a step, so that
 overhead decides the ratios; `--batch-size 16 --hidden 8` makes the CPU's arithmetic ~0 too, to
 see it here.
 
     .venv/bin/python benchmarks/epoch_time.py [--reps 3] [--device cpu|cuda] [--skip-tutorial]
-        [--train-subset N] [--batch-size N] [--hidden 8] [--json PATH]
+        [--train-subset N] [--batch-size N] [--hidden 8] [--graph-row] [--json PATH]
 
 On a GPU (`--device cuda`) all four keep the data on the device except (d), whose per-sample
 pipeline is the tutorial's; the Trainer runs with `data.on_device=auto`, i.e. on the device.
@@ -96,6 +99,16 @@ def trainer_epoch(callbacks: str, device: str, out_dir: Path, epochs: int, subse
 
 
 _TIMER = None
+
+
+def graph_was_used(run: Path) -> bool:
+    """Whether (f)'s run replayed its steps; if not, say why (results.json's warning)."""
+    results = json.loads((run / "results.json").read_text())
+    if results["timing"].get("graphed_steps"):
+        return True
+    why = [w for w in results["warnings"] if "cuda_graph" in w]
+    print(f"(f) replayed no step: {why[0] if why else 'no reason given'}; its time is the eager step's", flush=True)
+    return False
 
 
 def _make_timer():
@@ -220,6 +233,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=lambda v: [int(h) for h in v.split(",")], default=None,
                         help="hidden layer sizes instead of the tutorial's, e.g. 8: with --batch-size 16 the "
                              "arithmetic is ~0 and the times are the per-step overhead alone")
+    parser.add_argument("--graph-row", action="store_true",
+                        help="run (f), module.cuda_graph=true, on a CPU too (always on a GPU)")
     parser.add_argument("--json", type=Path, default=None, help="also write the medians and ratios here")
     args = parser.parse_args()
     if args.batch_size != 256 or args.hidden:
@@ -235,7 +250,9 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device} ({device_name}), "
           f"reps {args.reps}, epochs {args.epochs}" + (f", train subset {args.train_subset}" if args.train_subset else ""))
-    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": [], "e": []}
+    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": [], "e": [], "f": []}
+    graph_row = args.device == "cuda" or args.graph_row
+    graph_used = True
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             sub = args.train_subset
@@ -247,11 +264,16 @@ def main() -> None:
                 results["d"].append(tutorial_epoch(str(ROOT / "data"), args.device))
             results["e"].append(trainer_epoch("default", args.device, Path(tmp) / f"e{rep}", args.epochs, sub, bs, hid,
                                               extra=LIGHTNINGS_LOOP))
+            if graph_row:
+                results["f"].append(trainer_epoch("default", args.device, Path(tmp) / f"f{rep}", args.epochs, sub, bs,
+                                                  hid, extra=("module.cuda_graph=true",)))
+                graph_used = graph_used and graph_was_used(Path(tmp) / f"f{rep}")
             print(f"rep {rep + 1}: " + "  ".join(f"({k}) {v[-1]:.2f}s" for k, v in results.items() if v), flush=True)
 
     med = {k: statistics.median(v) for k, v in results.items() if v}
     labels = {"a": "Trainer, diagnostics on", "b": "Trainer, diagnostics off",
-              "c": "plain loop, torch Adam foreach", "d": "tutorial's loop", "e": "(a) with Lightning's loop"}
+              "c": "plain loop, torch Adam foreach", "d": "tutorial's loop", "e": "(a) with Lightning's loop",
+              "f": "(a) with module.cuda_graph"}
     print(f"\nmedian seconds per epoch (train {args.train_subset or 50_000:,} + val 10,000, "
           f"batch {args.batch_size}, Adam" + (f", hidden {args.hidden})" if args.hidden else ")"))
     for k, v in med.items():
@@ -263,23 +285,30 @@ def main() -> None:
     if "d" in med:
         print(f"  (d)/(a) = {med['d'] / med['a']:.1f}    goal >= 10")
     print(f"  (e)/(a) = {med['e'] / med['a']:.3f}   (what module.manual_step and NoProfiler save)")
+    if "f" in med:
+        print(f"  (f)/(c) = {med['f'] / med['c']:.3f}   (a) with its steps replayed as a CUDA graph; "
+              f"(f)/(a) = {med['f'] / med['a']:.3f}")
     # What the Trainer adds to each optimizer step, beyond the plain loop's (validation included).
     steps = (args.train_subset or 50_000) // args.batch_size
-    overhead_us = {k: (med[k] - med["c"]) / steps * 1e6 for k in ("a", "b", "e")}
+    overhead_us = {k: (med[k] - med["c"]) / steps * 1e6 for k in ("a", "b", "e", "f") if k in med}
     print(f"per step ({steps} steps of batch {args.batch_size}): plain loop {med['c'] / steps * 1e6:.0f} us; "
           f"the Trainer adds {overhead_us['b']:.0f} us, with diagnostics {overhead_us['a']:.0f} us, "
-          f"with Lightning's loop {overhead_us['e']:.0f} us")
+          f"with Lightning's loop {overhead_us['e']:.0f} us"
+          + (f", with its steps as a CUDA graph {overhead_us['f']:.0f} us" if "f" in overhead_us else ""))
     if args.json:
         ratios = {"a/c": med["a"] / med["c"], "b/c": med["b"] / med["c"], "a/b": med["a"] / med["b"],
                   "e/a": med["e"] / med["a"]}
         if "d" in med:
             ratios["d/a"] = med["d"] / med["a"]
+        if "f" in med:
+            ratios.update({"f/c": med["f"] / med["c"], "f/a": med["f"] / med["a"]})
         args.json.write_text(json.dumps({
             "benchmark": "epoch_time", "device": args.device, "device_name": device_name,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "reps": args.reps,
             "epochs": args.epochs, "train_subset": args.train_subset, "batch_size": args.batch_size,
             "labels": labels, "median_seconds": med, "seconds": results, "ratios": ratios,
-            "hidden": args.hidden, "steps_per_epoch": steps, "overhead_us_per_step": overhead_us}, indent=2) + "\n")
+            "hidden": args.hidden, "steps_per_epoch": steps, "overhead_us_per_step": overhead_us,
+            "graph_used": graph_used if graph_row else None}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
