@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -306,6 +307,10 @@ def test_gpu_check_dry_run_lists_every_step(tmp_path):
     assert res.returncode == 0, res.stderr
     e2e = next(line for line in res.stdout.splitlines() if line.strip().startswith("e2e"))
     assert "train.py trainer.accelerator=gpu print_config=false" in e2e  # the default 40 epochs, as is
+    graph = next(line for line in res.stdout.splitlines() if line.strip().startswith("e2e_graph"))
+    assert "train.py trainer.accelerator=gpu module.cuda_graph=true print_config=false" in graph
+    limits = [int(m) for m in re.findall(r"\(<= *(\d+)s\)", res.stdout)]
+    assert len(limits) == 8 and sum(limits) <= 480, limits  # the whole check within 8 minutes
     for step in ("pip install --no-index --no-deps", "pytest -q -m gpu", "train.py trainer.accelerator=gpu",
                  "epoch_time.py --device cuda",
                  "optimizer_step.py --device cuda"):

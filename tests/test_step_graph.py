@@ -70,7 +70,10 @@ def test_any_hook_that_would_run_python_in_the_step_is_seen():
     layer = net.layers[0]
     for register in (layer.register_forward_hook, layer.register_forward_pre_hook,
                      layer.register_full_backward_hook, layer.register_full_backward_pre_hook,
-                     torch.nn.modules.module.register_module_forward_hook):
+                     torch.nn.modules.module.register_module_forward_hook,
+                     torch.nn.modules.module.register_module_forward_pre_hook,
+                     torch.nn.modules.module.register_module_full_backward_hook,
+                     torch.nn.modules.module.register_module_full_backward_pre_hook):
         handle = register(lambda *args: None)
         try:
             assert hooked(modules, params), register
@@ -82,6 +85,43 @@ def test_any_hook_that_would_run_python_in_the_step_is_seen():
         assert hooked(modules, params), register
         handle.remove()
     assert not hooked(modules, params)
+
+
+def _fit(**changes):
+    """What why_not reads of a LightningModule and its Trainer: a fit that can graph its step."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(world_size=changes.pop("world_size", 1), precision=changes.pop("precision", "32-true"))
+    return SimpleNamespace(trainer=trainer, automatic_optimization=changes.pop("automatic_optimization", False),
+                           device=torch.device(changes.pop("device", "cuda")))
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, None),
+    ({"automatic_optimization": True},
+     "Lightning's automatic loop makes the step (trainer.gradient_clip_val or accumulate_grad_batches)"),
+    ({"world_size": 2}, "more than one process (DDP)"),
+    ({"device": "cpu"}, "the model is on cpu, not a CUDA device"),
+    ({"precision": "bf16-mixed"}, "trainer.precision=bf16-mixed: autocast is not captured"),
+    ({"precision": "16-mixed"}, "trainer.precision=16-mixed: autocast is not captured"),
+])
+def test_why_a_fit_cannot_graph_its_step(changes, reason):
+    assert step_graph.why_not(_fit(**changes)) == reason
+
+
+def test_anomaly_detection_keeps_the_step_eager():
+    with torch.autograd.set_detect_anomaly(True):
+        assert step_graph.why_not(_fit()) == "anomaly detection is on (trainer.detect_anomaly)"
+    assert step_graph.why_not(_fit()) is None
+
+
+def test_a_parameter_the_loss_does_not_use_gets_no_gradient_as_in_backward():
+    net = _net()
+    net.unused = torch.nn.Parameter(torch.ones(3))  # registered, never in the forward
+    x, y = _batches(1)[0]
+    graph = StepGraph(net, x, y, capture=eager_capture)
+    graph.step(x, y)
+    assert net.unused.grad is None and net.layers[0].weight.grad is not None
 
 
 def test_cuda_graph_must_be_a_bool():
@@ -135,11 +175,14 @@ def json_of(run):
     (["+trainer.gradient_clip_val=1.0"],
      "Lightning's automatic loop makes the step (trainer.gradient_clip_val or accumulate_grad_batches)"),
 ])
-def test_a_run_that_cannot_graph_its_step_trains_and_says_why(tmp_path, data_dir, overrides, reason):
+def test_a_run_that_cannot_graph_its_step_trains_and_says_why(tmp_path, data_dir, overrides, reason, caplog):
     from src.training import train
     from tests.conftest import FAST, compose
 
-    train(compose([*FAST, "module.cuda_graph=true", *overrides], tmp_path))
+    with caplog.at_level("WARNING", logger="src.module"):
+        train(compose([*FAST, "module.cuda_graph=true", *overrides], tmp_path))
+    said = [r.getMessage() for r in caplog.records if r.name == "src.module"]
+    assert said == [f"module.cuda_graph=true: not used, {reason}"]  # on the terminal, once
     results = json_of(tmp_path)
     assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
     assert [w for w in results["warnings"] if "cuda_graph" in w] == [f"module.cuda_graph=true: not used, {reason}"]
@@ -182,7 +225,8 @@ def _callback():
 _CALLBACK = None
 
 
-def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_dir, graphs_on_the_cpu, monkeypatch):
+def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_dir, graphs_on_the_cpu, monkeypatch,
+                                                                caplog):
     from src.training import train
     from tests.conftest import FAST, compose
 
@@ -190,7 +234,11 @@ def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_di
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(step_graph, "cuda_capture", failing_capture)
-    train(compose([*FAST, "module.cuda_graph=true"], tmp_path))
+    with caplog.at_level("WARNING", logger="src.module"):
+        train(compose([*FAST, "module.cuda_graph=true"], tmp_path))
+    assert [r.getMessage() for r in caplog.records if r.name == "src.module"] == [
+        "module.cuda_graph=true: not used, the capture failed (RuntimeError: operation not permitted when stream is "
+        "capturing)"]
     eager = tmp_path / "eager"
     train(compose([*FAST, "module.cuda_graph=false"], eager))
     results = json_of(tmp_path)
