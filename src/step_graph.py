@@ -30,27 +30,29 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules import module as nn_module
 
-# capture(fn) -> (replay, outputs): records fn's kernels; replay() re-runs them, writing into
-# the same output tensors. Nothing is computed until the first replay.
-Capture = Callable[[Callable[[], tuple]], tuple[Callable[[], None], tuple]]
+# capture(fn, device) -> (replay, outputs): records fn's kernels; replay() re-runs them, writing
+# into the same output tensors. Nothing is computed until the first replay.
+Capture = Callable[[Callable[[], tuple], torch.device], tuple[Callable[[], None], tuple]]
 
 
-def cuda_capture(fn, warmup: int = 3):
-    """torch's recipe: a few eager runs on a side stream (cuBLAS handles, autograd's lazy
-    state), then one run under capture."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = fn()
+def cuda_capture(fn, device: torch.device, warmup: int = 3):
+    """torch's recipe: a few eager runs on a side stream (cuBLAS handles and workspaces,
+    autograd's lazy state), then one run under capture. The capture uses that same stream, on
+    the model's device: a handle or workspace first made during a capture fails it."""
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            outputs = fn()
     return graph.replay, outputs
 
 
-def eager_capture(fn):
+def eager_capture(fn, device: torch.device | None = None):
     """A stand-in for tests on a CPU: replay() runs fn again and copies its results into the
     first run's tensors, which start out NaN, the aliasing and the "nothing before the first
     replay" of a real graph's outputs."""
@@ -108,7 +110,7 @@ class StepGraph:
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.x, self.y = x.detach().clone(), y.detach().clone()
         self.replays = 0
-        self._replay, (self.logits, self.loss, self.grads) = capture(self._forward_backward)
+        self._replay, (self.logits, self.loss, self.grads) = capture(self._forward_backward, x.device)
 
     def _forward_backward(self):
         logits = self.net(self.x)

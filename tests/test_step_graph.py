@@ -230,7 +230,7 @@ def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_di
     from src.training import train
     from tests.conftest import FAST, compose
 
-    def failing_capture(fn):
+    def failing_capture(fn, device):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(step_graph, "cuda_capture", failing_capture)
