@@ -98,7 +98,8 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
 
     def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  init_scheme: Callable[[torch.nn.Module], object] | None = None,
-                 progress_every_n_steps: int = 10, manual_step: bool = True, cuda_graph: bool = False):
+                 progress_every_n_steps: int = 10, manual_step: bool = True,
+                 cuda_graph: bool | str = False):
         super().__init__()
         self.save_hyperparameters({"model": dict(network.config), "optim_cfg": describe(optimizer),
                                    "init_cfg": describe(init_scheme)})
@@ -113,13 +114,16 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
         if not isinstance(manual_step, bool):  # `maybe` would read as true
             raise ValueError(f"Invalid manual_step={manual_step!r}: must be true or false")
         self.manual_step = manual_step
-        if not isinstance(cuda_graph, bool):
-            raise ValueError(f"Invalid cuda_graph={cuda_graph!r}: must be true or false")
+        if not (isinstance(cuda_graph, bool) or cuda_graph == "auto"):
+            raise ValueError(f"Invalid cuda_graph={cuda_graph!r}: must be true, false or auto")
+        # true: replay each step as a CUDA graph where the fit can, and warn where it cannot;
+        # auto: the same, silent where it cannot (a CPU run), warning only if a capture fails
         self.cuda_graph = cuda_graph
-        # src/step_graph.py: the graph once captured, and why a fit that asked for one runs
-        # without (None: undecided, or in use)
+        # src/step_graph.py: the graph once captured; why a fit that asked for one runs without
+        # (None: undecided, or in use); the warning the run gave about it, for results.json
         self._graph: step_graph.StepGraph | None = None
         self.graph_not_used: str | None = None
+        self.graph_warning: str | None = None
         num_classes = self.net.config["num_classes"]
         # validate_args=False: the argument checks sync with the host on every update.
         acc = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -198,7 +202,8 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             return self._graph if self._graph.fits(x, y) else None
         if (reason := step_graph.why_not(self)) is not None:
             self.graph_not_used = reason
-            log.warning("module.cuda_graph=true: not used, %s", reason)
+            if self.cuda_graph is True:
+                self._warn_graph_not_used()
             return None
         if step_graph.hooked(list(self.net.modules()), list(self.net.parameters())):
             return None  # this step eagerly; capture at a step without hooks
@@ -207,9 +212,14 @@ class ClassifierModule(CheapHookName, pl.LightningModule):
             self._graph = step_graph.StepGraph(self.net, x, y, capture=step_graph.cuda_capture)
         except Exception as e:  # a kernel that cannot be captured: the fit goes on eagerly
             self.graph_not_used = f"the capture failed ({type(e).__name__}: {e})"
-            log.warning("module.cuda_graph=true: not used, %s", self.graph_not_used)
+            self._warn_graph_not_used()
             return None
         return self._graph
+
+    def _warn_graph_not_used(self) -> None:
+        value = "true" if self.cuda_graph is True else self.cuda_graph
+        self.graph_warning = f"module.cuda_graph={value}: not used, {self.graph_not_used}"
+        log.warning("%s", self.graph_warning)
 
     @property
     def graphed_steps(self) -> int:

@@ -451,6 +451,8 @@ def train(cfg: DictConfig) -> float | None:
     }
     if getattr(module, "cuda_graph", False):  # training steps of this process that replayed it
         results["timing"]["graphed_steps"] = module.graphed_steps
+        if module.graph_not_used:
+            results["timing"]["graph_not_used"] = module.graph_not_used
     if diverged:
         # val/train scores above are those of the epochs that finished with finite weights.
         results.update(diverged_step=diverged.step, diverged_epoch=diverged.epoch, error=str(diverged))
@@ -549,8 +551,8 @@ def run_warnings(module, callbacks, val_scores: list[float]) -> list[str]:
                      f"({100 * chance:.0f} %)")
     for cb in callbacks:
         found += list(getattr(cb, "warnings", None) or [])
-    if reason := getattr(module, "graph_not_used", None):
-        found.append(f"module.cuda_graph=true: not used, {reason}")
+    if line := getattr(module, "graph_warning", None):
+        found.append(line)
     return found + list(getattr(module, "resume_notes", None) or [])
 
 

@@ -9,6 +9,8 @@ did. That the real capture computes what the eager step does is tests/test_gpu.p
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,12 +126,14 @@ def test_a_parameter_the_loss_does_not_use_gets_no_gradient_as_in_backward():
     assert net.unused.grad is None and net.layers[0].weight.grad is not None
 
 
-def test_cuda_graph_must_be_a_bool():
+@pytest.mark.parametrize("value", ["maybe", "true", 1, None])
+def test_cuda_graph_is_true_false_or_auto(value):
     from src.module import ClassifierModule
 
-    with pytest.raises(ValueError, match=r"^Invalid cuda_graph='maybe': must be true or false$"):
-        ClassifierModule(_net(), None, cuda_graph="maybe")
+    with pytest.raises(ValueError, match=rf"^Invalid cuda_graph={re.escape(repr(value))}: must be true, false or auto$"):
+        ClassifierModule(_net(), None, cuda_graph=value)
     assert ClassifierModule(_net(), None).cuda_graph is False  # the default, as in conf/module/classifier.yaml
+    assert ClassifierModule(_net(), None, cuda_graph="auto").cuda_graph == "auto"
 
 
 @pytest.fixture
@@ -185,7 +189,32 @@ def test_a_run_that_cannot_graph_its_step_trains_and_says_why(tmp_path, data_dir
     assert said == [f"module.cuda_graph=true: not used, {reason}"]  # on the terminal, once
     results = json_of(tmp_path)
     assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
+    assert results["timing"]["graph_not_used"] == reason
     assert [w for w in results["warnings"] if "cuda_graph" in w] == [f"module.cuda_graph=true: not used, {reason}"]
+
+
+def test_auto_on_a_cpu_trains_eagerly_without_a_warning(tmp_path, data_dir, caplog):
+    """cuda_graph=auto: a graph where the fit can have one; a CPU run is not a problem to warn
+    about. results.json's timing still says why no step replayed."""
+    from src.training import train
+    from tests.conftest import FAST, compose
+
+    with caplog.at_level("WARNING", logger="src.module"):
+        train(compose([*FAST, "module.cuda_graph=auto"], tmp_path))
+    assert not [r for r in caplog.records if r.name == "src.module"]
+    results = json_of(tmp_path)
+    assert results["status"] == "ok" and not [w for w in results["warnings"] if "cuda_graph" in w]
+    assert results["timing"]["graphed_steps"] == 0
+    assert results["timing"]["graph_not_used"] == "the model is on cpu, not a CUDA device"
+
+
+def test_auto_replays_where_it_can(tmp_path, data_dir, graphs_on_the_cpu):
+    from src.training import train
+    from tests.conftest import FAST, compose
+
+    train(compose([*FAST, "module.cuda_graph=auto"], tmp_path))
+    results = json_of(tmp_path)
+    assert results["timing"]["graphed_steps"] == 10 and "graph_not_used" not in results["timing"]
 
 
 def test_a_step_with_a_hook_on_the_network_runs_eagerly_and_calls_it(tmp_path, data_dir, graphs_on_the_cpu):
@@ -225,8 +254,10 @@ def _callback():
 _CALLBACK = None
 
 
+@pytest.mark.parametrize("value", ["true", "auto"])
 def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_dir, graphs_on_the_cpu, monkeypatch,
-                                                                caplog):
+                                                                caplog, value):
+    """A failed capture is worth a warning under auto too: the fit could have had a graph."""
     from src.training import train
     from tests.conftest import FAST, compose
 
@@ -234,15 +265,14 @@ def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_di
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(step_graph, "cuda_capture", failing_capture)
+    line = (f"module.cuda_graph={value}: not used, the capture failed (RuntimeError: operation not permitted when "
+            "stream is capturing)")
     with caplog.at_level("WARNING", logger="src.module"):
-        train(compose([*FAST, "module.cuda_graph=true"], tmp_path))
-    assert [r.getMessage() for r in caplog.records if r.name == "src.module"] == [
-        "module.cuda_graph=true: not used, the capture failed (RuntimeError: operation not permitted when stream is "
-        "capturing)"]
+        train(compose([*FAST, f"module.cuda_graph={value}"], tmp_path))
+    assert [r.getMessage() for r in caplog.records if r.name == "src.module"] == [line]
     eager = tmp_path / "eager"
     train(compose([*FAST, "module.cuda_graph=false"], eager))
     results = json_of(tmp_path)
     assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
-    assert "module.cuda_graph=true: not used, the capture failed (RuntimeError: operation not permitted when " \
-           "stream is capturing)" in results["warnings"]
+    assert line in results["warnings"]
     assert results["train_losses"] == json_of(eager)["train_losses"]
