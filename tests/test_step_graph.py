@@ -9,6 +9,7 @@ did. That the real capture computes what the eager step does is tests/test_gpu.p
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -19,11 +20,17 @@ from src import step_graph
 from src.model import BaseNetwork
 from src.optim import Adam
 from src.step_graph import StepGraph, eager_capture, hooked
+from src.training import train
+from tests.conftest import FAST, compose, warnings_of, what_runs_write
 
 
 def _net():
     torch.manual_seed(0)
     return BaseNetwork(input_size=12, num_classes=3, hidden_sizes=[8, 6])
+
+
+def json_of(run):
+    return json.loads((run / "results.json").read_text())
 
 
 def _batches(n, size=5):
@@ -154,7 +161,6 @@ def test_a_run_with_replayed_steps_writes_what_the_eager_run_writes(tmp_path, da
     """Through train(), every diagnostic on and logging every 5 steps, 2 epochs of 10 full batches
     and one of 100 images (drop_last=false): the same results.json numbers, TensorBoard points
     and figures; every full batch replayed, the short one eager."""
-    from tests.conftest import what_runs_write
 
     keys = ("status", "val_scores", "train_losses", "train_scores", "test_acc", "global_step", "warnings")
     extra = ["data.drop_last=false", "data.train_subset=2660"]
@@ -168,20 +174,12 @@ def test_a_run_with_replayed_steps_writes_what_the_eager_run_writes(tmp_path, da
     assert eager["results"]["global_step"] == 22 and eager["histograms"] and eager["figures"]
 
 
-def json_of(run):
-    import json
-
-    return json.loads((run / "results.json").read_text())
-
-
 @pytest.mark.parametrize("overrides, reason", [
     ([], "the model is on cpu, not a CUDA device"),
     (["+trainer.gradient_clip_val=1.0"],
      "Lightning's automatic loop makes the step (trainer.gradient_clip_val or accumulate_grad_batches)"),
 ])
 def test_a_run_that_cannot_graph_its_step_trains_and_says_why(tmp_path, data_dir, overrides, reason, caplog):
-    from src.training import train
-    from tests.conftest import FAST, compose
 
     with caplog.at_level("WARNING", logger="src.module"):
         train(compose([*FAST, "module.cuda_graph=true", *overrides], tmp_path))
@@ -190,27 +188,23 @@ def test_a_run_that_cannot_graph_its_step_trains_and_says_why(tmp_path, data_dir
     results = json_of(tmp_path)
     assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
     assert results["timing"]["graph_not_used"] == reason
-    assert [w for w in results["warnings"] if "cuda_graph" in w] == [f"module.cuda_graph=true: not used, {reason}"]
+    assert warnings_of(results) == [f"module.cuda_graph=true: not used, {reason}"]
 
 
 def test_auto_on_a_cpu_trains_eagerly_without_a_warning(tmp_path, data_dir, caplog):
     """cuda_graph=auto: a graph where the fit can have one; a CPU run is not a problem to warn
     about. results.json's timing still says why no step replayed."""
-    from src.training import train
-    from tests.conftest import FAST, compose
 
     with caplog.at_level("WARNING", logger="src.module"):
         train(compose([*FAST, "module.cuda_graph=auto"], tmp_path))
     assert not [r for r in caplog.records if r.name == "src.module"]
     results = json_of(tmp_path)
-    assert results["status"] == "ok" and not [w for w in results["warnings"] if "cuda_graph" in w]
+    assert results["status"] == "ok" and warnings_of(results) == []
     assert results["timing"]["graphed_steps"] == 0
     assert results["timing"]["graph_not_used"] == "the model is on cpu, not a CUDA device"
 
 
 def test_auto_replays_where_it_can(tmp_path, data_dir, graphs_on_the_cpu):
-    from src.training import train
-    from tests.conftest import FAST, compose
 
     train(compose([*FAST, "module.cuda_graph=auto"], tmp_path))
     results = json_of(tmp_path)
@@ -222,8 +216,6 @@ def test_a_step_with_a_hook_on_the_network_runs_eagerly_and_calls_it(tmp_path, d
     eagerly (the hook sees their batch), the others replay."""
     import pytorch_lightning as pl
 
-    from src.training import train
-    from tests.conftest import FAST, compose
 
     class HookEveryThirdStep(pl.Callback):
         seen: list[int] = []
@@ -258,8 +250,6 @@ _CALLBACK = None
 def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_dir, graphs_on_the_cpu, monkeypatch,
                                                                 caplog, value):
     """A failed capture is worth a warning under auto too: the fit could have had a graph."""
-    from src.training import train
-    from tests.conftest import FAST, compose
 
     def failing_capture(fn, device):
         raise RuntimeError("operation not permitted when stream is capturing")
@@ -274,5 +264,5 @@ def test_a_capture_that_fails_leaves_the_run_eager_and_says_so(tmp_path, data_di
     train(compose([*FAST, "module.cuda_graph=false"], eager))
     results = json_of(tmp_path)
     assert results["status"] == "ok" and results["timing"]["graphed_steps"] == 0
-    assert line in results["warnings"]
+    assert warnings_of(results) == [line]
     assert results["train_losses"] == json_of(eager)["train_losses"]
