@@ -38,7 +38,13 @@ Capture = Callable[[Callable[[], tuple], torch.device], tuple[Callable[[], None]
 def cuda_capture(fn, device: torch.device, warmup: int = 3):
     """torch's recipe: a few eager runs on a side stream (cuBLAS handles and workspaces,
     autograd's lazy state), then one run under capture. The capture uses that same stream, on
-    the model's device: a handle or workspace first made during a capture fails it."""
+    the model's device: a handle or workspace first made during a capture fails it.
+
+    capture_error_mode="thread_local": the capture starts at the first training step, while a
+    DataLoader with workers (data.pipeline=torchvision on a GPU) has its pin-memory thread
+    allocating pinned buffers for the next batches. In the default "global" mode that thread's
+    CUDA calls would break the capture and fail the thread, and with it the run. They touch
+    neither this stream nor the graph, so only this thread's calls are checked."""
     with torch.cuda.device(device):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -47,7 +53,7 @@ def cuda_capture(fn, device: torch.device, warmup: int = 3):
                 fn()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side):
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             outputs = fn()
     return graph.replay, outputs
 

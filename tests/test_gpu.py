@@ -5,6 +5,7 @@ What they establish on a real GPU:
   - training with every diagnostic on under `deterministic=true` (no op that raises);
   - the same seed twice on the same GPU gives the same val_scores;
   - module.cuda_graph=true replays every step and gives the eager steps' numbers, bit for bit;
+    and captures beside a DataLoader's pin-memory thread (torchvision pipeline, workers);
   - a run killed after its first checkpoint resumes to the uninterrupted run's val_scores;
   - the data lives on the GPU, and the 49 steps between two divergence reads make no
     host-device sync;
@@ -163,6 +164,21 @@ def test_cuda_graph_steps_give_the_eager_numbers(tmp_path, data_dir):
     assert graph["train_losses"] == eager["train_losses"], f"largest train-loss difference {diff:g}"
     for key in ("train_scores", "val_scores", "test_acc"):
         assert graph[key] == eager[key], key
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_graph_captures_beside_a_pin_memory_thread(tmp_path, data_dir):
+    """data.pipeline=torchvision with workers: the capture at the first step runs while the
+    DataLoader's pin-memory thread pins the next batches. A "global" capture would fail that
+    thread and the run; step_graph captures "thread_local", and every step replays."""
+    from src.training import train
+
+    train(compose([*GPU_FAST, "data.pipeline=torchvision", "data.num_workers=2", "module.cuda_graph=true"], tmp_path))
+    results = _results(tmp_path)
+    assert results["status"] == "ok" and results["global_step"] == 10, results
+    if not REHEARSAL:
+        assert results["timing"]["graphed_steps"] == 10, results["warnings"]
 
 
 @pytest.mark.parametrize("cuda_graph", ["false", "true"])

@@ -9,6 +9,7 @@ did. That the real capture computes what the eager step does is tests/test_gpu.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -61,6 +62,86 @@ def test_replayed_steps_train_as_the_eager_steps_bit_for_bit():
     logits_before = graph.logits
     graph.step(*batches[1])
     assert graph.logits is logits_before
+
+
+class RecordedCuda:
+    """Stands in for the torch.cuda calls cuda_capture makes and writes down, in order, what
+    each did: which device and stream were current, which streams waited for which, and under
+    what each call of the step ran."""
+
+    def __init__(self, monkeypatch):
+        self.log: list[tuple] = []
+        self.current = ["default"]  # the stream stack, as torch.cuda.stream() changes it
+        self.capturing = None
+        rec = self
+
+        class Stream:
+            def __init__(self, name="side"):
+                self.name = name
+
+            def wait_stream(self, other):
+                rec.log.append(("wait", self.name, other.name))
+
+        class Graph:
+            def replay(self):
+                rec.log.append(("replay",))
+
+        @contextlib.contextmanager
+        def scope(*entered):
+            rec.log.append(("enter", *entered))
+            yield
+            rec.log.append(("exit", entered[0]))
+
+        @contextlib.contextmanager
+        def stream(s):
+            self.current.append(s.name)
+            with scope("stream", s.name):
+                yield
+            self.current.pop()
+
+        @contextlib.contextmanager
+        def graph(g, stream=None, capture_error_mode="global", **rest):
+            self.capturing = (stream.name, capture_error_mode)
+            with scope("graph", stream.name, capture_error_mode):
+                yield
+            self.capturing = None
+
+        monkeypatch.setattr(torch.cuda, "device", lambda d: scope("device", str(d)))
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "stream", stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream(self.current[-1]))
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+
+    def step(self):
+        """The recorded function: logs the stream it runs on and whether it is being captured."""
+        n = sum(e[0] == "run" for e in self.log) + 1
+        self.log.append(("run", n, self.current[-1], self.capturing))
+        return f"outputs of run {n}"
+
+
+def test_the_capture_warms_up_and_records_on_one_side_stream_of_the_models_device(monkeypatch):
+    """torch's recipe (docs: CUDA graphs, whole-network capture), and thread_local capture: three
+    warm-ups on a side stream that waited for the current one, the current stream waits for
+    them, the capture is on that same side stream, all on the model's device. The outputs are
+    the captured run's; nothing replays until asked."""
+    cuda = RecordedCuda(monkeypatch)
+    replay, outputs = step_graph.cuda_capture(cuda.step, torch.device("cuda:1"))
+    assert outputs == "outputs of run 4"
+    assert cuda.log == [
+        ("enter", "device", "cuda:1"),
+        ("wait", "side", "default"),
+        ("enter", "stream", "side"),
+        ("run", 1, "side", None), ("run", 2, "side", None), ("run", 3, "side", None),
+        ("exit", "stream"),
+        ("wait", "default", "side"),
+        ("enter", "graph", "side", "thread_local"),
+        ("run", 4, "default", ("side", "thread_local")),
+        ("exit", "graph"),
+        ("exit", "device"),
+    ]
+    replay()
+    assert cuda.log[-1] == ("replay",)
 
 
 def test_a_batch_of_another_shape_or_dtype_does_not_fit():
