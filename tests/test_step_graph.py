@@ -101,7 +101,7 @@ class RecordedCuda:
 
         @contextlib.contextmanager
         def graph(g, stream=None, capture_error_mode="global", **rest):
-            self.capturing = (stream.name, capture_error_mode)
+            self.captured, self.capturing = g, (stream.name, capture_error_mode)
             with scope("graph", stream.name, capture_error_mode):
                 yield
             self.capturing = None
@@ -140,6 +140,7 @@ def test_the_capture_warms_up_and_records_on_one_side_stream_of_the_models_devic
         ("exit", "graph"),
         ("exit", "device"),
     ]
+    assert isinstance(cuda.captured, torch.cuda.CUDAGraph) and replay == cuda.captured.replay
     replay()
     assert cuda.log[-1] == ("replay",)
 
