@@ -4,7 +4,7 @@ What they establish on a real GPU:
   - each hand-written optimizer gives the CPU's numbers on CUDA (50 steps, <= 1e-5 relative);
   - training with every diagnostic on under `deterministic=true` (no op that raises);
   - the same seed twice on the same GPU gives the same val_scores;
-  - module.cuda_graph=true replays every step and gives the eager steps' numbers, bit for bit;
+  - module.cuda_graph=true replays every step and gives the eager steps' numbers, bit for bit,
     and captures beside a DataLoader's pin-memory thread (torchvision pipeline, workers);
   - a run killed after its first checkpoint resumes to the uninterrupted run's val_scores;
   - the data lives on the GPU, and the 49 steps between two divergence reads make no

@@ -72,7 +72,7 @@ class RecordedCuda:
     def __init__(self, monkeypatch):
         self.log: list[tuple] = []
         self.current = ["default"]  # the stream stack, as torch.cuda.stream() changes it
-        self.capturing = None
+        self.captured = self.capturing = None
         rec = self
 
         class Stream:
@@ -100,10 +100,13 @@ class RecordedCuda:
             self.current.pop()
 
         @contextlib.contextmanager
-        def graph(g, stream=None, capture_error_mode="global", **rest):
+        def graph(g, stream=None, capture_error_mode="global"):
+            # as torch's: the capture stream becomes the current one for the body
             self.captured, self.capturing = g, (stream.name, capture_error_mode)
+            self.current.append(stream.name)
             with scope("graph", stream.name, capture_error_mode):
                 yield
+            self.current.pop()
             self.capturing = None
 
         monkeypatch.setattr(torch.cuda, "device", lambda d: scope("device", str(d)))
@@ -136,7 +139,7 @@ def test_the_capture_warms_up_and_records_on_one_side_stream_of_the_models_devic
         ("exit", "stream"),
         ("wait", "default", "side"),
         ("enter", "graph", "side", "thread_local"),
-        ("run", 4, "default", ("side", "thread_local")),
+        ("run", 4, "side", ("side", "thread_local")),
         ("exit", "graph"),
         ("exit", "device"),
     ]
